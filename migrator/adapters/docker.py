@@ -1,0 +1,189 @@
+"""Docker through the docker SDK (containers) and the `docker compose` v2 CLI (the SDK has no compose API)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from migrator.errors import DockerUnavailable, EnvironmentMissing
+
+_DOCKER_FIX = "start the Docker daemon (e.g. `sudo systemctl start docker`) or set DOCKER_HOST"
+
+
+@dataclass
+class ContainerState:
+    name: str
+    exists: bool
+    status: str = "absent"  # created | running | exited | paused | restarting | dead | absent
+    id: str = ""
+    image: str = ""
+    health: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "restarting")
+
+
+class DockerRuntime:
+    """The few container operations the migration needs."""
+
+    def __init__(self, timeout: float = 30.0):
+        self.timeout = timeout
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import docker
+            from docker.errors import DockerException
+
+            try:
+                self._client = docker.from_env(timeout=int(self.timeout))
+                self._client.ping()
+            except DockerException as exc:
+                self._client = None
+                host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+                raise DockerUnavailable(
+                    f"Docker daemon not reachable at {host} ({_short(exc)})", _DOCKER_FIX
+                ) from None
+        return self._client
+
+    def _call(self, fn, *args, **kwargs):
+        import docker.errors
+        import requests
+
+        try:
+            return fn(*args, **kwargs)
+        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+            if isinstance(exc, docker.errors.APIError):
+                raise
+            raise DockerUnavailable(f"Docker daemon stopped answering ({_short(exc)})", _DOCKER_FIX) from None
+
+    def ping(self) -> bool:
+        self.client
+        return True
+
+    def info(self) -> dict:
+        return self._call(self.client.info)
+
+    def container(self, name: str) -> ContainerState:
+        import docker.errors
+
+        try:
+            c = self._call(self.client.containers.get, name)
+        except docker.errors.NotFound:
+            return ContainerState(name, False)
+        state = c.attrs.get("State", {})
+        return ContainerState(
+            name, True, state.get("Status", "unknown"), c.id[:12],
+            c.attrs.get("Config", {}).get("Image", ""), (state.get("Health") or {}).get("Status", ""),
+        )
+
+    def stop(self, name: str, timeout: float) -> str:
+        """Stop a container: SIGTERM, then SIGKILL after `timeout` s. Returns what happened."""
+        import docker.errors
+
+        try:
+            c = self._call(self.client.containers.get, name)
+        except docker.errors.NotFound:
+            return "not present"
+        if c.status not in ("running", "restarting", "paused"):
+            return f"already {c.status}"
+        try:
+            # The SDK's HTTP timeout must outlast the daemon's own SIGTERM grace period.
+            c.client.api.timeout = max(self.timeout, timeout + 15)
+            self._call(c.stop, timeout=int(timeout))
+        except docker.errors.APIError:
+            self._call(c.kill)
+        c.reload()
+        if c.status == "running":
+            self._call(c.kill)
+            return "killed (did not stop on SIGTERM)"
+        return "stopped"
+
+    def remove(self, name: str) -> str:
+        import docker.errors
+
+        try:
+            c = self._call(self.client.containers.get, name)
+        except docker.errors.NotFound:
+            return "not present"
+        self._call(c.remove, force=True)
+        return "removed"
+
+    def run(self, **spec) -> ContainerState:
+        c = self._call(self.client.containers.run, detach=True, **spec)
+        return self.container(c.name)
+
+    def logs(self, name: str, tail: int = 200) -> str:
+        import docker.errors
+
+        try:
+            c = self._call(self.client.containers.get, name)
+        except docker.errors.NotFound:
+            return ""
+        return self._call(c.logs, tail=tail).decode("utf-8", errors="replace")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (the v2 plugin), or a standalone `docker-compose` v2 binary."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    standalone = shutil.which("docker-compose")
+    if standalone:
+        return [standalone]
+    raise EnvironmentMissing("Docker Compose v2 not found", "install the docker compose plugin")
+
+
+@dataclass
+class Compose:
+    """`docker compose` for one project: the user's compose files and env file."""
+
+    workdir: Path
+    files: list[Path]
+    env_file: Path | None = None
+    project_name: str = ""
+
+    def base(self) -> list[str]:
+        cmd = compose_command()
+        if self.project_name:
+            cmd += ["--project-name", self.project_name]
+        for f in self.files:
+            cmd += ["-f", str(f)]
+        if self.env_file is not None:
+            cmd += ["--env-file", str(self.env_file)]
+        return cmd
+
+    def run(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
+        try:
+            proc = subprocess.run([*self.base(), *args], cwd=self.workdir, capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise EnvironmentMissing(f"`docker compose {' '.join(args)}` did not finish in {timeout:.0f} s",
+                                     "check `docker compose ps` and the daemon") from None
+        if proc.returncode != 0 and _daemon_down(proc.stderr):
+            raise DockerUnavailable(f"docker compose could not reach the Docker daemon", _DOCKER_FIX)
+        return proc
+
+    def services(self) -> list[str]:
+        proc = self.run("config", "--services")
+        return proc.stdout.split() if proc.returncode == 0 else []
+
+    def recreate(self, service: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
+        """Recreate one service so it reads the env file again (a restart would not)."""
+        return self.run("up", "-d", "--no-deps", "--force-recreate", service, timeout=timeout)
+
+
+def _daemon_down(stderr: str) -> bool:
+    text = stderr.lower()
+    return "cannot connect to the docker daemon" in text or "is the docker daemon running" in text

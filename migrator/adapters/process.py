@@ -1,0 +1,103 @@
+"""Local processes the tool starts (vLLM with runtime=process, the stand-in servers) and stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The kernel's start time of `pid`: with the pid it names one process, even after pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def alive(pid: int, start_ticks: str | None = None) -> bool:
+    ticks = _start_ticks(pid)
+    if ticks is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    if state == "Z":
+        return False
+    return start_ticks is None or ticks == start_ticks
+
+
+@dataclass
+class ProcessHandle:
+    pid: int
+    start_ticks: str | None
+    command: list[str]
+    log_path: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ProcessHandle":
+        return cls(int(data["pid"]), data.get("start_ticks"), list(data.get("command", [])),
+                   data.get("log_path", ""))
+
+    def alive(self) -> bool:
+        return alive(self.pid, self.start_ticks)
+
+
+def start_detached(command: list[str], log_path: Path, env: dict | None = None,
+                   cwd: Path | None = None) -> ProcessHandle:
+    """Start a process in its own session, output to `log_path`; it outlives this CLI run."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=cwd, start_new_session=True)
+    return ProcessHandle(proc.pid, _start_ticks(proc.pid), command, str(log_path))
+
+
+def stop(handle: ProcessHandle, timeout: float) -> str:
+    """SIGTERM the process group, SIGKILL it after `timeout` s. Never signals a reused pid."""
+    if not handle.alive():
+        return "not running"
+    try:
+        pgid = os.getpgid(handle.pid)
+    except ProcessLookupError:
+        return "not running"
+    target = pgid if pgid == handle.pid else None  # our own session leader: stop its children too
+
+    def send(sig: int) -> None:
+        try:
+            if target is not None:
+                os.killpg(target, sig)
+            else:
+                os.kill(handle.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    send(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(handle.pid)
+        if not handle.alive():
+            return "stopped"
+        time.sleep(0.05)
+    send(signal.SIGKILL)
+    for _ in range(100):
+        _reap(handle.pid)
+        if not handle.alive():
+            break
+        time.sleep(0.02)
+    return "killed (did not stop on SIGTERM)"
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,89 @@
+"""The importable core API; the CLI is one client of it.
+
+    from migrator import api
+    report = api.check_phase("phase1", project=Path("."))
+    report = api.rollback(project=Path("."))
+
+Every function takes the project root and optional settings, and returns a report object with
+`to_dict()`; errors are `migrator.errors.MigrateError` subclasses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from migrator.config import CONFIG_FILENAME, Settings, load_settings
+from migrator.engine import Context, PhaseReport, check_phase as _check, dry_run_phase as _dry, run_phase as _run
+from migrator.errors import ConfigError
+from migrator.ledger import Ledger
+from migrator.output import Output
+from migrator.rollback import RollbackReport, rollback as _rollback
+from migrator.status import StatusReport, gather_status
+
+PHASES = ("phase1", "phase2", "phase3", "phase4")
+
+
+def settings_for(project: Path, config: Path | None = None, overrides: dict | None = None) -> Settings:
+    path = config if config is not None else project / CONFIG_FILENAME
+    return load_settings(path, overrides=overrides, required=config is not None)
+
+
+def build_phase(name: str, settings: Settings, options: dict | None = None):
+    import importlib
+
+    if name not in PHASES:
+        raise ConfigError(f"unknown phase '{name}'", f"one of {', '.join(PHASES)}")
+    module = importlib.import_module(f"phases.{name}")
+    return module.build(settings, options or {})
+
+
+def _context(project: Path, settings: Settings | None, out: Output | None, dry_run: bool = False,
+             yes: bool = False, options: dict | None = None) -> Context:
+    project = Path(project)
+    if not project.is_dir():
+        raise ConfigError(f"project directory {project} does not exist", "pass --project DIR")
+    settings = settings or settings_for(project)
+    return Context(project, settings, Ledger(project), out or Output(quiet=True), dry_run, yes, options)
+
+
+def check_phase(name: str, project: Path, settings: Settings | None = None, out: Output | None = None,
+                options: dict | None = None) -> PhaseReport:
+    """Run only the read-only checks of a phase. Writes nothing."""
+    ctx = _context(project, settings, out, options=options)
+    ctx.ledger.load()  # refuses a corrupt state (StateCorrupt), never writes
+    return _check(build_phase(name, ctx.settings, ctx.options), ctx)
+
+
+def dry_run_phase(name: str, project: Path, settings: Settings | None = None, out: Output | None = None,
+                  options: dict | None = None) -> PhaseReport:
+    """The steps a phase would run, which are satisfied, and diffs of the files it would write."""
+    ctx = _context(project, settings, out, dry_run=True, options=options)
+    ctx.ledger.load()
+    return _dry(build_phase(name, ctx.settings, ctx.options), ctx)
+
+
+def run_phase(name: str, project: Path, settings: Settings | None = None, out: Output | None = None,
+              yes: bool = False, options: dict | None = None, command: str = "") -> PhaseReport:
+    """Apply a phase under the project lock, resuming where an earlier run stopped."""
+    ctx = _context(project, settings, out, yes=yes, options=options)
+    with ctx.ledger.locked(command or name):
+        ctx.ledger.load()
+        return _run(build_phase(name, ctx.settings, ctx.options), ctx)
+
+
+def status(project: Path, settings: Settings | None = None, probe: bool = True) -> StatusReport:
+    project = Path(project)
+    return gather_status(project, settings or settings_for(project), probe=probe)
+
+
+def rollback(project: Path, settings: Settings | None = None, out: Output | None = None,
+             wait_s: float = 60.0, command: str = "rollback") -> RollbackReport:
+    """Back to Ollama (see migrator.rollback). Takes the project lock."""
+    ctx = _context(project, settings, out)
+    with ctx.ledger.locked(command):
+        phases = [build_phase(n, ctx.settings, {}) for n in PHASES]
+        return _rollback(ctx, phases, wait_s=wait_s)
+
+
+def force_unlock(project: Path, lock_id: str):
+    return Ledger(Path(project)).force_unlock(lock_id)

@@ -1,0 +1,1 @@
+"""The `graphrag-migrate` command line: thin typer commands over `migrator.api`."""

@@ -1,0 +1,144 @@
+"""Root of the `graphrag-migrate` CLI: global options and command wiring only."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from migrator.cli import phases
+from migrator.cli._common import AppState, exit_with, handle_errors, state_of
+from migrator.output import Output
+
+app = typer.Typer(
+    name="graphrag-migrate",
+    help="Move a GraphRAG backend's LLM from Ollama to vLLM, phase by phase — checkable, recorded, reversible.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback(invoke_without_command=True)
+@handle_errors
+def root(
+    ctx: typer.Context,
+    project: Annotated[Path, typer.Option("--project", "-p", help="The GraphRAG repo root.", envvar="GRAPHRAG_MIGRATE_PROJECT")] = Path("."),
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings file (default: PROJECT/migrate.yaml).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to every confirmation.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting: section.key=value (repeatable).")] = None,
+    force_unlock: Annotated[Optional[str], typer.Option("--force-unlock", metavar="ID", help="Remove the project lock with this id (see `status`).")] = None,
+) -> None:
+    from migrator.config import parse_set_options
+    from migrator.secrets import register_from_environ
+
+    register_from_environ()
+    state = AppState(project=project, config=config, out=Output(json_out, verbose), yes=yes,
+                     argv=" ".join(["graphrag-migrate", *sys.argv[1:]]))
+    ctx.obj = state
+    state.overrides = parse_set_options(set_ or [])
+    if force_unlock:
+        from migrator import api
+
+        held = api.force_unlock(project, force_unlock)
+        state.out.info(f"removed {held.describe()}")
+        if ctx.invoked_subcommand is None:
+            exit_with(0)
+
+
+for _command in (phases.phase1, phases.phase2, phases.phase3, phases.phase4):
+    app.command(_command.__name__)(_command)
+
+
+@app.command()
+@handle_errors
+def status(ctx: typer.Context) -> None:
+    """Where the migration stands: phases and steps, LLM_BACKEND, vLLM and Ollama health, drift.
+
+    Reads only — never writes a file. Exit 1 when a phase failed or a file drifted, 5 when the
+    ledger is unreadable, so it can gate CI.
+    """
+    from migrator import api
+    from migrator.cli import render
+
+    app_state = state_of(ctx)
+    report = api.status(app_state.project, app_state.settings())
+    render.status_report(app_state.out, report)
+    exit_with(report.exit_code)
+
+
+@app.command()
+@handle_errors
+def rollback(
+    ctx: typer.Context,
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for the backend to answer.")] = 60.0,
+) -> None:
+    """Back to Ollama: LLM_BACKEND=ollama, stop vLLM, recreate the backend, reload Ollama's models.
+
+    Touches: the env file (restored from its backup, or LLM_BACKEND set), the vLLM container or
+    process, the backend service. Works without state, with the container gone, with dockerd down.
+    """
+    from migrator import api
+    from migrator.cli import render
+
+    app_state = state_of(ctx)
+    report = api.rollback(app_state.project, app_state.settings(), app_state.out, wait_s=wait,
+                          command=app_state.argv)
+    render.rollback_report(app_state.out, report)
+    exit_with(report.exit_code)
+
+
+@app.command()
+@handle_errors
+def rehearse(
+    ctx: typer.Context,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory for inspection.")] = False,
+    directory: Annotated[Optional[Path], typer.Option("--dir", help="Create the sandbox here (must not exist).")] = None,
+) -> None:
+    """Rehearse the whole migration on a throw-away sandbox — no GPU, no Docker needed.
+
+    Starts the vLLM simulator, the Ollama stand-in and a sandbox backend on 127.0.0.1, runs
+    phase1 → phase4, status and rollback, and checks every sandbox file is restored. Touches
+    nothing outside the sandbox; stops everything it started.
+    """
+    from migrator.cli import render
+    from migrator.rehearse import rehearse as run_rehearsal
+
+    app_state = state_of(ctx)
+    result = run_rehearsal(app_state.out, keep=keep, directory=directory)
+    render.rehearsal_report(app_state.out, result)
+    exit_with(0 if result.ok else 1)
+
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+sim_app = typer.Typer(help="Run a stand-in server on 127.0.0.1 in the foreground (Ctrl-C stops it).",
+                      no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+
+
+@sim_app.command("vllm", context_settings=_PASS_THROUGH)
+def sim_vllm(ctx: typer.Context) -> None:
+    """vLLM simulator: vLLM's own flags (--port, --served-model-name, --max-model-len …) plus timing/fault flags; --help lists them."""
+    from migrator.sim import vllm
+
+    raise typer.Exit(vllm.main(list(ctx.args)))
+
+
+@sim_app.command("ollama", context_settings=_PASS_THROUGH)
+def sim_ollama(ctx: typer.Context) -> None:
+    """Ollama stand-in (not Ollama): --port, --model (repeatable), --num-parallel …; --help lists them."""
+    from migrator.sim import ollama
+
+    raise typer.Exit(ollama.main(list(ctx.args)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""phase1 … phase4: each one command, the same three modes (check, dry-run, apply)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from migrator.cli._common import CheckOpt, DryRunOpt, exit_with, handle_errors, state_of
+from migrator.errors import ExitCode
+
+
+def run_phase_command(ctx: typer.Context, name: str, check: bool, dry_run: bool,
+                      overrides: dict | None = None, options: dict | None = None) -> None:
+    from migrator import api
+    from migrator.cli import render
+
+    app = state_of(ctx)
+    settings = app.settings({k: v for k, v in (overrides or {}).items() if v is not None})
+    if check and dry_run:
+        raise typer.BadParameter("--check and --dry-run are exclusive")
+    if check:
+        report = api.check_phase(name, app.project, settings, app.out, options)
+    elif dry_run:
+        report = api.dry_run_phase(name, app.project, settings, app.out, options)
+    else:
+        report = api.run_phase(name, app.project, settings, app.out, app.yes, options, app.argv)
+    render.phase_report(app.out, report)
+    exit_with(ExitCode.OK if report.ok else ExitCode.CHECK_FAILED)
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model: ORG/NAME on the Hub or a local directory (model.id).")]
+PortOpt = Annotated[Optional[int], typer.Option("--port", help="vLLM host port (vllm.port).")]
+RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="docker or process (vllm.runtime).")]
+
+
+@handle_errors
+def phase1(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False,
+           model: ModelOpt = None, port: PortOpt = None, runtime: RuntimeOpt = None) -> None:
+    """Prepare: preflight checks, then start vLLM alone next to Ollama and prove it answers.
+
+    Touches: the vLLM container (vllm.container_name) or process; no user file.
+    """
+    run_phase_command(ctx, "phase1", check, dry_run,
+                      {"model.id": model, "vllm.port": port, "vllm.runtime": runtime})
+
+
+@handle_errors
+def phase2(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False) -> None:
+    """Backend wiring: check that the backend can switch LLMs by LLM_BACKEND.
+
+    Touches: nothing yet (reads backend/src/core/config.py, llm.py, requirements.txt).
+    """
+    run_phase_command(ctx, "phase2", check, dry_run)
+
+
+@handle_errors
+def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False) -> None:
+    """Integrate: point the backend at vLLM through the env file and recreate it.
+
+    Touches: the env file (project.env_file: LLM_BACKEND, VLLM_BASE_URL, VLLM_MODEL), backed up first;
+    recreates the backend service (project.backend_service).
+    """
+    run_phase_command(ctx, "phase3", check, dry_run)
+
+
+@handle_errors
+def phase4(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False) -> None:
+    """Deploy: gate the switch on the plan's §7.1 criteria.
+
+    Touches: nothing yet (reads the ledger's recorded measurements).
+    """
+    run_phase_command(ctx, "phase4", check, dry_run)

@@ -1,0 +1,102 @@
+"""Human renderings of the core's reports (stdout). `--json` bypasses all of this."""
+
+from __future__ import annotations
+
+from migrator.output import Output
+
+_STATUS_STYLE = {"passed": "green", "ok": "green", "satisfied": "green", "completed": "green",
+                 "failed": "red", "missing": "red", "interrupted": "red", "warn": "yellow",
+                 "would run": "cyan", "in_progress": "yellow", "applying": "yellow",
+                 "rolled_back": "magenta", "pending": "dim"}
+
+
+def _table(title: str, *columns: str):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    return table
+
+
+def phase_report(out: Output, report) -> None:
+    def render(console):
+        table = _table(f"{report.phase} — {report.mode}", "step", "status", "detail")
+        for s in report.steps:
+            detail = s.message
+            if s.fix and s.status not in ("ok", "passed", "satisfied"):
+                detail = f"{detail} → {s.fix}" if detail else s.fix
+            if s.plan:
+                detail = "; ".join(s.plan) + (f" ({detail})" if detail else "")
+            table.add_row(s.title, s.status, detail, style=_STATUS_STYLE.get(s.status))
+        console.print(table)
+        for change in report.changes:
+            console.file.write(change.diff())
+        console.file.flush()
+
+    out.data(report.to_dict(), render)
+
+
+def status_report(out: Output, report) -> None:
+    def render(console):
+        console.print(f"project: {report.project}")
+        if report.state_error:
+            console.print(f"state: {report.state_error}", style="red")
+        backend = report.llm_backend if report.llm_backend is not None else "(not set)"
+        where = report.env_file if report.env_file_exists else f"{report.env_file} (missing)"
+        console.print(f"LLM_BACKEND: {backend}   [{where}]")
+        v = report.vllm
+        line = f"vLLM: {v.get('url')} " + ("healthy" if v.get("healthy") else f"not answering ({v.get('health_error', '-')})")
+        if "container" in v:
+            line += f"; container {v['container']['name']}: {v['container']['status']}"
+        if "process" in v:
+            line += f"; process {v['process']['pid']}: {'running' if v['process']['running'] else 'gone'}"
+        console.print(line)
+        if report.ollama:
+            o = report.ollama
+            console.print(f"Ollama: {o['url']} " + (f"answers (version {o['version']})" if o["answers"] else f"not answering ({o['error']})"))
+        if report.lock:
+            lk = report.lock
+            console.print(f"lock: {lk['id']} pid {lk['pid']} on {lk['host']} ({lk['command']})" + (" — stale" if lk["stale"] else ""))
+        if report.phases:
+            table = _table("phases", "phase", "step", "status", "when", "detail")
+            for name, phase in report.phases.items():
+                table.add_row(name, "", phase.get("status", "pending"), phase.get("finished_at", phase.get("started_at", "")), "",
+                              style=_STATUS_STYLE.get(phase.get("status", "pending")))
+                for step_id, step in phase.get("steps", {}).items():
+                    detail = step.get("message", "")
+                    if step.get("measurements"):
+                        detail += " " + ", ".join(f"{k}={v}" for k, v in step["measurements"].items())
+                    table.add_row("", step_id, step.get("status", ""), step.get("at", ""), detail.strip(),
+                                  style=_STATUS_STYLE.get(step.get("status", "")))
+            console.print(table)
+        for rel, what in report.drift.items():
+            console.print(f"drift: {rel}: {what}", style="yellow")
+        console.print("ok" if not report.problems else "problems: " + "; ".join(report.problems),
+                      style="green" if not report.problems else "red")
+
+    out.data(report.to_dict(), render)
+
+
+def rollback_report(out: Output, report) -> None:
+    def render(console):
+        table = _table(f"rollback ({report.seconds:.1f} s)", "action", "result")
+        for a in report.actions:
+            table.add_row(a.name, ("✓ " if a.ok else "✗ ") + a.result, style=None if a.ok else "red")
+        console.print(table)
+
+    out.data(report.to_dict(), render)
+
+
+def rehearsal_report(out: Output, result) -> None:
+    def render(console):
+        table = _table("rehearsal", "stage", "result", "detail")
+        for row in result.rows:
+            mark = "ok" if row["ok"] else ("not yet (expected)" if row["expected_failure"] else "FAILED")
+            table.add_row(row["stage"], mark, row["detail"],
+                          style="green" if row["ok"] else ("yellow" if row["expected_failure"] else "red"))
+        console.print(table)
+        console.print("rehearsal passed" if result.ok else "rehearsal FAILED",
+                      style="green" if result.ok else "bold red")
+
+    out.data(result.to_dict(), render)

@@ -1,0 +1,384 @@
+"""migrate.yaml: typed settings with the plan's defaults.
+
+Precedence, lowest first: built-in defaults < migrate.yaml < environment variables
+(`GRAPHRAG_MIGRATE_<SECTION>__<KEY>`, e.g. `GRAPHRAG_MIGRATE_VLLM__PORT=8002`) < command-line flags
+(`--set vllm.port=8002`, and the named flags some commands have). A missing migrate.yaml means
+"defaults". Every bad value fails with the key, the value and what is allowed; unknown keys fail too,
+so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from migrator.errors import ConfigError
+
+ENV_PREFIX = "GRAPHRAG_MIGRATE_"
+CONFIG_FILENAME = "migrate.yaml"
+
+# vLLM release the defaults, the simulator and the tests are pinned to.
+VLLM_VERSION = "0.32.0"
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:\-]*(@sha256:[0-9a-f]{64})?$")
+_SERVICE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_ENVVAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _choices(*allowed: str):
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"one of {', '.join(allowed)}"
+
+    return check
+
+
+def _matches(pattern: re.Pattern, what: str):
+    def check(value: Any) -> str | None:
+        return None if pattern.match(str(value)) else what
+
+    return check
+
+
+def _between(low: float, high: float, low_open: bool = False):
+    def check(value: Any) -> str | None:
+        ok = (value > low if low_open else value >= low) and value <= high
+        return None if ok else f"a number {'>' if low_open else '>='} {low} and <= {high}"
+
+    return check
+
+
+def _url(value: Any) -> str | None:
+    return None if re.match(r"^https?://[^\s/]+(/\S*)?$", str(value)) else "an http(s) URL"
+
+
+def _setting(default: Any, check=None, help: str = "") -> Any:
+    return field(default=default, metadata={"check": check, "help": help})
+
+
+def _setting_list(factory, help: str = "") -> Any:
+    return field(default_factory=factory, metadata={"check": None, "help": help})
+
+
+@dataclass
+class ProjectSettings:
+    compose_file: str = _setting("docker/docker-compose.yml", help="the user's compose file")
+    env_file: str = _setting("docker/.env", help="the env file compose reads")
+    backend_service: str = _setting(
+        "backend", _matches(_SERVICE_RE, "a compose service name"), "the backend's compose service"
+    )
+    backend_runtime: str = _setting(
+        "compose", _choices("compose", "none"),
+        "compose: recreate the backend service to apply env changes; none: it re-reads the env file",
+    )
+    backend_url: str = _setting(
+        "http://localhost:8000", _url, "where the backend answers (its /health is probed)"
+    )
+    compose_project_name: str = _setting(
+        "", help="compose project name; empty = compose's own default (the directory name)"
+    )
+    network: str = _setting(
+        "graphrag-network", _matches(_NAME_RE, "a Docker network name"), "the stack's network"
+    )
+
+
+@dataclass
+class BackendSettings:
+    dir: str = _setting("backend", help="the backend's source root (read by phase2, never imported)")
+    config_module: str = _setting("src/core/config.py", help="settings class file, under backend.dir")
+    llm_module: str = _setting("src/core/llm.py", help="LLM factory file, under backend.dir")
+    requirements: str = _setting("requirements.txt", help="requirements file, under backend.dir")
+    wait_s: float = _setting(60.0, _between(0, 3600), "seconds to wait for the backend after recreating it")
+
+
+@dataclass
+class ModelSettings:
+    id: str = _setting(
+        "Qwen/Qwen2.5-32B-Instruct",
+        help="Hugging Face repo id (ORG/NAME) or a local directory",
+    )
+    served_name: str = _setting(
+        "Qwen/Qwen2.5-32B-Instruct",
+        _matches(re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]*$"), "letters, digits and _ . : / -"),
+        "vLLM --served-model-name; the backend's VLLM_MODEL must equal it",
+    )
+    revision: str = _setting(
+        "main", _matches(_NAME_RE, "a branch, tag or commit"), "revision to download"
+    )
+
+
+@dataclass
+class VllmSettings:
+    runtime: str = _setting(
+        "docker", _choices("docker", "process"), "docker (a container) or process (a local process)"
+    )
+    image: str = _setting(
+        f"vllm/vllm-openai:v{VLLM_VERSION}",
+        _matches(_IMAGE_RE, "an image reference with a pinned tag (repo:tag)"),
+        "pinned vLLM image",
+    )
+    container_name: str = _setting(
+        "graphrag-vllm", _matches(_NAME_RE, "a Docker container name"), "vLLM container name"
+    )
+    service_name: str = _setting(
+        "vllm", _matches(_SERVICE_RE, "a compose service name"), "vLLM compose service name"
+    )
+    device: str = _setting("gpu", _choices("gpu", "cpu"), "gpu: request the NVIDIA GPU; cpu: vLLM-CPU (tests)")
+    network_mode: str = _setting(
+        "", _choices("", "host"), "'' = publish the port on vllm.host; host = the host's network"
+    )
+    hf_cache: str = _setting("~/.cache/huggingface", help="host HF cache, mounted into the container")
+    host: str = _setting("127.0.0.1", help="address vLLM's port is bound to")
+    port: int = _setting(8001, _between(1, 65535), "host port of vLLM's OpenAI API")
+    gpu_memory_utilization: float = _setting(
+        0.9, _between(0.0, 1.0, low_open=True), "vLLM --gpu-memory-utilization"
+    )
+    max_model_len: int = _setting(8192, _between(16, 10_000_000), "vLLM --max-model-len")
+    enable_chunked_prefill: bool = _setting(True, help="pass --enable-chunked-prefill")
+    tensor_parallel_size: int = _setting(1, _between(1, 64), "vLLM --tensor-parallel-size")
+    extra_args: list = _setting_list(list, "more vLLM arguments, one list item each")
+    api_key_env: str = _setting(
+        "",
+        lambda v: None if v == "" or _ENVVAR_RE.match(str(v)) else "an environment variable name",
+        "name of the env var holding vLLM's API key (never the key itself)",
+    )
+    python: str = _setting("python3", help="python that runs vLLM for runtime=process")
+    server_module: str = _setting(
+        "vllm.entrypoints.openai.api_server",
+        _matches(re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$"), "a Python module name"),
+        "module run as `python -m` for runtime=process (migrator.sim.vllm = the simulator)",
+    )
+    backend_base_url: str = _setting(
+        "", help="VLLM_BASE_URL the backend uses; empty = http://<container_name>:8000/v1 "
+                 "(docker) or http://<host>:<port>/v1 (process)",
+    )
+    startup_timeout_s: float = _setting(1200.0, _between(1, 86400), "readiness time-out")
+    stop_timeout_s: float = _setting(10.0, _between(0, 600), "SIGTERM grace before kill")
+
+
+@dataclass
+class OllamaSettings:
+    url: str = _setting("http://localhost:11434", _url, "Ollama's API")
+    model: str = _setting("qwen3:32b", help="the model the backend uses on Ollama")
+
+
+@dataclass
+class Gate:
+    name: str
+    metric: str
+    op: str
+    threshold: float
+
+    def passes(self, value: float) -> bool:
+        return {
+            ">": value > self.threshold,
+            ">=": value >= self.threshold,
+            "<": value < self.threshold,
+            "<=": value <= self.threshold,
+        }[self.op]
+
+
+def _default_gates() -> list[Gate]:
+    # The plan's §7.1 success criteria.
+    return [
+        Gate("per-user output speed", "per_user_output_tokens_per_s", ">", 30.0),
+        Gate("P99 latency", "ttft_p99_ms", "<", 500.0),
+        Gate("concurrent real-time users", "realtime_users", ">", 10.0),
+        Gate("GPU utilisation", "gpu_utilization_pct", "<", 90.0),
+    ]
+
+
+@dataclass
+class Settings:
+    project: ProjectSettings = field(default_factory=ProjectSettings)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    vllm: VllmSettings = field(default_factory=VllmSettings)
+    ollama: OllamaSettings = field(default_factory=OllamaSettings)
+    gates: list[Gate] = field(default_factory=_default_gates)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS: dict[str, type] = {
+    "project": ProjectSettings,
+    "backend": BackendSettings,
+    "model": ModelSettings,
+    "vllm": VllmSettings,
+    "ollama": OllamaSettings,
+}
+_GATE_OPS = (">", ">=", "<", "<=")
+
+
+def describe_keys() -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every setting; the README's table is checked against it."""
+    rows = []
+    for section, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((f"{section}.{f.name}", default, f.metadata.get("help", "")))
+    rows.append(("gates", "plan §7.1", "list of {name, metric, op, threshold}"))
+    return rows
+
+
+def _unknown(key: str, allowed: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(allowed))}"
+    return ConfigError(f"unknown key '{key}' in {where}", hint)
+
+
+def _coerce(key: str, raw: Any, target: type, where: str) -> Any:
+    """Turn a YAML or string value into the field's type, or fail naming key and value."""
+
+    def bad(allowed: str) -> ConfigError:
+        return ConfigError(f"{where}: {key} = {raw!r} is not valid", f"expected {allowed}")
+
+    if target is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            return raw.lower() in ("true", "yes", "1", "on")
+        raise bad("true or false")
+    if target is int:
+        if isinstance(raw, bool):
+            raise bad("an integer")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()):
+            return int(raw)
+        raise bad("an integer")
+    if target is float:
+        if isinstance(raw, bool):
+            raise bad("a number")
+        if isinstance(raw, (int, float)):
+            return float(raw)
+        if isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        raise bad("a number")
+    if target is list:
+        if isinstance(raw, list) and all(isinstance(x, (str, int, float)) for x in raw):
+            return [str(x) for x in raw]
+        if isinstance(raw, str):
+            import shlex
+
+            return shlex.split(raw)
+        raise bad("a list of strings")
+    if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+        return str(raw)
+    raise bad("a string")
+
+
+def _field_type(cls: type, name: str) -> type:
+    annotation = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+    return {"str": str, "int": int, "float": float, "bool": bool, "list": list}[str(annotation)]
+
+
+def _set_value(settings: Settings, dotted: str, raw: Any, where: str) -> None:
+    section, _, key = dotted.partition(".")
+    if section not in _SECTIONS:
+        raise _unknown(section, [*_SECTIONS, "gates"], where)
+    cls = _SECTIONS[section]
+    names = [f.name for f in dataclasses.fields(cls)]
+    if key not in names:
+        raise _unknown(key, names, f"{where} section '{section}'")
+    value = _coerce(dotted, raw, _field_type(cls, key), where)
+    check = {f.name: f for f in dataclasses.fields(cls)}[key].metadata.get("check")
+    if check is not None:
+        problem = check(value)
+        if problem:
+            raise ConfigError(f"{where}: {dotted} = {raw!r} is not valid", f"expected {problem}")
+    setattr(getattr(settings, section), key, value)
+
+
+def _parse_gates(raw: Any, where: str) -> list[Gate]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: gates must be a list", "see README 'Configuration'")
+    gates = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: gates[{i}] must be a mapping", "keys: name, metric, op, threshold")
+        unknown = set(item) - {"name", "metric", "op", "threshold"}
+        if unknown:
+            raise _unknown(sorted(unknown)[0], ["name", "metric", "op", "threshold"], f"{where} gates[{i}]")
+        missing = {"metric", "op", "threshold"} - set(item)
+        if missing:
+            raise ConfigError(f"{where}: gates[{i}] lacks {', '.join(sorted(missing))}", "keys: name, metric, op, threshold")
+        if item["op"] not in _GATE_OPS:
+            raise ConfigError(f"{where}: gates[{i}].op = {item['op']!r} is not valid", f"expected one of {' '.join(_GATE_OPS)}")
+        threshold = _coerce(f"gates[{i}].threshold", item["threshold"], float, where)
+        gates.append(Gate(str(item.get("name", item["metric"])), str(item["metric"]), item["op"], threshold))
+    return gates
+
+
+def load_settings(
+    config_path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    required: bool = False,
+) -> Settings:
+    """Defaults, then migrate.yaml, then GRAPHRAG_MIGRATE_* variables, then overrides."""
+    settings = Settings()
+    if config_path is not None and config_path.exists():
+        import yaml
+
+        try:
+            data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{config_path} is not valid YAML{at}", "fix the syntax or delete the file to use defaults") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {config_path}: {exc}", "check the path and its permissions") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{config_path} must be a mapping of sections", "see README 'Configuration'")
+        where = str(config_path)
+        for section, values in data.items():
+            if section == "gates":
+                settings.gates = _parse_gates(values, where)
+                continue
+            if section not in _SECTIONS:
+                raise _unknown(str(section), [*_SECTIONS, "gates"], where)
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where}: section '{section}' must be a mapping", "indent its keys under it")
+            for key, raw in values.items():
+                _set_value(settings, f"{section}.{key}", raw, where)
+    elif required and config_path is not None:
+        raise ConfigError(f"config file {config_path} does not exist", "fix --config or omit it to use defaults")
+
+    environ = os.environ if environ is None else environ
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        dotted = name[len(ENV_PREFIX):].lower().replace("__", ".", 1)
+        if "." not in dotted:
+            continue  # GRAPHRAG_MIGRATE_HOME and friends are not settings
+        _set_value(settings, dotted, raw, f"environment variable {name}")
+
+    for dotted, raw in (overrides or {}).items():
+        _set_value(settings, dotted, raw, "command line")
+    return settings
+
+
+def parse_set_options(items: list[str]) -> dict[str, str]:
+    """`--set section.key=value` pairs from the command line."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {item!r} is not section.key=value", "e.g. --set vllm.port=8002")
+        out[key.strip()] = value
+    return out

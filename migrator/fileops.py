@@ -1,0 +1,159 @@
+"""The one place that writes user files.
+
+Every write: (1) in dry-run, only records a unified diff; (2) otherwise backs the file up the first
+time the tool changes it, records the intended checksum in the ledger, writes atomically (temp file,
+fsync, rename) keeping the file's mode, and writes through a symlink to its target; (3) logs the
+before/after checksums to the audit log. Rollback restores from the same records.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migrator.ledger import Ledger, atomic_write_bytes, now_iso, sha256_bytes
+from migrator.secrets import MASK, is_secret_name, redact
+
+_ENV_ASSIGN_RE = re.compile(r"^(?P<head>[+\- ]?\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)\s*=).*$")
+
+
+@dataclass
+class FileChange:
+    path: Path
+    rel: str
+    before: bytes | None
+    after: bytes | None  # None = removed
+
+    def diff(self) -> str:
+        return unified_diff(self.rel, self.before, self.after)
+
+
+def _mask_line(line: str) -> str:
+    m = _ENV_ASSIGN_RE.match(line)
+    if m and is_secret_name(m["key"]):
+        return m["head"] + MASK
+    return redact(line)
+
+
+def unified_diff(rel: str, before: bytes | None, after: bytes | None) -> str:
+    old = (before or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
+    new = (after or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
+    lines = difflib.unified_diff(
+        old, new,
+        fromfile=f"a/{rel}" if before is not None else "/dev/null",
+        tofile=f"b/{rel}" if after is not None else "/dev/null",
+    )
+    out = []
+    for line in lines:
+        text = line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+        out.append(_mask_line(text.rstrip("\n")) + "\n")
+    return "".join(out)
+
+
+def _target(path: Path) -> Path:
+    """The file a write really lands in: a symlinked .env is written through, the link kept."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+@dataclass
+class FileWriter:
+    ledger: Ledger
+    dry_run: bool = False
+    planned: list[FileChange] = field(default_factory=list)
+
+    def read(self, path: Path) -> bytes | None:
+        try:
+            return _target(path).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, path: Path, data: bytes, step: str) -> FileChange | None:
+        """Write `data` to `path` (see module doc). Returns the change, or None when nothing changes."""
+        target = _target(path)
+        before = self.read(path)
+        rel = self.ledger.relpath(path)
+        if before == data:
+            return None
+        change = FileChange(path, rel, before, data)
+        if self.dry_run:
+            self.planned.append(change)
+            return change
+        files = self.ledger.state["files"]
+        record = files.get(rel)
+        if record is None:
+            record = {"existed": before is not None, "first_changed_at": now_iso(), "step": step}
+            if before is not None:
+                backup = self.ledger.backup_path(rel)
+                atomic_write_bytes(backup, before, mode=0o600)
+                record["backup"] = str(backup.relative_to(self.ledger.root))
+                record["original_sha256"] = sha256_bytes(before)
+            files[rel] = record
+        # Record the intent before the write: after a crash the file is either as before or as intended.
+        record["written_sha256"] = sha256_bytes(data)
+        record["written_at"] = now_iso()
+        self.ledger.save()
+        mode = stat.S_IMODE(target.stat().st_mode) if before is not None else None
+        atomic_write_bytes(target, data, mode=mode)
+        self.ledger.audit(
+            step, "write", "ok", file=rel,
+            before_sha256=sha256_bytes(before) if before is not None else None,
+            after_sha256=sha256_bytes(data),
+        )
+        return change
+
+    def restore(self, rel: str, step: str = "rollback") -> str:
+        """Put a file back as it was before the tool first changed it. Returns what was done."""
+        record = self.ledger.state["files"].get(rel)
+        path = self.ledger.project / rel
+        if record is None:
+            return "not changed by graphrag-migrate"
+        current = self.read(path)
+        if record.get("existed"):
+            backup = self.ledger.root / record["backup"]
+            try:
+                original = backup.read_bytes()
+            except FileNotFoundError:
+                return f"backup {backup} is missing: left as it is"
+            if current == original:
+                return "already as before"
+            if self.dry_run:
+                self.planned.append(FileChange(path, rel, current, original))
+                return "would restore"
+            target = _target(path)
+            mode = stat.S_IMODE(target.stat().st_mode) if current is not None else None
+            atomic_write_bytes(target, original, mode=mode)
+            self.ledger.audit(step, "restore", "ok", file=rel,
+                              before_sha256=sha256_bytes(current) if current is not None else None,
+                              after_sha256=sha256_bytes(original))
+            return "restored from backup"
+        # The tool created it: remove it, but only if it is still what the tool wrote.
+        if current is None:
+            return "already removed"
+        if sha256_bytes(current) != record.get("written_sha256"):
+            return "created by graphrag-migrate but edited since: kept"
+        if self.dry_run:
+            self.planned.append(FileChange(path, rel, current, None))
+            return "would remove"
+        os.unlink(path)
+        self.ledger.audit(step, "remove", "ok", file=rel, before_sha256=sha256_bytes(current))
+        return "removed (graphrag-migrate created it)"
+
+    def drift(self) -> dict[str, str]:
+        """Files whose content changed since the tool last wrote them: rel -> what is seen."""
+        out = {}
+        for rel, record in self.ledger.state["files"].items():
+            current = self.read(self.ledger.project / rel)
+            cur_sha = sha256_bytes(current) if current is not None else None
+            if cur_sha == record.get("written_sha256"):
+                continue
+            if record.get("existed") and cur_sha == record.get("original_sha256"):
+                out[rel] = "back to its pre-migration content"
+            elif cur_sha is None:
+                out[rel] = "deleted"
+            else:
+                out[rel] = "edited since graphrag-migrate wrote it"
+        return out

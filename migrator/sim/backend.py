@@ -1,0 +1,74 @@
+"""Sandbox backend — a stand-in for the user's GraphRAG FastAPI backend, used by `rehearse`.
+
+It re-reads the env file on every request (so `backend_runtime: none` applies: no recreate needed),
+answers /health with the active `llm_backend` and model, and proxies /chat to vLLM (OpenAI API) or
+Ollama (native API) by LLM_BACKEND, as the real backend's ChatOpenAI / ChatOllama switch does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+from migrator.sim.httpserver import HTTPServer, Request, Response, run_forever
+
+
+def read_env(path: Path) -> dict[str, str]:
+    from migrator.envfile import EnvFile
+
+    try:
+        env = EnvFile.from_bytes(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    return {k: env.get(k) or "" for k in env.keys()}
+
+
+def make_handler(env_path: Path):
+    async def handle(req: Request) -> Response:
+        env = read_env(env_path)
+        backend = env.get("LLM_BACKEND", "ollama") or "ollama"
+        if req.path == "/health":
+            model = env.get("VLLM_MODEL") if backend == "vllm" else env.get("OLLAMA_MODEL", "qwen3:32b")
+            return Response.json({"status": "ok", "llm_backend": backend, "model": model})
+        if req.path == "/chat" and req.method == "POST":
+            question = (req.json() or {}).get("message", "")
+            if backend == "vllm":
+                url = env.get("VLLM_BASE_URL", "").rstrip("/") + "/chat/completions"
+                body = {"model": env.get("VLLM_MODEL"), "max_tokens": 16,
+                        "messages": [{"role": "user", "content": question}]}
+                answer = lambda r: r["choices"][0]["message"]["content"]  # noqa: E731
+            else:
+                url = env.get("OLLAMA_BASE_URL", "http://127.0.0.1:11434").rstrip("/") + "/api/chat"
+                body = {"model": env.get("OLLAMA_MODEL", "qwen3:32b"), "stream": False,
+                        "messages": [{"role": "user", "content": question}], "options": {"num_predict": 16}}
+                answer = lambda r: r["message"]["content"]  # noqa: E731
+            request = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as resp:  # loopback only (sandbox)
+                    return Response.json({"llm_backend": backend, "answer": answer(json.loads(resp.read()))})
+            except OSError as exc:
+                return Response.json({"llm_backend": backend, "error": str(exc)}, 503)
+        return Response.json({"detail": "Not Found"}, 404)
+
+    return handle
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m migrator.sim.backend")
+    p.add_argument("--env-file", required=True, type=Path)
+    p.add_argument("--port", type=int, default=8000)
+    args = p.parse_args(argv)
+
+    async def start() -> None:
+        server = HTTPServer(make_handler(args.env_file), {"x-stand-in": "graphrag-migrate sandbox backend"})
+        await server.start("127.0.0.1", args.port)
+        print(f"sandbox backend on 127.0.0.1:{args.port} reading {args.env_file}", file=sys.stderr, flush=True)
+
+    return run_forever(start, "sandbox backend")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

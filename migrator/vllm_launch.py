@@ -1,0 +1,224 @@
+"""How vLLM is started (a container or a local process), and the tiered readiness probe.
+
+Both runtimes take the same vLLM arguments. Secrets (the API key) go in through the environment,
+never on the command line, where `ps` and the ledger would show them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from migrator.config import Settings
+
+CONTAINER_PORT = 8000
+
+
+def model_arg(settings: Settings, project: Path) -> str:
+    model = settings.model.id
+    local = Path(os.path.expanduser(model))
+    if not local.is_absolute():
+        local = project / local
+    return str(local) if local.is_dir() else model
+
+
+def is_local_model(settings: Settings, project: Path) -> bool:
+    return Path(model_arg(settings, project)).is_dir()
+
+
+def vllm_args(settings: Settings, model: str) -> list[str]:
+    v = settings.vllm
+    args = [
+        "--model", model,
+        "--served-model-name", settings.model.served_name,
+        "--max-model-len", str(v.max_model_len),
+        "--gpu-memory-utilization", str(v.gpu_memory_utilization),
+        "--tensor-parallel-size", str(v.tensor_parallel_size),
+    ]
+    if v.enable_chunked_prefill:
+        args.append("--enable-chunked-prefill")
+    return args + list(v.extra_args)
+
+
+def secret_env(settings: Settings) -> dict[str, str]:
+    name = settings.vllm.api_key_env
+    if name and os.environ.get(name):
+        return {"VLLM_API_KEY": os.environ[name]}
+    return {}
+
+
+def api_key(settings: Settings) -> str | None:
+    return secret_env(settings).get("VLLM_API_KEY")
+
+
+def process_command(settings: Settings, project: Path) -> list[str]:
+    v = settings.vllm
+    return [v.python, "-m", v.server_module, *vllm_args(settings, model_arg(settings, project)),
+            "--host", v.host, "--port", str(v.port)]
+
+
+def process_env(settings: Settings, project: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
+    if settings.vllm.host.startswith("127.") or settings.vllm.host == "localhost":
+        env["VLLM_HOST_IP"] = "127.0.0.1"  # else vLLM binds its internal sockets to eth0
+    if is_local_model(settings, project):
+        env["HF_HUB_OFFLINE"] = "1"
+    env.update(secret_env(settings))
+    return env
+
+
+def container_spec(settings: Settings, project: Path, include_secrets: bool = False) -> dict:
+    """Keyword arguments for docker SDK `containers.run` (shown by --dry-run without secrets)."""
+    v = settings.vllm
+    model = model_arg(settings, project)
+    volumes = {os.path.expanduser(v.hf_cache): {"bind": "/root/.cache/huggingface", "mode": "rw"}}
+    if Path(model).is_dir():
+        volumes[model] = {"bind": "/model", "mode": "ro"}
+        model = "/model"
+    environment = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    if Path(model_arg(settings, project)).is_dir():
+        environment["HF_HUB_OFFLINE"] = "1"
+    if include_secrets:
+        environment.update(secret_env(settings))
+    spec: dict = {
+        "image": v.image,
+        "name": v.container_name,
+        "command": vllm_args(settings, model),
+        "environment": environment,
+        "volumes": volumes,
+        "ipc_mode": "host",
+        "restart_policy": {"Name": "unless-stopped"},
+        "labels": {"org.graphrag-migrate.managed": "true"},
+    }
+    if v.network_mode == "host":
+        spec["network_mode"] = "host"
+        spec["command"] += ["--host", v.host, "--port", str(v.port)]
+        spec["environment"]["VLLM_HOST_IP"] = v.host
+    else:
+        spec["ports"] = {f"{CONTAINER_PORT}/tcp": (v.host, v.port)}
+        spec["command"] += ["--port", str(CONTAINER_PORT)]
+    if v.device == "gpu":
+        spec["device_requests"] = [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]
+    return spec
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host if host not in ("0.0.0.0", "") else "127.0.0.1", port)) == 0
+
+
+@dataclass
+class Readiness:
+    """Timings of each readiness tier, in seconds from the start of waiting."""
+
+    ok: bool = False
+    tiers: dict[str, float] = field(default_factory=dict)
+    ttft_ms: float | None = None
+    failed_tier: str = ""
+    error: str = ""
+    max_model_len: int | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+
+
+TIERS = ("port open", "/health 200", "/v1/models lists the model", "1-token completion", "streamed completion")
+
+
+def wait_ready(settings: Settings, timeout: float, alive: Callable[[], str | None],
+               on_tier: Callable[[str, float], None] | None = None, poll: float = 0.25) -> Readiness:
+    """Walk the tiers in order; `alive()` returns an error string when the server died meanwhile."""
+    from migrator.adapters.http import OpenAIServer
+
+    v = settings.vllm
+    host = v.host if v.host not in ("0.0.0.0", "") else "127.0.0.1"
+    server = OpenAIServer(f"http://{host}:{v.port}", api_key(settings))
+    name = settings.model.served_name
+    start = time.monotonic()
+    result = Readiness()
+
+    def reached(tier: str) -> None:
+        result.tiers[tier] = round(time.monotonic() - start, 3)
+        if on_tier:
+            on_tier(tier, result.tiers[tier])
+
+    def tier_check(tier: str) -> tuple[bool, str]:
+        if tier == "port open":
+            return port_in_use(host, v.port), "port closed"
+        if tier == "/health 200":
+            p = server.health()
+            return p.ok, p.describe()
+        if tier == "/v1/models lists the model":
+            p = server.models()
+            if not p.ok:
+                return False, p.describe()
+            models = {m.get("id"): m for m in (p.body or {}).get("data", [])}
+            if name not in models:
+                return False, f"/v1/models lists {sorted(models)} — expected '{name}' (model.served_name)"
+            result.max_model_len = models[name].get("max_model_len")
+            if result.max_model_len not in (None, v.max_model_len):
+                return False, f"max_model_len is {result.max_model_len}, expected {v.max_model_len}"
+            return True, ""
+        if tier == "1-token completion":
+            p = server.complete(name, "Hello", max_tokens=1)
+            return p.ok, p.describe() + (f": {p.body}" if not p.ok and p.body else "")
+        s = server.stream(name, [{"role": "user", "content": "Say hello."}], max_tokens=8,
+                          extra={"ignore_eos": True})
+        result.ttft_ms = round(s.ttft_ms, 1) if s.ttft_ms is not None else None
+        return s.ok and s.content_chunks > 0, s.error or "no content chunk"
+
+    for tier in TIERS:
+        last = ""
+        while True:
+            died = alive()
+            if died:
+                result.failed_tier, result.error = tier, died
+                return result
+            ok, last = tier_check(tier)
+            if ok:
+                reached(tier)
+                break
+            definitive = tier in ("/v1/models lists the model", "1-token completion", "streamed completion") \
+                and "expected" in last
+            if definitive or time.monotonic() - start > timeout:
+                result.failed_tier = tier
+                result.error = last if definitive else f"not ready after {timeout:.0f} s: {last}"
+                return result
+            time.sleep(poll)
+    result.ok = True
+    return result
+
+
+# vLLM's own start-up failure lines (FACTS.md), most specific first, with the fix for each.
+STARTUP_FAILURES: list[tuple[str, str, str]] = [
+    ("Free memory on device", "another process holds GPU memory",
+     "unload Ollama's models (phase1 --unload-ollama) or lower vllm.gpu_memory_utilization"),
+    ("To serve at least one request with the model's max seq len",
+     "the KV cache is too small for max_model_len",
+     "lower vllm.max_model_len (vLLM printed an estimate above) or raise gpu_memory_utilization"),
+    ("No available memory for the cache blocks", "no memory left for the KV cache",
+     "use a quantised model (AWQ/GPTQ) or raise vllm.gpu_memory_utilization"),
+    ("is greater than the derived max_model_len", "max_model_len exceeds the model's context",
+     "set vllm.max_model_len to at most the model's max_position_embeddings"),
+    ("CUDA out of memory", "the weights do not fit in GPU memory",
+     "use a quantised variant (AWQ/GPTQ-Int4) or more tensor-parallel GPUs"),
+    ("exec format error", "the image has no build for this CPU architecture",
+     "use an image with a linux/arm64 variant on aarch64 hosts"),
+    ("Engine core initialization failed", "the engine failed to start",
+     "read the root cause in the log lines above it"),
+]
+
+
+def classify_startup_failure(log_text: str) -> tuple[str, str] | None:
+    """(cause, fix) for the first known vLLM start-up failure found in a log, else None."""
+    for needle, cause, fix in STARTUP_FAILURES:
+        if needle in log_text:
+            line = next((ln.strip() for ln in log_text.splitlines() if needle in ln), needle)
+            return f"{cause} ({line[-200:]})", fix
+    return None

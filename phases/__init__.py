@@ -1,0 +1,1 @@
+"""One module per phase of the migration plan; each exposes build(settings, options) -> Phase."""
