@@ -35,6 +35,9 @@ class MigrateError(Exception):
     def one_line(self) -> str:
         return f"{self.message} — {self.fix}" if self.fix else self.message
 
+    def __str__(self) -> str:
+        return self.one_line()
+
 
 class ConfigError(MigrateError):
     exit_code = ExitCode.USAGE

@@ -102,6 +102,8 @@ class DockerRuntime:
         if c.status == "running":
             self._call(c.kill)
             return "killed (did not stop on SIGTERM)"
+        if c.attrs.get("State", {}).get("ExitCode") == 137:  # 128 + SIGKILL: dockerd had to kill it
+            return f"killed after {timeout:g} s (did not stop on SIGTERM)"
         return "stopped"
 
     def remove(self, name: str) -> str:

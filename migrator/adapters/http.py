@@ -24,40 +24,66 @@ class Probe:
         return self.error or f"HTTP {self.status}"
 
 
-def _client(timeout: float, headers: dict | None = None):
-    import httpx
-
-    # trust_env=False: a proxy from the environment must never see loopback traffic or tokens.
-    return httpx.Client(timeout=timeout, headers=headers or {}, trust_env=False)
+class _Failed(Exception):
+    pass
 
 
-def _describe_error(exc: Exception, url: str) -> str:
-    import httpx
+def _open(method: str, url: str, timeout: float, body: bytes | None, headers: dict | None):
+    """One request with the standard library's http.client.
 
-    if isinstance(exc, httpx.ConnectError):
-        return f"connection refused at {url}"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"no answer from {url} (timed out)"
-    return f"{type(exc).__name__} from {url}: {exc}"
+    http.client rather than httpx for probes: importing httpx (httpcore, anyio, trio) costs ~120 ms
+    of the CLI's start-up, and probes are single loopback requests. It also never reads proxy
+    settings from the environment, so no proxy sees loopback traffic or tokens.
+    """
+    import http.client
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = conn_cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    hdrs = {"accept": "*/*", **(headers or {})}
+    if body is not None:
+        hdrs["content-type"] = "application/json"
+    try:
+        conn.request(method, path, body=body, headers=hdrs)
+        return conn, conn.getresponse()
+    except ConnectionRefusedError:
+        conn.close()
+        raise _Failed(f"connection refused at {url}") from None
+    except (socket.timeout, TimeoutError):
+        conn.close()
+        raise _Failed(f"no answer from {url} (timed out after {timeout:g} s)") from None
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        raise _Failed(f"{type(exc).__name__} from {url}: {exc}") from None
 
 
 def request(method: str, url: str, timeout: float = 2.0, json_body: Any = None,
             headers: dict | None = None) -> Probe:
-    import httpx
+    import socket
 
     start = time.perf_counter()
+    body = json.dumps(json_body).encode() if json_body is not None else None
     try:
-        with _client(timeout, headers) as client:
-            resp = client.request(method, url, json=json_body)
-    except httpx.HTTPError as exc:
-        return Probe(False, error=_describe_error(exc, url), elapsed_ms=(time.perf_counter() - start) * 1000)
+        conn, resp = _open(method, url, timeout, body, headers)
+        try:
+            raw = resp.read()
+        except (socket.timeout, TimeoutError):
+            raise _Failed(f"no answer from {url} (timed out after {timeout:g} s)") from None
+        finally:
+            conn.close()
+    except _Failed as exc:
+        return Probe(False, error=str(exc), elapsed_ms=(time.perf_counter() - start) * 1000)
     elapsed = (time.perf_counter() - start) * 1000
+    text = raw.decode("utf-8", errors="replace")
     try:
-        body: Any = resp.json()
+        parsed: Any = json.loads(text)
     except ValueError:
-        body = resp.text
-    return Probe(200 <= resp.status_code < 300, resp.status_code, body,
-                 "" if resp.is_success else f"HTTP {resp.status_code} from {url}", elapsed)
+        parsed = text
+    ok = 200 <= resp.status < 300
+    return Probe(ok, resp.status, parsed, "" if ok else f"HTTP {resp.status} from {url}", elapsed)
 
 
 def get(url: str, timeout: float = 2.0, headers: dict | None = None) -> Probe:
@@ -105,7 +131,7 @@ class OpenAIServer:
     def stream(self, model: str, messages: list[dict], max_tokens: int = 16,
                timeout: float = 60.0, extra: dict | None = None) -> StreamResult:
         """A streamed chat completion; measures TTFT as the first chunk with non-empty content."""
-        import httpx
+        import socket
 
         body = {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": True,
                 "stream_options": {"include_usage": True}, **(extra or {})}
@@ -113,40 +139,45 @@ class OpenAIServer:
         start = time.perf_counter()
         result = StreamResult(ok=False)
         try:
-            with _client(timeout, self.headers) as client:
-                with client.stream("POST", url, json=body) as resp:
-                    result.status = resp.status_code
-                    if resp.status_code != 200:
-                        resp.read()
-                        try:
-                            result.body = resp.json()
-                        except ValueError:
-                            result.body = resp.text
-                        result.error = f"HTTP {resp.status_code} from {url}"
-                        return result
-                    done = False
-                    for event in iter_sse(resp.iter_lines()):
-                        if event == "[DONE]":
-                            done = True
-                            break
-                        chunk = json.loads(event)
-                        result.chunks += 1
-                        if chunk.get("usage"):
-                            result.usage = chunk["usage"]
-                        for choice in chunk.get("choices") or []:
-                            piece = (choice.get("delta") or {}).get("content") or ""
-                            if piece:
-                                if result.ttft_ms is None:
-                                    result.ttft_ms = (time.perf_counter() - start) * 1000
-                                result.content_chunks += 1
-                                result.text += piece
-                    result.ok = done
-                    if not done:
-                        result.error = "stream ended without data: [DONE]"
-        except httpx.HTTPError as exc:
-            result.error = _describe_error(exc, url)
-        except ValueError as exc:
-            result.error = f"malformed SSE chunk from {url}: {exc}"
+            conn, resp = _open("POST", url, timeout, json.dumps(body).encode(), self.headers)
+            try:
+                result.status = resp.status
+                if resp.status != 200:
+                    raw = resp.read().decode("utf-8", errors="replace")
+                    try:
+                        result.body = json.loads(raw)
+                    except ValueError:
+                        result.body = raw
+                    result.error = f"HTTP {resp.status} from {url}"
+                    return result
+                lines = (line.decode("utf-8").rstrip("\r\n") for line in iter(resp.readline, b""))
+                done = False
+                for event in iter_sse(lines):
+                    if event == "[DONE]":
+                        done = True
+                        break
+                    chunk = json.loads(event)
+                    result.chunks += 1
+                    if chunk.get("usage"):
+                        result.usage = chunk["usage"]
+                    for choice in chunk.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content") or ""
+                        if piece:
+                            if result.ttft_ms is None:
+                                result.ttft_ms = (time.perf_counter() - start) * 1000
+                            result.content_chunks += 1
+                            result.text += piece
+                result.ok = done
+                if not done:
+                    result.error = "stream ended without data: [DONE]"
+            finally:
+                conn.close()
+        except _Failed as exc:
+            result.error = str(exc)
+        except (socket.timeout, TimeoutError):
+            result.error = f"stream from {url} stalled (no data for {timeout:g} s)"
+        except (ValueError, OSError) as exc:
+            result.error = f"broken stream from {url}: {exc}"
         result.total_ms = (time.perf_counter() - start) * 1000
         return result
 

@@ -16,9 +16,14 @@ from pathlib import Path
 from migrator.sim.httpserver import HTTPServer, Request, Response, run_forever
 
 
-def read_env(path: Path) -> dict[str, str]:
+def read_env(path: Path | None) -> dict[str, str]:
+    """The env file's values, or (no file given) this process's environment, fixed at start."""
+    import os
+
     from migrator.envfile import EnvFile
 
+    if path is None:
+        return dict(os.environ)
     try:
         env = EnvFile.from_bytes(path.read_bytes())
     except FileNotFoundError:
@@ -26,7 +31,7 @@ def read_env(path: Path) -> dict[str, str]:
     return {k: env.get(k) or "" for k in env.keys()}
 
 
-def make_handler(env_path: Path):
+def make_handler(env_path: Path | None):
     async def handle(req: Request) -> Response:
         env = read_env(env_path)
         backend = env.get("LLM_BACKEND", "ollama") or "ollama"
@@ -58,14 +63,15 @@ def make_handler(env_path: Path):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m migrator.sim.backend")
-    p.add_argument("--env-file", required=True, type=Path)
+    p.add_argument("--env-file", type=Path, default=None,
+                   help="re-read this file on every request (default: use the process environment)")
     p.add_argument("--port", type=int, default=8000)
     args = p.parse_args(argv)
 
     async def start() -> None:
         server = HTTPServer(make_handler(args.env_file), {"x-stand-in": "graphrag-migrate sandbox backend"})
         await server.start("127.0.0.1", args.port)
-        print(f"sandbox backend on 127.0.0.1:{args.port} reading {args.env_file}", file=sys.stderr, flush=True)
+        print(f"sandbox backend on 127.0.0.1:{args.port} reading {args.env_file or 'its environment'}", file=sys.stderr, flush=True)
 
     return run_forever(start, "sandbox backend")
 

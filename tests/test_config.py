@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+
+from migrator.config import load_settings, parse_set_options
+from migrator.errors import ConfigError, ExitCode
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "migrate.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_missing_file_means_plan_defaults(tmp_path):
+    s = load_settings(tmp_path / "migrate.yaml", environ={})
+    assert s.model.id == "Qwen/Qwen2.5-32B-Instruct"
+    assert s.vllm.port == 8001 and s.vllm.gpu_memory_utilization == 0.9 and s.vllm.max_model_len == 8192
+    assert s.vllm.image.startswith("vllm/vllm-openai:v") and s.vllm.enable_chunked_prefill
+    assert s.project.compose_file == "docker/docker-compose.yml" and s.project.env_file == "docker/.env"
+    assert s.ollama.url == "http://localhost:11434"
+    assert s.vllm.container_name == "graphrag-vllm" and s.project.network == "graphrag-network"
+    gates = {g.metric: (g.op, g.threshold) for g in s.gates}
+    assert gates == {"per_user_output_tokens_per_s": (">", 30.0), "ttft_p99_ms": ("<", 500.0),
+                     "realtime_users": (">", 10.0), "gpu_utilization_pct": ("<", 90.0)}
+
+
+def test_precedence_file_then_environment_then_command_line(tmp_path):
+    path = write(tmp_path, "vllm:\n  port: 9000\n  max_model_len: 4096\n")
+    s = load_settings(path, environ={"GRAPHRAG_MIGRATE_VLLM__PORT": "9100"},
+                      overrides={"vllm.max_model_len": "2048"})
+    assert s.vllm.port == 9100 and s.vllm.max_model_len == 2048
+    assert load_settings(path, environ={}).vllm.port == 9000
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("vllm:\n  gpu_memory_utilization: 1.5\n", "vllm.gpu_memory_utilization = 1.5"),
+    ("vllm:\n  port: eighty\n", "vllm.port = 'eighty'"),
+    ("vllm:\n  runtime: podman\n", "one of docker, process"),
+    ("vllm:\n  image: 'Vllm Openai'\n", "vllm.image"),
+    ("ollama:\n  url: localhost:11434\n", "an http(s) URL"),
+    ("gates:\n  - metric: x\n    op: '=='\n    threshold: 1\n", "gates[0].op"),
+])
+def test_bad_values_name_key_value_and_what_is_allowed(tmp_path, text, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text), environ={})
+    assert fragment in err.value.one_line()
+    assert err.value.exit_code == ExitCode.USAGE
+
+
+def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "vllm:\n  gpu_memory_utilisation: 0.5\n"), environ={})
+    assert "unknown key 'gpu_memory_utilisation'" in err.value.message
+    assert "gpu_memory_utilization" in err.value.fix
+
+
+def test_unknown_section_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'vlm'"):
+        load_settings(write(tmp_path, "vlm: {}\n"), environ={})
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d"):
+        load_settings(write(tmp_path, "vllm:\n  port: [\n"), environ={})
+
+
+def test_environment_variable_errors_name_the_variable(tmp_path):
+    with pytest.raises(ConfigError, match="GRAPHRAG_MIGRATE_VLLM__PORT"):
+        load_settings(None, environ={"GRAPHRAG_MIGRATE_VLLM__PORT": "99999"})
+
+
+def test_set_options_parse_and_reject_malformed():
+    assert parse_set_options(["vllm.port=1", "model.id=a/b"]) == {"vllm.port": "1", "model.id": "a/b"}
+    with pytest.raises(ConfigError):
+        parse_set_options(["port=1"])
+
+
+def test_explicit_config_path_must_exist(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", environ={}, required=True)

@@ -1,0 +1,105 @@
+"""Ledger: atomic state, audit log, backups, the lock, corrupt state, secrets kept out."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from migrator import secrets
+from migrator.errors import LockedError, StateCorrupt
+from migrator.fileops import FileWriter
+from migrator.ledger import Ledger
+
+
+def test_state_round_trips_and_leaves_no_temp_files(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.state["phases"]["phase1"] = {"status": "completed", "steps": {}}
+    ledger.save()
+    assert Ledger(tmp_path).read_state()["phases"]["phase1"]["status"] == "completed"
+    assert sorted(p.name for p in ledger.root.iterdir()) == ["state.json"]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"schema": 99}', b"", b'{"schema": 1, "phases": []}'])
+def test_corrupt_state_is_reported_not_crashed(tmp_path, content):
+    ledger = Ledger(tmp_path)
+    ledger.root.mkdir()
+    ledger.state_path.write_bytes(content)
+    with pytest.raises(StateCorrupt) as err:
+        ledger.read_state()
+    assert "state.json" in err.value.message and "rollback" in err.value.fix
+    moved = ledger.quarantine_state()
+    assert moved.read_bytes() == content and not ledger.state_path.exists()
+
+
+def test_second_lock_is_refused_with_the_holder_named(tmp_path):
+    first = Ledger(tmp_path)
+    info = first.acquire_lock("graphrag-migrate phase1")
+    with pytest.raises(LockedError) as err:
+        Ledger(tmp_path).acquire_lock("graphrag-migrate rollback")
+    assert info.id in err.value.message and str(os.getpid()) in err.value.message
+    assert f"--force-unlock {info.id}" in err.value.fix
+    first.release_lock()
+    Ledger(tmp_path).acquire_lock("again")
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    ledger = Ledger(tmp_path)
+    ledger.root.mkdir()
+    ledger.lock_path.write_text(json.dumps({"id": "deadbeef", "pid": int(dead.stdout), "host": os.uname().nodename,
+                                            "started_at": "x", "command": "phase1"}))
+    assert ledger.lock_is_stale(ledger.read_lock())
+    info = ledger.acquire_lock("phase2")
+    assert ledger.read_lock().id == info.id != "deadbeef"
+
+
+def test_force_unlock_needs_the_right_id(tmp_path):
+    holder = Ledger(tmp_path)
+    info = holder.acquire_lock("phase1")
+    with pytest.raises(LockedError, match=f"pass --force-unlock {info.id}"):
+        Ledger(tmp_path).force_unlock("wrong")
+    Ledger(tmp_path).force_unlock(info.id)
+    assert Ledger(tmp_path).read_lock() is None
+
+
+def test_writer_backs_up_once_and_keeps_mode_and_symlink(tmp_path):
+    real = tmp_path / "real.env"
+    real.write_bytes(b"A=1\n")
+    os.chmod(real, 0o640)
+    link = tmp_path / ".env"
+    link.symlink_to(real)
+    ledger = Ledger(tmp_path)
+    writer = FileWriter(ledger)
+    writer.write(link, b"A=2\n", "s1")
+    writer.write(link, b"A=3\n", "s2")
+    assert link.is_symlink() and real.read_bytes() == b"A=3\n"
+    assert oct(real.stat().st_mode & 0o777) == oct(0o640)
+    record = ledger.read_state()["files"][".env"]
+    assert (ledger.root / record["backup"]).read_bytes() == b"A=1\n"  # the pre-migration copy
+    assert writer.restore(".env") == "restored from backup"
+    assert real.read_bytes() == b"A=1\n" and link.is_symlink()
+
+
+def test_drift_is_detected(tmp_path):
+    ledger = Ledger(tmp_path)
+    writer = FileWriter(ledger)
+    (tmp_path / "f").write_text("orig\n")
+    writer.write(tmp_path / "f", b"new\n", "s")
+    assert writer.drift() == {}
+    (tmp_path / "f").write_text("hand edit\n")
+    assert writer.drift() == {"f": "edited since graphrag-migrate wrote it"}
+
+
+def test_secrets_never_reach_state_or_audit(tmp_path, monkeypatch):
+    token = "hf_" + "a1B2c3D4e5F6g7H8i9J0kLmNoP"
+    monkeypatch.setenv("HF_TOKEN", token)
+    secrets.register_from_environ()
+    ledger = Ledger(tmp_path)
+    ledger.state["resources"]["vllm"] = {"command": ["--api-key", "sk-livekey1234567890abcd"], "note": f"t={token}",
+                                        "HF_TOKEN": token}
+    ledger.save()
+    ledger.audit("s", "write", "ok", message=f"used {token}")
+    blob = ledger.state_path.read_text() + ledger.audit_path.read_text()
+    assert token not in blob and "sk-livekey1234567890abcd" not in blob and "***" in blob

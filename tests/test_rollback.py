@@ -1,0 +1,106 @@
+"""Rollback from every state the migration can be left in (process runtime; Docker cases in test_docker)."""
+
+import json
+import threading
+
+from typer.testing import CliRunner
+
+from conftest import tree_digest
+from migrator import api
+from migrator.cli.main import app
+from migrator.envfile import EnvFile
+from migrator.errors import ExitCode
+from migrator.ledger import Ledger
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def migrate(sandbox):
+    assert invoke("--project", str(sandbox), "phase1").exit_code == 0
+    assert invoke("--project", str(sandbox), "phase3").exit_code == 0
+    env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
+    assert env.get("LLM_BACKEND") == "vllm"
+
+
+def test_full_cycle_restores_every_file_byte_for_byte(sandbox):
+    before = tree_digest(sandbox)
+    migrate(sandbox)
+    status = json.loads(invoke("--project", str(sandbox), "--json", "status").stdout)
+    assert status["llm_backend"] == "vllm" and status["vllm"]["healthy"]
+    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0, doc
+    assert tree_digest(sandbox) == before
+    after = json.loads(invoke("--project", str(sandbox), "--json", "status").stdout)
+    assert after["llm_backend"] == "ollama" and not after["vllm"]["healthy"]
+    assert {p["status"] for name, p in after["phases"].items() if name in ("phase1", "phase3")} == {"rolled_back"}
+
+
+def test_rollback_twice_is_safe(sandbox):
+    migrate(sandbox)
+    assert invoke("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    snapshot = tree_digest(sandbox)
+    assert invoke("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    assert tree_digest(sandbox) == snapshot
+
+
+def test_rollback_with_corrupt_state_still_returns_to_ollama(sandbox):
+    migrate(sandbox)
+    state = sandbox / ".graphrag-migrate" / "state.json"
+    state.write_text("{truncated")
+    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    doc = json.loads(result.stdout)
+    env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
+    assert env.get("LLM_BACKEND") == "ollama"
+    assert any(a["name"] == "state" and "set aside" in a["result"] for a in doc["actions"])
+    assert list((sandbox / ".graphrag-migrate").glob("state.json.corrupt-*"))[0].read_text() == "{truncated"
+    Ledger(sandbox).read_state()  # a fresh, readable state was written
+    # Without state the vLLM process is unknown to rollback: it says so instead of pretending.
+    stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
+    assert "no vLLM was started" in stop["result"]
+
+
+def test_hand_edited_env_file_keeps_the_edits(sandbox):
+    migrate(sandbox)
+    env_path = sandbox / "docker" / ".env"
+    env_path.write_bytes(env_path.read_bytes() + b"OPERATOR_NOTE=keep me\n")
+    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    assert result.exit_code == 0
+    env = EnvFile.from_bytes(env_path.read_bytes())
+    assert env.get("OPERATOR_NOTE") == "keep me" and env.get("LLM_BACKEND") == "ollama"
+    action = next(a for a in json.loads(result.stdout)["actions"] if a["name"] == "env file")
+    assert "edits are kept" in action["result"]
+
+
+def test_missing_backup_is_reported_and_env_still_fixed(sandbox):
+    migrate(sandbox)
+    for backup in (sandbox / ".graphrag-migrate" / "backups").rglob("*"):
+        if backup.is_file():
+            backup.unlink()
+    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
+    assert env.get("LLM_BACKEND") == "ollama"
+    action = next(a for a in json.loads(result.stdout)["actions"] if a["name"] == "env file")
+    assert "backup" in action["result"] and "missing" in action["result"]
+
+
+def test_two_rollbacks_at_once_one_waits_out_with_locked(sandbox):
+    migrate(sandbox)
+    holder = Ledger(sandbox)
+    holder.acquire_lock("graphrag-migrate rollback")
+    try:
+        second = invoke("--project", str(sandbox), "rollback")
+        assert second.exit_code == ExitCode.LOCKED
+    finally:
+        holder.release_lock()
+    assert invoke("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+
+
+def test_rollback_reports_backend_that_does_not_answer(sandbox):
+    settings = api.settings_for(sandbox, overrides={"project.backend_url": "http://127.0.0.1:9"})
+    report = api.rollback(sandbox, settings, wait_s=0.5)
+    assert report.exit_code == ExitCode.CHECK_FAILED
+    failed = [a for a in report.actions if not a.ok]
+    assert [a.name for a in failed] == ["backend answers"] and "connection refused" in failed[0].result

@@ -1,0 +1,123 @@
+"""The vLLM simulator and the Ollama stand-in speak the APIs the migration relies on."""
+
+import concurrent.futures
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from migrator.adapters.http import OllamaServer, OpenAIServer
+from migrator.vllm_launch import classify_startup_failure
+
+
+def test_vllm_sim_endpoints_stream_and_usage(servers):
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--max-model-len", "256")
+    server = OpenAIServer(f"http://127.0.0.1:{port}")
+    assert server.health().ok and server.version().body == {"version": "0.32.0"}
+    models = server.models().body["data"]
+    assert models[0]["id"] == "m" and models[0]["max_model_len"] == 256
+    s = server.stream("m", [{"role": "user", "content": "hello"}], max_tokens=5, extra={"ignore_eos": True})
+    assert s.ok and s.content_chunks == 5 and s.usage["completion_tokens"] == 5 and s.ttft_ms is not None
+
+
+def test_vllm_sim_errors_have_vllm_shape(servers):
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--max-model-len", "64")
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    wrong = httpx.post(url, json={"model": "x", "messages": [{"role": "user", "content": "hi"}]})
+    assert wrong.status_code == 404 and wrong.json()["error"]["type"] == "NotFoundError"
+    long = httpx.post(url, json={"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "word " * 100}]})
+    assert long.status_code == 400 and "maximum context length is 64 tokens" in long.json()["error"]["message"]
+    bad = httpx.post(url, content=b"{nope", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == 400
+
+
+def test_vllm_sim_queues_beyond_max_num_seqs(servers):
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--max-num-seqs", "2",
+                         "--ttft-ms", "200", "--itl-ms", "50")
+    server = OpenAIServer(f"http://127.0.0.1:{port}")
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(server.stream, "m", [{"role": "user", "content": "x"}], 4, 30.0, {"ignore_eos": True})
+                   for _ in range(6)]
+        time.sleep(0.15)
+        metrics = server.metrics_text().body
+        results = [f.result() for f in futures]
+    waiting = next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("vllm:num_requests_waiting{"))
+    running = next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("vllm:num_requests_running{"))
+    assert running == 2 and waiting == 4
+    ttfts = sorted(r.ttft_ms for r in results)
+    assert ttfts[-1] > ttfts[0] + 300  # the queued ones waited for a slot
+    final = server.metrics_text().body
+    assert 'vllm:request_success_total{engine="0",model_name="m",finished_reason="length"} 6.0' in final
+    assert "vllm:generation_tokens_total{engine=\"0\",model_name=\"m\"} 24.0" in final
+
+
+def test_vllm_sim_slow_start_refuses_then_503_then_200(tmp_path):
+    from migrator.rehearse import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "migrator.sim.vllm", "--port", str(port), "--startup-s", "0.6",
+                             "--loading-s", "0.6"], stderr=subprocess.DEVNULL)
+    try:
+        server = OpenAIServer(f"http://127.0.0.1:{port}")
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (not seen or seen[-1] != 200):
+            p = server.health(timeout=0.5)
+            state = p.status if p.status else "refused"
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            time.sleep(0.05)
+        assert seen == ["refused", 503, 200]
+    finally:
+        proc.terminate()
+        assert proc.wait(5) == 0  # SIGTERM stops it cleanly
+
+
+@pytest.mark.parametrize("kind, cause", [("free-memory", "another process holds GPU memory"),
+                                         ("kv-too-small", "KV cache is too small"),
+                                         ("oom", "weights do not fit"),
+                                         ("max-len", "max_model_len exceeds")])
+def test_startup_failures_print_vllm_lines_that_the_classifier_reads(kind, cause):
+    proc = subprocess.run([sys.executable, "-m", "migrator.sim.vllm", "--fail-startup", kind],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "Engine core initialization failed" in proc.stderr
+    found = classify_startup_failure(proc.stderr)
+    assert found is not None and cause in found[0]
+
+
+def test_vllm_sim_crash_after_n_requests(servers):
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--crash-after", "1")
+    server = OpenAIServer(f"http://127.0.0.1:{port}")
+    assert server.complete("m", "hi").ok
+    assert not server.complete("m", "hi", timeout=5).ok
+    assert not server.health(timeout=1).ok
+
+
+def test_ollama_standin_keep_alive_and_ndjson(servers):
+    port = servers.start("migrator.sim.ollama", "--model", "qwen3:32b")
+    server = OllamaServer(f"http://127.0.0.1:{port}")
+    assert server.loaded().body == {"models": []}  # nothing loaded before first use
+    lines = httpx.post(f"http://127.0.0.1:{port}/api/chat", json={
+        "model": "qwen3:32b", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 3}}).text
+    objs = [json.loads(x) for x in lines.splitlines()]
+    assert [o["done"] for o in objs] == [False, False, False, True]
+    assert objs[-1]["eval_count"] == 3 and objs[-1]["eval_duration"] > 0
+    ps = server.loaded().body["models"]
+    assert ps[0]["name"] == "qwen3:32b" and ps[0]["size_vram"] > 0
+    unload = server.set_keep_alive("qwen3:32b", 0)
+    assert unload.body["done_reason"] == "unload" and server.loaded().body == {"models": []}
+    assert server.set_keep_alive("qwen3:32b", "5m").body["done_reason"] == "load"
+    assert len(server.loaded().body["models"]) == 1
+
+
+def test_ollama_standin_serves_one_request_at_a_time_by_default(servers):
+    port = servers.start("migrator.sim.ollama", "--ttft-ms", "200", "--itl-ms", "1")
+    body = {"model": "qwen3:32b", "stream": False, "messages": [{"role": "user", "content": "hi"}],
+            "options": {"num_predict": 1}}
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda _: httpx.post(f"http://127.0.0.1:{port}/api/chat", json=body, timeout=10), range(3)))
+    assert time.monotonic() - start >= 0.6  # three requests, 200 ms each, one after another
