@@ -202,6 +202,13 @@ def dry_run_phase(phase: Phase, ctx: Context) -> PhaseReport:
     return report
 
 
+def _safe_plan(step: Step, ctx: Context) -> list[str]:
+    try:
+        return step.plan(ctx)
+    except MigrateError as exc:
+        return [f"(plan unavailable: {exc.message})"]
+
+
 class _Terminated(BaseException):
     pass
 
@@ -238,6 +245,9 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
                 _fail(ctx, phase, step, report, res)
             ledger.record_step(phase.name, step.id, "applying", "started")
             ctx.out.step("running", step.title)
+            if ctx.out.verbose:
+                for line in _safe_plan(step, ctx):
+                    ctx.out.detail(f"    {line}")
             try:
                 applied = step.apply(ctx)
             except MigrateError as exc:

@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migrator.errors import EnvironmentMissing
 from migrator.ledger import Ledger, atomic_write_bytes, now_iso, sha256_bytes
 from migrator.secrets import MASK, is_secret_name, redact
 
@@ -98,6 +99,9 @@ class FileWriter:
         self.ledger.save()
         mode = stat.S_IMODE(target.stat().st_mode) if before is not None else None
         atomic_write_bytes(target, data, mode=mode)
+        if target.read_bytes() != data:  # verify every write by reading it back
+            raise EnvironmentMissing(f"{path} does not read back what was written",
+                                     f"check the disk; the original is in {self.ledger.root.name}/backups")
         self.ledger.audit(
             step, "write", "ok", file=rel,
             before_sha256=sha256_bytes(before) if before is not None else None,

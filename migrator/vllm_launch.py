@@ -149,13 +149,15 @@ def wait_ready(settings: Settings, timeout: float, alive: Callable[[], str | Non
             on_tier(tier, result.tiers[tier])
 
     def tier_check(tier: str) -> tuple[bool, str]:
+        # No single probe may outlast the overall time-out (a hung server must not hold us for minutes).
+        budget = max(1.0, min(60.0, timeout - (time.monotonic() - start)))
         if tier == "port open":
             return port_in_use(host, v.port), "port closed"
         if tier == "/health 200":
             p = server.health()
             return p.ok, p.describe()
         if tier == "/v1/models lists the model":
-            p = server.models()
+            p = server.models(timeout=min(budget, 5.0))
             if not p.ok:
                 return False, p.describe()
             models = {m.get("id"): m for m in (p.body or {}).get("data", [])}
@@ -166,10 +168,10 @@ def wait_ready(settings: Settings, timeout: float, alive: Callable[[], str | Non
                 return False, f"max_model_len is {result.max_model_len}, expected {v.max_model_len}"
             return True, ""
         if tier == "1-token completion":
-            p = server.complete(name, "Hello", max_tokens=1)
+            p = server.complete(name, "Hello", max_tokens=1, timeout=budget)
             return p.ok, p.describe() + (f": {p.body}" if not p.ok and p.body else "")
         s = server.stream(name, [{"role": "user", "content": "Say hello."}], max_tokens=8,
-                          extra={"ignore_eos": True})
+                          timeout=budget, extra={"ignore_eos": True})
         result.ttft_ms = round(s.ttft_ms, 1) if s.ttft_ms is not None else None
         return s.ok and s.content_chunks > 0, s.error or "no content chunk"
 
@@ -185,7 +187,7 @@ def wait_ready(settings: Settings, timeout: float, alive: Callable[[], str | Non
                 reached(tier)
                 break
             definitive = tier in ("/v1/models lists the model", "1-token completion", "streamed completion") \
-                and "expected" in last
+                and ("expected" in last or "HTTP 4" in last)
             if definitive or time.monotonic() - start > timeout:
                 result.failed_tier = tier
                 result.error = last if definitive else f"not ready after {timeout:.0f} s: {last}"

@@ -57,6 +57,16 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             out.error("interrupted — run `graphrag-migrate status` to see where things stand")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise
+        except Exception as exc:  # a bug: say so plainly, keep the traceback for --verbose
+            if out.verbose:
+                import traceback
+
+                out.err.print(traceback.format_exc(), markup=False)
+            out.error(f"internal error: {type(exc).__name__}: {exc} — this is a bug in graphrag-migrate; "
+                      "re-run with --verbose and report it with .graphrag-migrate/audit.jsonl")
+            raise typer.Exit(int(ExitCode.INTERNAL)) from None
 
     return wrapper
 
