@@ -88,6 +88,26 @@ class ProjectSettings:
     )
 
 
+def _size(value) -> str | None:
+    if value == "":
+        return None
+    from migrator.gpu import parse_size
+
+    try:
+        parse_size(str(value))
+        return None
+    except ValueError:
+        return "a size such as 26GiB, 128G or 24000MiB"
+
+
+@dataclass
+class HostSettings:
+    assume_gpu_memory: str = _setting(
+        "", _size, "plan for a GPU of this size instead of reading this host's (e.g. 26GiB); empty = read it"
+    )
+    assume_unified: bool = _setting(False, help="with assume_gpu_memory: the size is a unified memory pool (GB10)")
+
+
 @dataclass
 class BackendSettings:
     dir: str = _setting("backend", help="the backend's source root (read by phase2, never imported)")
@@ -197,6 +217,7 @@ def _default_gates() -> list[Gate]:
 @dataclass
 class Settings:
     project: ProjectSettings = field(default_factory=ProjectSettings)
+    host: HostSettings = field(default_factory=HostSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     vllm: VllmSettings = field(default_factory=VllmSettings)
@@ -209,6 +230,7 @@ class Settings:
 
 _SECTIONS: dict[str, type] = {
     "project": ProjectSettings,
+    "host": HostSettings,
     "backend": BackendSettings,
     "model": ModelSettings,
     "vllm": VllmSettings,

@@ -56,6 +56,7 @@ class Context:
         self.yes = yes
         self.options = options or {}
         self.writer = FileWriter(ledger, dry_run=dry_run)
+        self.memo: dict[str, Any] = {}  # values several steps need in one run (model metadata)
         self._docker = None
 
     def path(self, rel: str) -> Path:

@@ -120,13 +120,19 @@ def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int
     (core / "config.py").write_text(SANDBOX_CONFIG_PY)
     (core / "llm.py").write_text(SANDBOX_LLM_PY)
     (root / "backend" / "requirements.txt").write_text("fastapi\nlangchain-ollama\nlangchain-openai\n")
+    from migrator.harness.model_stub import write_metadata_only
+
+    write_metadata_only(root / "models" / "Qwen2.5-32B-Instruct")
     (root / "migrate.yaml").write_text(
         "# made by graphrag-migrate rehearse: vLLM is the simulator, run as a local process\n"
         "project:\n"
         "  backend_runtime: none\n"
         f"  backend_url: http://127.0.0.1:{backend_port}\n"
-        "model:\n"
-        "  id: Qwen/Qwen2.5-32B-Instruct\n"
+        "host:  # the plan's GB10: 119 GiB of unified memory (this machine's GPU is not read)\n"
+        "  assume_gpu_memory: 119GiB\n"
+        "  assume_unified: true\n"
+        "model:  # metadata only (config.json + safetensors headers): enough for the fit verdict\n"
+        "  id: models/Qwen2.5-32B-Instruct\n"
         "  served_name: qwen2.5-32b-instruct\n"
         "vllm:\n"
         "  runtime: process\n"
@@ -176,8 +182,9 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None) -> 
             try:
                 if quiet_check:
                     report = api.check_phase(name, root, settings, out)
-                else:
-                    report = api.run_phase(name, root, settings, out, command=f"rehearse {name}")
+                else:  # phase1 frees Ollama's chat model as an operator would with --unload-ollama
+                    report = api.run_phase(name, root, settings, out, command=f"rehearse {name}",
+                                           options={"unload_ollama": name == "phase1"})
                 detail = "; ".join(f"{s.title}: {s.status}" for s in report.steps)
                 pending = name == "phase4"  # needs the load test (issue 5)
                 result.add(name, report.ok, detail, expected_failure=pending and not report.ok)
@@ -200,8 +207,13 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None) -> 
         result.add("files restored", not changed,
                    "every user file byte-identical to before" if not changed else f"changed: {', '.join(changed)}")
         final = api.status(root, settings)
-        result.add("back on Ollama", final.llm_backend == "ollama" and not final.vllm.get("healthy"),
-                   f"LLM_BACKEND={final.llm_backend}, vLLM running={final.vllm.get('healthy')}")
+        from migrator.adapters.http import OllamaServer
+
+        loaded = [m["name"] for m in (OllamaServer(settings.ollama.url).loaded().body or {}).get("models", [])]
+        result.add("back on Ollama", final.llm_backend == "ollama" and not final.vllm.get("healthy")
+                   and settings.ollama.model in loaded,
+                   f"LLM_BACKEND={final.llm_backend}, vLLM running={final.vllm.get('healthy')}, "
+                   f"Ollama has {', '.join(loaded) or 'nothing'} loaded again")
         return result
     finally:
         for handle in started:

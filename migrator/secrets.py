@@ -12,7 +12,9 @@ from typing import Any, Iterable
 MASK = "***"
 
 # Names whose values are secrets wherever they appear (env files, process environment).
-_SECRET_NAME_RE = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|PRIVATE_KEY|CREDENTIAL)", re.I)
+# Whole name segments only: HF_TOKEN and VLLM_API_KEY are secrets, max_tokens and prompt_tokens are not.
+_SECRET_NAME_RE = re.compile(
+    r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_KEY|CREDENTIALS?|AUTH)($|_)", re.I)
 # Token shapes that are secrets even when we do not know the variable's name.
 _TOKEN_SHAPES = [
     re.compile(r"\bhf_[A-Za-z0-9]{20,}\b"),
@@ -22,6 +24,8 @@ _KNOWN_VALUES: set[str] = set()
 
 
 def is_secret_name(name: str) -> bool:
+    if name.lower().endswith("_env"):  # names an environment variable, e.g. vllm.api_key_env
+        return False
     return bool(_SECRET_NAME_RE.search(name))
 
 

@@ -227,3 +227,36 @@ def classify_startup_failure(log_text: str) -> tuple[str, str] | None:
             line = next((ln.strip() for ln in log_text.splitlines() if needle in ln), needle)
             return f"{cause} ({line[-200:]})", fix
     return None
+
+
+def actual_figures(settings: Settings, log_text: str = "") -> dict:
+    """What vLLM itself reports after start-up: KV cache size (from /metrics' vllm:cache_config_info,
+    else the log), weight memory and concurrency (from the log)."""
+    import re
+
+    from migrator.adapters.http import OpenAIServer
+
+    v = settings.vllm
+    out: dict = {}
+    metrics = OpenAIServer(f"http://{v.host}:{v.port}").metrics_text(timeout=5)
+    if metrics.ok and isinstance(metrics.body, str):
+        line = next((ln for ln in metrics.body.splitlines() if ln.startswith("vllm:cache_config_info{")), "")
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        for key in ("kv_cache_size_tokens", "kv_cache_memory_bytes", "num_gpu_blocks", "block_size"):
+            if labels.get(key, "None") not in ("None", ""):
+                out[key] = int(float(labels[key]))
+        if "kv_cache_size_tokens" not in out and "num_gpu_blocks" in out and "block_size" in out:
+            out["kv_cache_size_tokens"] = out["num_gpu_blocks"] * out["block_size"]
+    patterns = {
+        "model_loading_gib": r"Model loading took ([\d.]+) ?GiB",
+        "available_kv_cache_gib": r"Available KV cache memory: ([\d.]+) ?GiB",
+        "log_kv_cache_tokens": r"KV cache size: ([\d,]+) tokens",
+        "log_max_concurrency": r"Maximum concurrency for [\d,]+ tokens per request: ([\d.]+)x",
+    }
+    for key, pattern in patterns.items():
+        m = re.search(pattern, log_text)
+        if m:
+            out[key] = float(m.group(1).replace(",", ""))
+    if "kv_cache_size_tokens" not in out and "log_kv_cache_tokens" in out:
+        out["kv_cache_size_tokens"] = int(out["log_kv_cache_tokens"])
+    return out

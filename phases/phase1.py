@@ -1,7 +1,8 @@
 """phase1 — prepare: preflight, then vLLM running alone next to Ollama, proven to answer.
 
-Steps: runtime reachable → port free → Ollama answers → start vLLM → tiered readiness.
-(Memory-fit verdict and model download: issue 4, not yet here.)
+Steps: GPU → runtime reachable → port free → Ollama answers → memory-fit verdict (before any
+download) → disk space → unload Ollama's chat model (only with consent) → start vLLM with tiered
+readiness, recording predicted vs actual KV cache. (Model download: not yet here.)
 """
 
 from __future__ import annotations
@@ -9,10 +10,36 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from migrator import vllm_launch
+from migrator import fit, gpu, vllm_launch
 from migrator.config import Settings
 from migrator.engine import Context, Outcome, Phase, Step
-from migrator.errors import DockerUnavailable
+from migrator.errors import DockerUnavailable, EnvironmentMissing
+
+
+class GpuPresent(Step):
+    id = "phase1.gpu"
+    title = "GPU and driver"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        host = ctx.settings.host
+        if host.assume_gpu_memory:
+            return Outcome.passed(f"planning for {host.assume_gpu_memory} "
+                                  f"({'unified' if host.assume_unified else 'discrete'}); this host's GPU not read")
+        if ctx.settings.vllm.device == "cpu":
+            return Outcome.passed("vllm.device is cpu: no GPU needed")
+        report = gpu.query()
+        if report.error or not report.gpus:
+            return Outcome.failed(report.error or "nvidia-smi lists no GPU",
+                                  "install the NVIDIA driver, or plan from here with --check --assume-gpu-memory 26GiB")
+        g = report.gpus[0]
+        memory = ("unified memory: budget from system RAM" if g.unified and not g.warning
+                  else g.warning or f"{(g.free_bytes or 0) / 2**30:.1f}/{(g.total_bytes or 0) / 2**30:.1f} GiB free")
+        out = Outcome.passed(f"{g.name}, driver {g.driver}, CUDA {report.cuda_version or '?'}, "
+                             f"compute {g.compute_capability}; {memory}",
+                             gpu=g.name, driver=g.driver, cuda=report.cuda_version, unified=g.unified)
+        out.warning = bool(g.warning)
+        return out
 
 
 class RuntimeReachable(Step):
@@ -97,6 +124,129 @@ class OllamaAnswers(Step):
         )
 
 
+def _ollama_chat_model_bytes(ctx: Context) -> int:
+    from migrator.adapters.http import OllamaServer
+
+    probe = OllamaServer(ctx.settings.ollama.url).loaded(timeout=2)
+    if not probe.ok:
+        return 0
+    return sum(int(m.get("size_vram") or 0) for m in (probe.body or {}).get("models", [])
+               if m.get("name") == ctx.settings.ollama.model)
+
+
+def _budget(ctx: Context) -> fit.Budget:
+    assumed = ctx.settings.host.assume_gpu_memory
+    held = _ollama_chat_model_bytes(ctx)
+    if assumed:
+        size = gpu.parse_size(assumed)
+        return fit.Budget(size, size, ctx.settings.host.assume_unified, held, f"assumed {assumed}")
+    if ctx.settings.vllm.device == "gpu":
+        report = gpu.query()
+        if report.gpus and not report.gpus[0].unified:
+            g = report.gpus[0]
+            n = ctx.settings.vllm.tensor_parallel_size
+            return fit.Budget(g.total_bytes * n, g.free_bytes * n, False, held, f"{n} × {g.name}")
+        if not report.gpus:
+            raise EnvironmentMissing(report.error or "nvidia-smi lists no GPU",
+                                     "plan with --check --assume-gpu-memory 26GiB [--assume-unified]")
+    mem = gpu.meminfo()
+    return fit.Budget(mem["MemTotal"], mem["MemAvailable"], True, held, "system RAM (unified)")
+
+
+def _model_info(ctx: Context) -> fit.ModelInfo:
+    """Read once per run (the Hub is slow and the fit and disk steps both need it); errors too."""
+    import os
+
+    if "model_info" not in ctx.memo:
+        local = vllm_launch.model_arg(ctx.settings, ctx.project)
+        try:
+            if Path(local).is_dir():
+                ctx.memo["model_info"] = fit.read_local(Path(local))
+            else:
+                ctx.memo["model_info"] = fit.read_hub(ctx.settings.model.id, ctx.settings.model.revision,
+                                                      os.environ.get("HF_TOKEN"))
+        except EnvironmentMissing as exc:
+            ctx.memo["model_info"] = exc
+    found = ctx.memo["model_info"]
+    if isinstance(found, EnvironmentMissing):
+        raise found
+    return found
+
+
+class MemoryFit(Step):
+    id = "phase1.fit"
+    title = "model fits in memory (verdict before download)"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        model = _model_info(ctx)
+        budget = _budget(ctx)
+        kv_dtype = "fp8" if "fp8" in " ".join(ctx.settings.vllm.extra_args) else "auto"
+        v = fit.assess(model, budget, ctx.settings.vllm.gpu_memory_utilization, ctx.settings.vllm.max_model_len,
+                       kv_dtype, may_unload_ollama=bool(ctx.options.get("unload_ollama")))
+        f = v.figures
+        summary = (f"{v.verdict}: {model.name} {f['weight_gib']} GiB weights, {f['budget_gib']} GiB for vLLM "
+                   f"({budget.source}), KV room for {f['kv_tokens']:,} tokens = "
+                   f"{f['max_concurrency_at_max_len']} × {f['max_model_len']}-token sequences")
+        measurements = {**f, "verdict": v.verdict, "model": model.name, "model_source": model.source}
+        if v.verdict == "does not fit":
+            return Outcome.failed(summary + ". " + "; ".join(v.reasons), "; ".join(v.advice), **measurements)
+        out = Outcome.passed(summary + (". " + "; ".join(v.reasons + v.advice) if v.reasons else ""),
+                             **measurements)
+        out.warning = v.verdict == "fits with changes"
+        return out
+
+
+class DiskSpace(Step):
+    id = "phase1.disk"
+    title = "disk space for the model"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        if vllm_launch.is_local_model(ctx.settings, ctx.project):
+            return Outcome.passed("model is already on disk")
+        where, free = gpu.disk_free(ctx.settings.vllm.hf_cache)
+        try:
+            need = int(_model_info(ctx).weight_bytes * 1.1)
+        except EnvironmentMissing as exc:  # the fit step reports metadata problems; here only the size matters
+            return Outcome.passed(f"{free / 2**30:.0f} GiB free at {where}; model size unknown ({exc})")
+        if free < need:
+            return Outcome.failed(f"{free / 2**30:.1f} GiB free at {where}, the model needs {need / 2**30:.1f} GiB",
+                                  "free disk space or point vllm.hf_cache elsewhere", free_gib=round(free / 2**30, 1))
+        return Outcome.passed(f"{free / 2**30:.0f} GiB free at {where} (needs {need / 2**30:.1f} GiB)",
+                              free_gib=round(free / 2**30, 1))
+
+
+class UnloadOllama(Step):
+    id = "phase1.unload-ollama"
+    title = "Ollama's chat model unloaded (with consent)"
+
+    def check(self, ctx: Context) -> Outcome:
+        if not ctx.options.get("unload_ollama"):
+            return Outcome.passed("not requested (--unload-ollama): Ollama keeps its models")
+        held = _ollama_chat_model_bytes(ctx)
+        if not held:
+            return Outcome.passed(f"{ctx.settings.ollama.model} is not loaded")
+        return Outcome.failed(f"{ctx.settings.ollama.model} holds {held / 2**30:.1f} GiB")
+
+    def plan(self, ctx: Context) -> list[str]:
+        return [f"POST {ctx.settings.ollama.url}/api/generate keep_alive=0 for {ctx.settings.ollama.model} "
+                "(rollback reloads it)"]
+
+    def apply(self, ctx: Context) -> Outcome | None:
+        from migrator.adapters.http import OllamaServer
+
+        name = ctx.settings.ollama.model
+        unloaded = ctx.resources.setdefault("ollama_unloaded", [])
+        if not any(item["model"] == name for item in unloaded):
+            unloaded.append({"model": name, "keep_alive": "5m"})
+        ctx.ledger.save()  # remembered before acting: rollback reloads it even after a crash here
+        probe = OllamaServer(ctx.settings.ollama.url).set_keep_alive(name, 0)
+        if not probe.ok:
+            return Outcome.failed(f"Ollama did not unload {name}: {probe.describe()}", "unload it by hand: ollama stop")
+        return Outcome.passed(f"unloaded {name}; rollback reloads it")
+
+
 class StartVllm(Step):
     id = "phase1.start-vllm"
     title = "vLLM started and ready"
@@ -164,14 +314,23 @@ class StartVllm(Step):
                 return Outcome.failed(f"vLLM did not start: {cause[0]}", cause[1])
             return Outcome.failed(f"vLLM not ready at '{ready.failed_tier}': {ready.error}",
                                   "read the vLLM log (status shows where) and re-run phase1")
+        actual = vllm_launch.actual_figures(ctx.settings, logs())
+        predicted = ctx.ledger.step("phase1", "phase1.fit").get("measurements", {}).get("kv_tokens")
+        record["actual"] = actual
+        record["fit"] = {"predicted_kv_tokens": predicted, "actual_kv_tokens": actual.get("kv_cache_size_tokens")}
+        ctx.ledger.save()
+        kv = (f"; KV cache {actual['kv_cache_size_tokens']:,} tokens (predicted {predicted:,})"
+              if actual.get("kv_cache_size_tokens") and predicted is not None else "")
         return Outcome.passed(
-            f"ready in {max(ready.tiers.values()):.1f} s, TTFT {ready.ttft_ms} ms",
+            f"ready in {max(ready.tiers.values()):.1f} s, TTFT {ready.ttft_ms} ms{kv}",
             ready_s=max(ready.tiers.values()), ttft_ms=ready.ttft_ms,
+            kv_tokens_actual=actual.get("kv_cache_size_tokens"), kv_tokens_predicted=predicted,
         )
     # No rollback() of its own: the global rollback stops vLLM from the recorded resources, since it
     # must also work when state.json is gone.
 
 
 def build(settings: Settings, options: dict) -> Phase:
-    return Phase("phase1", "prepare", [RuntimeReachable(), PortFree(), OllamaAnswers(), StartVllm()])
+    return Phase("phase1", "prepare", [GpuPresent(), RuntimeReachable(), PortFree(), OllamaAnswers(), MemoryFit(),
+                                       DiskSpace(), UnloadOllama(), StartVllm()])
 

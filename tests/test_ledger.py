@@ -103,3 +103,10 @@ def test_secrets_never_reach_state_or_audit(tmp_path, monkeypatch):
     ledger.audit("s", "write", "ok", message=f"used {token}")
     blob = ledger.state_path.read_text() + ledger.audit_path.read_text()
     assert token not in blob and "sk-livekey1234567890abcd" not in blob and "***" in blob
+
+
+def test_secret_names_are_whole_segments():
+    for name in ("HF_TOKEN", "hf_token", "VLLM_API_KEY", "OPENAI_APIKEY", "DB_PASSWORD", "token", "AWS_SECRET_ACCESS_KEY"):
+        assert secrets.is_secret_name(name), name
+    for name in ("max_tokens", "kv_cache_size_tokens", "prompt_tokens", "api_key_env", "tokenizer", "keyboard"):
+        assert not secrets.is_secret_name(name), name

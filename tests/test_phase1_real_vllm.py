@@ -44,6 +44,10 @@ def test_phase1_starts_real_vllm_and_rollback_stops_it(sandbox, model_dir, monke
     assert set(vllm["readiness"]["tiers"]) == {"port open", "/health 200", "/v1/models lists the model",
                                                "1-token completion", "streamed completion"}
     assert vllm["readiness"]["max_model_len"] == 512 and vllm["readiness"]["ttft_ms"] > 0
+    # vLLM's own KV cache figure is read back and kept next to the prediction.
+    # (tiny model: 2 × 2 layers × 1 KV head × 64 × 2 bytes = 512 B/token; 1 GiB of CPU KV space)
+    assert vllm["actual"]["kv_cache_size_tokens"] == 2**30 // 512
+    assert vllm["fit"]["predicted_kv_tokens"] > 0
     status = json.loads(invoke(*args, "--json", "status").stdout)
     assert status["vllm"]["healthy"] and status["vllm"]["process"]["running"]
     rollback = json.loads(invoke(*args, "--json", "rollback", "--wait", "10").stdout)

@@ -15,5 +15,6 @@ def test_rehearsal_runs_every_phase_and_rolls_back(tmp_path):
                                          "back on Ollama"))
     # phase4 needs the load test, which does not exist yet: shown as such, not hidden.
     assert stages["phase4"]["expected_failure"] and "gates" in stages["phase4"]["detail"]
+    assert "loaded again" in stages["back on Ollama"]["detail"]
     audit = (sandbox / ".graphrag-migrate" / "audit.jsonl").read_text()
     assert '"action": "rollback"' in audit

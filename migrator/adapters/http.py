@@ -52,6 +52,9 @@ def _open(method: str, url: str, timeout: float, body: bytes | None, headers: di
     except ConnectionRefusedError:
         conn.close()
         raise _Failed(f"connection refused at {url}") from None
+    except socket.gaierror:
+        conn.close()
+        raise _Failed(f"cannot resolve {parts.hostname} (no DNS or no network)") from None
     except (socket.timeout, TimeoutError):
         conn.close()
         raise _Failed(f"no answer from {url} (timed out after {timeout:g} s)") from None

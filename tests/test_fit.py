@@ -1,0 +1,130 @@
+"""The memory-fit verdict and the GPU preflight, with the plan's real model numbers."""
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from migrator import fit, gpu
+from migrator.cli.main import app
+from migrator.errors import ExitCode
+from migrator.harness.model_stub import write_metadata_only
+from migrator.harness.tiny_model import build as build_tiny
+
+GiB = 2**30
+
+
+@pytest.fixture(scope="module")
+def qwen32b(tmp_path_factory):
+    return fit.read_local(write_metadata_only(tmp_path_factory.mktemp("q") / "Qwen2.5-32B-Instruct"))
+
+
+def test_exact_weight_bytes_and_kv_per_token_from_headers(qwen32b):
+    assert qwen32b.name == "Qwen/Qwen2.5-32B-Instruct"
+    assert qwen32b.parameters == 32_763_876_352 and qwen32b.weight_bytes == 2 * 32_763_876_352
+    assert (qwen32b.layers, qwen32b.kv_heads, qwen32b.head_dim) == (64, 8, 128)
+    assert qwen32b.kv_bytes_per_token_bf16 == 256 * 1024  # 2 GiB per 8K-token sequence
+
+
+def test_plan_defaults_on_26_gib_do_not_fit_and_name_the_awq_build(qwen32b):
+    v = fit.assess(qwen32b, fit.Budget(26 * GiB, 26 * GiB, unified=False), 0.9, 8192)
+    assert v.verdict == "does not fit"
+    assert "61.0 GiB" in v.reasons[0]
+    assert any("Qwen/Qwen2.5-32B-Instruct-AWQ" in a and "awq_marlin" in a for a in v.advice)
+    assert v.figures["budget_gib"] == pytest.approx(23.4, abs=0.01)
+
+
+def test_unified_memory_budget_subtracts_headroom_and_ollama(qwen32b):
+    budget = fit.Budget(119 * GiB, 100 * GiB, unified=True, held_by_ollama=20 * GiB)
+    v = fit.assess(qwen32b, budget, 0.9, 8192)
+    assert v.figures["usable_now_gib"] == pytest.approx(72.0)  # 100 − 8 headroom − 20 Ollama
+    assert v.verdict == "fits with changes"
+    assert v.figures["safe_gpu_memory_utilization"] <= 72 / 119
+    assert any("--unload-ollama" in a for a in v.advice)
+    unloaded = fit.assess(qwen32b, budget, 0.9, 8192, may_unload_ollama=True)
+    assert unloaded.figures["usable_now_gib"] == pytest.approx(92.0)
+
+
+def test_kv_too_small_suggests_a_max_model_len_that_fits(qwen32b):
+    # 80 GiB GPU at 0.9 = 72 GiB; 61 GiB weights + 4.6 GiB overhead leave ~6.4 GiB = ~26K tokens.
+    v = fit.assess(qwen32b, fit.Budget(80 * GiB, 80 * GiB, False), 0.9, 32768)
+    assert v.verdict == "fits with changes"
+    longest = int(v.advice[0].split("to ")[1].split()[0])
+    assert 16384 < longest < 32768 and longest * 256 * 1024 <= (72 - 61.03 - 4.55) * GiB
+    assert any("kv-cache-dtype fp8" in a for a in v.advice)
+    fp8 = fit.assess(qwen32b, fit.Budget(80 * GiB, 80 * GiB, False), 0.9, 32768, kv_cache_dtype="fp8")
+    assert fp8.verdict == "fits"
+
+
+def test_tiny_model_read_from_disk(tmp_path):
+    m = fit.read_local(build_tiny(tmp_path / "tiny"))
+    assert m.layers == 2 and m.kv_heads == 1 and m.head_dim == 64
+    assert m.weight_bytes == 4 * m.parameters  # float32
+
+
+def fake_nvidia_smi(tmp_path: Path, csv: str, monkeypatch) -> None:
+    """A stand-in for nvidia-smi (no NVIDIA driver here) printing output recorded from real parts."""
+    script = tmp_path / "bin" / "nvidia-smi"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(f"""#!/bin/sh
+case "$1" in --query-gpu=*) printf '%s\\n' '{csv}';; *) echo '| NVIDIA-SMI 580.95  Driver Version: 580.95  CUDA Version: 13.0 |';; esac
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_gb10_memory_not_supported_means_unified(tmp_path, monkeypatch):
+    fake_nvidia_smi(tmp_path, "NVIDIA GB10, 580.95.05, [N/A], [N/A], 12.1", monkeypatch)
+    report = gpu.query()
+    assert report.cuda_version == "13.0"
+    g = report.gpus[0]
+    assert g.unified and not g.warning and g.total_bytes is None and g.compute_capability == "12.1"
+
+
+def test_unknown_part_without_memory_is_a_warning_not_a_crash(tmp_path, monkeypatch):
+    fake_nvidia_smi(tmp_path, "Mystery GPU X, 1.0, [Not Supported], [Not Supported], 9.0", monkeypatch)
+    g = gpu.query().gpus[0]
+    assert g.unified and "does not report its memory" in g.warning
+
+
+def test_discrete_gpu_memory_parsed(tmp_path, monkeypatch):
+    fake_nvidia_smi(tmp_path, "NVIDIA RTX 6000 Ada Generation, 550.54, 49140, 48500, 8.9", monkeypatch)
+    g = gpu.query().gpus[0]
+    assert not g.unified and g.total_bytes == 49140 * 2**20 and g.free_bytes == 48500 * 2**20
+
+
+def test_no_gpu_fails_phase1_check_with_the_planning_way_out(sandbox, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi
+    result = CliRunner().invoke(app, ["--project", str(sandbox), "--json", "--set", "host.assume_gpu_memory=",
+                                      "--set", "vllm.device=gpu", "phase1", "--check"], catch_exceptions=False)
+    steps = {s["id"]: s for s in json.loads(result.stdout)["steps"]}
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    assert steps["phase1.gpu"]["status"] == "missing" and "--assume-gpu-memory" in steps["phase1.gpu"]["fix"]
+
+
+def test_phase1_check_plans_the_26_gib_case_from_this_machine(sandbox):
+    result = CliRunner().invoke(app, ["--project", str(sandbox), "--json", "--set", "host.assume_unified=false",
+                                      "phase1", "--check", "--assume-gpu-memory", "26GiB"], catch_exceptions=False)
+    steps = {s["id"]: s for s in json.loads(result.stdout)["steps"]}
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    assert steps["phase1.fit"]["status"] == "missing"
+    assert steps["phase1.fit"]["message"].startswith("does not fit")
+    assert "Qwen/Qwen2.5-32B-Instruct-AWQ" in steps["phase1.fit"]["fix"]
+    assert steps["phase1.fit"]["measurements"]["weight_gib"] == pytest.approx(61.03)
+
+
+@pytest.mark.parametrize("text, expected", [("26GiB", 26 * GiB), ("26G", 26 * GiB), ("26GB", 26 * 10**9),
+                                            ("1024MiB", GiB), ("119 GiB", 119 * GiB)])
+def test_parse_size(text, expected):
+    assert gpu.parse_size(text) == expected
+
+
+def test_bad_size_in_config_names_the_key(tmp_path):
+    from migrator.config import load_settings
+    from migrator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="host.assume_gpu_memory"):
+        load_settings(None, environ={}, overrides={"host.assume_gpu_memory": "lots"})
