@@ -18,12 +18,18 @@ from migrator.config import Settings
 CONTAINER_PORT = 8000
 
 
-def model_arg(settings: Settings, project: Path) -> str:
+def model_arg(settings: Settings, project: Path, downloaded: dict | None = None) -> str:
+    """A local directory, the verified snapshot phase1 downloaded (runtime process), or the repo id."""
     model = settings.model.id
     local = Path(os.path.expanduser(model))
     if not local.is_absolute():
         local = project / local
-    return str(local) if local.is_dir() else model
+    if local.is_dir():
+        return str(local)
+    if downloaded and downloaded.get("verified") and downloaded.get("repo") == model \
+            and settings.vllm.runtime == "process" and Path(downloaded.get("path", "")).is_dir():
+        return downloaded["path"]
+    return model
 
 
 def is_local_model(settings: Settings, project: Path) -> bool:
@@ -55,40 +61,44 @@ def api_key(settings: Settings) -> str | None:
     return secret_env(settings).get("VLLM_API_KEY")
 
 
-def process_command(settings: Settings, project: Path) -> list[str]:
+def process_command(settings: Settings, project: Path, downloaded: dict | None = None) -> list[str]:
     v = settings.vllm
-    return [v.python, "-m", v.server_module, *vllm_args(settings, model_arg(settings, project)),
+    return [v.python, "-m", v.server_module, *vllm_args(settings, model_arg(settings, project, downloaded)),
             "--host", v.host, "--port", str(v.port)]
 
 
-def process_env(settings: Settings, project: Path) -> dict[str, str]:
+def process_env(settings: Settings, project: Path, downloaded: dict | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
     if settings.vllm.host.startswith("127.") or settings.vllm.host == "localhost":
         env["VLLM_HOST_IP"] = "127.0.0.1"  # else vLLM binds its internal sockets to eth0
-    if is_local_model(settings, project):
-        env["HF_HUB_OFFLINE"] = "1"
+    if is_local_model(settings, project) or (downloaded or {}).get("verified"):
+        env["HF_HUB_OFFLINE"] = "1"  # the model is on disk: vLLM must not reach for the Hub
     env.update(secret_env(settings))
     return env
 
 
-def container_spec(settings: Settings, project: Path, include_secrets: bool = False) -> dict:
+def container_spec(settings: Settings, project: Path, include_secrets: bool = False,
+                   downloaded: dict | None = None) -> dict:
     """Keyword arguments for docker SDK `containers.run` (shown by --dry-run without secrets)."""
     v = settings.vllm
     model = model_arg(settings, project)
     volumes = {os.path.expanduser(v.hf_cache): {"bind": "/root/.cache/huggingface", "mode": "rw"}}
+    environment = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    revision: list[str] = []
     if Path(model).is_dir():
         volumes[model] = {"bind": "/model", "mode": "ro"}
         model = "/model"
-    environment = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-    if Path(model_arg(settings, project)).is_dir():
         environment["HF_HUB_OFFLINE"] = "1"
+    elif downloaded and downloaded.get("verified") and downloaded.get("repo") == model:
+        environment["HF_HUB_OFFLINE"] = "1"  # in the mounted cache, pinned to the verified commit
+        revision = ["--revision", downloaded["commit"]]
     if include_secrets:
         environment.update(secret_env(settings))
     spec: dict = {
         "image": v.image,
         "name": v.container_name,
-        "command": vllm_args(settings, model),
+        "command": vllm_args(settings, model) + revision,
         "environment": environment,
         "volumes": volumes,
         "ipc_mode": "host",

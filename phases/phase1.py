@@ -153,10 +153,18 @@ def _budget(ctx: Context) -> fit.Budget:
     return fit.Budget(mem["MemTotal"], mem["MemAvailable"], True, held, "system RAM (unified)")
 
 
+def _hf_token(ctx: Context) -> str | None:
+    """HF_TOKEN from the environment or the project's env file; never printed or recorded."""
+    from migrator import download
+    from migrator.envfile import EnvFile
+
+    data = ctx.writer.read(ctx.env_path)
+    env = EnvFile.from_bytes(data) if data is not None else None
+    return download.hf_token({"HF_TOKEN": env.get("HF_TOKEN") or ""} if env else {})
+
+
 def _model_info(ctx: Context) -> fit.ModelInfo:
     """Read once per run (the Hub is slow and the fit and disk steps both need it); errors too."""
-    import os
-
     if "model_info" not in ctx.memo:
         local = vllm_launch.model_arg(ctx.settings, ctx.project)
         try:
@@ -164,7 +172,7 @@ def _model_info(ctx: Context) -> fit.ModelInfo:
                 ctx.memo["model_info"] = fit.read_local(Path(local))
             else:
                 ctx.memo["model_info"] = fit.read_hub(ctx.settings.model.id, ctx.settings.model.revision,
-                                                      os.environ.get("HF_TOKEN"))
+                                                      _hf_token(ctx))
         except EnvironmentMissing as exc:
             ctx.memo["model_info"] = exc
     found = ctx.memo["model_info"]
@@ -217,6 +225,68 @@ class DiskSpace(Step):
                               free_gib=round(free / 2**30, 1))
 
 
+def _hub_cache(ctx: Context) -> str:
+    import os
+
+    return os.path.join(os.path.expanduser(ctx.settings.vllm.hf_cache), "hub")
+
+
+class DownloadModel(Step):
+    id = "phase1.download"
+    title = "model downloaded and verified"
+
+    def check(self, ctx: Context) -> Outcome:
+        from migrator import download
+
+        if vllm_launch.is_local_model(ctx.settings, ctx.project):
+            return Outcome.passed(f"local model at {vllm_launch.model_arg(ctx.settings, ctx.project)}")
+        recorded = ctx.resources.get("model") or {}
+        if recorded.get("repo") == ctx.settings.model.id and recorded.get("path") and recorded.get("verified"):
+            if Path(recorded["path"]).is_dir():
+                return Outcome.passed(f"{recorded['repo']}@{recorded['commit'][:12]} at {recorded['path']}")
+        import os
+
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            path = download.local_snapshot(ctx.settings.model.id, ctx.settings.model.revision, _hub_cache(ctx))
+            if path is not None:
+                return Outcome.passed(f"offline: found {ctx.settings.model.id} in the cache at {path}")
+            return Outcome.failed(f"HF_HUB_OFFLINE=1 and {ctx.settings.model.id} is not in {_hub_cache(ctx)}",
+                                  "download it on a connected machine into that cache, or unset HF_HUB_OFFLINE")
+        return Outcome.failed(f"{ctx.settings.model.id} not downloaded yet")
+
+    def plan(self, ctx: Context) -> list[str]:
+        return [f"snapshot_download {ctx.settings.model.id}@{ctx.settings.model.revision} (pinned to its commit) "
+                f"into {_hub_cache(ctx)}; verify sizes and sha256"]
+
+    def apply(self, ctx: Context) -> Outcome:
+        from migrator import download
+
+        token = _hf_token(ctx)
+        snapshot = download.resolve(ctx.settings.model.id, ctx.settings.model.revision, token)
+        cache = _hub_cache(ctx)
+        record = {"repo": snapshot.repo_id, "commit": snapshot.commit, "cache_dir": cache,
+                  "bytes": snapshot.total_bytes, "verified": False}
+        ctx.resources["model"] = record
+        ctx.ledger.save()
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        where, free = gpu.disk_free(cache)
+        need = download.missing_bytes(snapshot, cache)
+        if free < need:
+            return Outcome.failed(f"{need / 2**30:.1f} GiB still to download, {free / 2**30:.1f} GiB free at {where}",
+                                  "free disk space or set vllm.hf_cache elsewhere")
+        ctx.out.info(f"downloading {snapshot.repo_id}@{snapshot.commit[:12]}: {len(snapshot.files)} files, "
+                     f"{snapshot.total_bytes / 2**30:.2f} GiB ({need / 2**30:.2f} GiB still missing)")
+        path = download.fetch(snapshot, cache, token, progress=ctx.out.err.is_terminal)
+        problems = download.verify(snapshot, path)
+        if problems:
+            return Outcome.failed("downloaded files do not match the Hub: " + "; ".join(problems[:3]),
+                                  f"delete {path} and re-run phase1")
+        record.update({"path": str(path), "verified": True})
+        ctx.ledger.save()
+        return Outcome.passed(f"{snapshot.repo_id}@{snapshot.commit[:12]} verified at {path}",
+                              commit=snapshot.commit, bytes=snapshot.total_bytes)
+
+
 class UnloadOllama(Step):
     id = "phase1.unload-ollama"
     title = "Ollama's chat model unloaded (with consent)"
@@ -260,18 +330,19 @@ class StartVllm(Step):
         if ctx.settings.vllm.runtime == "docker":
             import json
 
-            spec = vllm_launch.container_spec(ctx.settings, ctx.project)
+            spec = vllm_launch.container_spec(ctx.settings, ctx.project, downloaded=ctx.resources.get("model"))
             return [f"docker run {json.dumps(spec, sort_keys=True)}"]
-        return [" ".join(vllm_launch.process_command(ctx.settings, ctx.project))]
+        return [" ".join(vllm_launch.process_command(ctx.settings, ctx.project, ctx.resources.get("model")))]
 
     def apply(self, ctx: Context) -> Outcome:
         v = ctx.settings.vllm
         record: dict = {"runtime": v.runtime, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if v.runtime == "docker":
             ctx.docker.remove(v.container_name)  # an earlier, stopped attempt of ours
-            spec = vllm_launch.container_spec(ctx.settings, ctx.project, include_secrets=True)
+            downloaded = ctx.resources.get("model")
+            spec = vllm_launch.container_spec(ctx.settings, ctx.project, include_secrets=True, downloaded=downloaded)
             record.update({"container": v.container_name, "image": v.image,
-                           "command": vllm_launch.container_spec(ctx.settings, ctx.project)["command"]})
+                           "command": vllm_launch.container_spec(ctx.settings, ctx.project, downloaded=downloaded)["command"]})
             ctx.resources["vllm"] = record
             ctx.ledger.save()  # record before starting: a crash right after still knows what to stop
             state = ctx.docker.run(**spec)
@@ -285,10 +356,11 @@ class StartVllm(Step):
         else:
             from migrator.adapters import process
 
-            command = vllm_launch.process_command(ctx.settings, ctx.project)
+            command = vllm_launch.process_command(ctx.settings, ctx.project, ctx.resources.get("model"))
             log_path = ctx.ledger.root / "logs" / "vllm.log"
-            handle = process.start_detached(command, log_path, vllm_launch.process_env(ctx.settings, ctx.project),
-                                            cwd=ctx.project)
+            handle = process.start_detached(
+                command, log_path, vllm_launch.process_env(ctx.settings, ctx.project, ctx.resources.get("model")),
+                cwd=ctx.project)
             record.update({"process": handle.to_dict(), "command": command, "log": str(log_path)})
             ctx.resources["vllm"] = record
             ctx.ledger.save()
@@ -332,5 +404,5 @@ class StartVllm(Step):
 
 def build(settings: Settings, options: dict) -> Phase:
     return Phase("phase1", "prepare", [GpuPresent(), RuntimeReachable(), PortFree(), OllamaAnswers(), MemoryFit(),
-                                       DiskSpace(), UnloadOllama(), StartVllm()])
+                                       DiskSpace(), DownloadModel(), UnloadOllama(), StartVllm()])
 
