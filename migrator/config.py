@@ -154,6 +154,7 @@ class VllmSettings:
         "", _choices("", "host"), "'' = publish the port on vllm.host; host = the host's network"
     )
     hf_cache: str = _setting("~/.cache/huggingface", help="host HF cache, mounted into the container")
+    vllm_cache: str = _setting("~/.cache/vllm", help="host vLLM compile cache, mounted into the container")
     host: str = _setting("127.0.0.1", help="address vLLM's port is bound to")
     port: int = _setting(8001, _between(1, 65535), "host port of vLLM's OpenAI API")
     gpu_memory_utilization: float = _setting(

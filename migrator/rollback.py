@@ -95,6 +95,10 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
     _attempt(report, "recreate backend", lambda: _recreate_backend(ctx))
     _attempt(report, "reload Ollama models", lambda: _reload_ollama(ctx))
     _attempt(report, "Ollama answers", lambda: _probe_ollama(ctx))
+    model = ctx.resources.get("model") or {}
+    if model.get("path"):
+        report.add("downloaded model", True, f"kept at {model['path']} ({model.get('bytes', 0) / 2**30:.1f} GiB); "
+                                             "delete it with `hf cache rm` when you no longer need it")
     _attempt(report, "backend answers", lambda: _probe_backend(ctx, wait_s))
 
     for name, record in ledger.state["phases"].items():

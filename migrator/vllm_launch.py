@@ -83,7 +83,8 @@ def container_spec(settings: Settings, project: Path, include_secrets: bool = Fa
     """Keyword arguments for docker SDK `containers.run` (shown by --dry-run without secrets)."""
     v = settings.vllm
     model = model_arg(settings, project)
-    volumes = {os.path.expanduser(v.hf_cache): {"bind": "/root/.cache/huggingface", "mode": "rw"}}
+    volumes = {os.path.expanduser(v.hf_cache): {"bind": "/root/.cache/huggingface", "mode": "rw"},
+               os.path.expanduser(v.vllm_cache): {"bind": "/root/.cache/vllm", "mode": "rw"}}
     environment = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     revision: list[str] = []
     if Path(model).is_dir():
@@ -142,8 +143,10 @@ TIERS = ("port open", "/health 200", "/v1/models lists the model", "1-token comp
 
 
 def wait_ready(settings: Settings, timeout: float, alive: Callable[[], str | None],
-               on_tier: Callable[[str, float], None] | None = None, poll: float = 0.25) -> Readiness:
-    """Walk the tiers in order; `alive()` returns an error string when the server died meanwhile."""
+               on_tier: Callable[[str, float], None] | None = None, poll: float = 0.25,
+               on_wait: Callable[[float], None] | None = None) -> Readiness:
+    """Walk the tiers in order; `alive()` returns an error string when the server died meanwhile;
+    `on_wait(elapsed)` is called about every 10 s while a tier is not reached (to show the log)."""
     from migrator.adapters.http import OpenAIServer
 
     v = settings.vllm
@@ -185,9 +188,13 @@ def wait_ready(settings: Settings, timeout: float, alive: Callable[[], str | Non
         result.ttft_ms = round(s.ttft_ms, 1) if s.ttft_ms is not None else None
         return s.ok and s.content_chunks > 0, s.error or "no content chunk"
 
+    next_report = start + 10
     for tier in TIERS:
         last = ""
         while True:
+            if on_wait is not None and time.monotonic() >= next_report:
+                next_report = time.monotonic() + 10
+                on_wait(time.monotonic() - start)
             died = alive()
             if died:
                 result.failed_tier, result.error = tier, died

@@ -116,6 +116,22 @@ class PortFree(Step):
                               "stop it, or choose another port with --port / vllm.port")
 
 
+class SystemMemory(Step):
+    id = "phase1.ram"
+    title = "system memory"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        mem = gpu.meminfo()
+        total, available = mem.get("MemTotal", 0), mem.get("MemAvailable", 0)
+        message = f"{available / 2**30:.1f} GiB available of {total / 2**30:.1f} GiB"
+        if available < 4 * 2**30:
+            return Outcome.failed(message + ": too little for vLLM's process and the backend",
+                                  "stop other services first", ram_available_gib=round(available / 2**30, 1))
+        return Outcome.passed(message, ram_total_gib=round(total / 2**30, 1),
+                              ram_available_gib=round(available / 2**30, 1))
+
+
 class OllamaAnswers(Step):
     id = "phase1.ollama"
     title = "Ollama answers (the rollback target)"
@@ -392,9 +408,15 @@ class StartVllm(Step):
                 except OSError:
                     return ""
 
+        def show_log(elapsed: float) -> None:
+            lines = [ln for ln in logs().splitlines() if ln.strip()]
+            if lines:
+                ctx.out.info(f"  … {elapsed:.0f} s, vLLM: {lines[-1].strip()[-160:]}")
+
         ready = vllm_launch.wait_ready(
             ctx.settings, v.startup_timeout_s, alive,
             on_tier=lambda tier, t: ctx.out.step("passed", f"  {tier}", f"{t:.1f} s"),
+            on_wait=show_log,
         )
         record["readiness"] = ready.to_dict()
         ctx.ledger.save()
@@ -421,6 +443,6 @@ class StartVllm(Step):
 
 
 def build(settings: Settings, options: dict) -> Phase:
-    return Phase("phase1", "prepare", [GpuPresent(), RuntimeReachable(), PortFree(), OllamaAnswers(), MemoryFit(),
+    return Phase("phase1", "prepare", [GpuPresent(), SystemMemory(), RuntimeReachable(), PortFree(), OllamaAnswers(), MemoryFit(),
                                        DiskSpace(), DownloadModel(), UnloadOllama(), StartVllm()])
 

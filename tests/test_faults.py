@@ -90,3 +90,12 @@ def test_unexpected_error_is_internal_with_one_line(sandbox, monkeypatch):
 def test_missing_project_directory_is_a_usage_error(tmp_path):
     result = invoke("--project", str(tmp_path / "nope"), "phase1", "--check")
     assert result.exit_code == ExitCode.USAGE and "does not exist" in result.stderr
+
+
+def test_phase1_explains_a_vllm_start_up_failure_and_its_fix(sandbox):
+    result = invoke("--project", str(sandbox), "--set", "vllm.extra_args=--fail-startup kv-too-small", "phase1")
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    assert "the KV cache is too small for max_model_len" in result.stderr
+    assert "lower vllm.max_model_len" in result.stderr and "estimated maximum model length is 8576" in result.stderr
+    state = Ledger(sandbox).read_state()
+    assert state["phases"]["phase1"]["failed_step"] == "phase1.start-vllm"

@@ -52,6 +52,9 @@ def status_report(out: Output, report) -> None:
         if "process" in v:
             line += f"; process {v['process']['pid']}: {'running' if v['process']['running'] else 'gone'}"
         console.print(line)
+        fit = v.get("fit") or {}
+        if fit.get("actual_kv_tokens") is not None:
+            console.print(f"KV cache: {fit['actual_kv_tokens']:,} tokens (predicted {fit.get('predicted_kv_tokens') or 0:,})")
         if report.ollama:
             o = report.ollama
             console.print(f"Ollama: {o['url']} " + (f"answers (version {o['version']})" if o["answers"] else f"not answering ({o['error']})"))
