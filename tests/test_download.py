@@ -155,3 +155,18 @@ def test_offline_mode_uses_the_cache_only(sandbox, hub, tmp_path):
                env={"HF_HUB_OFFLINE": "1"})
     download = steps(proc)["phase1.download"]
     assert download["status"] == "missing" and "HF_HUB_OFFLINE=1" in download["message"]
+
+
+def test_download_progress_is_a_rich_bar_on_stderr(hub, tmp_path):
+    code = f"""
+from rich.console import Console
+from migrator import download
+console = Console(stderr=True, force_terminal=True, width=100)
+path = download.fetch(download.Snapshot({REPO_ID!r}, {COMMIT!r}, []), {str(tmp_path / 'hf')!r}, None, console=console)
+print(path)
+"""
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert os.path.exists(os.path.join(proc.stdout.strip(), "model.safetensors"))
+    assert "Downloading bytes" in proc.stderr and "MB" in proc.stderr  # rich's DownloadColumn, on stderr

@@ -7,6 +7,7 @@ import uuid
 import pytest
 from typer.testing import CliRunner
 
+from conftest import SESSION_TAG
 from migrator.adapters.docker import DockerRuntime
 from migrator.cli.main import app
 from migrator.harness import tiny_model
@@ -29,7 +30,7 @@ def invoke(*args):
 
 def test_phase1_runs_vllm_in_a_container_and_rollback_stops_it(sandbox, vllm_image, tmp_path):
     model = tiny_model.build(tmp_path / "tiny")
-    name = f"gm-test-vllm-{uuid.uuid4().hex[:6]}"
+    name = f"gm-{SESSION_TAG}-test-vllm-{uuid.uuid4().hex[:6]}"
     settings = {"vllm.runtime": "docker", "vllm.image": vllm_image, "vllm.device": "cpu",
                 "vllm.network_mode": "host", "vllm.port": str(free_port()), "vllm.container_name": name,
                 "vllm.hf_cache": str(tmp_path / "hf"), "model.id": str(model), "model.served_name": "tiny-qwen",

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import REPO, VLLM_NAME, tree_digest
+from conftest import SESSION_TAG, REPO, VLLM_NAME, tree_digest
 from migrator import api
 from migrator.envfile import EnvFile
 from migrator.rehearse import free_port, wait_port
@@ -35,7 +35,7 @@ def reference_project(tmp_path, backend_image, real_vllm, servers):
     env_path = root / "docker" / ".env"
     env = EnvFile.from_bytes(env_path.read_bytes())
     for key, value in {"OLLAMA_BASE_URL": f"http://127.0.0.1:{ollama_port}", "BACKEND_PORT": str(backend_port),
-                       "BACKEND_IMAGE": backend_image, "COMPOSE_PROJECT_NAME": f"gm-ref-{uuid.uuid4().hex[:6]}"}.items():
+                       "BACKEND_IMAGE": backend_image, "COMPOSE_PROJECT_NAME": f"gm-{SESSION_TAG}-ref-{uuid.uuid4().hex[:6]}"}.items():
         env = env.set(key, value)
     env_path.write_bytes(env.to_bytes())
     vllm_port = int(real_vllm.rsplit(":", 1)[1])

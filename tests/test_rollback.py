@@ -57,9 +57,10 @@ def test_rollback_with_corrupt_state_still_returns_to_ollama(sandbox):
     assert any(a["name"] == "state" and "set aside" in a["result"] for a in doc["actions"])
     assert list((sandbox / ".graphrag-migrate").glob("state.json.corrupt-*"))[0].read_text() == "{truncated"
     Ledger(sandbox).read_state()  # a fresh, readable state was written
-    # Without state the vLLM process is unknown to rollback: it says so instead of pretending.
+    # Without state, rollback finds the vLLM process by its port (and checks it is vLLM) and stops it.
     stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
-    assert "no vLLM was started" in stop["result"]
+    assert "found on port" in stop["result"] and stop["result"].endswith("stopped")
+    assert not json.loads(invoke("--project", str(sandbox), "--json", "status").stdout)["vllm"]["healthy"]
 
 
 def test_hand_edited_env_file_keeps_the_edits(sandbox):

@@ -130,3 +130,36 @@ def test_classifier_reads_vllm_cpu_memory_failure():
             "RuntimeError: Engine core initialization failed. See root cause above.")
     cause, fix = classify_startup_failure(line)
     assert "fraction of RAM" in cause and "7.75/9.21 GiB" in cause and "gpu_memory_utilization" in fix
+
+
+def test_ollama_standin_expires_models_after_keep_alive(servers):
+    port = servers.start("migrator.sim.ollama", "--ttft-ms", "1", "--itl-ms", "1")
+    server = OllamaServer(f"http://127.0.0.1:{port}")
+    assert server.set_keep_alive("qwen3:32b", "1s").body["done_reason"] == "load"
+    assert len(server.loaded().body["models"]) == 1
+    time.sleep(1.3)
+    assert server.loaded().body == {"models": []}
+
+
+def test_sim_commands_run_in_the_foreground_and_stop_on_sigterm(tmp_path):
+    import signal
+
+    from migrator.rehearse import free_port, wait_port
+
+    for kind, probe in (("vllm", "/health"), ("ollama", "/api/version")):
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "migrator.cli.main", "sim", kind, "--port", str(port)],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert wait_port(port)
+            assert httpx.get(f"http://127.0.0.1:{port}{probe}").status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and "stopped" in err
+
+
+def test_sim_refuses_non_loopback_addresses():
+    proc = subprocess.run([sys.executable, "-m", "migrator.sim.vllm", "--host", "0.0.0.0"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and "only listens on loopback" in proc.stderr

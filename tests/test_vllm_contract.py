@@ -15,7 +15,7 @@ from migrator.config import Settings
 from migrator.rehearse import free_port, wait_port
 from migrator.vllm_launch import wait_ready
 
-from conftest import VLLM_MAX_LEN as MAX_LEN, VLLM_NAME as NAME
+from conftest import SESSION_TAG, VLLM_MAX_LEN as MAX_LEN, VLLM_NAME as NAME
 
 # FACTS.md: the metrics the tool reads, with their Prometheus types.
 METRICS = {
@@ -39,7 +39,7 @@ def real_vllm_container(tiny_model_dir):
     image = vllm_cpu_image()
     docker = DockerRuntime()
     port = free_port()
-    name = f"gm-contract-vllm-{uuid.uuid4().hex[:6]}"
+    name = f"gm-{SESSION_TAG}-contract-vllm-{uuid.uuid4().hex[:6]}"
     docker.client.containers.run(
         image, ["--model", "/model", "--served-model-name", NAME, "--max-model-len", str(MAX_LEN), "--enforce-eager",
                 "--host", "127.0.0.1", "--port", str(port)],
