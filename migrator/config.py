@@ -115,6 +115,8 @@ class BackendSettings:
     llm_module: str = _setting("src/core/llm.py", help="LLM factory file, under backend.dir")
     requirements: str = _setting("requirements.txt", help="requirements file, under backend.dir")
     wait_s: float = _setting(60.0, _between(0, 3600), "seconds to wait for the backend after recreating it")
+    chat_path: str = _setting("", help="the backend's streaming chat endpoint for phase3's probe (e.g. /chat); empty = skip")
+    chat_message_field: str = _setting("message", help="JSON field of the question in that endpoint's body")
 
 
 @dataclass
@@ -130,6 +132,9 @@ class ModelSettings:
     )
     revision: str = _setting(
         "main", _matches(_NAME_RE, "a branch, tag or commit"), "revision to download"
+    )
+    real_weights: bool = _setting(
+        True, help="false for random-weight test models: language checks then test framing only"
     )
 
 

@@ -146,7 +146,8 @@ class PhaseReport:
 
     @property
     def ok(self) -> bool:
-        return all(s.status in ("passed", "satisfied", "ok", "warn", "would run") for s in self.steps) and (
+        return all(s.status in ("passed", "satisfied", "ok", "warn", "would run", "would check")
+                   for s in self.steps) and (
             self.mode != "check" or all(s.status in ("ok", "warn", "satisfied") for s in self.steps)
         )
 
@@ -182,15 +183,18 @@ def check_phase(phase: Phase, ctx: Context) -> PhaseReport:
 def dry_run_phase(phase: Phase, ctx: Context) -> PhaseReport:
     """`--dry-run`: the ordered steps, which are satisfied, and the diff of every file to be written."""
     report = PhaseReport(phase.name, "dry-run")
+    pending = False  # a step before this one would change something: later checks cannot be judged yet
     for step in phase.steps:
         res = _safe(lambda: step.check(ctx), step)
         if res.ok:
             report.steps.append(StepReport(step.id, step.title, "satisfied", res.message))
             continue
         if step.read_only:
-            report.steps.append(StepReport(step.id, step.title, "failed", res.message, res.fix,
+            status = "would check" if pending else "failed"
+            report.steps.append(StepReport(step.id, step.title, status, res.message, res.fix,
                                            res.measurements))
             continue
+        pending = True
         try:
             plan = step.plan(ctx)
             for path, data in step.files(ctx).items():

@@ -67,6 +67,11 @@ class FileWriter:
     planned: list[FileChange] = field(default_factory=list)
 
     def read(self, path: Path) -> bytes | None:
+        """The file's bytes — in dry-run, as earlier planned writes left them, so steps chain."""
+        if self.dry_run:
+            for change in self.planned:
+                if change.path == path:
+                    return change.after
         try:
             return _target(path).read_bytes()
         except FileNotFoundError:
@@ -81,6 +86,10 @@ class FileWriter:
             return None
         change = FileChange(path, rel, before, data)
         if self.dry_run:
+            for planned in self.planned:
+                if planned.path == path:  # one diff per file: from what is on disk to the last plan
+                    planned.after = data
+                    return planned
             self.planned.append(change)
             return change
         files = self.ledger.state["files"]

@@ -134,6 +134,7 @@ def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int
         "model:  # metadata only (config.json + safetensors headers): enough for the fit verdict\n"
         "  id: models/Qwen2.5-32B-Instruct\n"
         "  served_name: qwen2.5-32b-instruct\n"
+        "  real_weights: false  # the simulator's words are random: check framing, not language\n"
         "vllm:\n"
         "  runtime: process\n"
         f"  python: {sys.executable}\n"
@@ -144,6 +145,7 @@ def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int
         f"  url: http://127.0.0.1:{ollama_port}\n"
         "backend:\n"
         "  wait_s: 10\n"
+        "  chat_path: /chat\n"
     )
 
 

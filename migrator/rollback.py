@@ -73,7 +73,11 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
     ledger = ctx.ledger
     try:
         ledger.load()
-        state_ok = True
+        # state.json gone but the audit log shows earlier runs: the state was lost, not never written.
+        state_ok = ledger.state_path.exists() or not ledger.read_audit()
+        if not state_ok:
+            report.add("state", True, f"{ledger.state_path.name} is missing but the audit log shows earlier runs: "
+                                      "rolling back from migrate.yaml alone")
     except StateCorrupt as exc:
         state_ok = False
         moved = ledger.quarantine_state()
@@ -91,7 +95,7 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
         if rel != env_rel:
             result = ctx.writer.restore(rel)
             report.add(f"file {rel}", "missing" not in result, result)
-    _attempt(report, "stop vLLM", lambda: _stop_vllm(ctx))
+    _attempt(report, "stop vLLM", lambda: _stop_vllm(ctx, state_known=state_ok))
     _attempt(report, "recreate backend", lambda: _recreate_backend(ctx))
     _attempt(report, "reload Ollama models", lambda: _reload_ollama(ctx))
     _attempt(report, "Ollama answers", lambda: _probe_ollama(ctx))
@@ -143,7 +147,7 @@ def _restore_env(ctx: Context) -> tuple[bool, str]:
     return True, "; ".join(notes)
 
 
-def _stop_vllm(ctx: Context) -> tuple[bool, str]:
+def _stop_vllm(ctx: Context, state_known: bool = True) -> tuple[bool, str]:
     from migrator.adapters import process
 
     vllm = ctx.resources.get("vllm") or {}
@@ -151,8 +155,9 @@ def _stop_vllm(ctx: Context) -> tuple[bool, str]:
     if vllm.get("process"):
         handle = process.ProcessHandle.from_dict(vllm["process"])
         results.append(f"process {handle.pid}: {process.stop(handle, ctx.settings.vllm.stop_timeout_s)}")
-    elif ctx.settings.vllm.runtime == "process":
-        # No record (state lost or corrupt): find our vLLM by its port, and stop it only if it is ours.
+    elif ctx.settings.vllm.runtime == "process" and not state_known:
+        # State lost or corrupt: find the vLLM by its port, and stop it only if it is vLLM on that port.
+        # (With readable state and no record, graphrag-migrate started no vLLM: it stops nothing.)
         pid = process.listening_pid(ctx.settings.vllm.port)
         command = process.cmdline(pid) if pid else ""
         if pid and ctx.settings.vllm.server_module in command and f"--port {ctx.settings.vllm.port}" in command:

@@ -1,7 +1,9 @@
-"""phase3 — integrate: the backend reads LLM_BACKEND=vllm from the env file and talks to vLLM.
+"""phase3 — integrate: vLLM as a compose service beside the user's stack, the backend switched to it.
 
-Steps: env file (lossless edit, backed up) → backend recreated and reporting vllm.
-(The compose service file for vLLM and the integration checks are issue 6's remaining work.)
+Steps: the vLLM service rendered into its own compose file (the user's docker-compose.yml is never
+touched) → COMPOSE_FILE in the env file merges both → `docker compose config -q` on the merge → vLLM
+brought up under compose (runtime docker) → LLM_BACKEND/VLLM_BASE_URL/VLLM_MODEL in the env file →
+backend recreated and reporting vllm → integration checks, each with its measurement.
 """
 
 from __future__ import annotations
@@ -9,9 +11,162 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from migrator import vllm_launch
 from migrator.config import Settings
 from migrator.engine import Context, Outcome, Phase, Step
 from migrator.envfile import EnvFile
+from migrator.errors import EnvironmentMissing
+
+VLLM_COMPOSE_NAME = "docker-compose.vllm.yml"
+
+
+def vllm_compose_path(ctx: Context) -> Path:
+    return ctx.compose_path.parent / VLLM_COMPOSE_NAME
+
+
+def render_vllm_service(ctx: Context) -> str:
+    from migrator.templates import render
+
+    v = ctx.settings.vllm
+    spec = vllm_launch.container_spec(ctx.settings, ctx.project, downloaded=ctx.resources.get("model"))
+    volumes = [(src, f"{m['bind']}:{m['mode']}") for src, m in spec["volumes"].items()]
+    return render(
+        "docker-compose.vllm.yml.j2",
+        user_compose_file=ctx.compose_path.name, env_file=ctx.env_path.name,
+        service=v.service_name, image=v.image, container_name=v.container_name, command=spec["command"],
+        environment=spec["environment"], api_key_env=v.api_key_env, volumes=volumes,
+        network_mode=v.network_mode, port_mapping=f"{v.host}:{v.port}:{vllm_launch.CONTAINER_PORT}",
+        network=ctx.settings.project.network, gpu=v.device == "gpu",
+        health_port=v.port if v.network_mode == "host" else vllm_launch.CONTAINER_PORT,
+        start_period_s=int(v.startup_timeout_s),
+    )
+
+
+def compose(ctx: Context, with_vllm: bool = True):
+    from migrator.adapters.docker import Compose
+
+    files = [ctx.compose_path]
+    if with_vllm and vllm_compose_path(ctx).exists():
+        files.append(vllm_compose_path(ctx))
+    return Compose(ctx.compose_path.parent, files, ctx.env_path if ctx.env_path.exists() else None,
+                   ctx.settings.project.compose_project_name)
+
+
+class VllmComposeFile(Step):
+    id = "phase3.compose-file"
+    title = "vLLM service in its own compose file"
+
+    def check(self, ctx: Context) -> Outcome:
+        path = vllm_compose_path(ctx)
+        current = ctx.writer.read(path)
+        if current is None:
+            return Outcome.failed(f"{path.name} not written yet")
+        if current != render_vllm_service(ctx).encode():
+            return Outcome.failed(f"{path.name} differs from the current settings")
+        return Outcome.passed(f"{path.name} (service '{ctx.settings.vllm.service_name}')")
+
+    def files(self, ctx: Context) -> dict[Path, bytes]:
+        return {vllm_compose_path(ctx): render_vllm_service(ctx).encode()}
+
+
+def _compose_file_value(current: str | None, ctx: Context) -> str:
+    sep = ":"
+    entries = [e for e in (current or ctx.compose_path.name).split(sep) if e]
+    if VLLM_COMPOSE_NAME not in entries:
+        entries.append(VLLM_COMPOSE_NAME)
+    return sep.join(entries)
+
+
+class ComposeFileInEnv(Step):
+    id = "phase3.compose-env"
+    title = "COMPOSE_FILE merges the vLLM file"
+
+    def _env(self, ctx: Context) -> EnvFile | None:
+        data = ctx.writer.read(ctx.env_path)
+        return None if data is None else EnvFile.from_bytes(data)
+
+    def check(self, ctx: Context) -> Outcome:
+        env = self._env(ctx)
+        if env is None:
+            return Outcome.failed(f"{ctx.env_path} not found", "set project.env_file")
+        value = env.get("COMPOSE_FILE")
+        if value is not None and VLLM_COMPOSE_NAME in value.split(":"):
+            return Outcome.passed(f"COMPOSE_FILE={value}")
+        return Outcome.failed(f"COMPOSE_FILE={value or '(not set)'}")
+
+    def files(self, ctx: Context) -> dict[Path, bytes]:
+        env = self._env(ctx)
+        if env is None:
+            return {}
+        return {ctx.env_path: env.set("COMPOSE_FILE", _compose_file_value(env.get("COMPOSE_FILE"), ctx)).to_bytes()}
+
+
+class ComposeConfigValid(Step):
+    id = "phase3.compose-config"
+    title = "merged compose files are valid (docker compose config -q)"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        if not vllm_compose_path(ctx).exists():
+            return Outcome.failed(f"{VLLM_COMPOSE_NAME} not written yet")
+        try:
+            proc = compose(ctx).run("config", "-q", timeout=60)
+        except EnvironmentMissing as exc:
+            if ctx.settings.vllm.runtime == "process":
+                out = Outcome.passed(f"not validated: {exc.message}")
+                out.warning = True
+                return out
+            return Outcome.failed(exc.message, exc.fix or "")
+        if proc.returncode != 0:
+            return Outcome.failed(f"docker compose config: {proc.stderr.strip()[:300]}",
+                                  f"fix the settings that feed {VLLM_COMPOSE_NAME}, then re-run phase3")
+        return Outcome.passed("docker compose config -q: valid")
+
+
+class VllmUnderCompose(Step):
+    id = "phase3.vllm-service"
+    title = "vLLM running as a compose service"
+
+    def check(self, ctx: Context) -> Outcome:
+        v = ctx.settings.vllm
+        if v.runtime != "docker":
+            return Outcome.passed("runtime process: vLLM stays the process phase1 started")
+        state = ctx.docker.container(v.container_name)
+        if not state.running:
+            return Outcome.failed(f"container {v.container_name} is {state.status}")
+        labels = ctx.docker.client.containers.get(v.container_name).labels
+        if labels.get("com.docker.compose.service") != v.service_name:
+            return Outcome.failed(f"{v.container_name} was started by phase1, not by compose")
+        from migrator.adapters.http import OpenAIServer
+
+        ok = OpenAIServer(f"http://{v.host}:{v.port}", vllm_launch.api_key(ctx.settings)).models(timeout=5).ok
+        return Outcome.passed("compose service answers") if ok else Outcome.failed("not answering yet")
+
+    def plan(self, ctx: Context) -> list[str]:
+        return [f"stop phase1's standalone {ctx.settings.vllm.container_name}",
+                f"docker compose up -d --wait {ctx.settings.vllm.service_name}"]
+
+    def apply(self, ctx: Context) -> Outcome:
+        v = ctx.settings.vllm
+        # phase1's standalone container has the same name: it makes way for the compose-managed one.
+        ctx.docker.remove(v.container_name)
+        proc = compose(ctx).run("up", "-d", "--wait", "--wait-timeout", str(int(v.startup_timeout_s)),
+                                v.service_name, timeout=v.startup_timeout_s + 60)
+        ctx.resources["vllm"] = {**(ctx.resources.get("vllm") or {}), "runtime": "docker",
+                                 "container": v.container_name, "compose_service": v.service_name}
+        ctx.ledger.save()
+        if proc.returncode != 0:
+            logs = ctx.docker.logs(v.container_name, tail=400)
+            cause = vllm_launch.classify_startup_failure(logs)
+            if cause:
+                return Outcome.failed(f"vLLM did not start under compose: {cause[0]}", cause[1])
+            return Outcome.failed(f"docker compose up {v.service_name} failed: {proc.stderr.strip()[-300:]}",
+                                  "read `docker compose logs vllm`, fix, re-run phase3 (or rollback)")
+        ready = vllm_launch.wait_ready(ctx.settings, 120, lambda: None)
+        if not ready.ok:
+            return Outcome.failed(f"vLLM under compose not ready at '{ready.failed_tier}': {ready.error}")
+        return Outcome.passed(f"compose service '{v.service_name}' healthy, TTFT {ready.ttft_ms} ms",
+                              ttft_ms=ready.ttft_ms)
 
 
 def backend_base_url(settings: Settings) -> str:
@@ -83,11 +238,7 @@ class BackendOnVllm(Step):
 
     def apply(self, ctx: Context) -> Outcome | None:
         if ctx.settings.project.backend_runtime == "compose":
-            from migrator.adapters.docker import Compose
-
-            compose = Compose(ctx.compose_path.parent, [ctx.compose_path], ctx.env_path,
-                              ctx.settings.project.compose_project_name)
-            proc = compose.recreate(ctx.settings.project.backend_service)
+            proc = compose(ctx).recreate(ctx.settings.project.backend_service)
             if proc.returncode != 0:
                 return Outcome.failed(f"docker compose could not recreate the backend: {proc.stderr.strip()[:300]}",
                                       "fix the compose error, then re-run phase3 (or rollback)")
@@ -100,4 +251,8 @@ class BackendOnVllm(Step):
 
 
 def build(settings: Settings, options: dict) -> Phase:
-    return Phase("phase3", "integrate", [EnvPointsAtVllm(), BackendOnVllm()])
+    from phases.integration import IntegrationChecks
+
+    return Phase("phase3", "integrate", [VllmComposeFile(), ComposeFileInEnv(), ComposeConfigValid(),
+                                         VllmUnderCompose(), EnvPointsAtVllm(), BackendOnVllm(),
+                                         IntegrationChecks(options.get("prompt_file"))])

@@ -75,12 +75,18 @@ def test_phase3_check_and_dry_run_write_nothing(sandbox):
     before = tree_digest(sandbox)
     check = invoke("--project", str(sandbox), "--json", "phase3", "--check")
     assert check.exit_code == ExitCode.CHECK_FAILED
-    assert json.loads(check.stdout)["steps"][0]["status"] == "missing"
+    steps = {s["id"]: s for s in json.loads(check.stdout)["steps"]}
+    assert steps["phase3.env"]["status"] == "missing" and steps["phase3.compose-file"]["status"] == "missing"
     dry = invoke("--project", str(sandbox), "--json", "phase3", "--dry-run")
     doc = json.loads(dry.stdout)
-    assert dry.exit_code == 0 and doc["steps"][0]["status"] == "would run"
-    diff = doc["diffs"][0]["diff"]
-    assert "-LLM_BACKEND=ollama  # ollama | vllm" in diff and "+LLM_BACKEND=vllm  # ollama | vllm" in diff
+    steps = {s["id"]: s for s in doc["steps"]}
+    assert dry.exit_code == 0 and steps["phase3.env"]["status"] == "would run"
+    assert steps["phase3.compose-config"]["status"] == "would check"
+    diffs = {d["file"]: d["diff"] for d in doc["diffs"]}
+    env_diff = diffs["docker/.env"]
+    assert "-LLM_BACKEND=ollama  # ollama | vllm" in env_diff and "+LLM_BACKEND=vllm  # ollama | vllm" in env_diff
+    assert "+COMPOSE_FILE=docker-compose.yml:docker-compose.vllm.yml" in env_diff
+    assert diffs["docker/docker-compose.vllm.yml"].startswith("--- /dev/null")
     assert tree_digest(sandbox) == before and not (sandbox / ".graphrag-migrate").exists()
 
 

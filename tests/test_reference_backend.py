@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import SESSION_TAG, REPO, VLLM_NAME, tree_digest
+from conftest import SESSION_TAG, REPO, VLLM_MAX_LEN, VLLM_NAME, tree_digest
 from migrator import api
 from migrator.envfile import EnvFile
 from migrator.rehearse import free_port, wait_port
@@ -41,10 +41,11 @@ def reference_project(tmp_path, backend_image, real_vllm, servers):
     vllm_port = int(real_vllm.rsplit(":", 1)[1])
     (root / "migrate.yaml").write_text(
         f"project:\n  backend_url: http://127.0.0.1:{backend_port}\n"
-        f"model:\n  served_name: {VLLM_NAME}\n"
-        f"vllm:\n  runtime: process\n  port: {vllm_port}\n"
+        f"model:\n  served_name: {VLLM_NAME}\n  real_weights: false\n"
+        f"vllm:\n  runtime: process\n  port: {vllm_port}\n  network_mode: host\n  device: cpu\n"
+        f"  max_model_len: {VLLM_MAX_LEN}\n"
         f"ollama:\n  url: http://127.0.0.1:{ollama_port}\n"
-        "backend:\n  wait_s: 60\n")
+        "backend:\n  wait_s: 60\n  chat_path: /chat\n")
     try:
         up = subprocess.run(["docker", "compose", "up", "-d", "backend"], cwd=root / "docker",
                             capture_output=True, text=True)
@@ -73,9 +74,17 @@ def test_backend_switches_from_ollama_to_vllm_and_back(reference_project):
     status, chunks, _ = chat(url, "What links these entities?")
     assert status == 200 and "".join(chunks)  # real tokens relayed by the Ollama stand-in via ChatOllama
 
+    prompts = reference_project / "prompts.jsonl"
+    prompts.write_text('{"prompt": "short"}\n{"messages": [{"role": "user", "content": "a longer question about the graph"}]}\n')
     before = tree_digest(reference_project)
-    report = api.run_phase("phase3", reference_project)
+    report = api.run_phase("phase3", reference_project, options={"prompt_file": str(prompts)})
     assert report.ok
+    checks = next(s for s in report.steps if s.id == "phase3.integration").measurements
+    assert checks["stream_content_chunks"] >= 2 and checks["ttft_ms"] > 0
+    assert checks["wrong_model_status"] == 404 and checks["over_long_status"] == 400
+    assert 0 < checks["longest_prompt_tokens"] < VLLM_MAX_LEN and checks["prompts_checked"] == 2
+    assert checks["backend_status"] == 200 and checks["backend_chunks"] >= 1
+    assert (reference_project / "docker" / "docker-compose.vllm.yml").exists()
     health = httpx.get(url + "/health").json()
     assert health == {"status": "ok", "llm_backend": "vllm", "model": VLLM_NAME}
     status, chunks, ttft = chat(url, "안녕하세요, 그래프에 대해 알려 주세요", session="korean")

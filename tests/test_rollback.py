@@ -105,3 +105,26 @@ def test_rollback_reports_backend_that_does_not_answer(sandbox):
     assert report.exit_code == ExitCode.CHECK_FAILED
     failed = [a for a in report.actions if not a.ok]
     assert [a.name for a in failed] == ["backend answers"] and "connection refused" in failed[0].result
+
+
+def test_rollback_never_stops_a_vllm_it_did_not_start(sandbox, servers):
+    """State readable, no vLLM recorded: a vLLM serving on the configured port is someone else's."""
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "theirs")
+    settings = api.settings_for(sandbox, overrides={"vllm.port": str(port), "vllm.server_module": "migrator.sim.vllm"})
+    report = api.rollback(sandbox, settings, wait_s=5)
+    stop = next(a for a in report.actions if a.name == "stop vLLM")
+    assert "no vLLM was started" in stop.result
+    from migrator.adapters.http import get
+
+    assert get(f"http://127.0.0.1:{port}/health").ok
+
+
+def test_rollback_with_deleted_state_still_stops_vllm(sandbox):
+    migrate(sandbox)
+    (sandbox / ".graphrag-migrate" / "state.json").unlink()
+    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    doc = json.loads(result.stdout)
+    assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
+    assert any(a["name"] == "state" and "missing" in a["result"] for a in doc["actions"])
+    stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
+    assert "found on port" in stop["result"]

@@ -62,13 +62,16 @@ def phase2(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
 
 
 @handle_errors
-def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False) -> None:
-    """Integrate: point the backend at vLLM through the env file and recreate it.
+def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False,
+           prompt_file: Annotated[Optional[str], typer.Option("--prompt-file", metavar="FILE", help="Your longest real prompts (text, or JSONL of {prompt} / {messages}): checked against max_model_len.")] = None) -> None:
+    """Integrate: vLLM as a compose service in its own file, the backend switched to it, then the
+    integration checks (streaming, Korean, errors, longest prompt, backend).
 
-    Touches: the env file (project.env_file: LLM_BACKEND, VLLM_BASE_URL, VLLM_MODEL), backed up first;
-    recreates the backend service (project.backend_service).
+    Touches: writes docker-compose.vllm.yml next to your compose file (yours stays byte-identical);
+    the env file (COMPOSE_FILE, LLM_BACKEND, VLLM_BASE_URL, VLLM_MODEL), backed up first; starts the
+    vLLM compose service; recreates the backend service (project.backend_service).
     """
-    run_phase_command(ctx, "phase3", check, dry_run)
+    run_phase_command(ctx, "phase3", check, dry_run, options={"prompt_file": prompt_file})
 
 
 @handle_errors

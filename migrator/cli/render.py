@@ -6,7 +6,7 @@ from migrator.output import Output
 
 _STATUS_STYLE = {"passed": "green", "ok": "green", "satisfied": "green", "completed": "green",
                  "failed": "red", "missing": "red", "interrupted": "red", "warn": "yellow",
-                 "would run": "cyan", "in_progress": "yellow", "applying": "yellow",
+                 "would run": "cyan", "would check": "cyan", "in_progress": "yellow", "applying": "yellow",
                  "rolled_back": "magenta", "pending": "dim"}
 
 

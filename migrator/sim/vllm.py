@@ -113,6 +113,15 @@ class VllmSim:
                                  "allow_sampling": True, "allow_logprobs": True, "allow_search_indices": False,
                                  "allow_view": True, "allow_fine_tuning": False, "organization": "*",
                                  "group": None, "is_blocking": False}]} for name in self.names]})
+        if req.path == "/tokenize" and req.method == "POST":
+            try:
+                body = req.json()
+                text = body.get("prompt") or "".join(str(m.get("content", "")) for m in body.get("messages", []))
+            except (ValueError, AttributeError):
+                return self.error("invalid body", "Bad Request", 400)
+            count = count_tokens(text)
+            return Response.json({"count": count, "max_model_len": self.args.max_model_len,
+                                  "tokens": list(range(count)), "token_strs": None})
         if req.path == "/v1/chat/completions":
             if req.method != "POST":
                 return Response.json({"detail": "Method Not Allowed"}, 405)

@@ -1,0 +1,140 @@
+"""Integration checks after the switch (plan §7.2), each recorded with its measurement.
+
+Against vLLM directly: streaming (chunks arrive one by one, TTFT), a Korean prompt (Hangul ratio on a real
+model; framing and UTF-8 only on a random-weight test model — said so), errors surface as vLLM's HTTP
+errors instead of hangs (wrong model name, over-long prompt), and the longest prompt the operator supplies
+fits max_model_len (Ollama silently truncated such prompts; vLLM refuses them). Through the backend, when
+`backend.chat_path` is set: a streamed answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from migrator import vllm_launch
+from migrator.engine import Context, Outcome, Step
+
+KOREAN_PROMPT = "그래프 기반 검색이 무엇인지 한국어로 두 문장으로 설명해 주세요."
+
+
+def hangul_ratio(text: str) -> float:
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(1 for c in letters if "\uac00" <= c <= "\ud7a3" or "\u3131" <= c <= "\u318e") / len(letters)
+
+
+def read_prompts(path: Path) -> list[str]:
+    """A text file is one prompt; a .jsonl file has one {"prompt": …} or {"messages": […]} per line."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix != ".jsonl":
+        return [text]
+    prompts = []
+    for line in text.splitlines():
+        if line.strip():
+            item = json.loads(line)
+            prompts.append(item.get("prompt") or "\n".join(str(m.get("content", "")) for m in item["messages"]))
+    return prompts
+
+
+class IntegrationChecks(Step):
+    id = "phase3.integration"
+    title = "integration checks (streaming, Korean, errors, longest prompt, backend)"
+    read_only = True
+
+    def __init__(self, prompt_file: str | None = None):
+        self.prompt_file = prompt_file
+
+    def check(self, ctx: Context) -> Outcome:
+        from migrator.adapters.http import OpenAIServer, request
+
+        v, name = ctx.settings.vllm, ctx.settings.model.served_name
+        server = OpenAIServer(f"http://{v.host}:{v.port}", vllm_launch.api_key(ctx.settings))
+        failures, notes, m = [], [], {}
+
+        s = server.stream(name, [{"role": "user", "content": "Describe a knowledge graph."}], max_tokens=16,
+                          timeout=60, extra={"ignore_eos": True})
+        m.update(stream_ok=s.ok, stream_content_chunks=s.content_chunks, ttft_ms=round(s.ttft_ms or 0, 1),
+                 stream_completion_tokens=s.usage.get("completion_tokens"))
+        if not (s.ok and s.content_chunks >= 2):
+            failures.append(f"streaming: {s.error or f'{s.content_chunks} content chunk(s)'}")
+
+        k = server.stream(name, [{"role": "user", "content": KOREAN_PROMPT}], max_tokens=32, timeout=60)
+        ratio = hangul_ratio(k.text)
+        m.update(korean_ok=k.ok, korean_hangul_ratio=round(ratio, 2))
+        if not k.ok or "\ufffd" in k.text and ctx.settings.model.real_weights:
+            failures.append(f"Korean prompt: {k.error or 'broken UTF-8 in the answer'}")
+        elif ctx.settings.model.real_weights and ratio < 0.5:
+            failures.append(f"Korean prompt answered in {ratio:.0%} Hangul")
+        elif not ctx.settings.model.real_weights:
+            notes.append("Korean: framing and encoding only (model.real_weights is false: random test weights)")
+
+        start = time.monotonic()
+        wrong = server.complete(name + "-no-such-model", "hi", timeout=30)
+        m["wrong_model_status"] = wrong.status
+        if wrong.status != 404:
+            failures.append(f"wrong model name: expected vLLM's 404, got {wrong.describe()}")
+        long_prompt = "word " * (v.max_model_len * 2)
+        too_long = server.complete(name, long_prompt, timeout=60)
+        m.update(over_long_status=too_long.status, error_checks_s=round(time.monotonic() - start, 2))
+        if too_long.status != 400:
+            failures.append(f"over-long prompt: expected vLLM's 400, got {too_long.describe()}")
+
+        if self.prompt_file:
+            path = ctx.path(self.prompt_file)
+            try:
+                prompts = read_prompts(path)
+            except (OSError, ValueError, KeyError) as exc:
+                return Outcome.failed(f"cannot read --prompt-file {path}: {exc}", "a text file, or JSONL")
+            counts = []
+            for prompt in prompts:
+                p = request("POST", f"http://{v.host}:{v.port}/tokenize", 30, {"model": name, "prompt": prompt})
+                if not p.ok:
+                    failures.append(f"/tokenize: {p.describe()}")
+                    break
+                counts.append(int(p.body["count"]))
+            if counts:
+                longest = max(counts)
+                m.update(longest_prompt_tokens=longest, prompts_checked=len(counts))
+                if longest >= v.max_model_len:
+                    failures.append(f"the longest prompt has {longest} tokens; max_model_len is {v.max_model_len}"
+                                    " (Ollama truncated it silently; vLLM refuses it)")
+
+        chat_path = ctx.settings.backend.chat_path
+        if chat_path:
+            url = ctx.settings.project.backend_url.rstrip("/") + chat_path
+            b = _stream_text(url, {ctx.settings.backend.chat_message_field: "What does the graph connect?"})
+            m.update(backend_status=b[0], backend_chunks=b[1], backend_ttft_ms=b[2])
+            if b[0] != 200 or not b[1]:
+                failures.append(f"backend {chat_path}: HTTP {b[0]}, {b[1]} chunk(s)")
+        summary = "; ".join(notes)
+        if failures:
+            return Outcome.failed("; ".join(failures), "see each check; re-run phase3 after fixing", **m)
+        return Outcome.passed(f"stream TTFT {m['ttft_ms']} ms, {m['stream_content_chunks']} chunks"
+                              + (f"; {summary}" if summary else ""), **m)
+
+
+def _stream_text(url: str, body: dict) -> tuple[int | None, int, float | None]:
+    """POST and read the streamed reply: (status, chunks received, ms to the first chunk)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    start = time.perf_counter()
+    try:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        conn.request("POST", parts.path, json.dumps(body).encode(), {"content-type": "application/json"})
+        resp = conn.getresponse()
+        chunks, first = 0, None
+        while True:
+            piece = resp.read1(65536) if hasattr(resp, "read1") else resp.read(1024)
+            if not piece:
+                break
+            chunks += 1
+            first = first or round((time.perf_counter() - start) * 1000, 1)
+        conn.close()
+        return resp.status, chunks, first
+    except OSError:
+        return None, 0, None
