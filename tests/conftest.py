@@ -3,6 +3,7 @@ caller's environment, no colour and a fixed width, so outputs are comparable."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -160,3 +161,55 @@ def pytest_sessionfinish(session, exitstatus):
     if left:
         print("\norphans left by the test session:\n  " + "\n  ".join(left), file=sys.stderr)
         session.exitstatus = 1
+
+
+# ---- the reference GraphRAG backend under real compose ------------------------------------------
+@pytest.fixture(scope="session")
+def vllm_image():
+    from migrator.harness.images import vllm_cpu_image
+
+    return vllm_cpu_image()
+
+
+@pytest.fixture(scope="session")
+def backend_image():
+    from migrator.harness.images import backend_image as build
+
+    return build()
+
+
+@contextlib.contextmanager
+def reference_stack(tmp_path: Path, servers: "Servers", backend_image: str, ollama_args: list[str], settings_yaml: str):
+    """Copy the sample project, start the Ollama stand-in and the backend (on Ollama) under compose.
+    Yields (project root, backend URL); takes the compose project down, orphans included, at the end."""
+    import shutil
+    import subprocess
+    import uuid
+
+    from migrator.envfile import EnvFile
+
+    root = tmp_path / "graphrag"
+    shutil.copytree(REPO / "migrator" / "sample_project", root)
+    ollama_port = servers.start("migrator.sim.ollama", "--preload", *ollama_args)
+    backend_port = free_port()
+    env_path = root / "docker" / ".env"
+    env = EnvFile.from_bytes(env_path.read_bytes())
+    for key, value in {"OLLAMA_BASE_URL": f"http://127.0.0.1:{ollama_port}", "BACKEND_PORT": str(backend_port),
+                       "BACKEND_IMAGE": backend_image,
+                       "COMPOSE_PROJECT_NAME": f"gm-{SESSION_TAG}-ref-{uuid.uuid4().hex[:6]}"}.items():
+        env = env.set(key, value)
+    env_path.write_bytes(env.to_bytes())
+    (root / "migrate.yaml").write_text(
+        f"project:\n  backend_url: http://127.0.0.1:{backend_port}\n"
+        f"ollama:\n  url: http://127.0.0.1:{ollama_port}\n"
+        "backend:\n  wait_s: 60\n  chat_path: /chat\n" + settings_yaml)
+    compose_dir = root / "docker"
+    try:
+        up = subprocess.run(["docker", "compose", "up", "-d", "backend"], cwd=compose_dir, capture_output=True, text=True)
+        assert up.returncode == 0, up.stderr
+        assert wait_port(backend_port, 60), subprocess.run(["docker", "compose", "logs"], cwd=compose_dir,
+                                                            capture_output=True, text=True).stdout[-2000:]
+        yield root, f"http://127.0.0.1:{backend_port}"
+    finally:
+        subprocess.run(["docker", "compose", "-f", "docker-compose.yml", "down", "-t", "2", "--remove-orphans"],
+                       cwd=compose_dir, capture_output=True)

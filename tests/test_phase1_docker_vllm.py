@@ -17,13 +17,6 @@ from migrator.rehearse import free_port
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 
 
-@pytest.fixture(scope="session")
-def vllm_image():
-    from migrator.harness.images import vllm_cpu_image
-
-    return vllm_cpu_image()
-
-
 def invoke(*args):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 

