@@ -115,6 +115,10 @@ class BackendSettings:
     llm_module: str = _setting("src/core/llm.py", help="LLM factory file, under backend.dir")
     requirements: str = _setting("requirements.txt", help="requirements file, under backend.dir")
     wait_s: float = _setting(60.0, _between(0, 3600), "seconds to wait for the backend after recreating it")
+    test_command: str = _setting(
+        "python3 -m pytest -q -p no:cacheprovider", help="the backend's unit tests, run in backend.dir; empty = skip"
+    )
+    python: str = _setting("python3", help="python with the backend's packages (phase2's ChatOpenAI check)")
     chat_path: str = _setting("", help="the backend's streaming chat endpoint for phase3's probe (e.g. /chat); empty = skip")
     chat_message_field: str = _setting("message", help="JSON field of the question in that endpoint's body")
 

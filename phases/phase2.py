@@ -1,7 +1,9 @@
 """phase2 — backend wiring: can the backend switch its LLM by LLM_BACKEND?
 
-Read-only checks of the backend's source, parsed with `ast` (the user's modules are never imported
-or run). Scaffolding the missing pieces from templates is issue 6's remaining work.
+Checks of the backend's source, parsed with `ast` (the user's modules are never imported or run to
+inspect them); with --scaffold, the missing pieces written from templates (a VLLMChat module, the settings
+fields inserted into the settings class, the requirements line), each shown as a diff and backed up;
+then the backend's own unit tests, and a streamed answer through the same client the backend uses.
 """
 
 from __future__ import annotations
@@ -11,8 +13,43 @@ from pathlib import Path
 
 from migrator.config import Settings
 from migrator.engine import Context, Outcome, Phase, Step
+from migrator.errors import CheckFailed
 
 SETTINGS_FIELDS = ("llm_backend", "vllm_base_url", "vllm_model")
+
+
+def _field_defaults(ctx: Context) -> dict[str, str]:
+    from phases.phase3 import backend_base_url
+
+    return {"llm_backend": '"ollama"', "vllm_base_url": repr(backend_base_url(ctx.settings)).replace("'", '"'),
+            "vllm_model": repr(ctx.settings.model.served_name).replace("'", '"')}
+
+
+def settings_with_fields(source: str, path: Path, defaults: dict[str, str]) -> str:
+    """The settings file with the missing fields added after the last annotated field of its settings
+    class. Refuses (CheckFailed, with the lines to add) when it cannot tell where they go."""
+    tree = ast.parse(source)
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)
+               and any(isinstance(i, ast.AnnAssign) for i in n.body)]
+    settings_like = [c for c in classes if any(getattr(b, "id", getattr(b, "attr", "")) == "BaseSettings"
+                                               for b in c.bases)] or classes
+    wanted_lines = [f"{name}: str = {default}" for name, default in defaults.items()]
+    if len(settings_like) != 1:
+        raise CheckFailed(f"{path.name}: cannot tell which class holds the settings ({len(settings_like)} candidates)",
+                          "add these lines to it by hand: " + "; ".join(wanted_lines))
+    cls = settings_like[0]
+    declared = {i.target.id for i in cls.body if isinstance(i, ast.AnnAssign) and isinstance(i.target, ast.Name)}
+    missing = {k: v for k, v in defaults.items() if k not in declared}
+    if not missing:
+        return source
+    last = [i for i in cls.body if isinstance(i, ast.AnnAssign)][-1]
+    lines = source.splitlines(keepends=True)
+    indent = lines[last.lineno - 1][: len(lines[last.lineno - 1]) - len(lines[last.lineno - 1].lstrip())]
+    newline = "\r\n" if lines[last.end_lineno - 1].endswith("\r\n") else "\n"
+    added = [f"{indent}{name}: str = {default}{newline}" for name, default in missing.items()]
+    result = "".join(lines[: last.end_lineno] + added + lines[last.end_lineno:])
+    ast.parse(result)  # what we write must still parse
+    return result
 
 
 def _parse(path: Path) -> ast.Module | Outcome:
@@ -27,7 +64,29 @@ def _parse(path: Path) -> ast.Module | Outcome:
 class SettingsFields(Step):
     id = "phase2.settings"
     title = "settings declare llm_backend, vllm_base_url, vllm_model"
-    read_only = True
+
+    @property
+    def read_only(self):  # type: ignore[override]
+        return not getattr(self, "scaffold", False)
+
+    def __init__(self, scaffold: bool = False):
+        self.scaffold = scaffold
+
+    def files(self, ctx: Context) -> dict[Path, bytes]:
+        b = ctx.settings.backend
+        path = ctx.path(b.dir) / b.config_module
+        data = ctx.writer.read(path)
+        if data is None:
+            raise CheckFailed(f"{path} not found", "set backend.dir / backend.config_module")
+        try:
+            source = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckFailed(f"{path} is not UTF-8 text", "add the fields by hand") from None
+        try:
+            updated = settings_with_fields(source, path, _field_defaults(ctx))
+        except SyntaxError as exc:
+            raise CheckFailed(f"{path} does not parse (line {exc.lineno})", "fix it first; nothing was written") from None
+        return {path: updated.encode("utf-8")}
 
     def check(self, ctx: Context) -> Outcome:
         b = ctx.settings.backend
@@ -77,10 +136,45 @@ class OpenAIClient(Step):
         return Outcome.passed(f"{path.name} selects ChatOpenAI by llm_backend")
 
 
+class VllmChatModule(Step):
+    id = "phase2.vllm-chat"
+    title = "VLLMChat module (streaming, history, system prompt)"
+
+    def _path(self, ctx: Context) -> Path:
+        b = ctx.settings.backend
+        return (ctx.path(b.dir) / b.llm_module).parent / "vllm_chat.py"
+
+    def check(self, ctx: Context) -> Outcome:
+        path = self._path(ctx)
+        return Outcome.passed(f"{path.name} present") if path.exists() else Outcome.failed(f"{path.name} not written")
+
+    def files(self, ctx: Context) -> dict[Path, bytes]:
+        from migrator.templates import render
+
+        text = render("vllm_chat.py.j2", backend_field="llm_backend", base_url_field="vllm_base_url",
+                      model_field="vllm_model")
+        return {self._path(ctx): text.encode()}
+
+
 class Requirement(Step):
     id = "phase2.requirements"
     title = "langchain-openai is a dependency"
-    read_only = True
+
+    def __init__(self, scaffold: bool = False):
+        self.scaffold = scaffold
+
+    @property
+    def read_only(self):  # type: ignore[override]
+        return not self.scaffold
+
+    def files(self, ctx: Context) -> dict[Path, bytes]:
+        b = ctx.settings.backend
+        path = ctx.path(b.dir) / b.requirements
+        data = ctx.writer.read(path) or b""
+        newline = b"\r\n" if b"\r\n" in data else b"\n"
+        if data and not data.endswith(b"\n"):
+            data += newline
+        return {path: data + b"langchain-openai" + newline}
 
     def check(self, ctx: Context) -> Outcome:
         b = ctx.settings.backend
@@ -96,5 +190,99 @@ class Requirement(Step):
                               f"add `langchain-openai` to {candidates[0]}")
 
 
+class BackendUnitTests(Step):
+    id = "phase2.unit-tests"
+    title = "the backend's own unit tests pass"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        import shlex
+        import subprocess
+
+        command = ctx.settings.backend.test_command
+        if not command:
+            return Outcome.passed("backend.test_command is empty: not run")
+        cwd = ctx.path(ctx.settings.backend.dir)
+        try:
+            proc = subprocess.run(shlex.split(command), cwd=cwd, capture_output=True, text=True, timeout=900,
+                                  stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            return Outcome.failed(f"cannot run `{command}`", "set backend.test_command")
+        except subprocess.TimeoutExpired:
+            return Outcome.failed(f"`{command}` did not finish in 15 min", "run it by hand")
+        tail = (proc.stdout.strip().splitlines() or [""])[-1][:200]
+        if proc.returncode == 5:  # pytest: no tests collected
+            out = Outcome.passed(f"no tests found by `{command}`", tests_exit_code=5)
+            out.warning = True
+            return out
+        if proc.returncode != 0:
+            return Outcome.failed(f"`{command}` failed: {tail}", "fix the backend's tests first",
+                                  tests_exit_code=proc.returncode)
+        return Outcome.passed(f"`{command}`: {tail}", tests_exit_code=0)
+
+
+CONTRACT_SCRIPT = """
+import json, sys, time
+from langchain_openai import ChatOpenAI
+llm = ChatOpenAI(base_url=sys.argv[1], model=sys.argv[2], api_key=sys.argv[3] or "EMPTY", max_tokens=8, streaming=True)
+start, first, chunks = time.perf_counter(), None, 0
+for chunk in llm.stream([("human", "Say hello.")]):
+    if chunk.content:
+        chunks += 1
+        first = first or (time.perf_counter() - start) * 1000
+print(json.dumps({"chunks": chunks, "ttft_ms": first}))
+"""
+
+
+class ClientContract(Step):
+    id = "phase2.client-contract"
+    title = "the backend's client (ChatOpenAI, streaming) gets a streamed answer from vLLM"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        import json
+        import subprocess
+
+        from migrator import vllm_launch
+        from migrator.adapters.http import OpenAIServer
+
+        v = ctx.settings.vllm
+        base = f"http://{v.host}:{v.port}"
+        if not OpenAIServer(base).health(timeout=2).ok:
+            return Outcome.failed(f"vLLM does not answer at {base}", "run phase1 first")
+        python = ctx.settings.backend.python
+        try:
+            proc = subprocess.run([python, "-c", CONTRACT_SCRIPT, base + "/v1", ctx.settings.model.served_name,
+                                   vllm_launch.api_key(ctx.settings) or ""],
+                                  capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+            proc = None
+            reason = str(exc)
+        if proc is not None and proc.returncode == 0:
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            if result["chunks"] >= 1:
+                return Outcome.passed(f"langchain_openai.ChatOpenAI streamed {result['chunks']} chunks, "
+                                      f"TTFT {result['ttft_ms']:.0f} ms", client="langchain_openai", **result)
+            return Outcome.failed("ChatOpenAI got no content from vLLM", "check VLLM_MODEL = model.served_name")
+        if proc is not None and "No module named 'langchain_openai'" not in proc.stderr:
+            return Outcome.failed(f"ChatOpenAI failed: {proc.stderr.strip().splitlines()[-1][:200]}",
+                                  "check the backend's settings against vLLM")
+        # The backend's python has no langchain-openai here: check the same HTTP contract ourselves.
+        s = OpenAIServer(base, vllm_launch.api_key(ctx.settings)).stream(
+            ctx.settings.model.served_name, [{"role": "user", "content": "Say hello."}], max_tokens=8, timeout=60)
+        if not s.ok:
+            return Outcome.failed(f"streamed answer from vLLM failed: {s.error}")
+        out = Outcome.passed(f"langchain-openai not importable by {python}: checked the same stream over HTTP "
+                             f"({s.content_chunks} chunks, TTFT {s.ttft_ms or 0:.0f} ms)", client="http",
+                             chunks=s.content_chunks, ttft_ms=s.ttft_ms)
+        out.warning = True
+        return out
+
+
 def build(settings: Settings, options: dict) -> Phase:
-    return Phase("phase2", "backend wiring", [SettingsFields(), OpenAIClient(), Requirement()])
+    scaffold = bool(options.get("scaffold"))
+    steps: list[Step] = [SettingsFields(scaffold)]
+    if scaffold:
+        steps.append(VllmChatModule())
+    steps += [OpenAIClient(), Requirement(scaffold), BackendUnitTests(), ClientContract()]
+    return Phase("phase2", "backend wiring", steps)

@@ -53,12 +53,15 @@ def phase1(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
 
 
 @handle_errors
-def phase2(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False) -> None:
-    """Backend wiring: check that the backend can switch LLMs by LLM_BACKEND.
+def phase2(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False,
+           scaffold: Annotated[bool, typer.Option("--scaffold", help="Write what is missing from templates (shown as diffs, backed up).")] = False) -> None:
+    """Backend wiring: check (with ast, never importing your code) that the backend can switch LLMs by
+    LLM_BACKEND; run its unit tests; stream from vLLM through the client it uses (ChatOpenAI).
 
-    Touches: nothing yet (reads backend/src/core/config.py, llm.py, requirements.txt).
+    Touches: nothing without --scaffold. With --scaffold: the settings file (fields added to the
+    settings class), a new vllm_chat.py next to llm.py, requirements.txt — each backed up first.
     """
-    run_phase_command(ctx, "phase2", check, dry_run)
+    run_phase_command(ctx, "phase2", check, dry_run, options={"scaffold": scaffold})
 
 
 @handle_errors

