@@ -109,6 +109,12 @@ class IntegrationChecks(Step):
             m.update(backend_status=b[0], backend_chunks=b[1], backend_ttft_ms=b[2])
             if b[0] != 200 or not b[1]:
                 failures.append(f"backend {chat_path}: HTTP {b[0]}, {b[1]} chunk(s)")
+            # The backend's error path: a question vLLM must refuse (over max_model_len) gets an answer, not a hang.
+            start = time.monotonic()
+            e = _stream_text(url, {ctx.settings.backend.chat_message_field: "word " * (v.max_model_len * 2)})
+            m.update(backend_error_status=e[0], backend_error_s=round(time.monotonic() - start, 2))
+            if e[0] is None:
+                failures.append(f"backend {chat_path}: no answer when vLLM refuses an over-long prompt (hang)")
         summary = "; ".join(notes)
         if failures:
             return Outcome.failed("; ".join(failures), "see each check; re-run phase3 after fixing", **m)

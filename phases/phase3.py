@@ -15,7 +15,7 @@ from migrator import vllm_launch
 from migrator.config import Settings
 from migrator.engine import Context, Outcome, Phase, Step
 from migrator.envfile import EnvFile
-from migrator.errors import EnvironmentMissing
+from migrator.errors import CheckFailed, EnvironmentMissing
 
 VLLM_COMPOSE_NAME = "docker-compose.vllm.yml"
 
@@ -57,6 +57,11 @@ class VllmComposeFile(Step):
     title = "vLLM service in its own compose file"
 
     def check(self, ctx: Context) -> Outcome:
+        if ctx.options.get("inline"):
+            current = (ctx.writer.read(ctx.compose_path) or b"").decode("utf-8", errors="surrogateescape")
+            if "org.graphrag-migrate.managed" in current:
+                return Outcome.passed(f"service '{ctx.settings.vllm.service_name}' inside {ctx.compose_path.name}")
+            return Outcome.failed(f"service not yet in {ctx.compose_path.name}")
         path = vllm_compose_path(ctx)
         current = ctx.writer.read(path)
         if current is None:
@@ -66,6 +71,13 @@ class VllmComposeFile(Step):
         return Outcome.passed(f"{path.name} (service '{ctx.settings.vllm.service_name}')")
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
+        if ctx.options.get("inline"):
+            data = ctx.writer.read(ctx.compose_path)
+            if data is None:
+                raise CheckFailed(f"{ctx.compose_path} not found", "set project.compose_file")
+            text = data.decode("utf-8", errors="surrogateescape")
+            updated = inline_service(text, render_vllm_service(ctx), ctx.settings.vllm.service_name)
+            return {ctx.compose_path: updated.encode("utf-8", errors="surrogateescape")}
         return {vllm_compose_path(ctx): render_vllm_service(ctx).encode()}
 
 
@@ -77,6 +89,42 @@ def _compose_file_value(current: str | None, ctx: Context) -> str:
     return sep.join(entries)
 
 
+def inline_service(user_text: str, rendered: str, service: str) -> str:
+    """The user's compose text with the rendered vLLM service added under its `services:` — comments,
+    order and every other byte kept (never a YAML round trip). Refuses what it cannot place safely."""
+    import re
+
+    if re.search(rf"^  {re.escape(service)}:\s*$|^  \"{re.escape(service)}\":\s*$", user_text, re.M):
+        return user_text if "org.graphrag-migrate.managed" in user_text else _refuse(
+            f"service '{service}' already exists in your compose file", "rename vllm.service_name, or drop --inline")
+    lines = user_text.splitlines(keepends=True)
+    starts = [i for i, ln in enumerate(lines) if re.match(r"^services:\s*(#.*)?$", ln)]
+    if len(starts) != 1:
+        return _refuse("cannot find one top-level 'services:' block in your compose file",
+                       "use the separate file (phase3 without --inline)")
+    end = next((i for i in range(starts[0] + 1, len(lines)) if re.match(r"^[^\s#]", lines[i])), len(lines))
+    while end > starts[0] + 1 and not lines[end - 1].strip():
+        end -= 1
+    block = rendered.split("\nservices:\n", 1)[1]
+    service_block, _, rest = block.partition("\nnetworks:\n")
+    newline = "\r\n" if user_text.count("\r\n") * 2 > user_text.count("\n") else "\n"
+    insert = ["  # --- added by graphrag-migrate phase3 --inline (rollback removes it) ---" + newline]
+    insert += [ln + newline for ln in service_block.rstrip("\n").split("\n")]
+    if lines and not lines[end - 1].endswith(("\n", "\r\n")):
+        lines[end - 1] += newline
+    result = "".join(lines[:end] + insert + lines[end:])
+    if rest.strip():  # the service's network must exist in the user's file (it is theirs)
+        network = rest.strip().split(":")[0].strip().strip('"')
+        if not re.search(rf"^networks:\s*$[\s\S]*?^  \"?{re.escape(network)}\"?:", result, re.M):
+            return _refuse(f"network '{network}' is not declared in your compose file",
+                           "declare it under networks:, or use vllm.network_mode: host")
+    return result
+
+
+def _refuse(message: str, fix: str):
+    raise CheckFailed(message, fix)
+
+
 class ComposeFileInEnv(Step):
     id = "phase3.compose-env"
     title = "COMPOSE_FILE merges the vLLM file"
@@ -86,6 +134,8 @@ class ComposeFileInEnv(Step):
         return None if data is None else EnvFile.from_bytes(data)
 
     def check(self, ctx: Context) -> Outcome:
+        if ctx.options.get("inline"):
+            return Outcome.passed("--inline: the service is in your compose file, COMPOSE_FILE not needed")
         env = self._env(ctx)
         if env is None:
             return Outcome.failed(f"{ctx.env_path} not found", "set project.env_file")
@@ -107,7 +157,7 @@ class ComposeConfigValid(Step):
     read_only = True
 
     def check(self, ctx: Context) -> Outcome:
-        if not vllm_compose_path(ctx).exists():
+        if not vllm_compose_path(ctx).exists() and not ctx.options.get("inline"):
             return Outcome.failed(f"{VLLM_COMPOSE_NAME} not written yet")
         try:
             proc = compose(ctx).run("config", "-q", timeout=60)

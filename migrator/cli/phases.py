@@ -66,7 +66,8 @@ def phase2(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
 
 @handle_errors
 def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False,
-           prompt_file: Annotated[Optional[str], typer.Option("--prompt-file", metavar="FILE", help="Your longest real prompts (text, or JSONL of {prompt} / {messages}): checked against max_model_len.")] = None) -> None:
+           prompt_file: Annotated[Optional[str], typer.Option("--prompt-file", metavar="FILE", help="Your longest real prompts (text, or JSONL of {prompt} / {messages}): checked against max_model_len.")] = None,
+           inline: Annotated[bool, typer.Option("--inline", help="Put the vLLM service inside your compose file (text edit keeping comments and order; diff shown; backed up) instead of a file of its own.")] = False) -> None:
     """Integrate: vLLM as a compose service in its own file, the backend switched to it, then the
     integration checks (streaming, Korean, errors, longest prompt, backend).
 
@@ -74,7 +75,7 @@ def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
     the env file (COMPOSE_FILE, LLM_BACKEND, VLLM_BASE_URL, VLLM_MODEL), backed up first; starts the
     vLLM compose service; recreates the backend service (project.backend_service).
     """
-    run_phase_command(ctx, "phase3", check, dry_run, options={"prompt_file": prompt_file})
+    run_phase_command(ctx, "phase3", check, dry_run, options={"prompt_file": prompt_file, "inline": inline})
 
 
 @handle_errors

@@ -1,0 +1,82 @@
+"""phase3 --inline: the vLLM service added inside the user's compose file by a text edit that keeps
+every other byte; refusals where it cannot place it; rollback restores the file."""
+
+import json
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from migrator.cli.main import app
+from migrator.errors import ExitCode
+
+USER_COMPOSE = """\
+# Our GraphRAG stack — do not reorder (ops runbook refers to line numbers)
+services:
+  backend:   # FastAPI
+    image: graphrag-backend:1.4
+    ports: ["127.0.0.1:8000:8000"]
+    networks: [graphrag-network]
+
+  ollama:
+    image: ollama/ollama:0.12.6
+    networks: [graphrag-network]
+
+networks:
+  graphrag-network:
+    driver: bridge
+"""
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def project(sandbox):
+    (sandbox / "docker" / "docker-compose.yml").write_text(USER_COMPOSE)
+    return sandbox
+
+
+def test_inline_dry_run_diff_only_adds_lines(project):
+    result = invoke("--project", str(project), "--json", "phase3", "--inline", "--dry-run")
+    diff = {d["file"]: d["diff"] for d in json.loads(result.stdout)["diffs"]}["docker/docker-compose.yml"]
+    body = [ln for ln in diff.splitlines()[2:] if not ln.startswith("@@")]
+    assert all(not ln.startswith("-") for ln in body)  # nothing of the user's is removed or changed
+    assert '+  "vllm":' in diff and "+    ipc: host" in diff
+    assert (project / "docker" / "docker-compose.yml").read_text() == USER_COMPOSE
+
+
+@pytest.mark.docker  # `docker compose config` (the compose CLI; no daemon needed)
+def test_inline_keeps_comments_order_and_the_rest_byte_for_byte(project):
+    invoke("--project", str(project), "phase1")
+    result = invoke("--project", str(project), "phase3", "--inline")
+    text = (project / "docker" / "docker-compose.yml").read_text()
+    head, _, tail = text.partition("  # --- added by graphrag-migrate phase3 --inline")
+    assert USER_COMPOSE.startswith(head.rstrip("\n")) and tail.endswith(USER_COMPOSE[USER_COMPOSE.index("\nnetworks:"):])
+    assert text.index('"vllm":') < text.index("\nnetworks:")  # inside services:, before networks:
+    assert not (project / "docker" / "docker-compose.vllm.yml").exists()
+    from migrator.envfile import EnvFile
+
+    assert EnvFile.from_bytes((project / "docker" / ".env").read_bytes()).get("COMPOSE_FILE") is None
+    valid = subprocess.run(["docker", "compose", "-f", "docker-compose.yml", "config", "-q"], cwd=project / "docker",
+                           capture_output=True, text=True)
+    assert valid.returncode == 0, valid.stderr
+    assert result.exit_code == 0, result.stderr
+    assert invoke("--project", str(project), "rollback", "--wait", "5").exit_code == 0
+    assert (project / "docker" / "docker-compose.yml").read_text() == USER_COMPOSE
+
+
+def test_inline_refuses_an_existing_service_of_that_name(project):
+    (project / "docker" / "docker-compose.yml").write_text(USER_COMPOSE.replace("  ollama:", "  vllm:"))
+    result = invoke("--project", str(project), "--json", "phase3", "--inline", "--dry-run")
+    step = {s["id"]: s for s in json.loads(result.stdout)["steps"]}["phase3.compose-file"]
+    assert result.exit_code == ExitCode.CHECK_FAILED and "service 'vllm' already exists" in step["message"]
+
+
+def test_inline_refuses_a_missing_network(project):
+    (project / "docker" / "docker-compose.yml").write_text(USER_COMPOSE.split("\nnetworks:")[0] + "\n")
+    result = invoke("--project", str(project), "--json", "phase3", "--inline", "--dry-run")
+    step = {s["id"]: s for s in json.loads(result.stdout)["steps"]}["phase3.compose-file"]
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    assert "network 'graphrag-network' is not declared" in step["message"] and "network_mode" in step["fix"]
