@@ -67,6 +67,13 @@ class Context:
     def env_path(self) -> Path:
         return self.path(self.settings.project.env_file)
 
+    def read_env(self):
+        """The project's env file as an EnvFile (as planned edits left it, in dry-run), or None if absent."""
+        from migrator.envfile import EnvFile
+
+        data = self.writer.read(self.env_path)
+        return None if data is None else EnvFile.from_bytes(data)
+
     @property
     def compose_path(self) -> Path:
         return self.path(self.settings.project.compose_file)

@@ -190,10 +190,8 @@ def _budget(ctx: Context) -> fit.Budget:
 def _hf_token(ctx: Context) -> str | None:
     """HF_TOKEN from the environment or the project's env file; never printed or recorded."""
     from migrator import download
-    from migrator.envfile import EnvFile
 
-    data = ctx.writer.read(ctx.env_path)
-    env = EnvFile.from_bytes(data) if data is not None else None
+    env = ctx.read_env()
     return download.hf_token({"HF_TOKEN": env.get("HF_TOKEN") or ""} if env else {})
 
 

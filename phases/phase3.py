@@ -14,7 +14,6 @@ from pathlib import Path
 from migrator import vllm_launch
 from migrator.config import Settings
 from migrator.engine import Context, Outcome, Phase, Step
-from migrator.envfile import EnvFile
 from migrator.errors import CheckFailed, EnvironmentMissing
 
 VLLM_COMPOSE_NAME = "docker-compose.vllm.yml"
@@ -129,14 +128,10 @@ class ComposeFileInEnv(Step):
     id = "phase3.compose-env"
     title = "COMPOSE_FILE merges the vLLM file"
 
-    def _env(self, ctx: Context) -> EnvFile | None:
-        data = ctx.writer.read(ctx.env_path)
-        return None if data is None else EnvFile.from_bytes(data)
-
     def check(self, ctx: Context) -> Outcome:
         if ctx.options.get("inline"):
             return Outcome.passed("--inline: the service is in your compose file, COMPOSE_FILE not needed")
-        env = self._env(ctx)
+        env = ctx.read_env()
         if env is None:
             return Outcome.failed(f"{ctx.env_path} not found", "set project.env_file")
         value = env.get("COMPOSE_FILE")
@@ -145,7 +140,7 @@ class ComposeFileInEnv(Step):
         return Outcome.failed(f"COMPOSE_FILE={value or '(not set)'}")
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
-        env = self._env(ctx)
+        env = ctx.read_env()
         if env is None:
             return {}
         return {ctx.env_path: env.set("COMPOSE_FILE", _compose_file_value(env.get("COMPOSE_FILE"), ctx)).to_bytes()}
@@ -240,12 +235,8 @@ class EnvPointsAtVllm(Step):
     id = "phase3.env"
     title = "env file points the backend at vLLM"
 
-    def _current(self, ctx: Context) -> EnvFile | None:
-        data = ctx.writer.read(ctx.env_path)
-        return None if data is None else EnvFile.from_bytes(data)
-
     def check(self, ctx: Context) -> Outcome:
-        env = self._current(ctx)
+        env = ctx.read_env()
         if env is None:
             return Outcome.failed(f"{ctx.env_path} not found", "set project.env_file")
         wrong = {k: env.get(k) for k, v in desired_env(ctx.settings).items() if env.get(k) != v}
@@ -254,7 +245,7 @@ class EnvPointsAtVllm(Step):
         return Outcome.passed(", ".join(f"{k}={v}" for k, v in desired_env(ctx.settings).items()))
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
-        env = self._current(ctx)
+        env = ctx.read_env()
         if env is None:
             return {}
         for key, value in desired_env(ctx.settings).items():

@@ -69,6 +69,16 @@ class FakeHub:
                 if not head and body:
                     self.wfile.write(body)
 
+            def _send_part(self, headers: dict, part: bytes) -> None:
+                """Headers promising the whole file, then only `part` of it."""
+                self.send_response(200)
+                for k, v in headers.items():
+                    self.send_header(k, str(v))
+                self.end_headers()
+                self.wfile.write(part)
+                self.wfile.flush()
+                self.close_connection = True
+
             def _error(self, status: int, code: str, message: str, head: bool = False):
                 self._send(status, json.dumps({"error": message}).encode(),
                            {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message},
@@ -150,25 +160,13 @@ class FakeHub:
                         return self._send(200, b"", headers, head=True)
                     stall = hub.stall_after.pop(filename, None) if status == 200 else None
                     if stall is not None:
-                        self.send_response(200)
-                        for k, v in headers.items():
-                            self.send_header(k, str(v))
-                        self.end_headers()
-                        self.wfile.write(body[:stall])
-                        self.wfile.flush()
-                        hub.release.wait(60)
-                        self.close_connection = True
+                        self._send_part(headers, body[:stall])
+                        hub.release.wait(60)  # then hang up, as a stalled transfer ends
                         return
                     cut = hub.cut_after.pop(filename, None) if status == 200 else None
                     if cut is not None:
-                        self.send_response(200)
-                        for k, v in headers.items():
-                            self.send_header(k, str(v))
-                        self.end_headers()
-                        self.wfile.write(body[:cut])
-                        self.wfile.flush()
-                        self.close_connection = True
-                        self.connection.shutdown(2)
+                        self._send_part(headers, body[:cut])
+                        self.connection.shutdown(2)  # drop the connection mid-file
                         return
                     return self._send(status, body, headers)
                 return self._error(404, "EntryNotFound", "not found", head)
