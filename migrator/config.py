@@ -199,6 +199,13 @@ class OllamaSettings:
 
 
 @dataclass
+class BenchSettings:
+    allowed_hosts: list = _setting_list(list, "hosts besides loopback that `bench` may load (your own servers only)")
+    max_requests: int = _setting(10000, _between(1, 1_000_000), "upper bound on one run's requests")
+    max_duration_s: float = _setting(1800.0, _between(1, 86400), "upper bound on one run's duration")
+
+
+@dataclass
 class Gate:
     name: str
     metric: str
@@ -232,6 +239,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     vllm: VllmSettings = field(default_factory=VllmSettings)
     ollama: OllamaSettings = field(default_factory=OllamaSettings)
+    bench: BenchSettings = field(default_factory=BenchSettings)
     gates: list[Gate] = field(default_factory=_default_gates)
 
     def to_dict(self) -> dict:
@@ -245,6 +253,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "vllm": VllmSettings,
     "ollama": OllamaSettings,
+    "bench": BenchSettings,
 }
 _GATE_OPS = (">", ">=", "<", "<=")
 

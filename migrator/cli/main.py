@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -91,6 +92,54 @@ def rollback(
                           command=app_state.argv)
     render.rollback_report(app_state.out, report)
     exit_with(report.exit_code)
+
+
+@app.command()
+@handle_errors
+def bench(
+    ctx: typer.Context,
+    url: Annotated[Optional[str], typer.Option("--url", help="Server base URL [default: vLLM from migrate.yaml].")] = None,
+    api: Annotated[Optional[str], typer.Option("--api", help="openai (vLLM, Ollama's /v1) or ollama (native /api/chat).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model name on that server.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="Defaults from migrate.yaml for: vllm or ollama.")] = "vllm",
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent streams (ignored with --rate).")] = 8,
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Requests per second instead of fixed concurrency.")] = None,
+    poisson: Annotated[bool, typer.Option("--poisson", help="With --rate: Poisson arrivals.")] = False,
+    requests: Annotated[int, typer.Option("--requests", help="Requests to send (bounded by bench.max_requests).")] = 50,
+    duration: Annotated[Optional[float], typer.Option("--duration", help="Stop after this many seconds.")] = None,
+    input_tokens: Annotated[int, typer.Option("--input-tokens", help="Synthetic prompt length (words).")] = 128,
+    output_tokens: Annotated[int, typer.Option("--output-tokens", help="max_tokens / num_predict per request.")] = 64,
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="JSONL of {prompt} or {messages}.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds one request may take.")] = 120.0,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Save the result in the ledger (phase4's gates read it).")] = True,
+) -> None:
+    """Load-test vLLM or Ollama: TTFT, ITL, TPOT, E2E (mean, median, p90, p95, p99), tokens/s, errors.
+
+    Touches: sends bounded load to the server (loopback, or hosts in bench.allowed_hosts); with
+    --record (default) writes .graphrag-migrate/bench/*.json and the ledger.
+    """
+    from migrator import bench as core
+    from migrator.cli import render
+    from migrator.loadgen import LoadSpec
+
+    app_state = state_of(ctx)
+    settings = app_state.settings()
+    target = core.default_target(settings, backend)
+    target.url, target.api, target.model = url or target.url, api or target.api, model or target.model
+    spec = LoadSpec(requests=requests, duration_s=duration, concurrency=None if rate else concurrency, rate=rate,
+                    poisson=poisson, input_tokens=input_tokens, output_tokens=output_tokens, timeout_s=timeout,
+                    ignore_eos=target.api == "openai")
+    loaded = core.load_prompts(prompts) if prompts else None
+    last = [0.0]
+
+    def progress(results) -> None:
+        if time.monotonic() - last[0] >= 1.0:
+            last[0] = time.monotonic()
+            app_state.out.info(f"  {len(results)} requests done")
+
+    result = core.run(app_state.project, settings, target, spec, loaded, record, progress)
+    render.bench_report(app_state.out, result)
+    exit_with(0 if result["completed"] else 1)
 
 
 @app.command()

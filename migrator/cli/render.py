@@ -103,3 +103,25 @@ def rehearsal_report(out: Output, result) -> None:
                       style="green" if result.ok else "bold red")
 
     out.data(result.to_dict(), render)
+
+
+def bench_report(out: Output, result) -> None:
+    def render(console):
+        t = result["target"]
+        table = _table(f"{t['api']} {t['model']} at {t['url']} — {result['completed']}/{result['requests']} ok "
+                       f"in {result['wall_s']} s", "metric", "mean", "median", "p90", "p95", "p99")
+        for name in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"):
+            row = result[name]
+            table.add_row(name, *("-" if row[k] is None else f"{row[k]:.1f}" for k in ("mean", "median", "p90", "p95", "p99")))
+        console.print(table)
+        console.print(f"output {result['output_tokens_per_s']} tok/s, {result['requests_per_s']} req/s, "
+                      f"per user {result['per_user_output_tokens_per_s'] or 0:.1f} tok/s, "
+                      f"concurrency achieved {result.get('achieved_concurrency')}")
+        if result["errors"]:
+            console.print("errors: " + ", ".join(f"{k} {v}" for k, v in result["errors"].items()), style="red")
+        if result["trust"].get("note"):
+            console.print("trust: " + result["trust"]["note"], style="yellow")
+        if result.get("saved"):
+            console.print(f"saved: {result['saved']}")
+
+    out.data(result, render)

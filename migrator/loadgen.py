@@ -1,0 +1,358 @@
+"""A load generator for LLM servers: OpenAI SSE (vLLM, Ollama's /v1) and Ollama's native NDJSON.
+
+One asyncio loop, raw HTTP/1.1 over keep-alive connections (no client library between the socket and
+the clock): each chunk is time-stamped with perf_counter_ns as its bytes are read. Metrics follow
+`vllm bench serve`'s definitions (FACTS.md):
+
+    TTFT  request sent → first chunk with non-empty content
+    ITL   time between consecutive content chunks
+    TPOT  (E2E − TTFT) / (output tokens − 1)
+    E2E   request sent → last byte
+    output throughput = output tokens / wall time of the run
+
+Token counts come from the server (usage / eval_count), never from chunk counts. Every request is
+bounded in time; the run is bounded in count or duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+WORDS = ("graph entity relation source answer question context document node edge "
+         "그래프 개체 관계 출처 답변 질문 문서").split()
+
+
+@dataclass
+class RequestResult:
+    ok: bool
+    start_ns: int
+    end_ns: int = 0
+    first_token_ns: int | None = None
+    chunk_ns: list[int] = field(default_factory=list)  # arrival of each content chunk
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    error: str = ""  # kind: refused | http_4xx | http_5xx | disconnect | timeout | protocol
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_ns is None else (self.first_token_ns - self.start_ns) / 1e9
+
+    @property
+    def e2e_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def itls_s(self) -> list[float]:
+        return [(b - a) / 1e9 for a, b in zip(self.chunk_ns, self.chunk_ns[1:])]
+
+    @property
+    def tpot_s(self) -> float | None:
+        if self.ttft_s is None or not self.output_tokens or self.output_tokens < 2:
+            return None
+        return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1)
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    """mean, median, p90, p95, p99 (linear interpolation, as numpy's default)."""
+    if not values:
+        return {k: None for k in ("mean", "median", "p90", "p95", "p99")}
+    data = sorted(values)
+
+    def pct(p: float) -> float:
+        k = (len(data) - 1) * p / 100
+        lo, hi = int(k), min(int(k) + 1, len(data) - 1)
+        return data[lo] + (data[hi] - data[lo]) * (k - lo)
+
+    return {"mean": statistics.fmean(data), "median": pct(50), "p90": pct(90), "p95": pct(95), "p99": pct(99)}
+
+
+def summarize(results: list[RequestResult], wall_s: float, target_concurrency: int | None = None) -> dict:
+    ok = [r for r in results if r.ok]
+    ms = lambda xs: {k: (None if v is None else round(v * 1000, 3)) for k, v in percentiles(xs).items()}  # noqa: E731
+    out_tokens = sum(r.output_tokens or 0 for r in ok)
+    tpots = [r.tpot_s for r in ok if r.tpot_s]
+    errors: dict[str, int] = {}
+    for r in results:
+        if not r.ok:
+            errors[r.error] = errors.get(r.error, 0) + 1
+    busy = sum(r.e2e_s for r in results)
+    summary = {
+        "requests": len(results), "completed": len(ok), "errors": errors, "wall_s": round(wall_s, 3),
+        "ttft_ms": ms([r.ttft_s for r in ok if r.ttft_s is not None]),
+        "itl_ms": ms([x for r in ok for x in r.itls_s]),
+        "tpot_ms": ms(tpots),
+        "e2e_ms": ms([r.e2e_s for r in ok]),
+        "output_tokens": out_tokens,
+        "prompt_tokens": sum(r.prompt_tokens or 0 for r in ok),
+        "output_tokens_per_s": round(out_tokens / wall_s, 2) if wall_s else None,
+        "requests_per_s": round(len(ok) / wall_s, 3) if wall_s else None,
+        "per_user_output_tokens_per_s": percentiles([1 / t for t in tpots])["median"] if tpots else None,
+        "achieved_concurrency": round(busy / wall_s, 2) if wall_s else None,
+    }
+    if target_concurrency:
+        summary["target_concurrency"] = target_concurrency
+    # The names phase4's gates read.
+    summary["metrics"] = {
+        "ttft_p99_ms": summary["ttft_ms"]["p99"],
+        "e2e_p99_ms": summary["e2e_ms"]["p99"],
+        "per_user_output_tokens_per_s": (round(summary["per_user_output_tokens_per_s"], 2)
+                                         if summary["per_user_output_tokens_per_s"] else None),
+        "output_tokens_per_s": summary["output_tokens_per_s"],
+        "error_rate": round((len(results) - len(ok)) / len(results), 4) if results else None,
+    }
+    return summary
+
+
+# ---- the client ------------------------------------------------------------------------------------
+@dataclass
+class Target:
+    url: str  # base, e.g. http://127.0.0.1:8001
+    api: str  # openai | ollama
+    model: str
+    api_key: str | None = None
+
+    def request(self, messages: list[dict], max_tokens: int, ignore_eos: bool) -> tuple[str, bytes]:
+        if self.api == "openai":
+            body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "stream": True,
+                    "stream_options": {"include_usage": True}}
+            if ignore_eos:
+                body["ignore_eos"] = True
+            return "/v1/chat/completions", json.dumps(body).encode()
+        body = {"model": self.model, "messages": messages, "stream": True,
+                "options": {"num_predict": max_tokens}}
+        return "/api/chat", json.dumps(body).encode()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; reconnects when the server closed it."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def _read_body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]):
+    """Yield the response body in pieces as they arrive (chunked or content-length)."""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size_line = await reader.readline()
+            if not size_line:
+                raise ConnectionError("closed mid-body")
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                await reader.readline()
+                return
+            data = await reader.readexactly(size)
+            await reader.readexactly(2)
+            yield data
+    else:
+        remaining = int(headers.get("content-length", "0"))
+        while remaining > 0:
+            data = await reader.read(min(65536, remaining))
+            if not data:
+                raise ConnectionError("closed mid-body")
+            remaining -= len(data)
+            yield data
+
+
+async def send_one(conn: Connection, target: Target, messages: list[dict], max_tokens: int,
+                   ignore_eos: bool, timeout: float) -> RequestResult:
+    path, body = target.request(messages, max_tokens, ignore_eos)
+    head = (f"POST {path} HTTP/1.1\r\nHost: {conn.host}:{conn.port}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n"
+            + (f"authorization: Bearer {target.api_key}\r\n" if target.api_key else "") + "\r\n").encode()
+    result = RequestResult(ok=False, start_ns=time.perf_counter_ns())
+    try:
+        await asyncio.wait_for(_exchange(conn, target, head + body, result), timeout)
+    except asyncio.TimeoutError:
+        result.error = "timeout"
+        conn.close()
+    except ConnectionRefusedError:
+        result.error = "refused"
+        conn.close()
+    except (ConnectionError, asyncio.IncompleteReadError, OSError):
+        result.error = "disconnect"
+        conn.close()
+    except (ValueError, KeyError):
+        result.error = "protocol"
+        conn.close()
+    result.end_ns = result.end_ns or time.perf_counter_ns()
+    return result
+
+
+async def _exchange(conn: Connection, target: Target, payload: bytes, result: RequestResult) -> None:
+    await conn.open()
+    result.start_ns = time.perf_counter_ns()
+    conn.writer.write(payload)
+    await conn.writer.drain()
+    status_line = await conn.reader.readline()
+    if not status_line:
+        raise ConnectionError("closed before the status line")
+    status = int(status_line.split()[1])
+    headers = {}
+    while True:
+        line = await conn.reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        k, _, v = line.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    buffer = b""
+    done = False
+    async for piece in _read_body_chunks(conn.reader, headers):
+        now = time.perf_counter_ns()
+        if status != 200:
+            continue
+        buffer += piece
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            line = line.strip()
+            if not line:
+                continue
+            done = _handle_line(target.api, line, now, result) or done
+    result.end_ns = time.perf_counter_ns()
+    if headers.get("connection", "").lower() == "close":
+        conn.close()
+    if status != 200:
+        result.error = f"http_{status // 100}xx"
+        return
+    if not done:
+        raise ConnectionError("stream ended before its last event")
+    result.ok = True
+
+
+def _handle_line(api: str, line: bytes, now: int, result: RequestResult) -> bool:
+    """Process one SSE/NDJSON line; True when it was the stream's final event."""
+    if api == "openai":
+        if not line.startswith(b"data:"):
+            return False
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return True
+        chunk = json.loads(data)
+        if chunk.get("usage"):
+            result.prompt_tokens = chunk["usage"].get("prompt_tokens")
+            result.output_tokens = chunk["usage"].get("completion_tokens")
+        for choice in chunk.get("choices") or []:
+            if (choice.get("delta") or {}).get("content"):
+                result.first_token_ns = result.first_token_ns or now
+                result.chunk_ns.append(now)
+        return False
+    obj = json.loads(line)
+    if (obj.get("message") or {}).get("content") or obj.get("response"):
+        result.first_token_ns = result.first_token_ns or now
+        result.chunk_ns.append(now)
+    if obj.get("done"):
+        result.prompt_tokens = obj.get("prompt_eval_count")
+        result.output_tokens = obj.get("eval_count")
+        return True
+    return False
+
+
+def synthetic_messages(input_tokens: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(max(1, input_tokens)))}]
+
+
+@dataclass
+class LoadSpec:
+    requests: int = 50
+    duration_s: float | None = None
+    concurrency: int | None = 8
+    rate: float | None = None  # requests/s; with poisson, the mean rate
+    poisson: bool = False
+    input_tokens: int = 128
+    output_tokens: int = 64
+    ignore_eos: bool = True
+    timeout_s: float = 120.0
+    warmup: int = 1
+    seed: int = 0
+
+
+async def run_load(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = None,
+                   on_progress=None) -> dict:
+    parts = urlsplit(target.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    prompt_at = (lambda i: prompts[i % len(prompts)]) if prompts else (
+        lambda i: synthetic_messages(spec.input_tokens, spec.seed + i))
+    warm = Connection(host, port)
+    for i in range(spec.warmup):
+        await send_one(warm, target, prompt_at(i), 4, spec.ignore_eos, spec.timeout_s)
+    warm.close()
+
+    results: list[RequestResult] = []
+    start = time.perf_counter()
+    deadline = start + spec.duration_s if spec.duration_s else None
+    issued = 0
+
+    def more() -> bool:
+        if deadline is not None:
+            return time.perf_counter() < deadline and issued < (spec.requests or 10**9)
+        return issued < spec.requests
+
+    if spec.rate:
+        rng = random.Random(spec.seed)
+        pool: list[Connection] = []
+        tasks = []
+
+        async def one(i: int) -> None:
+            conn = pool.pop() if pool else Connection(host, port)
+            r = await send_one(conn, target, prompt_at(i), spec.output_tokens, spec.ignore_eos, spec.timeout_s)
+            results.append(r)
+            pool.append(conn)
+            if on_progress:
+                on_progress(results)
+
+        next_at = time.perf_counter()
+        while more():
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(issued)))
+            issued += 1
+            next_at += rng.expovariate(spec.rate) if spec.poisson else 1 / spec.rate
+        await asyncio.gather(*tasks)
+        for c in pool:
+            c.close()
+    else:
+        async def worker() -> None:
+            nonlocal issued
+            conn = Connection(host, port)
+            while more():
+                i = issued
+                issued += 1
+                results.append(await send_one(conn, target, prompt_at(i), spec.output_tokens, spec.ignore_eos,
+                                              spec.timeout_s))
+                if on_progress:
+                    on_progress(results)
+            conn.close()
+
+        await asyncio.gather(*(worker() for _ in range(spec.concurrency or 1)))
+    wall = time.perf_counter() - start
+    summary = summarize(results, wall, spec.concurrency if not spec.rate else None)
+    # Trust checks before a number is believed: the server's own counts against what was asked.
+    asked = spec.output_tokens
+    short = [r for r in results if r.ok and spec.ignore_eos and r.output_tokens is not None and r.output_tokens != asked]
+    summary["trust"] = {
+        "output_tokens_mismatch": len(short),
+        "note": ("the server ignored max_tokens/ignore_eos for some requests (Ollama's /v1 ignores ignore_eos)"
+                 if short else ""),
+    }
+    if spec.concurrency and summary.get("achieved_concurrency") is not None and not spec.rate:
+        summary["trust"]["concurrency_ratio"] = round(summary["achieved_concurrency"] / spec.concurrency, 3)
+    return summary

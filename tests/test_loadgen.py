@@ -1,0 +1,103 @@
+"""The load generator: metric definitions on recorded timelines (exact), runs against the simulator
+and the Ollama stand-in, every error kind counted without crashing the run, and the bench command."""
+
+import asyncio
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from migrator.cli.main import app
+from migrator.errors import ExitCode
+from migrator.ledger import Ledger
+from migrator.loadgen import LoadSpec, RequestResult, Target, percentiles, run_load, summarize
+
+MS = 1_000_000  # ns
+
+
+def timeline(start_ms: int, chunks_ms: list[int], end_ms: int, tokens: int) -> RequestResult:
+    return RequestResult(ok=True, start_ns=start_ms * MS, end_ns=end_ms * MS, first_token_ns=chunks_ms[0] * MS,
+                         chunk_ns=[c * MS for c in chunks_ms], output_tokens=tokens, prompt_tokens=10)
+
+
+def test_metric_definitions_on_recorded_timelines():
+    a = timeline(0, [100, 110, 130, 160], 160, 4)  # TTFT 100, ITL 10/20/30, TPOT (160-100)/3 = 20
+    b = timeline(50, [250, 260], 270, 2)            # TTFT 200, ITL 10, TPOT (220-200)/1 = 20
+    s = summarize([a, b], wall_s=0.5)
+    assert s["ttft_ms"]["mean"] == pytest.approx(150.0) and s["ttft_ms"]["median"] == pytest.approx(150.0)
+    assert s["itl_ms"]["mean"] == pytest.approx(17.5)
+    assert s["tpot_ms"]["mean"] == pytest.approx(20.0)
+    assert s["e2e_ms"]["p99"] == pytest.approx(160 + (220 - 160) * 0.99)
+    assert s["output_tokens_per_s"] == pytest.approx(12.0) and s["requests_per_s"] == pytest.approx(4.0)
+    assert s["per_user_output_tokens_per_s"] == pytest.approx(50.0)  # 1 / 20 ms
+    assert s["metrics"]["ttft_p99_ms"] == pytest.approx(100 + 100 * 0.99)
+    assert s["achieved_concurrency"] == pytest.approx((0.16 + 0.22) / 0.5)
+
+
+def test_percentiles_interpolate_like_numpy():
+    assert percentiles([1, 2, 3, 4])["p90"] == pytest.approx(3.7)
+    assert percentiles([5])["p99"] == 5 and percentiles([])["mean"] is None
+
+
+def test_errors_are_counted_by_kind():
+    failed = [RequestResult(False, 0, 10 * MS, error="refused"), RequestResult(False, 0, 10 * MS, error="http_4xx")]
+    s = summarize(failed + [timeline(0, [5, 6], 7, 2)], wall_s=1)
+    assert s["errors"] == {"refused": 1, "http_4xx": 1} and s["completed"] == 1
+    assert s["metrics"]["error_rate"] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_against_the_simulator_ttft_itl_and_token_counts(servers):
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--ttft-ms", "40", "--itl-ms", "8",
+                         "--itl-growth-ms", "0")
+    s = asyncio.run(run_load(Target(f"http://127.0.0.1:{port}", "openai", "m"),
+                             LoadSpec(requests=24, concurrency=4, output_tokens=10)))
+    assert s["completed"] == 24 and not s["errors"]
+    assert 40 <= s["ttft_ms"]["median"] < 50 and 8 <= s["itl_ms"]["mean"] < 12
+    assert s["output_tokens"] == 24 * 10 and s["trust"]["output_tokens_mismatch"] == 0
+    assert s["trust"]["concurrency_ratio"] > 0.9
+
+
+def test_ollama_ndjson_and_its_one_at_a_time_queue(servers):
+    port = servers.start("migrator.sim.ollama", "--ttft-ms", "30", "--itl-ms", "5")
+    s = asyncio.run(run_load(Target(f"http://127.0.0.1:{port}", "ollama", "qwen3:32b"),
+                             LoadSpec(requests=6, concurrency=3, output_tokens=5, warmup=0)))
+    assert s["completed"] == 6 and s["output_tokens"] == 30  # from eval_count
+    # One stream at a time: with 3 users the median TTFT includes waiting for the others.
+    assert s["ttft_ms"]["median"] > 2 * 30
+
+
+def test_error_kinds_never_crash_the_run(servers):
+    from migrator.rehearse import free_port
+
+    dead = asyncio.run(run_load(Target(f"http://127.0.0.1:{free_port()}", "openai", "m"),
+                                LoadSpec(requests=3, concurrency=1, warmup=0)))
+    assert dead["errors"] == {"refused": 3}
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--crash-after", "3")
+    wrong = asyncio.run(run_load(Target(f"http://127.0.0.1:{port}", "openai", "not-m"),
+                                 LoadSpec(requests=2, concurrency=1, warmup=0)))
+    assert wrong["errors"] == {"http_4xx": 2}
+    crashed = asyncio.run(run_load(Target(f"http://127.0.0.1:{port}", "openai", "m"),
+                                   LoadSpec(requests=5, concurrency=1, warmup=0, output_tokens=3)))
+    assert crashed["completed"] == 3 and sum(crashed["errors"].values()) == 2
+    hung_port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--hang-after", "1")
+    hung = asyncio.run(run_load(Target(f"http://127.0.0.1:{hung_port}", "openai", "m"),
+                                LoadSpec(requests=2, concurrency=1, warmup=0, timeout_s=1, output_tokens=3)))
+    assert hung["completed"] == 1 and hung["errors"] == {"timeout": 1}
+
+
+def test_bench_records_for_phase4_and_refuses_other_hosts(sandbox, servers):
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "qwen2.5-32b-instruct")
+    runner = CliRunner()
+    result = runner.invoke(app, ["--project", str(sandbox), "--json", "--set", f"vllm.port={port}", "bench",
+                                 "--requests", "8", "--concurrency", "2", "--output-tokens", "8"],
+                           catch_exceptions=False)
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0 and doc["completed"] == 8
+    loadtest = Ledger(sandbox).read_state()["resources"]["loadtest"]
+    assert loadtest["metrics"]["ttft_p99_ms"] == doc["metrics"]["ttft_p99_ms"]
+    gates = runner.invoke(app, ["--project", str(sandbox), "--json", "phase4", "--check"], catch_exceptions=False)
+    step = json.loads(gates.stdout)["steps"][0]
+    assert "realtime_users not measured" in step["message"]  # the sweep is not built yet: said, not faked
+    refused = runner.invoke(app, ["--project", str(sandbox), "bench", "--url", "http://10.1.2.3:8000"],
+                            catch_exceptions=False)
+    assert refused.exit_code == ExitCode.USAGE and "only loopback" in refused.stderr
