@@ -115,12 +115,17 @@ class BackendSettings:
     llm_module: str = _setting("src/core/llm.py", help="LLM factory file, under backend.dir")
     requirements: str = _setting("requirements.txt", help="requirements file, under backend.dir")
     wait_s: float = _setting(60.0, _between(0, 3600), "seconds to wait for the backend after recreating it")
+    settings_fields: list = _setting_list(
+        lambda: ["llm_backend", "vllm_base_url", "vllm_model"],
+        "names of the backend-switch, vLLM URL and vLLM model fields in the settings class")
     test_command: str = _setting(
         "python3 -m pytest -q -p no:cacheprovider", help="the backend's unit tests, run in backend.dir; empty = skip"
     )
     python: str = _setting("python3", help="python with the backend's packages (phase2's ChatOpenAI check)")
     chat_path: str = _setting("", help="the backend's streaming chat endpoint for phase3's probe (e.g. /chat); empty = skip")
     chat_message_field: str = _setting("message", help="JSON field of the question in that endpoint's body")
+    chat_session_field: str = _setting("session_id", help="JSON field that keeps a conversation together")
+    history_path: str = _setting("", help="endpoint returning a session's turns ({session} is replaced); empty = skip")
 
 
 @dataclass
@@ -361,6 +366,24 @@ def _parse_gates(raw: Any, where: str) -> list[Gate]:
     return gates
 
 
+def _unique_key_loader():
+    """PyYAML's SafeLoader, except that a key given twice is an error (PyYAML keeps the last one silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key}' appears twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def load_settings(
     config_path: Path | None,
     environ: Mapping[str, str] | None = None,
@@ -373,11 +396,13 @@ def load_settings(
         import yaml
 
         try:
-            data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            data = yaml.load(config_path.read_text(encoding="utf-8"), Loader=_unique_key_loader())
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{config_path} is not valid YAML{at}", "fix the syntax or delete the file to use defaults") from None
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise ConfigError(f"{config_path} is not valid YAML{at}: {problem}",
+                              "fix it, or delete the file to use defaults") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {config_path}: {exc}", "check the path and its permissions") from None
         if data is None:

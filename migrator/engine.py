@@ -112,7 +112,12 @@ class Step:
         return {}
 
     def apply(self, ctx: Context) -> Outcome | None:
+        from migrator.fileops import unified_diff
+
         for path, data in self.files(ctx).items():
+            before = ctx.writer.read(path)
+            if before != data:  # the operator sees each change before it lands (secrets masked)
+                ctx.out.info(unified_diff(ctx.ledger.relpath(path), before, data).rstrip("\n"))
             ctx.writer.write(path, data, self.id)
         return None
 

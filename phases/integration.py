@@ -109,6 +109,24 @@ class IntegrationChecks(Step):
             m.update(backend_status=b[0], backend_chunks=b[1], backend_ttft_ms=b[2])
             if b[0] != 200 or not b[1]:
                 failures.append(f"backend {chat_path}: HTTP {b[0]}, {b[1]} chunk(s)")
+            # Chat history through the backend: two turns of one conversation.
+            session = f"graphrag-migrate-probe-{int(time.time())}"
+            b = ctx.settings.backend
+            first = _stream_text(url, {b.chat_message_field: "Remember the code word: orchid.",
+                                       b.chat_session_field: session}, keep_text=True)
+            second = _stream_text(url, {b.chat_message_field: "What was the code word?",
+                                        b.chat_session_field: session}, keep_text=True)
+            m.update(history_turn_statuses=[first[0], second[0]])
+            if first[0] != 200 or second[0] != 200:
+                failures.append(f"multi-turn probe: HTTP {first[0]}, {second[0]}")
+            elif ctx.settings.model.real_weights and "orchid" not in (second[3] or "").lower():
+                failures.append("multi-turn probe: the second answer does not recall the first turn")
+            if b.history_path:
+                h = request("GET", ctx.settings.project.backend_url.rstrip("/") + b.history_path.format(session=session))
+                turns = h.body.get("turns", []) if isinstance(h.body, dict) else (h.body if isinstance(h.body, list) else [])
+                m["history_turns"] = len(turns)
+                if len(turns) < 4:
+                    failures.append(f"history: {len(turns)} turns kept after two questions (expected 4)")
             # The backend's error path: a question vLLM must refuse (over max_model_len) gets an answer, not a hang.
             start = time.monotonic()
             e = _stream_text(url, {ctx.settings.backend.chat_message_field: "word " * (v.max_model_len * 2)})
@@ -122,8 +140,8 @@ class IntegrationChecks(Step):
                               + (f"; {summary}" if summary else ""), **m)
 
 
-def _stream_text(url: str, body: dict) -> tuple[int | None, int, float | None]:
-    """POST and read the streamed reply: (status, chunks received, ms to the first chunk)."""
+def _stream_text(url: str, body: dict, keep_text: bool = False) -> tuple:
+    """POST and read the streamed reply: (status, chunks received, ms to the first chunk[, text])."""
     import http.client
     from urllib.parse import urlsplit
 
@@ -133,14 +151,16 @@ def _stream_text(url: str, body: dict) -> tuple[int | None, int, float | None]:
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
         conn.request("POST", parts.path, json.dumps(body).encode(), {"content-type": "application/json"})
         resp = conn.getresponse()
-        chunks, first = 0, None
+        chunks, first, text = 0, None, b""
         while True:
             piece = resp.read1(65536) if hasattr(resp, "read1") else resp.read(1024)
             if not piece:
                 break
             chunks += 1
+            text += piece if keep_text else b""
             first = first or round((time.perf_counter() - start) * 1000, 1)
         conn.close()
-        return resp.status, chunks, first
+        result = (resp.status, chunks, first)
+        return result + (text.decode("utf-8", errors="replace"),) if keep_text else result
     except OSError:
-        return None, 0, None
+        return (None, 0, None, None) if keep_text else (None, 0, None)

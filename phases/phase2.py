@@ -15,14 +15,21 @@ from migrator.config import Settings
 from migrator.engine import Context, Outcome, Phase, Step
 from migrator.errors import CheckFailed
 
-SETTINGS_FIELDS = ("llm_backend", "vllm_base_url", "vllm_model")
+def _fields(ctx: Context) -> list[str]:
+    names = list(ctx.settings.backend.settings_fields)
+    if len(names) != 3:
+        raise CheckFailed(f"backend.settings_fields has {len(names)} names", "give three: switch, vLLM URL, vLLM model")
+    return names
 
 
 def _field_defaults(ctx: Context) -> dict[str, str]:
+    import json
+
     from phases.phase3 import backend_base_url
 
-    return {"llm_backend": '"ollama"', "vllm_base_url": repr(backend_base_url(ctx.settings)).replace("'", '"'),
-            "vllm_model": repr(ctx.settings.model.served_name).replace("'", '"')}
+    switch, url, model = _fields(ctx)
+    return {switch: '"ollama"', url: json.dumps(backend_base_url(ctx.settings)),
+            model: json.dumps(ctx.settings.model.served_name)}
 
 
 def settings_with_fields(source: str, path: Path, defaults: dict[str, str]) -> str:
@@ -94,17 +101,22 @@ class SettingsFields(Step):
         tree = _parse(path)
         if isinstance(tree, Outcome):
             return tree
-        declared = set()
+        declared: dict[str, bool] = {}  # field -> has a default
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):
                 for item in node.body:
                     if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
-                        declared.add(item.target.id)
-        missing = [f for f in SETTINGS_FIELDS if f not in declared]
+                        declared[item.target.id] = item.value is not None
+        fields = _fields(ctx)
+        missing = [f for f in fields if f not in declared]
         if missing:
             return Outcome.failed(f"{path.name} lacks {', '.join(missing)}",
-                                  "add them to the settings class (plan §5.4)")
-        return Outcome.passed(f"{path.name} declares {', '.join(SETTINGS_FIELDS)}")
+                                  "add them to the settings class (plan §5.4), or phase2 --scaffold")
+        no_default = [f for f in fields if not declared[f]]
+        if no_default:
+            return Outcome.failed(f"{path.name}: {', '.join(no_default)} have no default",
+                                  "give each a default (e.g. llm_backend = \"ollama\") so the backend starts without them")
+        return Outcome.passed(f"{path.name} declares {', '.join(fields)} with defaults")
 
 
 class OpenAIClient(Step):
@@ -118,19 +130,25 @@ class OpenAIClient(Step):
         tree = _parse(path)
         if isinstance(tree, Outcome):
             return tree
-        has_openai = has_switch = False
+        switch = _fields(ctx)[0]
+        has_openai = has_switch = streams = False
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
                 if name == "ChatOpenAI" and any(k.arg == "base_url" for k in node.keywords):
                     has_openai = True
+                    streams = streams or any(k.arg == "streaming" and getattr(k.value, "value", None) is True
+                                             for k in node.keywords)
+                if name in ("stream", "astream", "astream_events"):
+                    streams = True
             if isinstance(node, ast.Compare):
                 names = {n.attr if isinstance(n, ast.Attribute) else getattr(n, "id", "")
                          for n in ast.walk(node)}
-                if "llm_backend" in names:
+                if switch in names:
                     has_switch = True
         missing = [what for what, ok in (("ChatOpenAI(base_url=…)", has_openai),
-                                          ("a choice on llm_backend", has_switch)) if not ok]
+                                          (f"a choice on {switch}", has_switch),
+                                          ("streaming (streaming=True or .stream/.astream)", streams)) if not ok]
         if missing:
             return Outcome.failed(f"{path.name} lacks {' and '.join(missing)}", "see plan §5.5")
         return Outcome.passed(f"{path.name} selects ChatOpenAI by llm_backend")

@@ -202,7 +202,7 @@ def reference_stack(tmp_path: Path, servers: "Servers", backend_image: str, olla
     (root / "migrate.yaml").write_text(
         f"project:\n  backend_url: http://127.0.0.1:{backend_port}\n"
         f"ollama:\n  url: http://127.0.0.1:{ollama_port}\n"
-        "backend:\n  wait_s: 60\n  chat_path: /chat\n" + settings_yaml)
+        "backend:\n  wait_s: 60\n  chat_path: /chat\n  history_path: /history/{session}\n" + settings_yaml)
     compose_dir = root / "docker"
     try:
         up = subprocess.run(["docker", "compose", "up", "-d", "backend"], cwd=compose_dir, capture_output=True, text=True)

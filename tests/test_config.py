@@ -76,3 +76,8 @@ def test_set_options_parse_and_reject_malformed():
 def test_explicit_config_path_must_exist(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml", environ={}, required=True)
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path):
+    with pytest.raises(ConfigError, match="key 'vllm' appears twice"):
+        load_settings(write(tmp_path, "vllm:\n  port: 1\nvllm:\n  port: 2\n"), environ={})

@@ -148,3 +148,23 @@ def test_client_contract_with_the_backends_own_chatopenai(sandbox, real_vllm, tm
     contract = steps(result)["phase2.client-contract"]
     assert contract["status"] == "ok", contract
     assert contract["measurements"]["client"] == "langchain_openai" and contract["measurements"]["chunks"] >= 1
+
+
+def test_field_names_are_configurable_and_defaults_are_required(sandbox):
+    config = sandbox / "backend" / "src" / "core" / "config.py"
+    config.write_text(config.read_text().replace("llm_backend", "model_provider").replace(
+        'vllm_model: str = "Qwen/Qwen2.5-32B-Instruct"', "vllm_model: str"))
+    (sandbox / "backend" / "src" / "core" / "llm.py").write_text(
+        (sandbox / "backend" / "src" / "core" / "llm.py").read_text().replace("llm_backend", "model_provider"))
+    args = ["--project", str(sandbox), "--json", "--set", "backend.test_command=",
+            "--set", "backend.settings_fields=model_provider vllm_base_url vllm_model", "phase2", "--check"]
+    found = steps(invoke(*args))
+    assert "vllm_model have no default" in found["phase2.settings"]["message"]
+    assert found["phase2.llm"]["status"] == "ok"  # the switch is recognised under its configured name
+
+
+def test_llm_factory_without_streaming_is_reported(sandbox):
+    llm = sandbox / "backend" / "src" / "core" / "llm.py"
+    llm.write_text(llm.read_text().replace("streaming=True", "streaming=False"))
+    found = steps(invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check"))
+    assert "streaming" in found["phase2.llm"]["message"]

@@ -80,3 +80,24 @@ def test_inline_refuses_a_missing_network(project):
     step = {s["id"]: s for s in json.loads(result.stdout)["steps"]}["phase3.compose-file"]
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert "network 'graphrag-network' is not declared" in step["message"] and "network_mode" in step["fix"]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("hostile", ['evil"\n  injected: true', "a: b", "${HOME}", "x'y #z", "line\\nbreak"])
+def test_no_setting_value_can_break_or_inject_yaml(sandbox, hostile):
+    """A served name or extra arg with quotes, colons, newlines or $ stays one string in the rendered file."""
+    import shlex
+
+    import yaml
+
+    result = invoke("--project", str(sandbox), "--json",
+                    "--set", f"vllm.extra_args={shlex.quote(hostile)}", "phase3", "--dry-run")
+    diffs = {d["file"]: d["diff"] for d in json.loads(result.stdout)["diffs"]}
+    rendered = "\n".join(ln[1:] for ln in diffs["docker/docker-compose.vllm.yml"].splitlines()[3:])
+    service = yaml.safe_load(rendered)["services"]["vllm"]
+    assert hostile.replace("$", "$$") in service["command"] and "injected" not in service
+    (sandbox / "docker" / "docker-compose.vllm.yml").write_text(rendered)
+    config = subprocess.run(["docker", "compose", "-f", "docker-compose.yml", "-f", "docker-compose.vllm.yml",
+                             "config", "--format", "json"], cwd=sandbox / "docker", capture_output=True, text=True)
+    assert config.returncode == 0, config.stderr
+    assert hostile in [a.replace("$$", "$") for a in json.loads(config.stdout)["services"]["vllm"]["command"]]

@@ -50,6 +50,7 @@ def test_backend_switches_from_ollama_to_vllm_and_back(reference_project):
     assert checks["wrong_model_status"] == 404 and checks["over_long_status"] == 400
     assert 0 < checks["longest_prompt_tokens"] < VLLM_MAX_LEN and checks["prompts_checked"] == 2
     assert checks["backend_status"] == 200 and checks["backend_chunks"] >= 1
+    assert checks["history_turn_statuses"] == [200, 200] and checks["history_turns"] == 4
     assert checks["backend_error_status"] == 502 and checks["backend_error_s"] < 30  # vLLM's 400, surfaced
     assert (reference_project / "docker" / "docker-compose.vllm.yml").exists()
     health = httpx.get(url + "/health").json()
