@@ -211,6 +211,14 @@ class BenchSettings:
 
 
 @dataclass
+class MonitoringSettings:
+    dir: str = _setting("monitoring", help="where phase4 writes the Prometheus, alert and Grafana files")
+    bearer_token_file: str = _setting("", help="token file Prometheus sends to /metrics (if a proxy guards it)")
+    kv_cache_alert: float = _setting(0.9, _between(0.0, 1.0, low_open=True), "KV cache usage that alerts")
+    waiting_alert: int = _setting(5, _between(0, 100000), "waiting requests that alert while the queue grows")
+
+
+@dataclass
 class Gate:
     name: str
     metric: str
@@ -245,6 +253,7 @@ class Settings:
     vllm: VllmSettings = field(default_factory=VllmSettings)
     ollama: OllamaSettings = field(default_factory=OllamaSettings)
     bench: BenchSettings = field(default_factory=BenchSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     gates: list[Gate] = field(default_factory=_default_gates)
 
     def to_dict(self) -> dict:
@@ -259,6 +268,7 @@ _SECTIONS: dict[str, type] = {
     "vllm": VllmSettings,
     "ollama": OllamaSettings,
     "bench": BenchSettings,
+    "monitoring": MonitoringSettings,
 }
 _GATE_OPS = (">", ">=", "<", "<=")
 

@@ -55,6 +55,16 @@ def unified_diff(rel: str, before: bytes | None, after: bytes | None) -> str:
     return "".join(out)
 
 
+def _first_missing_dir(directory: Path, project: Path) -> Path | None:
+    """The outermost directory that a write into `directory` will create (inside the project), if any."""
+    missing = None
+    d = Path(os.path.abspath(directory))
+    root = Path(os.path.abspath(project))
+    while not d.exists() and d != d.parent and root in d.parents:
+        missing, d = d, d.parent
+    return missing
+
+
 def _target(path: Path) -> Path:
     """The file a write really lands in: a symlinked .env is written through, the link kept."""
     return Path(os.path.realpath(path)) if path.is_symlink() else path
@@ -96,6 +106,9 @@ class FileWriter:
         record = files.get(rel)
         if record is None:
             record = {"existed": before is not None, "first_changed_at": now_iso(), "step": step}
+            created = _first_missing_dir(target.parent, self.ledger.project)
+            if created is not None:  # remembered so that rollback removes only what the tool created
+                record["created_dir"] = self.ledger.relpath(created)
             if before is not None:
                 backup = self.ledger.backup_path(rel)
                 atomic_write_bytes(backup, before, mode=0o600)
@@ -154,6 +167,19 @@ class FileWriter:
         os.unlink(path)
         self.ledger.audit(step, "remove", "ok", file=rel, before_sha256=sha256_bytes(current))
         return "removed (graphrag-migrate created it)"
+
+    def remove_created_dirs(self) -> list[str]:
+        """After restores: remove the directories the tool created, if nothing else lives in them now."""
+        removed = []
+        for record in self.ledger.state["files"].values():
+            created = record.get("created_dir")
+            top = self.ledger.project / created if created else None
+            if top is not None and top.is_dir() and not any(p.is_file() for p in top.rglob("*")):
+                for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                    d.rmdir()
+                top.rmdir()
+                removed.append(created)
+        return removed
 
     def drift(self) -> dict[str, str]:
         """Files whose content changed since the tool last wrote them: rel -> what is seen."""

