@@ -440,7 +440,47 @@ class StartVllm(Step):
     # must also work when state.json is gone.
 
 
+class Benchmark(Step):
+    """The plan's phase-1 benchmark: a short load test of vLLM alone, recorded for comparison later."""
+
+    id = "phase1.benchmark"
+    title = "benchmark vLLM alone (short load test)"
+
+    def check(self, ctx: Context) -> Outcome:
+        if ctx.options.get("no_bench"):
+            return Outcome.passed("skipped (--no-bench)")
+        done = ctx.ledger.step("phase1", self.id)
+        if done.get("status") == "passed" and done.get("measurements"):
+            return Outcome.passed("recorded earlier", **done["measurements"])
+        return Outcome.failed("not run yet")
+
+    def plan(self, ctx: Context) -> list[str]:
+        return ["graphrag-migrate bench --requests 16 --concurrency 4 --output-tokens 32 (vLLM)"]
+
+    def apply(self, ctx: Context) -> Outcome:
+        import asyncio
+
+        from migrator import bench
+        from migrator.loadgen import LoadSpec, run_load
+
+        target = bench.default_target(ctx.settings, "vllm")
+        spec = LoadSpec(requests=16, concurrency=4, input_tokens=64, output_tokens=32, timeout_s=300)
+        bench.check_safe(target, spec, ctx.settings)
+        s = asyncio.run(run_load(target, spec))
+        if not s["completed"]:
+            return Outcome.failed(f"every benchmark request failed: {s['errors']}", "check vLLM's log")
+        return Outcome.passed(
+            f"4 users: TTFT p50 {s['ttft_ms']['median']:.0f} ms, p99 {s['ttft_ms']['p99']:.0f} ms; "
+            f"{s['per_user_output_tokens_per_s'] or 0:.1f} tok/s per user; {s['output_tokens_per_s']} tok/s in all",
+            ttft_p50_ms=s["ttft_ms"]["median"], ttft_p99_ms=s["ttft_ms"]["p99"],
+            per_user_output_tokens_per_s=s["metrics"]["per_user_output_tokens_per_s"],
+            output_tokens_per_s=s["output_tokens_per_s"], errors=sum(s["errors"].values()))
+
+    def verify(self, ctx: Context) -> Outcome:
+        return Outcome.passed()
+
+
 def build(settings: Settings, options: dict) -> Phase:
     return Phase("phase1", "prepare", [GpuPresent(), SystemMemory(), RuntimeReachable(), PortFree(), OllamaAnswers(), MemoryFit(),
-                                       DiskSpace(), DownloadModel(), UnloadOllama(), StartVllm()])
+                                       DiskSpace(), DownloadModel(), UnloadOllama(), StartVllm(), Benchmark()])
 

@@ -50,6 +50,8 @@ def test_phase1_starts_real_vllm_and_rollback_stops_it(sandbox, model_dir, monke
     assert vllm["fit"]["predicted_kv_tokens"] > 0
     status = json.loads(invoke(*args, "--json", "status").stdout)
     assert status["vllm"]["healthy"] and status["vllm"]["process"]["running"]
+    bench = status["phases"]["phase1"]["steps"]["phase1.benchmark"]["measurements"]
+    assert bench["errors"] == 0 and bench["ttft_p50_ms"] > 0 and bench["output_tokens_per_s"] > 0
     rollback = json.loads(invoke(*args, "--json", "rollback", "--wait", "10").stdout)
     stop = next(a for a in rollback["actions"] if a["name"] == "stop vLLM")
     assert stop["ok"] and "stopped" in stop["result"]
