@@ -39,6 +39,11 @@ class Outcome:
         return cls(True, message, measurements=measurements)
 
     @classmethod
+    def warn(cls, message: str, **measurements: Any) -> "Outcome":
+        """In place, but the operator should look (shown as "warn")."""
+        return cls(True, message, measurements=measurements, warning=True)
+
+    @classmethod
     def failed(cls, message: str, fix: str = "", **measurements: Any) -> "Outcome":
         return cls(False, message, fix, measurements)
 

@@ -70,10 +70,8 @@ class RuntimeReachable(Step):
             platform = ctx.docker.image_platform(v.image)
             host = host_platform()
             if platform is None:
-                out = Outcome.passed(f"Docker {info.get('ServerVersion', '?')}; {v.image} not here yet: "
+                return Outcome.warn(f"Docker {info.get('ServerVersion', '?')}; {v.image} not here yet: "
                                      f"phase1 pulls it (check it has a {host} variant)")
-                out.warning = True
-                return out
             if platform != host:
                 return Outcome.failed(f"{v.image} is {platform} but this host is {host}: it would fail with "
                                       "'exec format error'", f"use a tag of {v.image.split(':')[0]} built for {host}")
@@ -143,10 +141,8 @@ class OllamaAnswers(Step):
         server = OllamaServer(ctx.settings.ollama.url)
         version = server.version()
         if not version.ok:
-            out = Outcome.passed(f"Ollama not answering at {server.base_url} ({version.describe()}): "
+            return Outcome.warn(f"Ollama not answering at {server.base_url} ({version.describe()}): "
                                  "rollback will have nothing to return to until it runs")
-            out.warning = True
-            return out
         loaded = server.loaded()
         models = [{"name": m.get("name"), "size_vram": m.get("size_vram")}
                   for m in (loaded.body or {}).get("models", [])] if loaded.ok else []

@@ -230,9 +230,7 @@ class BackendUnitTests(Step):
             return Outcome.failed(f"`{command}` did not finish in 15 min", "run it by hand")
         tail = (proc.stdout.strip().splitlines() or [""])[-1][:200]
         if proc.returncode == 5:  # pytest: no tests collected
-            out = Outcome.passed(f"no tests found by `{command}`", tests_exit_code=5)
-            out.warning = True
-            return out
+            return Outcome.warn(f"no tests found by `{command}`", tests_exit_code=5)
         if proc.returncode != 0:
             return Outcome.failed(f"`{command}` failed: {tail}", "fix the backend's tests first",
                                   tests_exit_code=proc.returncode)
@@ -290,11 +288,9 @@ class ClientContract(Step):
             ctx.settings.model.served_name, [{"role": "user", "content": "Say hello."}], max_tokens=8, timeout=60)
         if not s.ok:
             return Outcome.failed(f"streamed answer from vLLM failed: {s.error}")
-        out = Outcome.passed(f"langchain-openai not importable by {python}: checked the same stream over HTTP "
+        return Outcome.warn(f"langchain-openai not importable by {python}: checked the same stream over HTTP "
                              f"({s.content_chunks} chunks, TTFT {s.ttft_ms or 0:.0f} ms)", client="http",
                              chunks=s.content_chunks, ttft_ms=s.ttft_ms)
-        out.warning = True
-        return out
 
 
 def build(settings: Settings, options: dict) -> Phase:

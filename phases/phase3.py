@@ -158,9 +158,7 @@ class ComposeConfigValid(Step):
             proc = compose(ctx).run("config", "-q", timeout=60)
         except EnvironmentMissing as exc:
             if ctx.settings.vllm.runtime == "process":
-                out = Outcome.passed(f"not validated: {exc.message}")
-                out.warning = True
-                return out
+                return Outcome.warn(f"not validated: {exc.message}")
             return Outcome.failed(exc.message, exc.fix or "")
         if proc.returncode != 0:
             return Outcome.failed(f"docker compose config: {proc.stderr.strip()[:300]}",

@@ -78,9 +78,7 @@ class Monitoring(Step):
             return Outcome.failed(f"{dashboard.name} is not valid JSON: {exc}")
         promtool = shutil.which("promtool")
         if promtool is None:
-            out = Outcome.passed(f"written to {ctx.settings.monitoring.dir}/ (promtool not installed: not validated)")
-            out.warning = True
-            return out
+            return Outcome.warn(f"written to {ctx.settings.monitoring.dir}/ (promtool not installed: not validated)")
         config = next(p for p in files if p.name == "prometheus-vllm.yml")
         for args in (["check", "config", "--syntax-only", str(config)],
                      ["check", "rules", str(config.with_name("vllm-alerts.yml"))]):
