@@ -70,8 +70,15 @@ class RuntimeReachable(Step):
             platform = ctx.docker.image_platform(v.image)
             host = host_platform()
             if platform is None:
-                return Outcome.warn(f"Docker {info.get('ServerVersion', '?')}; {v.image} not here yet: "
-                                     f"phase1 pulls it (check it has a {host} variant)")
+                offered = ctx.docker.remote_platforms(v.image)
+                if offered is None:
+                    return Outcome.warn(f"Docker {info.get('ServerVersion', '?')}; {v.image} is not here and its "
+                                        f"registry cannot be asked: phase1 will try to pull it (needs {host})")
+                if host not in offered:
+                    return Outcome.failed(f"{v.image} offers {', '.join(offered) or 'no platform'}, not {host}: "
+                                          "it would fail with 'exec format error'",
+                                          f"use a tag of {v.image.split(':')[0]} built for {host}")
+                return Outcome.passed(f"Docker {info.get('ServerVersion', '?')}; {v.image} pullable for {host}")
             if platform != host:
                 return Outcome.failed(f"{v.image} is {platform} but this host is {host}: it would fail with "
                                       "'exec format error'", f"use a tag of {v.image.split(':')[0]} built for {host}")

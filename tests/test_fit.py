@@ -128,3 +128,38 @@ def test_bad_size_in_config_names_the_key(tmp_path):
 
     with pytest.raises(ConfigError, match="host.assume_gpu_memory"):
         load_settings(None, environ={}, overrides={"host.assume_gpu_memory": "lots"})
+
+
+class FakeDocker:
+    """An autospec'd stand-in for the Docker adapter, for the registry branch only: asking a real registry
+    would send traffic off this machine."""
+
+    def __init__(self, local, remote):
+        from unittest.mock import create_autospec
+
+        from migrator.adapters.docker import DockerRuntime
+
+        self.mock = create_autospec(DockerRuntime, instance=True)
+        self.mock.info.return_value = {"ServerVersion": "28.0", "Runtimes": {"runc": {}, "nvidia": {}}}
+        self.mock.image_platform.return_value = local
+        self.mock.remote_platforms.return_value = remote
+
+
+@pytest.mark.parametrize("local, remote, status, words", [
+    (None, ["linux/amd64"], False, "exec format error"),           # an amd64-only image on the GB10 (arm64)
+    (None, ["linux/amd64", "linux/arm64"], True, "pullable for linux/arm64"),
+    (None, None, True, "registry cannot be asked"),
+    ("linux/amd64", None, False, "exec format error"),             # present locally, wrong architecture
+])
+def test_image_platform_against_an_aarch64_host(monkeypatch, tmp_path, local, remote, status, words):
+    from migrator.config import Settings
+    from migrator.engine import Context
+    from migrator.ledger import Ledger
+    from migrator.output import Output
+    from phases import phase1
+
+    monkeypatch.setattr(phase1, "host_platform", lambda: "linux/arm64")
+    ctx = Context(tmp_path, Settings(), Ledger(tmp_path), Output(quiet=True))
+    ctx._docker = FakeDocker(local, remote).mock
+    result = phase1.RuntimeReachable().check(ctx)
+    assert result.ok is status and words in result.message + result.fix

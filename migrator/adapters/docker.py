@@ -130,6 +130,16 @@ class DockerRuntime:
             return None
         return f"{img.attrs.get('Os', 'linux')}/{img.attrs.get('Architecture', '?')}"
 
+    def remote_platforms(self, image: str) -> list[str] | None:
+        """Platforms the registry offers for `image` (no pull), or None when the registry cannot be asked."""
+        import docker.errors
+
+        try:
+            data = self._call(self.client.images.get_registry_data, image)
+        except (docker.errors.APIError, DockerUnavailable):
+            return None
+        return [f"{p.get('os', 'linux')}/{p.get('architecture', '?')}" for p in data.attrs.get("Platforms", [])]
+
     def logs(self, name: str, tail: int = 200) -> str:
         import docker.errors
 
