@@ -1,8 +1,10 @@
-"""phase4 — deploy: monitoring for vLLM, and the plan's §7.1 gates on the recorded load test.
+"""phase4 — deploy: monitoring, the plan's §7.1 gates, and production watched after the switch.
 
 Monitoring: a Prometheus scrape config, alert rules (engine down, waiting queue growing, KV cache high,
 P99 TTFT over the gate) and a Grafana dashboard, rendered from templates and checked with the real
-`promtool` when it is installed. (Staging and the watched production switch are not built yet.)
+`promtool` when it is installed. Gates with `source: bench` judge the recorded load test; gates with
+`source: metrics` judge vLLM's /metrics during the watch window, where a failure rolls back at once.
+(A separate staging compose project is not built yet.)
 """
 
 from __future__ import annotations
@@ -101,23 +103,118 @@ class Gates(Step):
     read_only = True
 
     def check(self, ctx: Context) -> Outcome:
+        gates = [g for g in ctx.settings.gates if g.source == "bench"]
+        if not gates:
+            return Outcome.passed("no gates on the load test configured")
         result = ctx.resources.get("loadtest")
         if not result:
             return Outcome.failed("no load-test result recorded",
                                   "run `graphrag-migrate bench` (it records the result for these gates)")
-        metrics = result.get("metrics", {})
-        failed, measured = [], {}
-        for gate in ctx.settings.gates:
-            value = metrics.get(gate.metric)
-            measured[gate.metric] = value
-            if value is None:
-                failed.append(f"{gate.name}: {gate.metric} not measured")
-            elif not gate.passes(float(value)):
-                failed.append(f"{gate.name}: {value} not {gate.op} {gate.threshold:g}")
+        failed, notes, measured = evaluate(gates, result.get("metrics", {}))
         if failed:
-            return Outcome.failed("; ".join(failed), "see the load-test report", **measured)
-        return Outcome.passed("all gates pass", **measured)
+            return Outcome.failed("; ".join(failed + notes), "see the load-test report (graphrag-migrate bench)",
+                                  **measured)
+        message = "all blocking gates pass" + "".join(f"; {n}" for n in notes)
+        return Outcome.warn(message, **measured) if notes else Outcome.passed(message, **measured)
+
+
+def evaluate(gates, metrics: dict, missing_blocks: bool = True) -> tuple[list[str], list[str], dict]:
+    """(blocking failures, observe-only or unmeasured notes, measured values) for these gates.
+    `missing_blocks=False`: a value not measured (no traffic in a watch window) is a note, not a failure."""
+    failed, notes, measured = [], [], {}
+    for gate in gates:
+        value = metrics.get(gate.metric)
+        measured[gate.metric] = value
+        if value is None:
+            blocking = missing_blocks and not gate.observe_only
+            (failed if blocking else notes).append(f"{gate.name}: {gate.metric} not measured")
+        elif not gate.passes(float(value)):
+            line = f"{gate.name}: {gate.metric}={value:g}, not {gate.op} {gate.threshold:g}"
+            (notes if gate.observe_only else failed).append(line + (" (observe-only)" if gate.observe_only else ""))
+    return failed, notes, measured
+
+
+def window_metrics(before: str, after: str) -> dict:
+    """The metrics gates read, over the window between two scrapes of vLLM's /metrics."""
+    from migrator import promql
+
+    a, b = promql.parse(before), promql.parse(after)
+    out: dict = {}
+    p99 = promql.quantile(0.99, promql.buckets(a, "vllm:time_to_first_token_seconds"),
+                          promql.buckets(b, "vllm:time_to_first_token_seconds"))
+    out["ttft_p99_ms"] = round(p99 * 1000, 1) if p99 is not None else None
+    done = promql.total(b, "vllm:request_success_total") - promql.total(a, "vllm:request_success_total")
+    bad = sum(promql.total(b, "vllm:request_success_total", finished_reason=r)
+              - promql.total(a, "vllm:request_success_total", finished_reason=r) for r in ("error", "abort"))
+    out["error_rate"] = round(bad / done, 4) if done > 0 else None
+    out["requests_in_window"] = int(done)
+    return out
+
+
+class WatchProduction(Step):
+    """After phase3's switch: watch production for a window; a failed gate rolls back at once."""
+
+    id = "phase4.watch"
+    title = "production watched on vLLM (automatic rollback on a failed gate)"
+
+    def check(self, ctx: Context) -> Outcome:
+        done = ctx.ledger.step("phase4", self.id)
+        if done.get("status") == "passed":
+            return Outcome.passed(done.get("message", "watched"), **done.get("measurements", {}))
+        return Outcome.failed("not watched yet")
+
+    def verify(self, ctx: Context) -> Outcome:
+        return Outcome.passed()  # the window itself is the verification: apply's outcome says how it went
+
+    def plan(self, ctx: Context) -> list[str]:
+        return [f"watch {ctx.settings.deploy.watch_s:g} s: backend and vLLM health every "
+                f"{ctx.settings.deploy.probe_interval_s:g} s, metrics gates on vLLM's /metrics; roll back on failure"]
+
+    def apply(self, ctx: Context) -> Outcome:
+        import time
+
+        from migrator.adapters.http import OpenAIServer, get
+
+        env = ctx.read_env()
+        if env is None or env.get("LLM_BACKEND") != "vllm":
+            return Outcome.failed("production is not on vLLM (LLM_BACKEND is not vllm)", "run phase3 first")
+        v, d = ctx.settings.vllm, ctx.settings.deploy
+        server = OpenAIServer(f"http://{v.host}:{v.port}")
+        backend_health = ctx.settings.project.backend_url.rstrip("/") + "/health"
+        gates = [g for g in ctx.settings.gates if g.source == "metrics"]
+        start_scrape = server.metrics_text().body if server.metrics_text().ok else ""
+        start, probes, problem, measured = time.monotonic(), 0, "", {}
+        ctx.out.info(f"watching production for {d.watch_s:g} s (Ctrl-C stops watching; rollback stays manual)")
+        while True:
+            probes += 1
+            b, h = get(backend_health, timeout=5), server.health(timeout=5)
+            if not h.ok:
+                problem = f"vLLM health: {h.describe()}"
+            elif not b.ok:
+                problem = f"backend health: {b.describe()}"
+            elif isinstance(b.body, dict) and b.body.get("llm_backend") not in (None, "vllm"):
+                problem = f"backend reports llm_backend={b.body.get('llm_backend')}"
+            else:
+                now = server.metrics_text()
+                measured = window_metrics(start_scrape, now.body) if now.ok and start_scrape else {}
+                failed, _notes, _ = evaluate(gates, measured, missing_blocks=False)
+                problem = failed[0] if failed else ""
+            if problem or time.monotonic() - start >= d.watch_s:
+                break
+            time.sleep(d.probe_interval_s)
+        measured.update(watched_s=round(time.monotonic() - start, 1), probes=probes)
+        if not problem:
+            return Outcome.passed(f"healthy for {measured['watched_s']:g} s ({probes} probes)", **measured)
+        ctx.out.error(f"{problem}: rolling back automatically")
+        from migrator.api import PHASES, build_phase
+        from migrator.rollback import rollback
+
+        report = rollback(ctx, [build_phase(n, ctx.settings, {}) for n in PHASES])
+        outcome = "back on Ollama" if report.exit_code == 0 else "rollback incomplete: see `graphrag-migrate status`"
+        return Outcome.failed(f"{problem} — rolled back automatically ({outcome})",
+                              "find the cause (vLLM's log, the bench report), then re-run phase3 and phase4",
+                              **measured, rollback_exit_code=int(report.exit_code))
 
 
 def build(settings: Settings, options: dict) -> Phase:
-    return Phase("phase4", "deploy", [Monitoring(), Gates()])
+    return Phase("phase4", "deploy", [Monitoring(), Gates(), WatchProduction()])

@@ -20,9 +20,13 @@ def test_missing_file_means_plan_defaults(tmp_path):
     assert s.project.compose_file == "docker/docker-compose.yml" and s.project.env_file == "docker/.env"
     assert s.ollama.url == "http://localhost:11434"
     assert s.vllm.container_name == "graphrag-vllm" and s.project.network == "graphrag-network"
-    gates = {g.metric: (g.op, g.threshold) for g in s.gates}
-    assert gates == {"per_user_output_tokens_per_s": (">", 30.0), "ttft_p99_ms": ("<", 500.0),
-                     "realtime_users": (">", 10.0), "gpu_utilization_pct": ("<", 90.0)}
+    gates = [(g.metric, g.op, g.threshold, g.source, g.observe_only) for g in s.gates]
+    assert gates == [("per_user_output_tokens_per_s", ">", 30.0, "bench", False),
+                     ("ttft_p99_ms", "<", 500.0, "bench", False),
+                     ("realtime_users", ">", 10.0, "bench", True),  # needs the sweep: observe-only until then
+                     ("gpu_utilization_pct", "<", 90.0, "bench", True),
+                     ("ttft_p99_ms", "<", 500.0, "metrics", False),
+                     ("error_rate", "<", 0.05, "metrics", False)]
 
 
 def test_precedence_file_then_environment_then_command_line(tmp_path):

@@ -1,0 +1,103 @@
+"""phase4's watch window: healthy production passes; vLLM dying or a metrics gate failing inside the
+window rolls back automatically and says which gate failed with its value."""
+
+import json
+import threading
+import time
+
+from typer.testing import CliRunner
+
+from conftest import tree_digest
+from migrator import promql
+from migrator.adapters import process
+from migrator.adapters.http import OpenAIServer
+from migrator.cli.main import app
+from migrator.envfile import EnvFile
+from migrator.ledger import Ledger
+from phases.phase4 import window_metrics
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_histogram_quantile_over_a_window_interpolates_like_prometheus():
+    before = {0.1: 0.0, 0.5: 0.0, 1.0: 0.0, float("inf"): 0.0}
+    after = {0.1: 10.0, 0.5: 90.0, 1.0: 100.0, float("inf"): 100.0}
+    assert promql.quantile(0.5, before, after) == 0.1 + (0.5 - 0.1) * (50 - 10) / (90 - 10)
+    assert promql.quantile(0.99, before, after) == 0.5 + (1.0 - 0.5) * (99 - 90) / (100 - 90)
+    assert promql.quantile(0.99, after, after) is None  # nothing observed in the window
+
+
+def migrate(sandbox, *extra):
+    assert invoke("--project", str(sandbox), *extra, "phase1", "--no-bench").exit_code == 0
+    assert invoke("--project", str(sandbox), *extra, "phase3").exit_code == 0
+    bench = invoke("--project", str(sandbox), *extra, "bench", "--requests", "8", "--concurrency", "2",
+                   "--output-tokens", "8")
+    assert bench.exit_code == 0  # the load test phase4's bench gates read
+
+
+WATCH = ["--set", "deploy.watch_s=3", "--set", "deploy.probe_interval_s=0.3"]
+
+
+def test_healthy_window_passes_and_records_its_figures(sandbox):
+    migrate(sandbox)
+    result = invoke("--project", str(sandbox), *WATCH, "phase4")
+    steps = Ledger(sandbox).read_state()["phases"]["phase4"]["steps"]
+    assert result.exit_code == 0, result.stderr
+    assert steps["phase4.watch"]["status"] == "passed" and steps["phase4.watch"]["measurements"]["watched_s"] >= 3
+    assert "realtime_users not measured" in steps["phase4.gates"]["message"]  # observe-only: shown, not blocking
+    invoke("--project", str(sandbox), "rollback", "--wait", "5")
+
+
+def test_vllm_dying_in_the_window_rolls_back_automatically(sandbox):
+    before = tree_digest(sandbox)
+    migrate(sandbox)
+    vllm = process.ProcessHandle.from_dict(Ledger(sandbox).read_state()["resources"]["vllm"]["process"])
+    threading.Timer(1.0, lambda: process.stop(vllm, 1)).start()
+    result = invoke("--project", str(sandbox), *WATCH, "--set", "deploy.watch_s=20", "phase4")
+    assert result.exit_code == 1
+    assert "vLLM health" in result.stderr and "rolled back automatically (back on Ollama)" in result.stderr
+    assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
+    assert tree_digest(sandbox) == before
+
+
+def test_slow_first_tokens_fail_the_metrics_gate_and_roll_back(sandbox):
+    # Only the production gate: the slow server would already fail the load-test gates.
+    with open(sandbox / "migrate.yaml", "a") as f:
+        f.write('gates:\n  - {name: P99 latency in production, metric: ttft_p99_ms, op: "<", threshold: 500,'
+                ' source: metrics}\n')
+    before = tree_digest(sandbox)
+    migrate(sandbox, "--set", "vllm.extra_args=--ttft-ms 700")
+    state = Ledger(sandbox).read_state()
+    port = int(state["resources"]["vllm"]["command"][state["resources"]["vllm"]["command"].index("--port") + 1])
+    stop = threading.Event()
+
+    def traffic():  # production users while the window is watched
+        server = OpenAIServer(f"http://127.0.0.1:{port}")
+        while not stop.is_set():
+            server.complete("qwen2.5-32b-instruct", "hi", max_tokens=2, timeout=10)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        result = invoke("--project", str(sandbox), *WATCH, "--set", "deploy.watch_s=20",
+                        "--set", "vllm.extra_args=--ttft-ms 700", "phase4")
+    finally:
+        stop.set()
+        worker.join()
+    assert result.exit_code == 1
+    assert "P99 latency in production: ttft_p99_ms=" in result.stderr and "not < 500" in result.stderr
+    assert "rolled back automatically" in result.stderr
+    assert tree_digest(sandbox) == before
+
+
+def test_window_metrics_from_two_real_scrapes(servers):
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--ttft-ms", "120")
+    server = OpenAIServer(f"http://127.0.0.1:{port}")
+    first = server.metrics_text().body
+    for _ in range(5):
+        server.complete("m", "hi", max_tokens=2)
+    figures = window_metrics(first, server.metrics_text().body)
+    assert figures["requests_in_window"] == 5 and figures["error_rate"] == 0
+    assert 100 <= figures["ttft_p99_ms"] <= 250  # within the 0.1–0.25 s bucket
