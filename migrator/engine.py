@@ -106,6 +106,7 @@ class Step:
     title: str = ""
     touches: str = ""  # files / containers the step changes, for --help and dry-run
     read_only: bool = False  # a check-only step (preflight): failing it stops the phase
+    production: bool = False  # changes what production users get: asked first with --confirm
 
     def check(self, ctx: Context) -> Outcome:
         return Outcome.failed("not done")
@@ -224,6 +225,22 @@ def dry_run_phase(phase: Phase, ctx: Context) -> PhaseReport:
     return report
 
 
+def _confirm(ctx: Context, phase: Phase, step: Step) -> None:
+    """--confirm: ask on the terminal before a production change; never wait on a pipe."""
+    import sys
+
+    plan = "; ".join(_safe_plan(step, ctx))
+    if not sys.stdin.isatty():
+        raise CheckFailed(f"{phase.name}: '{step.title}' needs confirmation and stdin is not a terminal",
+                          "run it at a terminal, or pass --yes")
+    ctx.out.info(f"about to: {step.title} ({plan})")
+    ctx.out.err.print("proceed? [y/N] ", end="")
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise CheckFailed(f"{phase.name}: stopped before '{step.title}' (not confirmed)",
+                          f"re-run `graphrag-migrate {phase.name} --confirm` when ready (it resumes here)")
+
+
 def _safe_plan(step: Step, ctx: Context) -> list[str]:
     try:
         return step.plan(ctx)
@@ -265,6 +282,8 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
                 continue
             if step.read_only:
                 _fail(ctx, phase, step, report, res)
+            if step.production and ctx.options.get("confirm") and not ctx.yes:
+                _confirm(ctx, phase, step)
             ledger.record_step(phase.name, step.id, "applying", "started")
             ctx.out.step("running", step.title)
             if ctx.out.verbose:

@@ -169,6 +169,7 @@ class ComposeConfigValid(Step):
 class VllmUnderCompose(Step):
     id = "phase3.vllm-service"
     title = "vLLM running as a compose service"
+    production = True
 
     def check(self, ctx: Context) -> Outcome:
         v = ctx.settings.vllm
@@ -232,6 +233,7 @@ def desired_env(settings: Settings) -> dict[str, str]:
 class EnvPointsAtVllm(Step):
     id = "phase3.env"
     title = "env file points the backend at vLLM"
+    production = True
 
     def check(self, ctx: Context) -> Outcome:
         env = ctx.read_env()
@@ -255,6 +257,7 @@ class EnvPointsAtVllm(Step):
 class BackendOnVllm(Step):
     id = "phase3.backend"
     title = "backend recreated and on vLLM"
+    production = True
 
     def _health(self, ctx: Context):
         from migrator.adapters.http import get

@@ -156,6 +156,7 @@ class WatchProduction(Step):
 
     id = "phase4.watch"
     title = "production watched on vLLM (automatic rollback on a failed gate)"
+    production = True
 
     def check(self, ctx: Context) -> Outcome:
         done = ctx.ledger.step("phase4", self.id)

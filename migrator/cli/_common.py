@@ -32,6 +32,7 @@ class AppState:
 
 
 CheckOpt = Annotated[bool, typer.Option("--check", help="Run only the read-only checks; write nothing. Non-zero exit if something is missing.")]
+ConfirmOpt = Annotated[bool, typer.Option("--confirm", help="Ask at the terminal before each production change (--yes answers yes).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the ordered steps, which are satisfied, and a diff of every file it would write; write nothing.")]
 
 

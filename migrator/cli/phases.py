@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from migrator.cli._common import CheckOpt, DryRunOpt, exit_with, handle_errors, state_of
+from migrator.cli._common import CheckOpt, ConfirmOpt, DryRunOpt, exit_with, handle_errors, state_of
 from migrator.errors import ExitCode
 
 
@@ -68,7 +68,8 @@ def phase2(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
 @handle_errors
 def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False,
            prompt_file: Annotated[Optional[str], typer.Option("--prompt-file", metavar="FILE", help="Your longest real prompts (text, or JSONL of {prompt} / {messages}): checked against max_model_len.")] = None,
-           inline: Annotated[bool, typer.Option("--inline", help="Put the vLLM service inside your compose file (text edit keeping comments and order; diff shown; backed up) instead of a file of its own.")] = False) -> None:
+           inline: Annotated[bool, typer.Option("--inline", help="Put the vLLM service inside your compose file (text edit keeping comments and order; diff shown; backed up) instead of a file of its own.")] = False,
+           confirm: ConfirmOpt = False) -> None:
     """Integrate: vLLM as a compose service in its own file, the backend switched to it, then the
     integration checks (streaming, Korean, errors, longest prompt, backend).
 
@@ -76,13 +77,16 @@ def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
     the env file (COMPOSE_FILE, LLM_BACKEND, VLLM_BASE_URL, VLLM_MODEL), backed up first; starts the
     vLLM compose service; recreates the backend service (project.backend_service).
     """
-    run_phase_command(ctx, "phase3", check, dry_run, options={"prompt_file": prompt_file, "inline": inline})
+    run_phase_command(ctx, "phase3", check, dry_run,
+                      options={"prompt_file": prompt_file, "inline": inline, "confirm": confirm})
 
 
 @handle_errors
-def phase4(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False) -> None:
-    """Deploy: gate the switch on the plan's §7.1 criteria.
+def phase4(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False, confirm: ConfirmOpt = False) -> None:
+    """Deploy: monitoring files, the plan's §7.1 gates on the recorded load test, then production watched
+    on vLLM for deploy.watch_s — a failed gate rolls back automatically.
 
-    Touches: nothing yet (reads the ledger's recorded measurements).
+    Touches: writes monitoring/ (Prometheus, alert rules, Grafana); on a failed gate, everything
+    rollback touches. With --confirm, asks before the watch.
     """
-    run_phase_command(ctx, "phase4", check, dry_run)
+    run_phase_command(ctx, "phase4", check, dry_run, options={"confirm": confirm})
