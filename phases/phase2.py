@@ -229,6 +229,9 @@ class BackendUnitTests(Step):
         except subprocess.TimeoutExpired:
             return Outcome.failed(f"`{command}` did not finish in 15 min", "run it by hand")
         tail = (proc.stdout.strip().splitlines() or [""])[-1][:200]
+        if "No module named" in proc.stderr and proc.returncode != 0:
+            missing = proc.stderr.strip().splitlines()[-1][:120]
+            return Outcome.warn(f"`{command}` could not start ({missing}): the backend's tests were not run")
         if proc.returncode == 5:  # pytest: no tests collected
             return Outcome.warn(f"no tests found by `{command}`", tests_exit_code=5)
         if proc.returncode != 0:

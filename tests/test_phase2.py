@@ -168,3 +168,10 @@ def test_llm_factory_without_streaming_is_reported(sandbox):
     llm.write_text(llm.read_text().replace("streaming=True", "streaming=False"))
     found = steps(invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check"))
     assert "streaming" in found["phase2.llm"]["message"]
+
+
+def test_backend_tests_that_cannot_start_are_a_warning_not_a_failure(sandbox):
+    result = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=python3 -m no_such_runner_xyz",
+                    "phase2", "--check")
+    unit = steps(result)["phase2.unit-tests"]
+    assert unit["status"] == "warn" and "could not start" in unit["message"] and "not run" in unit["message"]
