@@ -1,8 +1,9 @@
 """phase1 — prepare: preflight, then vLLM running alone next to Ollama, proven to answer.
 
-Steps: GPU → runtime reachable → port free → Ollama answers → memory-fit verdict (before any
-download) → disk space → unload Ollama's chat model (only with consent) → start vLLM with tiered
-readiness, recording predicted vs actual KV cache. (Model download: not yet here.)
+Steps: GPU → system memory → runtime reachable → port free → Ollama answers → memory-fit verdict
+(before any download) → disk space → download (pinned, verified, resumable) → unload Ollama's chat
+model (only with consent) → start vLLM with tiered readiness, recording predicted vs actual KV cache
+→ a short benchmark of vLLM alone.
 """
 
 from __future__ import annotations
