@@ -24,20 +24,16 @@ from migrator import api  # noqa: E402
 from migrator.adapters import process  # noqa: E402
 from migrator.adapters.http import get  # noqa: E402
 from migrator.output import Output  # noqa: E402
-from migrator.rehearse import free_port, make_sandbox, wait_port  # noqa: E402
+from migrator.rehearse import free_port, make_sandbox, start_sandbox_servers  # noqa: E402
 
 
 def one_round(tmp: Path) -> tuple[float, float]:
     ports = {k: free_port() for k in ("ollama", "backend", "vllm")}
     root = tmp / f"p{time.monotonic_ns()}"
     make_sandbox(root, ports["ollama"], ports["backend"], ports["vllm"])
-    servers = [process.start_detached([sys.executable, "-m", "migrator.sim.ollama", "--port", str(ports["ollama"]),
-                                       "--preload"], tmp / "ollama.log", cwd=REPO),
-               process.start_detached([sys.executable, "-m", "migrator.sim.backend", "--env-file",
-                                       str(root / "docker" / ".env"), "--port", str(ports["backend"])],
-                                      tmp / "backend.log", cwd=REPO)]
+    servers: list = []
     try:
-        assert wait_port(ports["ollama"]) and wait_port(ports["backend"])
+        assert start_sandbox_servers(root, ports["ollama"], ports["backend"], tmp, servers)
         quiet = Output(quiet=True)
         settings = api.settings_for(root)
         api.run_phase("phase1", root, settings, quiet, options={"unload_ollama": True})

@@ -133,6 +133,13 @@ class Step:
     def rollback(self, ctx: Context) -> str:
         return NOTHING_TO_UNDO
 
+    def recorded_pass(self, ctx: Context) -> "Outcome | None":
+        """For steps whose only evidence is having run (a benchmark, a watch window): their earlier pass."""
+        done = ctx.ledger.step(self.id.split(".")[0], self.id)
+        if done.get("status") == "passed":
+            return Outcome.passed(done.get("message", ""), **done.get("measurements", {}))
+        return None
+
 
 @dataclass
 class Phase:

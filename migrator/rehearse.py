@@ -181,6 +181,21 @@ def _vllm_cpu_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port
         "backend:\n  wait_s: 10\n  chat_path: /chat\n")
 
 
+def start_sandbox_servers(root: Path, ollama_port: int, backend_port: int, logs: Path,
+                          started: list) -> bool:
+    """Start the Ollama stand-in (its model loaded) and the sandbox backend on loopback. Each handle is
+    appended to `started` as soon as it exists, so the caller stops them whatever happens next.
+    True once both accept connections."""
+    package_root = Path(__file__).resolve().parent.parent  # `python -m migrator…` works from here
+    started.append(process.start_detached(
+        [sys.executable, "-m", "migrator.sim.ollama", "--port", str(ollama_port), "--preload"],
+        logs / "ollama.log", cwd=package_root))
+    started.append(process.start_detached(
+        [sys.executable, "-m", "migrator.sim.backend", "--env-file", str(root / "docker" / ".env"),
+         "--port", str(backend_port)], logs / "backend.log", cwd=package_root))
+    return wait_port(ollama_port) and wait_port(backend_port)
+
+
 def user_files(root: Path) -> dict[str, str | None]:
     return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
             if p.is_file() and ".graphrag-migrate" not in p.parts}
@@ -206,13 +221,7 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None, ser
     started: list[process.ProcessHandle] = []
     quiet = Output(json_mode=True, quiet=True)
     try:
-        started.append(process.start_detached(
-            [sys.executable, "-m", "migrator.sim.ollama", "--port", str(ports["ollama"]), "--preload"],
-            logs / "ollama.log"))
-        started.append(process.start_detached(
-            [sys.executable, "-m", "migrator.sim.backend", "--env-file", str(root / "docker" / ".env"),
-             "--port", str(ports["backend"])], logs / "backend.log"))
-        if not (wait_port(ports["ollama"]) and wait_port(ports["backend"])):
+        if not start_sandbox_servers(root, ports["ollama"], ports["backend"], logs, started):
             result.add("sandbox", False, "the Ollama stand-in or the sandbox backend did not start")
             return result
         result.add("sandbox", True, "Ollama stand-in and sandbox backend (on Ollama) running")

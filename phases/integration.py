@@ -113,9 +113,9 @@ class IntegrationChecks(Step):
             session = f"graphrag-migrate-probe-{int(time.time())}"
             b = ctx.settings.backend
             first = _stream_text(url, {b.chat_message_field: "Remember the code word: orchid.",
-                                       b.chat_session_field: session}, keep_text=True)
+                                       b.chat_session_field: session})
             second = _stream_text(url, {b.chat_message_field: "What was the code word?",
-                                        b.chat_session_field: session}, keep_text=True)
+                                        b.chat_session_field: session})
             m.update(history_turn_statuses=[first[0], second[0]])
             if first[0] != 200 or second[0] != 200:
                 failures.append(f"multi-turn probe: HTTP {first[0]}, {second[0]}")
@@ -140,27 +140,21 @@ class IntegrationChecks(Step):
                               + (f"; {summary}" if summary else ""), **m)
 
 
-def _stream_text(url: str, body: dict, keep_text: bool = False) -> tuple:
-    """POST and read the streamed reply: (status, chunks received, ms to the first chunk[, text])."""
-    import http.client
-    from urllib.parse import urlsplit
+def _stream_text(url: str, body: dict) -> tuple[int | None, int, float | None, str]:
+    """POST and read the streamed reply: (status, chunks received, ms to the first chunk, text)."""
+    from migrator.adapters.http import _Failed, _open
 
-    parts = urlsplit(url)
     start = time.perf_counter()
     try:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-        conn.request("POST", parts.path, json.dumps(body).encode(), {"content-type": "application/json"})
-        resp = conn.getresponse()
-        chunks, first, text = 0, None, b""
-        while True:
-            piece = resp.read1(65536) if hasattr(resp, "read1") else resp.read(1024)
-            if not piece:
-                break
-            chunks += 1
-            text += piece if keep_text else b""
-            first = first or round((time.perf_counter() - start) * 1000, 1)
-        conn.close()
-        result = (resp.status, chunks, first)
-        return result + (text.decode("utf-8", errors="replace"),) if keep_text else result
-    except OSError:
-        return (None, 0, None, None) if keep_text else (None, 0, None)
+        conn, resp = _open("POST", url, 60, json.dumps(body).encode(), None)
+        try:
+            chunks, first, text = 0, None, b""
+            while piece := resp.read1(65536):
+                chunks += 1
+                text += piece
+                first = first or round((time.perf_counter() - start) * 1000, 1)
+        finally:
+            conn.close()
+        return resp.status, chunks, first, text.decode("utf-8", errors="replace")
+    except (_Failed, OSError):
+        return None, 0, None, ""

@@ -375,10 +375,10 @@ class StartVllm(Step):
         record: dict = {"runtime": v.runtime, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if v.runtime == "docker":
             ctx.docker.remove(v.container_name)  # an earlier, stopped attempt of ours
-            downloaded = ctx.resources.get("model")
-            spec = vllm_launch.container_spec(ctx.settings, ctx.project, include_secrets=True, downloaded=downloaded)
-            record.update({"container": v.container_name, "image": v.image,
-                           "command": vllm_launch.container_spec(ctx.settings, ctx.project, downloaded=downloaded)["command"]})
+            spec = vllm_launch.container_spec(ctx.settings, ctx.project, include_secrets=True,
+                                              downloaded=ctx.resources.get("model"))
+            # The command holds no secret (the API key goes in through the environment): safe to record.
+            record.update({"container": v.container_name, "image": v.image, "command": spec["command"]})
             ctx.resources["vllm"] = record
             ctx.ledger.save()  # record before starting: a crash right after still knows what to stop
             state = ctx.docker.run(**spec)
@@ -453,10 +453,7 @@ class Benchmark(Step):
     def check(self, ctx: Context) -> Outcome:
         if ctx.options.get("no_bench"):
             return Outcome.passed("skipped (--no-bench)")
-        done = ctx.ledger.step("phase1", self.id)
-        if done.get("status") == "passed" and done.get("measurements"):
-            return Outcome.passed("recorded earlier", **done["measurements"])
-        return Outcome.failed("not run yet")
+        return self.recorded_pass(ctx) or Outcome.failed("not run yet")
 
     def plan(self, ctx: Context) -> list[str]:
         return ["graphrag-migrate bench --requests 16 --concurrency 4 --output-tokens 32 (vLLM)"]

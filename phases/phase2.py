@@ -68,16 +68,20 @@ def _parse(path: Path) -> ast.Module | Outcome:
         return Outcome.failed(f"{path} does not parse (line {exc.lineno})", "fix the syntax error first")
 
 
-class SettingsFields(Step):
-    id = "phase2.settings"
-    title = "settings declare llm_backend, vllm_base_url, vllm_model"
-
-    @property
-    def read_only(self):  # type: ignore[override]
-        return not getattr(self, "scaffold", False)
+class _Scaffoldable(Step):
+    """A check that, with --scaffold, also writes what it finds missing."""
 
     def __init__(self, scaffold: bool = False):
         self.scaffold = scaffold
+
+    @property
+    def read_only(self):  # type: ignore[override]
+        return not self.scaffold
+
+
+class SettingsFields(_Scaffoldable):
+    id = "phase2.settings"
+    title = "settings declare llm_backend, vllm_base_url, vllm_model"
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
         b = ctx.settings.backend
@@ -174,16 +178,9 @@ class VllmChatModule(Step):
         return {self._path(ctx): text.encode()}
 
 
-class Requirement(Step):
+class Requirement(_Scaffoldable):
     id = "phase2.requirements"
     title = "langchain-openai is a dependency"
-
-    def __init__(self, scaffold: bool = False):
-        self.scaffold = scaffold
-
-    @property
-    def read_only(self):  # type: ignore[override]
-        return not self.scaffold
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
         b = ctx.settings.backend

@@ -159,10 +159,7 @@ class WatchProduction(Step):
     production = True
 
     def check(self, ctx: Context) -> Outcome:
-        done = ctx.ledger.step("phase4", self.id)
-        if done.get("status") == "passed":
-            return Outcome.passed(done.get("message", "watched"), **done.get("measurements", {}))
-        return Outcome.failed("not watched yet")
+        return self.recorded_pass(ctx) or Outcome.failed("not watched yet")
 
     def verify(self, ctx: Context) -> Outcome:
         return Outcome.passed()  # the window itself is the verification: apply's outcome says how it went
@@ -183,7 +180,8 @@ class WatchProduction(Step):
         server = OpenAIServer(f"http://{v.host}:{v.port}")
         backend_health = ctx.settings.project.backend_url.rstrip("/") + "/health"
         gates = [g for g in ctx.settings.gates if g.source == "metrics"]
-        start_scrape = server.metrics_text().body if server.metrics_text().ok else ""
+        first = server.metrics_text()
+        start_scrape = first.body if first.ok else ""
         start, probes, problem, measured = time.monotonic(), 0, "", {}
         ctx.out.info(f"watching production for {d.watch_s:g} s (Ctrl-C stops watching; rollback stays manual)")
         while True:

@@ -13,7 +13,7 @@ import pytest
 from migrator.adapters import process
 from migrator.config import Settings
 from migrator.harness import tiny_model, vllm_cpu
-from migrator.rehearse import free_port, make_sandbox, wait_port
+from migrator.rehearse import free_port, make_sandbox, start_sandbox_servers, wait_port
 from migrator.vllm_launch import wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,15 +74,7 @@ def sandbox(tmp_path, servers):
     backend_port = free_port()
     vllm_port = free_port()
     make_sandbox(root, ollama_port, backend_port, vllm_port)
-    handle = process.start_detached(
-        [sys.executable, "-m", "migrator.sim.ollama", "--port", str(ollama_port), "--preload"],
-        tmp_path / "logs" / "ollama.log", cwd=REPO)
-    servers.handles.append(handle)
-    handle = process.start_detached(
-        [sys.executable, "-m", "migrator.sim.backend", "--env-file", str(root / "docker" / ".env"),
-         "--port", str(backend_port)], tmp_path / "logs" / "backend.log", cwd=REPO)
-    servers.handles.append(handle)
-    assert wait_port(ollama_port) and wait_port(backend_port)
+    assert start_sandbox_servers(root, ollama_port, backend_port, tmp_path / "logs", servers.handles)
     yield root
     # vLLM started by a phase under test: stop it whatever the test did.
     from migrator.ledger import Ledger
