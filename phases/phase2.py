@@ -271,9 +271,8 @@ class ClientContract(Step):
             proc = subprocess.run([python, "-c", CONTRACT_SCRIPT, base + "/v1", ctx.settings.model.served_name,
                                    vllm_launch.api_key(ctx.settings) or ""],
                                   capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-        except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        except (FileNotFoundError, subprocess.TimeoutExpired):
             proc = None
-            reason = str(exc)
         if proc is not None and proc.returncode == 0:
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             if result["chunks"] >= 1:

@@ -1,7 +1,6 @@
 """Rollback from every state the migration can be left in (process runtime; Docker cases in test_docker)."""
 
 import json
-import threading
 
 from typer.testing import CliRunner
 

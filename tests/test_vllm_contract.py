@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from migrator.adapters import process
-from migrator.adapters.http import OpenAIServer
 from migrator.config import Settings
 from migrator.rehearse import free_port, wait_port
 from migrator.vllm_launch import wait_ready

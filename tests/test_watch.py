@@ -1,9 +1,7 @@
 """phase4's watch window: healthy production passes; vLLM dying or a metrics gate failing inside the
 window rolls back automatically and says which gate failed with its value."""
 
-import json
 import threading
-import time
 
 from typer.testing import CliRunner
 

@@ -194,7 +194,7 @@ class Compose:
             raise EnvironmentMissing(f"`docker compose {' '.join(args)}` did not finish in {timeout:.0f} s",
                                      "check `docker compose ps` and the daemon") from None
         if proc.returncode != 0 and _daemon_down(proc.stderr):
-            raise DockerUnavailable(f"docker compose could not reach the Docker daemon", _DOCKER_FIX)
+            raise DockerUnavailable("docker compose could not reach the Docker daemon", _DOCKER_FIX)
         return proc
 
     def services(self) -> list[str]:
