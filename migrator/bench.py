@@ -58,18 +58,28 @@ def load_prompts(path: Path) -> list[list[dict]]:
 def run(project: Path, settings: Settings, target: Target, spec: LoadSpec, prompts: list[list[dict]] | None,
         record: bool, progress=None) -> dict:
     check_safe(target, spec, settings)
-    summary = asyncio.run(run_load(target, spec, prompts, progress))
-    result = {"at": now_iso(), "target": {"url": target.url, "api": target.api, "model": target.model},
-              "spec": asdict(spec), **summary}
+    result = measure(target, spec, prompts, progress)
     if record:
         ledger = Ledger(project)
         with ledger.locked("graphrag-migrate bench"):
             ledger.load()
-            saved = ledger.root / "bench" / f"{time.strftime('%Y%m%dT%H%M%S')}-{target.api}.json"
-            atomic_write_bytes(saved, json.dumps(result, indent=2).encode())
-            ledger.state["resources"]["loadtest"] = {"at": result["at"], "target": result["target"],
-                                                     "metrics": summary["metrics"], "file": str(saved)}
-            ledger.save()
-            ledger.audit("bench", "loadtest", "ok", target=result["target"], metrics=summary["metrics"])
-        result["saved"] = str(saved)
+            result["saved"] = str(record_result(ledger, result))
     return result
+
+
+def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = None, progress=None) -> dict:
+    """One load test's result (no safety check, nothing recorded): the part phase4's staging shares."""
+    summary = asyncio.run(run_load(target, spec, prompts, progress))
+    return {"at": now_iso(), "target": {"url": target.url, "api": target.api, "model": target.model},
+            "spec": asdict(spec), **summary}
+
+
+def record_result(ledger: Ledger, result: dict, source: str = "bench") -> Path:
+    """Save a run under the ledger and make it the load test phase4's gates judge. The caller holds the lock."""
+    saved = ledger.root / "bench" / f"{time.strftime('%Y%m%dT%H%M%S')}-{source}-{result['target']['api']}.json"
+    atomic_write_bytes(saved, json.dumps(result, indent=2).encode())
+    ledger.state["resources"]["loadtest"] = {"at": result["at"], "target": result["target"], "source": source,
+                                             "metrics": result["metrics"], "file": str(saved)}
+    ledger.save()
+    ledger.audit(source, "loadtest", "ok", target=result["target"], metrics=result["metrics"])
+    return saved

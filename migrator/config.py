@@ -214,6 +214,27 @@ class BenchSettings:
 class DeploySettings:
     watch_s: float = _setting(300.0, _between(0, 86400), "how long phase4 watches production after the switch")
     probe_interval_s: float = _setting(5.0, _between(0.1, 3600), "seconds between probes while watching")
+    staging: str = _setting(
+        "auto", _choices("auto", "on", "off"),
+        "staging project before production: auto = when the backend and vLLM run under compose",
+    )
+    staging_project: str = _setting("", help="staging's compose project name; empty = production's project name + -staging")
+    staging_backend_url: str = _setting(
+        "http://127.0.0.1:18000", _url, "where the staging backend answers (its port goes into staging's env file)"
+    )
+    staging_port_variable: str = _setting(
+        "BACKEND_PORT", _matches(_ENVVAR_RE, "an environment variable name"),
+        "env variable your compose file reads for the backend's port (set to the staging port)",
+    )
+    staging_vllm: str = _setting(
+        "own", _choices("own", "production"),
+        "own: staging starts its own vLLM; production: staging's backend uses production's vLLM (one GPU)",
+    )
+    staging_vllm_port: int = _setting(18001, _between(1, 65535), "port of staging's own vLLM")
+    staging_requests: int = _setting(50, _between(1, 100000), "requests in staging's load test")
+    staging_concurrency: int = _setting(8, _between(1, 4096), "concurrent streams in staging's load test")
+    staging_output_tokens: int = _setting(64, _between(1, 32768), "output tokens per request in staging's load test")
+    keep_staging: bool = _setting(False, help="leave the staging project running after phase4 (rollback removes it)")
 
 
 @dataclass

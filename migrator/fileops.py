@@ -127,7 +127,7 @@ class FileWriter:
         self.ledger.audit(
             step, "write", "ok", file=rel,
             before_sha256=sha256_bytes(before) if before is not None else None,
-            after_sha256=sha256_bytes(data),
+            after_sha256=sha256_bytes(data), created_dir=record.get("created_dir"),
         )
         return change
 

@@ -280,6 +280,36 @@ class Ledger:
     def backup_path(self, rel: str) -> Path:
         return self.backups / rel.lstrip("/")
 
+    def files_from_audit(self) -> tuple[dict[str, dict], list[str]]:
+        """The `files` records rebuilt from the audit log, for a rollback whose state.json was lost: a
+        file's first logged write says whether it existed, its last what the tool wrote. A backup is used
+        only if its checksum is one the log recorded as a file's content before a write.
+        Returns (records, files left out because their backup is missing or does not match)."""
+        files: dict[str, dict] = {}
+        befores: dict[str, set] = {}
+        for entry in self.read_audit():
+            rel = entry.get("file")
+            if entry.get("action") != "write" or not rel:
+                continue
+            record = files.setdefault(rel, {"existed": entry.get("before_sha256") is not None,
+                                            "step": entry.get("step"), "recovered_from": "audit log"})
+            befores.setdefault(rel, set()).add(entry.get("before_sha256"))
+            record["written_sha256"] = entry.get("after_sha256")
+            if entry.get("created_dir"):
+                record.setdefault("created_dir", entry["created_dir"])
+        left_out = []
+        for rel, record in list(files.items()):
+            if not record["existed"]:
+                continue
+            backup = self.backup_path(rel)
+            digest = sha256_bytes(backup.read_bytes()) if backup.is_file() else None
+            if digest is None or digest not in befores[rel]:
+                left_out.append(rel)
+                del files[rel]
+                continue
+            record.update(backup=str(backup.relative_to(self.root)), original_sha256=digest)
+        return files, left_out
+
 
 def _user() -> str:
     try:

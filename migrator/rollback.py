@@ -3,8 +3,9 @@
 Order matters: the env file is fixed first (it needs nothing but the disk), then vLLM is stopped,
 then the backend is recreated so it reads the env file again, then Ollama's models come back, then
 both are probed. Each action is attempted even when an earlier one failed, and each says what it did
-or could not do. Works with state.json missing or corrupt (it then uses migrate.yaml alone), with the
-vLLM container gone, and with dockerd down (the env file is still fixed). Running it twice is safe.
+or could not do. Works with state.json missing or corrupt (the file records are rebuilt from the audit
+log and checked against the backups; the rest comes from migrate.yaml), with the vLLM container gone,
+and with dockerd down (the env file is still fixed). Running it twice is safe.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from migrator.engine import Context, Phase, rollback_phase
+from migrator.engine import NOTHING_TO_UNDO, Context, Phase, rollback_phase
 from migrator.envfile import EnvFile
 from migrator.errors import DockerUnavailable, EnvironmentMissing, ExitCode, MigrateError, StateCorrupt
 from migrator.ledger import now_iso, sha256_bytes
@@ -84,6 +85,14 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
         report.add("state", True, f"{exc.message}; set aside as {moved.name if moved else '-'}, "
                                   "rolling back from migrate.yaml alone")
 
+    if not state_ok:
+        recovered, left_out = ledger.files_from_audit()
+        ledger.state["files"] = recovered
+        if recovered or left_out:
+            report.add("file records", not left_out,
+                       f"{len(recovered)} rebuilt from the audit log"
+                       + (f"; not restorable (backup missing or not the logged original): {', '.join(left_out)}"
+                          if left_out else ""))
     if state_ok:
         for phase in reversed(phases):
             for step_id, result in rollback_phase(phase, ctx):
@@ -97,6 +106,8 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
             report.add(f"file {rel}", "missing" not in result, result)
     for created in ctx.writer.remove_created_dirs():
         report.add(f"directory {created}", True, "removed (graphrag-migrate created it; now empty)")
+    if _staging_may_run(ctx, state_ok):
+        _attempt(report, "remove staging", lambda: _remove_staging(ctx))
     _attempt(report, "stop vLLM", lambda: _stop_vllm(ctx, state_known=state_ok))
     _attempt(report, "recreate backend", lambda: _recreate_backend(ctx))
     _attempt(report, "reload Ollama models", lambda: _reload_ollama(ctx))
@@ -147,6 +158,21 @@ def _restore_env(ctx: Context) -> tuple[bool, str]:
     else:
         notes.append("LLM_BACKEND=ollama")
     return True, "; ".join(notes)
+
+
+def _staging_may_run(ctx: Context, state_known: bool) -> bool:
+    """phase4's staging project outlived its step's own rollback (recorded), or the state was lost."""
+    from phases import staging
+
+    return bool(ctx.resources.get("staging")) or (not state_known and staging.applies(ctx.settings))
+
+
+def _remove_staging(ctx: Context) -> tuple[bool, str]:
+    """Found by compose's project label: works without state and without compose files."""
+    from phases import staging
+
+    result = staging.teardown(ctx)
+    return True, "no staging project running" if result == NOTHING_TO_UNDO else result
 
 
 def _stop_vllm(ctx: Context, state_known: bool = True) -> tuple[bool, str]:

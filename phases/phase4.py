@@ -4,7 +4,8 @@ Monitoring: a Prometheus scrape config, alert rules (engine down, waiting queue 
 P99 TTFT over the gate) and a Grafana dashboard, rendered from templates and checked with the real
 `promtool` when it is installed. Gates with `source: bench` judge the recorded load test; gates with
 `source: metrics` judge vLLM's /metrics during the watch window, where a failure rolls back at once.
-(A separate staging compose project is not built yet.)
+Before the gates, staging (phases/staging.py) runs the integration checks and the load test on a separate
+compose project, so the gates judge a load test that never touched production.
 """
 
 from __future__ import annotations
@@ -216,4 +217,6 @@ class WatchProduction(Step):
 
 
 def build(settings: Settings, options: dict) -> Phase:
-    return Phase("phase4", "deploy", [Monitoring(), Gates(), WatchProduction()])
+    from phases.staging import Staging
+
+    return Phase("phase4", "deploy", [Monitoring(), Staging(), Gates(), WatchProduction()])

@@ -1,6 +1,8 @@
 """End to end on real Docker: phase1 starts the real vLLM-CPU container, phase3 hands it over to a compose
-service in its own file, the reference backend (LangChain ChatOpenAI) answers through it, and rollback
-returns everything to the Ollama stand-in with the user's files byte-identical."""
+service in its own file, the reference backend (LangChain ChatOpenAI) answers through it, phase4 stages the
+stack as a separate compose project (its own vLLM, backend, ports and env file) and runs the integration
+checks and load test there, and rollback — with state.json deleted — returns everything to the Ollama
+stand-in, staging removed, the user's files byte-identical."""
 
 import subprocess
 import time
@@ -13,6 +15,7 @@ from conftest import SESSION_TAG, reference_stack, tree_digest
 from migrator import api
 from migrator.adapters.docker import DockerRuntime
 from migrator.harness import tiny_model
+from migrator.ledger import Ledger
 from migrator.rehearse import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
@@ -27,7 +30,14 @@ def test_phase1_then_phase3_under_compose_then_rollback(tmp_path, servers, backe
         f"vllm:\n  runtime: docker\n  image: {vllm_image}\n  device: cpu\n  network_mode: host\n"
         f"  port: {port}\n  container_name: {name}\n  max_model_len: 512\n  extra_args: [--enforce-eager]\n"
         f"  startup_timeout_s: 240\n  stop_timeout_s: 20\n"
-        f"  hf_cache: {tmp_path / 'hf'}\n  vllm_cache: {tmp_path / 'vllm-cache'}\n")
+        f"  hf_cache: {tmp_path / 'hf'}\n  vllm_cache: {tmp_path / 'vllm-cache'}\n"
+        f"deploy:\n  watch_s: 2\n  probe_interval_s: 0.5\n  keep_staging: true\n  staging_requests: 16\n"
+        f"  staging_concurrency: 4\n  staging_output_tokens: 16\n"
+        f"  staging_backend_url: http://127.0.0.1:{free_port()}\n  staging_vllm_port: {free_port()}\n"
+        # CPU and a random model: the gates' plumbing is under test here, not this machine's speed.
+        "gates:\n  - {name: speed, metric: per_user_output_tokens_per_s, op: '>', threshold: 0}\n"
+        "  - {name: errors, metric: error_rate, op: '<=', threshold: 0}\n"
+        "  - {name: prod errors, metric: error_rate, op: '<', threshold: 0.05, source: metrics}\n")
     docker = DockerRuntime()
     # The stand-in says its model holds 1 GiB (not 20): this 24 GiB machine must fit the tiny model next to it.
     with reference_stack(tmp_path, servers, backend_image, ["--model-size", str(2**30)], settings_yaml) as (root, url):
@@ -54,12 +64,51 @@ def test_phase1_then_phase3_under_compose_then_rollback(tmp_path, servers, backe
                                 capture_output=True, text=True)
             assert set(ps.stdout.split()) == {"backend", "vllm"}
 
+            production_requests = _requests_served(port)
+            report = api.run_phase("phase4", root)
+            assert report.ok, [s.to_dict() for s in report.steps]
+            staged = next(s for s in report.steps if s.id == "phase4.staging")
+            project = staged.measurements["staging_project"]
+            assert project.endswith("-staging") and staged.measurements["integration_ttft_ms"] > 0
+            containers = docker.client.containers.list(filters={"label": f"com.docker.compose.project={project}"})
+            assert {c.labels["com.docker.compose.service"] for c in containers} == {"backend", "vllm"}
+            assert f"{name}-staging" in {c.name for c in containers}
+            state = Ledger(root).load()
+            loadtest = state["resources"]["loadtest"]
+            assert loadtest["source"] == "staging" and loadtest["metrics"]["error_rate"] == 0
+            assert f":{staged_vllm_port(root)}" in loadtest["target"]["url"]
+            # The load test and the checks went to staging: production's vLLM served no request meanwhile.
+            assert _requests_served(port) == production_requests
+            assert httpx.get(url + "/health").json()["llm_backend"] == "vllm"
+            staging_env = root / ".graphrag-migrate" / "staging" / "staging.env"
+            assert oct(staging_env.stat().st_mode & 0o777) == "0o600"
+
+            # The state is lost: rollback still finds the staging project by compose's label.
+            (root / ".graphrag-migrate" / "state.json").unlink()
             start = time.monotonic()
             rollback = api.rollback(root, wait_s=60)
             assert rollback.exit_code == 0, [a.to_dict() for a in rollback.actions]
+            assert not docker.client.containers.list(all=True,
+                                                     filters={"label": f"com.docker.compose.project={project}"})
+            assert not staging_env.exists()
             assert not docker.container(name).running
             assert httpx.get(url + "/health").json()["llm_backend"] == "ollama"
             assert tree_digest(root) == before  # docker-compose.vllm.yml removed, .env byte-identical
             assert time.monotonic() - start < 60
         finally:
             docker.remove(name)
+            for c in docker.client.containers.list(all=True, filters={"name": f"{name}-staging"}):
+                c.remove(force=True)
+
+
+def _requests_served(port: int) -> float:
+    from migrator import promql
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    return promql.total(promql.parse(text), "vllm:request_success_total")
+
+
+def staged_vllm_port(root) -> int:
+    from migrator.api import settings_for
+
+    return settings_for(root).deploy.staging_vllm_port

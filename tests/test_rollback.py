@@ -46,6 +46,7 @@ def test_rollback_twice_is_safe(sandbox):
 
 
 def test_rollback_with_corrupt_state_still_returns_to_ollama(sandbox):
+    before = tree_digest(sandbox)
     migrate(sandbox)
     state = sandbox / ".graphrag-migrate" / "state.json"
     state.write_text("{truncated")
@@ -60,6 +61,10 @@ def test_rollback_with_corrupt_state_still_returns_to_ollama(sandbox):
     stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
     assert "found on port" in stop["result"] and stop["result"].endswith("stopped")
     assert not json.loads(invoke("--project", str(sandbox), "--json", "status").stdout)["vllm"]["healthy"]
+    # The file records come back from the audit log: every user file as before the migration.
+    records = next(a for a in doc["actions"] if a["name"] == "file records")
+    assert records["ok"] and "rebuilt from the audit log" in records["result"]
+    assert tree_digest(sandbox) == before
 
 
 def test_hand_edited_env_file_keeps_the_edits(sandbox):
@@ -119,6 +124,7 @@ def test_rollback_never_stops_a_vllm_it_did_not_start(sandbox, servers):
 
 
 def test_rollback_with_deleted_state_still_stops_vllm(sandbox):
+    before = tree_digest(sandbox)
     migrate(sandbox)
     (sandbox / ".graphrag-migrate" / "state.json").unlink()
     result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
@@ -127,3 +133,20 @@ def test_rollback_with_deleted_state_still_stops_vllm(sandbox):
     assert any(a["name"] == "state" and "missing" in a["result"] for a in doc["actions"])
     stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
     assert "found on port" in stop["result"]
+    assert tree_digest(sandbox) == before  # restored from the backups the audit log names
+
+
+def test_deleted_state_and_a_tampered_backup_keeps_that_file_and_says_so(sandbox):
+    """A backup whose checksum the audit log never saw is not trusted: the file is left, the env still fixed."""
+    migrate(sandbox)
+    (sandbox / ".graphrag-migrate" / "state.json").unlink()
+    backup = sandbox / ".graphrag-migrate" / "backups" / "docker" / ".env"
+    backup.write_bytes(b"LLM_BACKEND=somewhere-else\n")
+    assert (sandbox / "docker" / "docker-compose.vllm.yml").exists()
+    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    doc = json.loads(result.stdout)
+    records = next(a for a in doc["actions"] if a["name"] == "file records")
+    assert not records["ok"] and "docker/.env" in records["result"] and result.exit_code == ExitCode.CHECK_FAILED
+    env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
+    assert env.get("LLM_BACKEND") == "ollama" and env.get("VLLM_MODEL")  # fixed, not overwritten by the backup
+    assert not (sandbox / "docker" / "docker-compose.vllm.yml").exists()  # created by the tool: removed

@@ -116,6 +116,21 @@ class DockerRuntime:
         self._call(c.remove, force=True)
         return "removed"
 
+    def remove_project(self, project: str, timeout: float) -> list[str]:
+        """Stop (SIGKILL after `timeout` s) and remove every container of one compose project, found by
+        compose's own label, so no compose file or state is needed. Returns "name: what happened" lines."""
+        listed = self._call(self.client.containers.list, all=True,
+                            filters={"label": f"com.docker.compose.project={project}"})
+        done = []
+        for c in listed:
+            stopped = self.stop(c.name, timeout)
+            done.append(f"{c.name}: {stopped}, {self.remove(c.name)}")
+        for network in self._call(self.client.networks.list,
+                                  filters={"label": f"com.docker.compose.project={project}"}):
+            self._call(network.remove)
+            done.append(f"network {network.name}: removed")
+        return done
+
     def run(self, **spec) -> ContainerState:
         c = self._call(self.client.containers.run, detach=True, **spec)
         return self.container(c.name)
