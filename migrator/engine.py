@@ -15,6 +15,7 @@ next step starts; a step is marked `applying` before its apply, so a crash leave
 from __future__ import annotations
 
 import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -272,7 +273,9 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
     record.pop("finished_at", None)
     ledger.save()
     ledger.audit(phase.name, "phase-start", "ok")
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGTERM ends a phase as Ctrl-C does; only the main thread may set handlers (the API runs in threads too).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     current: Step | None = None
     try:
         for step in phase.steps:
@@ -324,7 +327,8 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
             f"re-run `graphrag-migrate {phase.name}` to resume, or `graphrag-migrate rollback`",
         ) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(ctx: Context, phase: Phase, step: Step, report: PhaseReport, res: Outcome,

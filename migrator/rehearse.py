@@ -4,6 +4,11 @@ Builds a sandbox project (a GraphRAG-shaped backend tree, compose and env files)
 stand-in and the sandbox backend, then runs phase1 → phase2 → phase3 → phase4 → status → rollback
 against the vLLM simulator, and checks that rollback left every user file byte-identical.
 Everything it started is stopped at the end, whatever happened.
+
+`--runtime process` (default): every server is a local process. `--runtime docker`: the backend is a
+compose service and vLLM a container, then a compose service, as on the GB10 — so phase3's compose
+handover and phase4's staging project run for real (the stand-ins' image is built locally, in seconds,
+on the test base image).
 """
 
 from __future__ import annotations
@@ -111,10 +116,57 @@ class RehearsalResult:
         return {"ok": self.ok, "sandbox": self.sandbox, "stages": self.rows}
 
 
-def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int, server: str = "sim") -> None:
+SANDBOX_COMPOSE_DOCKER = """\
+# The user's stack (sandbox copy, rehearse --runtime docker): the backend as a compose service on the host
+# network, its port from the env file (staging sets its own). Ollama is the stand-in process on the host.
+services:
+  backend:
+    image: {image}
+    entrypoint: ["python3", "-m", "migrator.sim.backend"]
+    command: ["--port", "${{BACKEND_PORT:-8000}}"]
+    env_file: .env
+    network_mode: host
+    restart: unless-stopped
+"""
+
+
+def docker_names(root: Path) -> dict[str, str]:
+    """Compose project and container names of a docker sandbox: unique per sandbox, so rehearsals never meet."""
+    import hashlib
+
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    return {"project": f"graphrag-rehearsal-{tag}", "vllm": f"graphrag-rehearsal-{tag}-vllm"}
+
+
+def _docker_image(server: str) -> str:
+    """The stand-ins' image, built on the test base image (needs a reachable dockerd; debootstrap, once)."""
+    from migrator.adapters.docker import DockerRuntime
+    from migrator.errors import EnvironmentMissing
+
+    if server != "sim":
+        raise EnvironmentMissing("rehearse --runtime docker runs the vLLM simulator", "use --server sim with it")
+    DockerRuntime().ping()  # DockerUnavailable (exit 3) with the fix when no daemon answers
+    from migrator.harness import images
+
+    try:
+        return images.sim_image()
+    except (SystemExit, OSError, __import__("subprocess").CalledProcessError) as exc:
+        raise EnvironmentMissing(f"could not build the stand-ins' image ({exc})",
+                                 "python -m migrator.harness.images (needs debootstrap, as root, once)") from None
+
+
+def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int, server: str = "sim",
+                 image: str | None = None) -> None:
+    """The sandbox project; with `image` (the stand-ins' image), its backend and vLLM run under Docker."""
     (root / "docker").mkdir(parents=True)
     (root / "docker" / ".env").write_text(SANDBOX_ENV.format(ollama_port=ollama_port))
     (root / "docker" / "docker-compose.yml").write_text(SANDBOX_COMPOSE)
+    if image is not None:
+        names = docker_names(root)
+        env = (root / "docker" / ".env").read_text().replace("COMPOSE_PROJECT_NAME=graphrag-sandbox",
+                                                              f"COMPOSE_PROJECT_NAME={names['project']}")
+        (root / "docker" / ".env").write_text(env + f"BACKEND_PORT={backend_port}\n")
+        (root / "docker" / "docker-compose.yml").write_text(SANDBOX_COMPOSE_DOCKER.format(image=image))
     core = root / "backend" / "src" / "core"
     core.mkdir(parents=True)
     (core / "config.py").write_text(SANDBOX_CONFIG_PY)
@@ -126,6 +178,9 @@ def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int
     from migrator.harness.model_stub import write_metadata_only
 
     write_metadata_only(root / "models" / "Qwen2.5-32B-Instruct")
+    if image is not None:
+        (root / "migrate.yaml").write_text(_docker_sandbox_config(root, ollama_port, backend_port, vllm_port, image))
+        return
     (root / "migrate.yaml").write_text(
         "# made by graphrag-migrate rehearse: vLLM is the simulator, run as a local process\n"
         "project:\n"
@@ -149,6 +204,24 @@ def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int
         "backend:\n"
         "  wait_s: 10\n"
         "  chat_path: /chat\n"
+    )
+
+
+def _docker_sandbox_config(root: Path, ollama_port: int, backend_port: int, vllm_port: int, image: str) -> str:
+    names = docker_names(root)
+    return (
+        "# made by graphrag-migrate rehearse --runtime docker: the vLLM simulator in a container\n"
+        "project:\n  backend_runtime: compose\n"
+        f"  backend_url: http://127.0.0.1:{backend_port}\n"
+        "host:\n  assume_gpu_memory: 119GiB\n  assume_unified: true\n"
+        "model:\n  id: models/Qwen2.5-32B-Instruct\n  served_name: qwen2.5-32b-instruct\n  real_weights: false\n"
+        f"vllm:\n  runtime: docker\n  image: {image}\n  device: cpu\n  network_mode: host\n"
+        f"  port: {vllm_port}\n  container_name: {names['vllm']}\n  startup_timeout_s: 60\n  stop_timeout_s: 5\n"
+        f"  hf_cache: {root / '.cache' / 'huggingface'}\n  vllm_cache: {root / '.cache' / 'vllm'}\n"
+        f"ollama:\n  url: http://127.0.0.1:{ollama_port}\n"
+        "backend:\n  wait_s: 30\n  chat_path: /chat\n"
+        f"deploy:\n  staging_backend_url: http://127.0.0.1:{free_port()}\n  staging_vllm_port: {free_port()}\n"
+        "  staging_requests: 24\n  staging_concurrency: 4\n  staging_output_tokens: 32\n"
     )
 
 
@@ -190,10 +263,34 @@ def start_sandbox_servers(root: Path, ollama_port: int, backend_port: int, logs:
     started.append(process.start_detached(
         [sys.executable, "-m", "migrator.sim.ollama", "--port", str(ollama_port), "--preload"],
         logs / "ollama.log", cwd=package_root))
+    if (root / "migrate.yaml").read_text().find("backend_runtime: compose") >= 0:
+        import subprocess
+
+        from migrator.adapters.docker import compose_command
+
+        up = subprocess.run([*compose_command(), "up", "-d", "backend"], cwd=root / "docker",
+                            capture_output=True, text=True, timeout=120)
+        if up.returncode != 0:
+            logs.mkdir(parents=True, exist_ok=True)
+            (logs / "backend.log").write_text(up.stderr)
+            return False
+        return wait_port(ollama_port) and wait_port(backend_port, 30)
     started.append(process.start_detached(
         [sys.executable, "-m", "migrator.sim.backend", "--env-file", str(root / "docker" / ".env"),
          "--port", str(backend_port)], logs / "backend.log", cwd=package_root))
     return wait_port(ollama_port) and wait_port(backend_port)
+
+
+def remove_docker_sandbox(root: Path) -> list[str]:
+    """Every container a docker sandbox may have: its compose project, staging's, and vLLM's by name."""
+    from migrator.adapters.docker import DockerRuntime
+
+    names, docker = docker_names(root), DockerRuntime()
+    done = docker.remove_project(names["project"], 2) + docker.remove_project(f"{names['project']}-staging", 2)
+    for name in (names["vllm"], f"{names['vllm']}-staging"):
+        if docker.remove(name) == "removed":
+            done.append(f"{name}: removed")
+    return done
 
 
 def user_files(root: Path) -> dict[str, str | None]:
@@ -201,7 +298,9 @@ def user_files(root: Path) -> dict[str, str | None]:
             if p.is_file() and ".graphrag-migrate" not in p.parts}
 
 
-def rehearse(out: Output, keep: bool = False, directory: Path | None = None, server: str = "sim") -> RehearsalResult:
+def rehearse(out: Output, keep: bool = False, directory: Path | None = None, server: str = "sim",
+             runtime: str = "process") -> RehearsalResult:
+    image = _docker_image(server) if runtime == "docker" else None  # before anything is created
     root = Path(tempfile.mkdtemp(prefix="graphrag-rehearsal-")) if directory is None else directory
     if directory is not None:
         root.mkdir(parents=True, exist_ok=False)
@@ -212,7 +311,7 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None, ser
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # 1 GiB of KV cache: no RAM-fraction check on CPU
     try:
-        make_sandbox(root, ports["ollama"], ports["backend"], ports["vllm"], server)
+        make_sandbox(root, ports["ollama"], ports["backend"], ports["vllm"], server, image=image)
     except MigrateError:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -280,6 +379,8 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None, ser
     finally:
         for handle in started:
             process.stop(handle, 5)
+        if image is not None:
+            remove_docker_sandbox(root)
         try:  # a vLLM the run started and rollback did not stop (rollback failed or never ran)
             vllm = Ledger(root).read_state()["resources"].get("vllm", {})
         except MigrateError:

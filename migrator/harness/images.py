@@ -187,9 +187,43 @@ def backend_image() -> str:
     return tag
 
 
+SIM_FILES = ("__init__.py", "errors.py", "envfile.py", "sim/__init__.py", "sim/httpserver.py", "sim/vllm.py",
+             "sim/ollama.py", "sim/backend.py")
+SIM_DOCKERFILE = """\
+# graphrag-migrate's stand-ins (standard library only) on the test base image: the vLLM simulator by
+# default (vLLM's own flags, like vllm/vllm-openai), the sandbox backend with another entrypoint.
+FROM {base}
+COPY migrator /opt/graphrag-migrate/migrator
+ENV PYTHONPATH=/opt/graphrag-migrate PYTHONUNBUFFERED=1
+ENTRYPOINT ["python3", "-m", "migrator.sim.vllm"]
+"""
+
+
+def sim_image() -> str:
+    """The stand-ins as an image, for `rehearse --runtime docker` and the Docker fault tests: seconds to build."""
+    package = Path(__file__).resolve().parent.parent
+    files = {name: (package / name).read_text() for name in SIM_FILES}
+    base = base_image()
+    dockerfile = SIM_DOCKERFILE.format(base=base)
+    tag = f"graphrag-migrate-sim:{recipe_hash({'dockerfile': dockerfile, 'files': files})}"
+    if image_exists(tag):
+        _log(f"{tag} cached")
+        return tag
+    _log(f"building {tag}")
+    with tempfile.TemporaryDirectory(prefix="gm-image-") as ctx:
+        (Path(ctx) / "Dockerfile").write_text(dockerfile)
+        for name, text in files.items():
+            (Path(ctx) / "migrator" / name).parent.mkdir(parents=True, exist_ok=True)
+            (Path(ctx) / "migrator" / name).write_text(text)
+        subprocess.run(["docker", "build", "--network", "host", "-q", "-t", tag, ctx], check=True,
+                       stdout=subprocess.DEVNULL)
+    return tag
+
+
 def main() -> None:
     print(base_image())
     print(backend_image())
+    print(sim_image())
     if "--vllm" in sys.argv:
         print(vllm_cpu_image())
 

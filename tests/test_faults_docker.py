@@ -1,0 +1,151 @@
+"""Rollback under faults on real Docker (issue 7's matrix, its Docker half). The sandbox runs as on the GB10:
+the backend a compose service, vLLM (the simulator's image) a container that phase3 hands to compose, and
+phase4's staging project for real. Every case ends with the backend answering on Ollama, vLLM and staging
+gone, Ollama's model reloaded and every user file byte-identical to before the migration."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import REPO, tree_digest
+from dockercut import DockerCut
+from migrator import api
+from migrator.adapters.docker import DockerRuntime
+from migrator.adapters.http import OllamaServer, get
+from migrator.cli.main import app
+from migrator.envfile import EnvFile
+from migrator.errors import ExitCode, MigrateError
+from migrator.ledger import Ledger
+from migrator.rehearse import docker_names
+
+pytestmark = pytest.mark.docker
+HERE = os.path.dirname(__file__)
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def migrate(root) -> dict:
+    """phase1 (Ollama's model unloaded) and phase3: production on vLLM under compose."""
+    assert invoke("--project", str(root), "phase1", "--unload-ollama").exit_code == 0
+    result = invoke("--project", str(root), "phase3")
+    assert result.exit_code == 0, result.stderr
+    settings = api.settings_for(root)
+    assert get(settings.project.backend_url + "/health").body["llm_backend"] == "vllm"
+    return {"settings": settings, "names": docker_names(root), "docker": DockerRuntime()}
+
+
+def staging_containers(root) -> list:
+    project = docker_names(root)["project"] + "-staging"
+    return DockerRuntime().client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+
+
+def assert_back_on_ollama(root, before) -> None:
+    settings = api.settings_for(root)
+    assert tree_digest(root) == before
+    assert EnvFile.from_bytes((root / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
+    assert get(settings.project.backend_url + "/health").body["llm_backend"] == "ollama"
+    assert not DockerRuntime().container(docker_names(root)["vllm"]).running
+    assert not staging_containers(root)
+    loaded = OllamaServer(settings.ollama.url).loaded().body["models"]
+    assert [m["name"] for m in loaded] == ["qwen3:32b"]
+
+
+@pytest.mark.parametrize("step, when, extra", [
+    ("phase4.staging", "during-loadtest", []),  # staging's containers up, the CLI gone
+    ("phase4.staging", "after", ["--set", "deploy.keep_staging=true"]),
+    ("phase4.watch", "before", []),
+    ("phase4.watch", "after", []),
+])
+def test_kill_during_phase4_then_rollback_restores_everything(docker_sandbox, step, when, extra):
+    root = docker_sandbox
+    before = tree_digest(root)
+    migrate(root)
+    killed = subprocess.run(
+        [sys.executable, os.path.join(HERE, "killer.py"), step, when, "--", "--project", str(root),
+         "--set", "deploy.watch_s=1", "--set", "deploy.probe_interval_s=0.2", *extra, "phase4"],
+        cwd=REPO, capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": f"{REPO}:{HERE}"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    state = Ledger(root).read_state()
+    assert state["phases"]["phase4"]["status"] == "in_progress"  # the crash is visible
+    if step == "phase4.staging" and when != "before":
+        assert {c.status for c in staging_containers(root)} == {"running"}  # what rollback must clean up
+
+    rollback = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
+    doc = json.loads(rollback.stdout)
+    assert rollback.exit_code == 0, doc
+    if step == "phase4.staging" and when != "before":
+        assert any(a["name"] == "phase4.staging" and "removed" in a["result"] for a in doc["actions"])
+    assert_back_on_ollama(root, before)
+
+
+@pytest.mark.parametrize("fault", ["crashed", "hung"])
+def test_vllm_container_fault_during_the_watch_rolls_back_automatically(docker_sandbox, fault):
+    root = docker_sandbox
+    before = tree_digest(root)
+    env = migrate(root)
+    name = env["names"]["vllm"]
+    settings = api.settings_for(root, overrides={"deploy.watch_s": "60", "deploy.probe_interval_s": "0.2"})
+    outcome: dict = {}
+
+    def phase4():
+        try:
+            outcome["report"] = api.run_phase("phase4", root, settings)
+        except MigrateError as exc:
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=phase4)
+    runner.start()
+    deadline = time.monotonic() + 60
+    while Ledger(root).read_state()["phases"].get("phase4", {}).get("steps", {}).get(
+            "phase4.watch", {}).get("status") != "applying":
+        assert time.monotonic() < deadline and runner.is_alive(), outcome
+        time.sleep(0.1)
+    container = env["docker"].client.containers.get(name)
+    if fault == "crashed":  # dies and stays down (a crash loop restart cannot fix)
+        container.update(restart_policy={"Name": "no"})
+        os.kill(container.attrs["State"]["Pid"], signal.SIGKILL)
+    else:  # frozen: the port accepts, nothing answers
+        container.pause()
+    runner.join(120)
+    assert not runner.is_alive()
+    assert "error" in outcome and outcome["error"].exit_code == ExitCode.CHECK_FAILED
+    watch = Ledger(root).read_state()["phases"]["phase4"]["steps"]["phase4.watch"]
+    assert "vLLM health" in watch["message"] and "rolled back automatically (back on Ollama)" in watch["message"]
+    assert_back_on_ollama(root, before)
+
+
+def test_dockerd_gone_mid_rollback_then_back_and_rollback_again(docker_sandbox, tmp_path, monkeypatch):
+    root = docker_sandbox
+    before = tree_digest(root)
+    env = migrate(root)
+    name = env["names"]["vllm"]
+    # dockerd "stops" the moment rollback asks it to stop a container (vLLM): the request never arrives.
+    cut = DockerCut(str(tmp_path / "docker.sock"), b"/stop").start()
+    monkeypatch.setenv("DOCKER_HOST", cut.docker_host)
+    first = invoke("--project", str(root), "--json", "rollback", "--wait", "5")
+    doc = json.loads(first.stdout)
+    assert cut.cut_seen.is_set()
+    assert first.exit_code == ExitCode.ENVIRONMENT, doc
+    actions = {a["name"]: a for a in doc["actions"]}
+    assert actions["env file"]["ok"]  # fixed first: it needs only the disk
+    assert actions["stop vLLM"]["environment"] and "Docker daemon" in actions["stop vLLM"]["result"]
+    assert EnvFile.from_bytes((root / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
+    monkeypatch.delenv("DOCKER_HOST")
+    assert env["docker"].container(name).running  # the stop never reached dockerd
+
+    cut.restore()  # dockerd is back
+    monkeypatch.setenv("DOCKER_HOST", cut.docker_host)
+    second = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
+    assert second.exit_code == 0, second.stdout
+    monkeypatch.delenv("DOCKER_HOST")
+    cut.cut()
+    assert_back_on_ollama(root, before)
