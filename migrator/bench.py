@@ -83,3 +83,81 @@ def record_result(ledger: Ledger, result: dict, source: str = "bench") -> Path:
     ledger.save()
     ledger.audit(source, "loadtest", "ok", target=result["target"], metrics=result["metrics"])
     return saved
+
+
+# ---- capacity: the users-served search, and Ollama against vLLM ----------------------------------------
+# The plan's predictions the comparison is shown next to (§2.3, §3.1, §3.2, §7.1, §10.1).
+PLAN = {
+    "realtime_users": {"ollama": "1–2", "vllm": "5–10 (gate: > 10)"},
+    "wait_users": {"ollama": "—", "vllm": "—"},
+}
+
+
+def slo_of(settings: Settings):
+    from migrator.capacity import Slo
+
+    b = settings.bench
+    return Slo(ttft_ms=b.slo_ttft_ms, tokens_per_s=b.slo_tokens_per_s, e2e_s=b.slo_e2e_s, fraction=b.slo_fraction)
+
+
+def run_sweep(project: Path, settings: Settings, target: Target, spec: LoadSpec, prompts: list[list[dict]] | None,
+              record: bool, label: str, on_probe=None) -> dict:
+    """`bench --sweep`: the users-served search against one server, recorded for status and the gates."""
+    from migrator import capacity
+
+    b = settings.bench
+    biggest = capacity.requests_for(b.sweep_max_users, spec.turns, b.sweep_min_requests)
+    check_safe(target, LoadSpec(requests=biggest), settings)
+    found = capacity.sweep(target, spec, slo_of(settings), b.sweep_max_users, b.sweep_min_requests, prompts, on_probe)
+    result = {"at": now_iso(), "label": label,
+              "target": {"url": target.url, "api": target.api, "model": target.model}, **found}
+    if record:
+        ledger = Ledger(project)
+        with ledger.locked("graphrag-migrate bench --sweep"):
+            ledger.load()
+            saved = ledger.root / "bench" / f"{time.strftime('%Y%m%dT%H%M%S')}-sweep-{label}.json"
+            atomic_write_bytes(saved, json.dumps(result, indent=2).encode())
+            ledger.state["resources"].setdefault("capacity", {})[label] = {
+                "at": result["at"], "target": result["target"], "metrics": result["metrics"],
+                "capacity": result["capacity"], "file": str(saved)}
+            ledger.save()
+            ledger.audit("bench", "sweep", "ok", target=result["target"], metrics=result["metrics"])
+        result["saved"] = str(saved)
+    return result
+
+
+def replace_spec(spec: LoadSpec, target: Target) -> LoadSpec:
+    """The same load for another server: ignore_eos only where the API honours it (OpenAI; not Ollama's)."""
+    import dataclasses
+
+    return dataclasses.replace(spec, ignore_eos=target.api == "openai")
+
+
+def _ratio(a, b) -> float | None:
+    return round(b / a, 2) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else None
+
+
+def _first(probes: list[dict], key: str, stat: str):
+    return probes[0][key][stat] if probes and probes[0].get(key) else None
+
+
+def comparison(ollama: dict, vllm: dict) -> list[dict]:
+    """The side-by-side table: one row per figure, Ollama | vLLM | ratio | the plan's prediction."""
+    rows = []
+
+    def row(name: str, a, b, plan_key: str | None = None, unit: str = "") -> None:
+        plan = PLAN.get(plan_key or "", {})
+        rows.append({"figure": name, "unit": unit, "ollama": a, "vllm": b, "ratio": _ratio(a, b),
+                     "plan_ollama": plan.get("ollama"), "plan_vllm": plan.get("vllm")})
+
+    for scenario, name in (("realtime", "real-time users"), ("wait", "users within the 30-second SLO")):
+        a, b = ollama["capacity"][scenario], vllm["capacity"][scenario]
+        row(name, a["users"], b["users"], f"{scenario}_users", "users")
+        row(f"goodput at {name}", a["goodput_rps"], b["goodput_rps"], unit="req/s")
+    row("TTFT median, 1 user", _first(ollama["probes"], "ttft_ms", "median"),
+        _first(vllm["probes"], "ttft_ms", "median"), unit="ms")
+    row("output speed per user, 1 user", ollama["probes"][0]["per_user_output_tokens_per_s"] if ollama["probes"] else None,
+        vllm["probes"][0]["per_user_output_tokens_per_s"] if vllm["probes"] else None, unit="tok/s")
+    peak = lambda r: max((p["output_tokens_per_s"] or 0 for p in r["probes"]), default=None)  # noqa: E731
+    row("peak output throughput", peak(ollama), peak(vllm), unit="tok/s")
+    return rows

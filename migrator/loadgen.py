@@ -38,6 +38,7 @@ class RequestResult:
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     error: str = ""  # kind: refused | http_4xx | http_5xx | disconnect | timeout | protocol
+    text: list[str] | None = None  # the answer's pieces, kept only when the next turn sends it back (history)
 
     @property
     def ttft_s(self) -> float | None:
@@ -172,12 +173,12 @@ async def _read_body_chunks(reader: asyncio.StreamReader, headers: dict[str, str
 
 
 async def send_one(conn: Connection, target: Target, messages: list[dict], max_tokens: int,
-                   ignore_eos: bool, timeout: float) -> RequestResult:
+                   ignore_eos: bool, timeout: float, keep_text: bool = False) -> RequestResult:
     path, body = target.request(messages, max_tokens, ignore_eos)
     head = (f"POST {path} HTTP/1.1\r\nHost: {conn.host}:{conn.port}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\n"
             + (f"authorization: Bearer {target.api_key}\r\n" if target.api_key else "") + "\r\n").encode()
-    result = RequestResult(ok=False, start_ns=time.perf_counter_ns())
+    result = RequestResult(ok=False, start_ns=time.perf_counter_ns(), text=[] if keep_text else None)
     try:
         await asyncio.wait_for(_exchange(conn, target, head + body, result), timeout)
     except asyncio.TimeoutError:
@@ -249,14 +250,20 @@ def _handle_line(api: str, line: bytes, now: int, result: RequestResult) -> bool
             result.prompt_tokens = chunk["usage"].get("prompt_tokens")
             result.output_tokens = chunk["usage"].get("completion_tokens")
         for choice in chunk.get("choices") or []:
-            if (choice.get("delta") or {}).get("content"):
+            content = (choice.get("delta") or {}).get("content")
+            if content:
                 result.first_token_ns = result.first_token_ns or now
                 result.chunk_ns.append(now)
+                if result.text is not None:
+                    result.text.append(content)
         return False
     obj = json.loads(line)
-    if (obj.get("message") or {}).get("content") or obj.get("response"):
+    content = (obj.get("message") or {}).get("content") or obj.get("response")
+    if content:
         result.first_token_ns = result.first_token_ns or now
         result.chunk_ns.append(now)
+        if result.text is not None:
+            result.text.append(content)
     if obj.get("done"):
         result.prompt_tokens = obj.get("prompt_eval_count")
         result.output_tokens = obj.get("eval_count")
@@ -282,10 +289,22 @@ class LoadSpec:
     timeout_s: float = 120.0
     warmup: int = 1
     seed: int = 0
+    users: int | None = None  # users instead of streams: turn, think, next turn with the history
+    turns: int = 1  # turns per conversation (a user starts a new one after the last)
+    think_s: float = 0.0  # mean reading time between a user's turns (uniform 0.5–1.5 × this)
 
 
 async def run_load(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = None,
                    on_progress=None) -> dict:
+    """One run, summarised, with its trust checks."""
+    results, wall = await execute(target, spec, prompts, on_progress)
+    return summarize_run(results, wall, spec)
+
+
+async def execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = None,
+                  on_progress=None, should_stop=None) -> tuple[list[RequestResult], float]:
+    """One run: every request's timeline and the wall time. `should_stop(results)` ends it early
+    (checked before each new request)."""
     parts = urlsplit(target.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     prompt_at = (lambda i: prompts[i % len(prompts)]) if prompts else (
@@ -301,11 +320,37 @@ async def run_load(target: Target, spec: LoadSpec, prompts: list[list[dict]] | N
     issued = 0
 
     def more() -> bool:
+        if should_stop is not None and should_stop(results):
+            return False
         if deadline is not None:
             return time.perf_counter() < deadline and issued < (spec.requests or 10**9)
         return issued < spec.requests
 
-    if spec.rate:
+    if spec.users:
+        async def user(u: int) -> None:
+            nonlocal issued
+            conn, rng, history, turn = Connection(host, port), random.Random(spec.seed * 7919 + u), [], 0
+            while more():
+                if turn % spec.turns == 0:
+                    history = []  # a new conversation
+                i = issued
+                issued += 1
+                messages = history + prompt_at(i)
+                r = await send_one(conn, target, messages, spec.output_tokens, spec.ignore_eos, spec.timeout_s,
+                                   keep_text=spec.turns > 1)
+                results.append(r)
+                if on_progress:
+                    on_progress(results)
+                turn += 1
+                if spec.turns > 1:
+                    history = messages + [{"role": "assistant", "content": "".join(r.text or [])}]
+                    r.text = None  # kept for the next turn only
+                if spec.think_s and more():
+                    await asyncio.sleep(spec.think_s * rng.uniform(0.5, 1.5))
+            conn.close()
+
+        await asyncio.gather(*(user(u) for u in range(spec.users)))
+    elif spec.rate:
         rng = random.Random(spec.seed)
         pool: list[Connection] = []
         tasks = []
@@ -343,8 +388,13 @@ async def run_load(target: Target, spec: LoadSpec, prompts: list[list[dict]] | N
             conn.close()
 
         await asyncio.gather(*(worker() for _ in range(spec.concurrency or 1)))
-    wall = time.perf_counter() - start
-    summary = summarize(results, wall, spec.concurrency if not spec.rate else None)
+    return results, time.perf_counter() - start
+
+
+def summarize_run(results: list[RequestResult], wall: float, spec: LoadSpec) -> dict:
+    summary = summarize(results, wall, spec.concurrency if not spec.rate and not spec.users else None)
+    if spec.users:
+        summary.update(target_users=spec.users, turns=spec.turns, think_s=spec.think_s)
     # Trust checks before a number is believed: the server's own counts against what was asked.
     asked = spec.output_tokens
     short = [r for r in results if r.ok and spec.ignore_eos and r.output_tokens is not None and r.output_tokens != asked]
@@ -353,6 +403,6 @@ async def run_load(target: Target, spec: LoadSpec, prompts: list[list[dict]] | N
         "note": ("the server ignored max_tokens/ignore_eos for some requests (Ollama's /v1 ignores ignore_eos)"
                  if short else ""),
     }
-    if spec.concurrency and summary.get("achieved_concurrency") is not None and not spec.rate:
+    if spec.concurrency and summary.get("achieved_concurrency") is not None and not spec.rate and not spec.users:
         summary["trust"]["concurrency_ratio"] = round(summary["achieved_concurrency"] / spec.concurrency, 3)
     return summary

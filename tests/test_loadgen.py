@@ -97,7 +97,7 @@ def test_bench_records_for_phase4_and_refuses_other_hosts(sandbox, servers):
     assert loadtest["metrics"]["ttft_p99_ms"] == doc["metrics"]["ttft_p99_ms"]
     gates = runner.invoke(app, ["--project", str(sandbox), "--json", "phase4", "--check"], catch_exceptions=False)
     step = {s["id"]: s for s in json.loads(gates.stdout)["steps"]}["phase4.gates"]
-    assert "realtime_users not measured" in step["message"]  # the sweep is not built yet: said, not faked
+    assert "realtime_users not measured (run `graphrag-migrate bench --sweep`)" in step["message"]  # said, not faked
     assert step["measurements"]["ttft_p99_ms"] == doc["metrics"]["ttft_p99_ms"]
     refused = runner.invoke(app, ["--project", str(sandbox), "bench", "--url", "http://10.1.2.3:8000"],
                             catch_exceptions=False)

@@ -112,9 +112,16 @@ def bench(
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="JSONL of {prompt} or {messages}.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds one request may take.")] = 120.0,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Save the result in the ledger (phase4's gates read it).")] = True,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Find how many users the server serves at the SLOs (double, then bisect).")] = False,
+    compare: Annotated[bool, typer.Option("--compare", help="--sweep both Ollama and vLLM from migrate.yaml, side by side, with a report.")] = False,
+    max_users: Annotated[Optional[int], typer.Option("--max-users", help="Sweep limit [default: bench.sweep_max_users].")] = None,
+    turns: Annotated[Optional[int], typer.Option("--turns", help="Turns per user conversation [default: bench.turns].")] = None,
+    think: Annotated[Optional[float], typer.Option("--think", help="Seconds a user reads before the next turn [default: bench.think_s].")] = None,
 ) -> None:
     """Load-test vLLM or Ollama: TTFT, ITL, TPOT, E2E (mean, median, p90, p95, p99), tokens/s, errors.
 
+    --sweep finds the users served in real time and within 30 s; --compare does that for Ollama and
+    vLLM and writes report.html (and report.png with matplotlib) next to the saved results.
     Touches: sends bounded load to the server (loopback, or hosts in bench.allowed_hosts); with
     --record (default) writes .graphrag-migrate/bench/*.json and the ledger.
     """
@@ -137,6 +144,32 @@ def bench(
             last[0] = time.monotonic()
             app_state.out.info(f"  {len(results)} requests done")
 
+    if sweep or compare:
+        if max_users is not None:
+            settings.bench.sweep_max_users = max_users
+        spec.turns = turns or settings.bench.turns
+        spec.think_s = settings.bench.think_s if think is None else think
+
+        def on_probe(p) -> None:
+            app_state.out.info(f"  {p['users']} users: TTFT p99 {p['ttft_ms']['p99'] or 0:.0f} ms, "
+                               f"{p['per_user_output_tokens_per_s'] or 0:.1f} tok/s per user, real-time met "
+                               f"{p['realtime']['fraction']:.0%}, 30 s met {p['wait']['fraction']:.0%}")
+
+        runs = {}
+        targets = [("ollama", core.default_target(settings, "ollama")), ("vllm", core.default_target(settings, "vllm"))] \
+            if compare else [(backend, target)]
+        for label, t in targets:
+            app_state.out.info(f"sweep {label} at {t.url} ({t.model})")
+            runs[label] = core.run_sweep(app_state.project, settings, t, core.replace_spec(spec, t), loaded,
+                                         record, label, on_probe)
+        rows = core.comparison(runs["ollama"], runs["vllm"]) if compare else None
+        from migrator import report
+        from migrator.ledger import Ledger
+
+        directory = Ledger(app_state.project).root / "bench" / f"{time.strftime('%Y%m%dT%H%M%S')}-report"
+        written = report.write(directory, runs, rows, runs[targets[0][0]]["slo"])
+        render.capacity_report(app_state.out, runs, rows, written)
+        exit_with(0 if all(p["completed"] for r in runs.values() for p in r["probes"]) else 1)
     result = core.run(app_state.project, settings, target, spec, loaded, record, progress)
     render.bench_report(app_state.out, result)
     exit_with(0 if result["completed"] else 1)

@@ -125,3 +125,32 @@ def bench_report(out: Output, result) -> None:
             console.print(f"saved: {result['saved']}")
 
     out.data(result, render)
+
+
+def capacity_report(out: Output, runs: dict, rows: list | None, written: dict) -> None:
+    def render(console):
+        for label, run in runs.items():
+            table = _table(f"{label} at {run['target']['url']} — users served", "users", "TTFT p50", "TTFT p99",
+                           "E2E p99", "tok/s/user", "real-time met", "30 s met", "goodput")
+            for p in run["probes"]:
+                f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+                table.add_row(str(p["users"]), f(p["ttft_ms"]["median"]), f(p["ttft_ms"]["p99"]), f(p["e2e_ms"]["p99"]),
+                              f(p["per_user_output_tokens_per_s"]), f"{p['realtime']['fraction']:.0%}",
+                              f"{p['wait']['fraction']:.0%}", f(p["realtime"]["goodput_rps"]))
+            console.print(table)
+            for scenario, name in (("realtime", "real-time users"), ("wait", "users within 30 s")):
+                c = run["capacity"][scenario]
+                upper = "?" if c["ci"][1] is None else c["ci"][1]
+                console.print(f"{name}: {'≥ ' if c['at_least'] else ''}{c['users']} "
+                              f"(90 % interval {c['ci'][0]}–{upper})")
+        if rows:
+            table = _table("Ollama vs vLLM", "figure", "Ollama", "vLLM", "ratio", "plan: Ollama", "plan: vLLM")
+            cell = lambda v: "-" if v is None else (f"{v:g}" if isinstance(v, (int, float)) else str(v))  # noqa: E731
+            for r in rows:
+                table.add_row(f"{r['figure']} ({r['unit']})", cell(r["ollama"]), cell(r["vllm"]), cell(r["ratio"]),
+                              cell(r["plan_ollama"]), cell(r["plan_vllm"]))
+            console.print(table)
+        console.print("report: " + ", ".join(written.values())
+                      + ("" if "png" in written else " (PNG needs matplotlib: pip install 'graphrag-migrate[report]')"))
+
+    out.data({"runs": runs, "comparison": rows, "report": written}, render)
