@@ -56,9 +56,9 @@ def load_prompts(path: Path) -> list[list[dict]]:
 
 
 def run(project: Path, settings: Settings, target: Target, spec: LoadSpec, prompts: list[list[dict]] | None,
-        record: bool, progress=None) -> dict:
+        record: bool, progress=None, calibrate: bool = True) -> dict:
     check_safe(target, spec, settings)
-    result = measure(target, spec, prompts, progress)
+    result = measure(target, spec, prompts, progress, calibrate)
     if record:
         ledger = Ledger(project)
         with ledger.locked("graphrag-migrate bench"):
@@ -67,9 +67,24 @@ def run(project: Path, settings: Settings, target: Target, spec: LoadSpec, promp
     return result
 
 
-def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = None, progress=None) -> dict:
-    """One load test's result (no safety check, nothing recorded): the part phase4's staging shares."""
-    summary = asyncio.run(run_load(target, spec, prompts, progress))
+def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = None, progress=None,
+            calibrate: bool = True) -> dict:
+    """One load test's result (no safety check, nothing recorded): the part phase4's staging shares.
+    With `calibrate`, the client's own overhead at this concurrency is measured first (about a second)."""
+    from migrator import loadgen
+
+    from migrator.scrape import Scraper, split_ttft
+
+    calibration = loadgen.calibrate(spec.concurrency or spec.users or 8, spec.output_tokens) if calibrate else None
+    with Scraper(target.url, target.api, target.api_key) as scraper:
+        summary = asyncio.run(run_load(target, spec, prompts, progress))
+    summary["server"] = scraper.report()
+    split = split_ttft(summary["ttft_ms"]["median"], summary["server"])
+    if split:
+        summary["ttft_split"] = split
+    if calibration is not None:
+        summary["calibration"] = calibration
+        summary["trust"]["client_overhead_ms"] = calibration.get("overhead_ms")
     return {"at": now_iso(), "target": {"url": target.url, "api": target.api, "model": target.model},
             "spec": asdict(spec), **summary}
 
@@ -79,7 +94,8 @@ def record_result(ledger: Ledger, result: dict, source: str = "bench") -> Path:
     saved = ledger.root / "bench" / f"{time.strftime('%Y%m%dT%H%M%S')}-{source}-{result['target']['api']}.json"
     atomic_write_bytes(saved, json.dumps(result, indent=2).encode())
     ledger.state["resources"]["loadtest"] = {"at": result["at"], "target": result["target"], "source": source,
-                                             "metrics": result["metrics"], "file": str(saved)}
+                                             "metrics": result["metrics"], "trust": result.get("trust", {}),
+                                             "file": str(saved)}
     ledger.save()
     ledger.audit(source, "loadtest", "ok", target=result["target"], metrics=result["metrics"])
     return saved
@@ -160,4 +176,46 @@ def comparison(ollama: dict, vllm: dict) -> list[dict]:
         vllm["probes"][0]["per_user_output_tokens_per_s"] if vllm["probes"] else None, unit="tok/s")
     peak = lambda r: max((p["output_tokens_per_s"] or 0 for p in r["probes"]), default=None)  # noqa: E731
     row("peak output throughput", peak(ollama), peak(vllm), unit="tok/s")
+    return rows
+
+
+# ---- bench --diff: two saved runs side by side --------------------------------------------------------
+DIFF_FIGURES = [  # (label, path into a saved result, True when higher is better)
+    ("TTFT median (ms)", ("ttft_ms", "median"), False), ("TTFT p99 (ms)", ("ttft_ms", "p99"), False),
+    ("ITL mean (ms)", ("itl_ms", "mean"), False), ("TPOT median (ms)", ("tpot_ms", "median"), False),
+    ("E2E p99 (ms)", ("e2e_ms", "p99"), False), ("output tok/s", ("output_tokens_per_s",), True),
+    ("requests/s", ("requests_per_s",), True), ("tok/s per user", ("per_user_output_tokens_per_s",), True),
+    ("error rate", ("metrics", "error_rate"), False),
+    ("real-time users", ("metrics", "realtime_users"), True), ("users within 30 s", ("metrics", "wait_users"), True),
+    ("goodput (req/s)", ("metrics", "goodput_rps"), True),
+]
+
+
+def load_saved(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist", "give two files saved under .graphrag-migrate/bench/") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not a saved bench result ({exc})", "give a .json file `bench` saved") from None
+    if not isinstance(doc, dict) or "target" not in doc:
+        raise ConfigError(f"{path} is not a saved bench result", "give a .json file `bench` saved")
+    return doc
+
+
+def diff_runs(a: dict, b: dict) -> list[dict]:
+    """Each figure both runs have: A, B, the change in percent, and whether B is better."""
+    def pick(doc: dict, path: tuple):
+        for key in path:
+            doc = doc.get(key) if isinstance(doc, dict) else None
+        return doc if isinstance(doc, (int, float)) else None
+
+    rows = []
+    for label, path, higher_better in DIFF_FIGURES:
+        va, vb = pick(a, path), pick(b, path)
+        if va is None and vb is None:
+            continue
+        change = round((vb - va) / va * 100, 1) if va and vb is not None else None
+        better = None if va is None or vb is None or va == vb else (vb > va) == higher_better
+        rows.append({"figure": label, "a": va, "b": vb, "change_pct": change, "b_better": better})
     return rows

@@ -178,6 +178,10 @@ class VllmSettings:
     enable_chunked_prefill: bool = _setting(True, help="pass --enable-chunked-prefill")
     tensor_parallel_size: int = _setting(1, _between(1, 64), "vLLM --tensor-parallel-size")
     extra_args: list = _setting_list(list, "more vLLM arguments, one list item each")
+    cpuset: str = _setting(
+        "", _matches(re.compile(r"^$|^\d+(-\d+)?(,\d+(-\d+)?)*$"), "a CPU list such as 0-15 or 0,2,4"),
+        "CPUs vLLM may run on (Linux list, e.g. 0-15); empty = all. Keeps its busy-polling off the cores others need",
+    )
     api_key_env: str = _setting(
         "",
         lambda v: None if v == "" or _ENVVAR_RE.match(str(v)) else "an environment variable name",

@@ -95,6 +95,7 @@ def summarize(results: list[RequestResult], wall_s: float, target_concurrency: i
         "requests_per_s": round(len(ok) / wall_s, 3) if wall_s else None,
         "per_user_output_tokens_per_s": percentiles([1 / t for t in tpots])["median"] if tpots else None,
         "achieved_concurrency": round(busy / wall_s, 2) if wall_s else None,
+        "sustained_concurrency": sustained_concurrency(results, target_concurrency),
     }
     if target_concurrency:
         summary["target_concurrency"] = target_concurrency
@@ -108,6 +109,35 @@ def summarize(results: list[RequestResult], wall_s: float, target_concurrency: i
         "error_rate": round((len(results) - len(ok)) / len(results), 4) if results else None,
     }
     return summary
+
+
+def progress_line(results: list[RequestResult], in_flight: int, now_ns: int | None = None,
+                  window_s: float = 5.0) -> str:
+    """The live line on stderr: requests done and in flight, TTFT and tokens/s over the last seconds."""
+    now = time.perf_counter_ns() if now_ns is None else now_ns
+    recent = [r for r in results if r.ok and r.end_ns >= now - window_s * 1e9]
+    ttfts = [r.ttft_s for r in recent if r.ttft_s is not None]
+    tokens = sum(r.output_tokens or 0 for r in recent)
+    errors = sum(1 for r in results if not r.ok)
+    ttft = f"TTFT p50 {statistics.median(ttfts) * 1000:.0f} ms" if ttfts else "TTFT -"
+    return (f"{len(results)} done, {in_flight} in flight; last {window_s:g} s: {ttft}, {tokens / window_s:.0f} tok/s"
+            + (f"; {errors} errors" if errors else ""))
+
+
+def sustained_concurrency(results: list[RequestResult], concurrency: int | None = None) -> float | None:
+    """Requests in flight, time-averaged from the first start until the generator could no longer keep
+    every stream busy — the moment the first stream ran out of work (the `concurrency`-th latest end),
+    or without a concurrency the last start: whether it kept the concurrency asked for, leaving out the
+    run's ramp-down."""
+    if len(results) < 2:
+        return None
+    t0 = min(r.start_ns for r in results)
+    ends = sorted(r.end_ns for r in results)
+    t1 = ends[-concurrency] if concurrency and len(ends) >= concurrency else max(r.start_ns for r in results)
+    if t1 <= t0:
+        return None
+    busy = sum(max(0, min(r.end_ns, t1) - max(r.start_ns, t0)) for r in results)
+    return round(busy / (t1 - t0), 2)
 
 
 # ---- the client ------------------------------------------------------------------------------------
@@ -287,7 +317,7 @@ class LoadSpec:
     output_tokens: int = 64
     ignore_eos: bool = True
     timeout_s: float = 120.0
-    warmup: int = 1
+    warmup: int = 1  # warm-up rounds (not counted): each sends as many 4-token requests at once as the run will
     seed: int = 0
     users: int | None = None  # users instead of streams: turn, think, next turn with the history
     turns: int = 1  # turns per conversation (a user starts a new one after the last)
@@ -304,17 +334,54 @@ async def run_load(target: Target, spec: LoadSpec, prompts: list[list[dict]] | N
 async def execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = None,
                   on_progress=None, should_stop=None) -> tuple[list[RequestResult], float]:
     """One run: every request's timeline and the wall time. `should_stop(results)` ends it early
-    (checked before each new request)."""
+    (checked before each new request); `on_progress(results, in_flight)` is called once a second from a
+    task of its own, never between a response and the next request. The garbage collector is paused for
+    the run: in a process with a large heap (the CLI's), a full collection stalls the loop mid-stream."""
+    import gc
+
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        return await _execute(target, spec, prompts, on_progress, should_stop)
+    finally:
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
+
+
+async def _execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None, on_progress,
+                   should_stop) -> tuple[list[RequestResult], float]:
     parts = urlsplit(target.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     prompt_at = (lambda i: prompts[i % len(prompts)]) if prompts else (
         lambda i: synthetic_messages(spec.input_tokens, spec.seed + i))
-    warm = Connection(host, port)
-    for i in range(spec.warmup):
-        await send_one(warm, target, prompt_at(i), 4, spec.ignore_eos, spec.timeout_s)
-    warm.close()
+    width = spec.users or spec.concurrency or 1
+    warm = [Connection(host, port) for _ in range(width)]
+    for _ in range(spec.warmup):  # the server sees the run's batch size before anything is counted
+        await asyncio.gather(*(send_one(c, target, prompt_at(i), 4, spec.ignore_eos, spec.timeout_s)
+                               for i, c in enumerate(warm)))
+    for c in warm:
+        c.close()
 
     results: list[RequestResult] = []
+    in_flight = [0]
+
+    async def send(conn: Connection, messages: list[dict], keep_text: bool = False) -> RequestResult:
+        in_flight[0] += 1
+        try:
+            return await send_one(conn, target, messages, spec.output_tokens, spec.ignore_eos, spec.timeout_s,
+                                  keep_text)
+        finally:
+            in_flight[0] -= 1
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            on_progress(results, in_flight[0])
+
+    tick = asyncio.create_task(ticker()) if on_progress else None
     start = time.perf_counter()
     deadline = start + spec.duration_s if spec.duration_s else None
     issued = 0
@@ -336,11 +403,8 @@ async def execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | No
                 i = issued
                 issued += 1
                 messages = history + prompt_at(i)
-                r = await send_one(conn, target, messages, spec.output_tokens, spec.ignore_eos, spec.timeout_s,
-                                   keep_text=spec.turns > 1)
+                r = await send(conn, messages, keep_text=spec.turns > 1)
                 results.append(r)
-                if on_progress:
-                    on_progress(results)
                 turn += 1
                 if spec.turns > 1:
                     history = messages + [{"role": "assistant", "content": "".join(r.text or [])}]
@@ -357,11 +421,9 @@ async def execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | No
 
         async def one(i: int) -> None:
             conn = pool.pop() if pool else Connection(host, port)
-            r = await send_one(conn, target, prompt_at(i), spec.output_tokens, spec.ignore_eos, spec.timeout_s)
+            r = await send(conn, prompt_at(i))
             results.append(r)
             pool.append(conn)
-            if on_progress:
-                on_progress(results)
 
         next_at = time.perf_counter()
         while more():
@@ -381,14 +443,14 @@ async def execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | No
             while more():
                 i = issued
                 issued += 1
-                results.append(await send_one(conn, target, prompt_at(i), spec.output_tokens, spec.ignore_eos,
-                                              spec.timeout_s))
-                if on_progress:
-                    on_progress(results)
+                results.append(await send(conn, prompt_at(i)))
             conn.close()
 
         await asyncio.gather(*(worker() for _ in range(spec.concurrency or 1)))
-    return results, time.perf_counter() - start
+    wall = time.perf_counter() - start
+    if tick is not None:
+        tick.cancel()
+    return results, wall
 
 
 def summarize_run(results: list[RequestResult], wall: float, spec: LoadSpec) -> dict:
@@ -403,6 +465,35 @@ def summarize_run(results: list[RequestResult], wall: float, spec: LoadSpec) -> 
         "note": ("the server ignored max_tokens/ignore_eos for some requests (Ollama's /v1 ignores ignore_eos)"
                  if short else ""),
     }
-    if spec.concurrency and summary.get("achieved_concurrency") is not None and not spec.rate and not spec.users:
-        summary["trust"]["concurrency_ratio"] = round(summary["achieved_concurrency"] / spec.concurrency, 3)
+    if spec.concurrency and summary.get("sustained_concurrency") is not None and not spec.rate and not spec.users:
+        summary["trust"]["concurrency_ratio"] = round(summary["sustained_concurrency"] / spec.concurrency, 3)
     return summary
+
+
+def calibrate(concurrency: int, output_tokens: int = 8, requests: int | None = None) -> dict:
+    """The client's own overhead at this concurrency: our median TTFT against a local ground-truth server's
+    true one (`migrator.sim.truth`, its own process, TTFT 20 ms). Every request's measured interval contains
+    the server's, so the difference is what this client and the loopback add."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from migrator.rehearse import free_port, wait_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "migrator.sim.truth", "--port", str(port), "--ttft-ms", "20",
+                               "--itl-ms", "2"], stderr=subprocess.DEVNULL)
+    try:
+        if not wait_port(port, 10):
+            return {"overhead_ms": None, "note": "the calibration server did not start"}
+        n = requests or max(4 * concurrency, 32)
+        spec = LoadSpec(requests=n, concurrency=concurrency, output_tokens=output_tokens)
+        summary = asyncio.run(run_load(Target(f"http://127.0.0.1:{port}", "openai", "truth"), spec))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/truth?last={n}", timeout=10) as r:
+            truth = json.load(r)
+        client = summary["ttft_ms"]["median"]
+        return {"overhead_ms": round(client - truth["ttft_ms_median"], 3), "concurrency": concurrency,
+                "client_ttft_ms": client, "true_ttft_ms": round(truth["ttft_ms_median"], 3), "requests": n}
+    finally:
+        server.terminate()
+        server.wait()

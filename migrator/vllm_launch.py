@@ -113,6 +113,8 @@ def container_spec(settings: Settings, project: Path, include_secrets: bool = Fa
     else:
         spec["ports"] = {f"{CONTAINER_PORT}/tcp": (v.host, v.port)}
         spec["command"] += ["--port", str(CONTAINER_PORT)]
+    if v.cpuset:
+        spec["cpuset_cpus"] = v.cpuset
     if v.device == "gpu":
         spec["device_requests"] = [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]
     return spec

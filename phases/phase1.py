@@ -396,7 +396,7 @@ class StartVllm(Step):
             log_path = ctx.ledger.root / "logs" / "vllm.log"
             handle = process.start_detached(
                 command, log_path, vllm_launch.process_env(ctx.settings, ctx.project, ctx.resources.get("model")),
-                cwd=ctx.project)
+                cwd=ctx.project, cpuset=ctx.settings.vllm.cpuset)
             record.update({"process": handle.to_dict(), "command": command, "log": str(log_path)})
             ctx.resources["vllm"] = record
             ctx.ledger.save()

@@ -37,7 +37,7 @@ def render_vllm_service(ctx: Context) -> str:
         network_mode=v.network_mode, port_mapping=f"{v.host}:{v.port}:{vllm_launch.CONTAINER_PORT}",
         network=ctx.settings.project.network, gpu=v.device == "gpu",
         health_port=v.port if v.network_mode == "host" else vllm_launch.CONTAINER_PORT,
-        start_period_s=int(v.startup_timeout_s),
+        start_period_s=int(v.startup_timeout_s), cpuset=v.cpuset,
     )
 
 

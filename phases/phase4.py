@@ -112,6 +112,10 @@ class Gates(Step):
         if not result:
             return Outcome.failed("no load-test result recorded",
                                   "run `graphrag-migrate bench` (it records the result for these gates)")
+        refused = trust_problems(gates, result.get("trust") or {})
+        if refused:
+            return Outcome.failed("refusing to judge the gates on this load test: " + "; ".join(refused),
+                                  "re-run the load test with fewer streams, or from a less busy client machine")
         sweep = (ctx.resources.get("capacity") or {}).get("vllm") or {}
         metrics = {**result.get("metrics", {}), **sweep.get("metrics", {})}
         # Capacity figures need a sweep: until one ran they are a note, not a failure.
@@ -123,6 +127,23 @@ class Gates(Step):
                                   **measured)
         message = "all blocking gates pass" + "".join(f"; {n}" for n in notes)
         return Outcome.warn(message, **measured) if notes else Outcome.passed(message, **measured)
+
+
+OVERHEAD_SHARE = 0.05  # the client may add at most this share of a latency gate's threshold
+
+
+def trust_problems(gates, trust: dict) -> list[str]:
+    """Why a load test cannot decide a gate: the client's measured overhead is over 5 % of a latency SLO,
+    or it did not sustain 95 % of the concurrency asked for."""
+    problems = []
+    overhead = trust.get("client_overhead_ms")
+    for gate in gates:
+        if overhead is not None and gate.metric.endswith("_ms") and overhead > OVERHEAD_SHARE * gate.threshold:
+            problems.append(f"client overhead {overhead:g} ms is over 5 % of {gate.name}'s {gate.threshold:g} ms")
+    ratio = trust.get("concurrency_ratio")
+    if ratio is not None and ratio < 0.95:
+        problems.append(f"the client sustained {ratio:.0%} of the concurrency asked for (under 95 %)")
+    return problems
 
 
 def evaluate(gates, metrics: dict, missing_blocks: bool = True) -> tuple[list[str], list[str], dict]:

@@ -248,7 +248,7 @@ class Staging(Step):
         spec = LoadSpec(requests=d.staging_requests, concurrency=d.staging_concurrency,
                         output_tokens=d.staging_output_tokens)
         bench.check_safe(target, spec, ctx.settings)
-        result = bench.measure(target, spec)
+        result = bench.measure(target, spec, calibrate=True)
         bench.record_result(ctx.ledger, result, source="staging")
         metrics = result["metrics"]
         measured.update({k: metrics.get(k) for k in ("ttft_p99_ms", "per_user_output_tokens_per_s",

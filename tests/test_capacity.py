@@ -114,7 +114,8 @@ def test_bench_compare_writes_a_side_by_side_table_and_report(sandbox, servers):
     recorded = Ledger(sandbox).read_state()["resources"]["capacity"]
     assert recorded["vllm"]["metrics"]["realtime_users"] == doc["runs"]["vllm"]["capacity"]["realtime"]["users"]
     # The plan's "> 10 real-time users" gate now judges the sweep: 4 users at most here, so it blocks.
-    CliRunner().invoke(app, ["--project", str(sandbox), "--set", f"vllm.port={vllm}", "bench", "--requests", "4"])
+    CliRunner().invoke(app, ["--project", str(sandbox), "--set", f"vllm.port={vllm}", "bench", "--requests", "16",
+                             "--concurrency", "2"])
     check = CliRunner().invoke(app, ["--project", str(sandbox), "--json", "phase4", "--check"], catch_exceptions=False)
     gates = {s["id"]: s for s in json.loads(check.stdout)["steps"]}["phase4.gates"]
     assert gates["status"] != "ok" and "realtime_users=4, not > 10" in gates["message"]

@@ -26,7 +26,7 @@ def test_exit_code_table_matches_the_enum():
 
 def test_every_config_key_is_documented():
     section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `([a-z_]+(?:\.[a-z_]+)?)` \|", section, re.M))
+    documented = set(re.findall(r"^\| `([a-z_]+(?:\.[a-z0-9_]+)?)` \|", section, re.M))
     assert documented == {key for key, _default, _help in describe_keys()}
 
 

@@ -102,3 +102,115 @@ def test_bench_records_for_phase4_and_refuses_other_hosts(sandbox, servers):
     refused = runner.invoke(app, ["--project", str(sandbox), "bench", "--url", "http://10.1.2.3:8000"],
                             catch_exceptions=False)
     assert refused.exit_code == ExitCode.USAGE and "only loopback" in refused.stderr
+
+
+def test_sustained_concurrency_leaves_out_the_ramp_down():
+    # Two streams kept busy from 0 to 300 ms (the last start), then one request drains until 900 ms.
+    results = [timeline(0, [50], 150, 1), timeline(0, [50], 300, 1), timeline(150, [200], 300, 1),
+               timeline(300, [350], 900, 1)]
+    from migrator.loadgen import sustained_concurrency
+
+    assert sustained_concurrency(results, 2) == pytest.approx(2.0)
+    assert sustained_concurrency(results) == pytest.approx(2.0)  # no concurrency given: up to the last start
+    assert summarize(results, wall_s=0.9)["achieved_concurrency"] == pytest.approx(1.2 / 0.9, abs=0.01)
+
+
+def test_progress_line_rolls_over_the_last_seconds():
+    from migrator.loadgen import progress_line
+
+    old = timeline(0, [900], 1000, 10)  # finished long before the window
+    recent = [timeline(9000, [9000 + t], 9500, 20) for t in (100, 200, 300)]
+    failed = RequestResult(False, 9000 * MS, 9100 * MS, error="timeout")
+    line = progress_line([old, *recent, failed], 4, now_ns=10_000 * MS, window_s=5)
+    assert line == "5 done, 4 in flight; last 5 s: TTFT p50 200 ms, 12 tok/s; 1 errors"
+
+
+def test_ground_truth_server_and_calibration_hold_the_causal_order(servers):
+    """Each request's client interval contains the server's, so our median TTFT is never below the truth."""
+    from urllib.request import urlopen
+
+    from migrator.loadgen import calibrate
+
+    port = servers.start("migrator.sim.truth", "--ttft-ms", "30", "--itl-ms", "3")
+    s = asyncio.run(run_load(Target(f"http://127.0.0.1:{port}", "openai", "truth"),
+                             LoadSpec(requests=40, concurrency=8, output_tokens=6)))
+    truth = json.load(urlopen(f"http://127.0.0.1:{port}/truth?last=40"))
+    assert truth["completions"] == 40 and s["completed"] == 40 and s["output_tokens"] == 240
+    assert truth["ttft_ms_median"] >= 30 and s["ttft_ms"]["median"] >= truth["ttft_ms_median"]
+    assert truth["itl_ms_mean"] >= 3
+    cal = calibrate(4)
+    assert cal["overhead_ms"] >= 0 and cal["true_ttft_ms"] >= 20 and cal["requests"] == 32
+
+
+def test_gates_refuse_a_load_test_whose_client_was_not_trustworthy(sandbox):
+    from migrator import api
+    from migrator.engine import Context
+    from migrator.output import Output
+    from phases.phase4 import Gates
+
+    ledger = Ledger(sandbox)
+    ledger.load()
+    ctx = Context(sandbox, api.settings_for(sandbox), ledger, Output(quiet=True))
+    good = {"ttft_p99_ms": 100.0, "per_user_output_tokens_per_s": 50.0}
+    ctx.resources["loadtest"] = {"metrics": good, "trust": {"client_overhead_ms": 30.0, "concurrency_ratio": 1.0}}
+    outcome = Gates().check(ctx)
+    assert not outcome.ok and "client overhead 30 ms is over 5 % of P99 latency's 500 ms" in outcome.message
+    ctx.resources["loadtest"]["trust"] = {"client_overhead_ms": 1.0, "concurrency_ratio": 0.9}
+    assert "sustained 90% of the concurrency" in Gates().check(ctx).message
+    ctx.resources["loadtest"]["trust"] = {"client_overhead_ms": 1.0, "concurrency_ratio": 0.99}
+    assert Gates().check(ctx).ok  # trustworthy and within the SLOs (real-time users: a note until a sweep)
+
+
+@pytest.mark.vllm
+def test_against_the_real_vllm_cpu(real_vllm):
+    s = asyncio.run(run_load(Target(real_vllm, "openai", "tiny-qwen"),
+                             LoadSpec(requests=12, concurrency=4, output_tokens=8, input_tokens=16)))
+    assert s["completed"] == 12 and not s["errors"]
+    assert s["output_tokens"] == 12 * 8 and s["trust"]["output_tokens_mismatch"] == 0  # ignore_eos honoured
+    assert s["prompt_tokens"] >= 12 * 16 and s["ttft_ms"]["median"] > 0 and s["itl_ms"]["mean"] > 0
+
+
+def test_scraping_vllm_metrics_splits_ttft_into_queueing_and_the_rest(servers):
+    """Two slots, six streams: the simulator queues; its /metrics during the run show it."""
+    from migrator import bench
+
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--max-num-seqs", "2", "--ttft-ms", "20",
+                         "--itl-ms", "5")
+    result = bench.measure(Target(f"http://127.0.0.1:{port}", "openai", "m"),
+                           LoadSpec(requests=30, concurrency=6, output_tokens=30), calibrate=False)
+    server = result["server"]
+    assert server["scrapes"] >= 2 and server["failed_scrapes"] == 0
+    assert server["running_peak"] == 2 and server["waiting_peak"] >= 3
+    assert server["server_queue_ms_p50"] > 50  # four of six streams wait for a slot
+    split = result["ttft_split"]
+    assert split["queue_ms"] + split["rest_ms"] == pytest.approx(result["ttft_ms"]["median"], abs=0.01)
+
+
+def test_scraping_ollama_ps_shows_the_loaded_model(servers):
+    from migrator import bench
+
+    port = servers.start("migrator.sim.ollama", "--preload")
+    result = bench.measure(Target(f"http://127.0.0.1:{port}", "ollama", "qwen3:32b"),
+                           LoadSpec(requests=2, concurrency=1, output_tokens=4, ignore_eos=False), calibrate=False)
+    assert result["server"]["models"] == ["qwen3:32b"] and result["server"]["vram_share"] is not None
+
+
+def test_bench_diff_compares_two_saved_runs(sandbox, servers, tmp_path):
+    runner = CliRunner()
+    saved = []
+    for ttft in ("20", "60"):
+        port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--ttft-ms", ttft)
+        out = runner.invoke(app, ["--project", str(sandbox), "--json", "bench", "--url", f"http://127.0.0.1:{port}",
+                                  "--model", "m", "--requests", "8", "--concurrency", "2", "--output-tokens", "4",
+                                  "--no-calibrate"], catch_exceptions=False)
+        saved.append(json.loads(out.stdout)["saved"])
+    result = runner.invoke(app, ["--json", "bench", "--diff", *saved], catch_exceptions=False)
+    assert result.exit_code == 0
+    rows = {r["figure"]: r for r in json.loads(result.stdout)["rows"]}
+    ttft = rows["TTFT median (ms)"]
+    assert ttft["b"] > ttft["a"] and ttft["b_better"] is False and ttft["change_pct"] > 50
+    assert "real-time users" not in rows  # neither run was a sweep
+    bad = tmp_path / "not-a-run.json"
+    bad.write_text("[1, 2]")
+    refused = runner.invoke(app, ["bench", "--diff", saved[0], str(bad)])
+    assert refused.exit_code == ExitCode.USAGE and "is not a saved bench result" in refused.stderr

@@ -16,7 +16,7 @@ from migrator import api
 from migrator.adapters.docker import DockerRuntime
 from migrator.harness import tiny_model
 from migrator.ledger import Ledger
-from migrator.rehearse import free_port
+from migrator.rehearse import client_free_cpuset, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 
@@ -30,9 +30,10 @@ def test_phase1_then_phase3_under_compose_then_rollback(tmp_path, servers, backe
         f"vllm:\n  runtime: docker\n  image: {vllm_image}\n  device: cpu\n  network_mode: host\n"
         f"  port: {port}\n  container_name: {name}\n  max_model_len: 512\n  extra_args: [--enforce-eager]\n"
         f"  startup_timeout_s: 240\n  stop_timeout_s: 20\n"
-        f"  hf_cache: {tmp_path / 'hf'}\n  vllm_cache: {tmp_path / 'vllm-cache'}\n"
+        + (f"  cpuset: \"{client_free_cpuset()}\"\n" if client_free_cpuset() else "")
+        + f"  hf_cache: {tmp_path / 'hf'}\n  vllm_cache: {tmp_path / 'vllm-cache'}\n"
         f"deploy:\n  watch_s: 2\n  probe_interval_s: 0.5\n  keep_staging: true\n  staging_requests: 16\n"
-        f"  staging_concurrency: 4\n  staging_output_tokens: 16\n"
+        f"  staging_concurrency: 4\n  staging_output_tokens: 96\n"
         f"  staging_backend_url: http://127.0.0.1:{free_port()}\n  staging_vllm_port: {free_port()}\n"
         # CPU and a random model: the gates' plumbing is under test here, not this machine's speed.
         "gates:\n  - {name: speed, metric: per_user_output_tokens_per_s, op: '>', threshold: 0}\n"

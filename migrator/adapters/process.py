@@ -51,13 +51,25 @@ class ProcessHandle:
         return alive(self.pid, self.start_ticks)
 
 
+def parse_cpuset(text: str) -> set[int]:
+    """'0-3,6' → {0, 1, 2, 3, 6} (the Linux CPU-list format of taskset and docker's cpuset)."""
+    cpus: set[int] = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
 def start_detached(command: list[str], log_path: Path, env: dict | None = None,
-                   cwd: Path | None = None) -> ProcessHandle:
-    """Start a process in its own session, output to `log_path`; it outlives this CLI run."""
+                   cwd: Path | None = None, cpuset: str = "") -> ProcessHandle:
+    """Start a process in its own session, output to `log_path`; it outlives this CLI run.
+    With `cpuset`, it and its children run on those CPUs only."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    cpus = parse_cpuset(cpuset)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=cwd, start_new_session=True)
+                                env=env, cwd=cwd, start_new_session=True, preexec_fn=pin)
     return ProcessHandle(proc.pid, _start_ticks(proc.pid), command, str(log_path))
 
 

@@ -117,6 +117,8 @@ def bench(
     max_users: Annotated[Optional[int], typer.Option("--max-users", help="Sweep limit [default: bench.sweep_max_users].")] = None,
     turns: Annotated[Optional[int], typer.Option("--turns", help="Turns per user conversation [default: bench.turns].")] = None,
     think: Annotated[Optional[float], typer.Option("--think", help="Seconds a user reads before the next turn [default: bench.think_s].")] = None,
+    diff: Annotated[Optional[tuple[Path, Path]], typer.Option("--diff", help="Compare two saved results (A B) instead of running.")] = None,
+    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Measure the client's own overhead first (about a second); phase4's gates refuse a load test whose overhead is over 5 % of an SLO.")] = True,
 ) -> None:
     """Load-test vLLM or Ollama: TTFT, ITL, TPOT, E2E (mean, median, p90, p95, p99), tokens/s, errors.
 
@@ -130,6 +132,10 @@ def bench(
     from migrator.loadgen import LoadSpec
 
     app_state = state_of(ctx)
+    if diff:
+        a, b = core.load_saved(diff[0]), core.load_saved(diff[1])
+        render.bench_diff(app_state.out, diff, a, b, core.diff_runs(a, b))
+        exit_with(0)
     settings = app_state.settings()
     target = core.default_target(settings, backend)
     target.url, target.api, target.model = url or target.url, api or target.api, model or target.model
@@ -137,12 +143,13 @@ def bench(
                     poisson=poisson, input_tokens=input_tokens, output_tokens=output_tokens, timeout_s=timeout,
                     ignore_eos=target.api == "openai")
     loaded = core.load_prompts(prompts) if prompts else None
-    last = [0.0]
 
-    def progress(results) -> None:
-        if time.monotonic() - last[0] >= 1.0:
-            last[0] = time.monotonic()
-            app_state.out.info(f"  {len(results)} requests done")
+    from migrator.loadgen import progress_line
+
+    app_state.out.err  # the console is built now, not in the middle of the run
+
+    def progress(results, in_flight) -> None:
+        app_state.out.info("  " + progress_line(results, in_flight))
 
     if sweep or compare:
         if max_users is not None:
@@ -170,7 +177,7 @@ def bench(
         written = report.write(directory, runs, rows, runs[targets[0][0]]["slo"])
         render.capacity_report(app_state.out, runs, rows, written)
         exit_with(0 if all(p["completed"] for r in runs.values() for p in r["probes"]) else 1)
-    result = core.run(app_state.project, settings, target, spec, loaded, record, progress)
+    result = core.run(app_state.project, settings, target, spec, loaded, record, progress, calibrate)
     render.bench_report(app_state.out, result)
     exit_with(0 if result["completed"] else 1)
 

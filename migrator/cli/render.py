@@ -119,6 +119,22 @@ def bench_report(out: Output, result) -> None:
                       f"concurrency achieved {result.get('achieved_concurrency')}")
         if result["errors"]:
             console.print("errors: " + ", ".join(f"{k} {v}" for k, v in result["errors"].items()), style="red")
+        server = result.get("server") or {}
+        if "running_peak" in server:
+            console.print(f"vLLM during the run: running peak {server['running_peak']:g} (mean {server['running_mean']:g}), "
+                          f"waiting peak {server['waiting_peak']:g}, KV cache peak {server['kv_cache_usage_peak']:.0%}; "
+                          f"server TTFT p50 {server.get('server_ttft_ms_p50')} ms, queueing p50 "
+                          f"{server.get('server_queue_ms_p50')} ms")
+        elif "models" in server:
+            console.print(f"Ollama during the run: {', '.join(server['models']) or 'no model'} loaded, "
+                          f"{(server.get('vram_share') or 0):.0%} of it in VRAM")
+        if result.get("ttft_split"):
+            split = result["ttft_split"]
+            console.print(f"TTFT median split: {split['queue_ms']} ms queueing in vLLM, {split['rest_ms']} ms the rest")
+        cal = result.get("calibration") or {}
+        if cal.get("overhead_ms") is not None:
+            console.print(f"client overhead {cal['overhead_ms']:g} ms at {cal['concurrency']} streams "
+                          "(calibrated against a local server with known timing)")
         if result["trust"].get("note"):
             console.print("trust: " + result["trust"]["note"], style="yellow")
         if result.get("saved"):
@@ -154,3 +170,18 @@ def capacity_report(out: Output, runs: dict, rows: list | None, written: dict) -
                       + ("" if "png" in written else " (PNG needs matplotlib: pip install 'graphrag-migrate[report]')"))
 
     out.data({"runs": runs, "comparison": rows, "report": written}, render)
+
+
+def bench_diff(out: Output, paths, a: dict, b: dict, rows: list) -> None:
+    def render(console):
+        table = _table(f"A = {paths[0].name} ({a['target']['api']} {a['target']['model']}), "
+                       f"B = {paths[1].name} ({b['target']['api']} {b['target']['model']})",
+                       "figure", "A", "B", "change", "")
+        for r in rows:
+            cell = lambda v: "-" if v is None else f"{v:g}"  # noqa: E731
+            change = "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f} %"
+            verdict = {True: "B better", False: "B worse", None: ""}[r["b_better"]]
+            table.add_row(r["figure"], cell(r["a"]), cell(r["b"]), change, verdict)
+        console.print(table)
+
+    out.data({"a": str(paths[0]), "b": str(paths[1]), "rows": rows}, render)
