@@ -75,7 +75,8 @@ def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = N
 
     from migrator.scrape import Scraper, split_ttft
 
-    calibration = loadgen.calibrate(spec.concurrency or spec.users or 8, spec.output_tokens) if calibrate else None
+    width = spec.concurrency or (spec.users or 8) * max(1, spec.fanout)  # streams the run keeps open at most
+    calibration = loadgen.calibrate(width, spec.output_tokens) if calibrate else None
     with Scraper(target.url, target.api, target.api_key) as scraper:
         summary = asyncio.run(run_load(target, spec, prompts, progress))
     summary["server"] = scraper.report()

@@ -39,6 +39,8 @@ class RequestResult:
     output_tokens: int | None = None
     error: str = ""  # kind: refused | http_4xx | http_5xx | disconnect | timeout | protocol
     text: list[str] | None = None  # the answer's pieces, kept only when the next turn sends it back (history)
+    question: int | None = None  # GraphRAG fan-out: the user question this map or reduce call belongs to
+    stage: str = ""  # "map" | "reduce" in a fan-out
 
     @property
     def ttft_s(self) -> float | None:
@@ -320,6 +322,7 @@ class LoadSpec:
     warmup: int = 1  # warm-up rounds (not counted): each sends as many 4-token requests at once as the run will
     seed: int = 0
     users: int | None = None  # users instead of streams: turn, think, next turn with the history
+    fanout: int = 0  # GraphRAG-shaped: each user question = this many parallel calls (map), then one (reduce)
     turns: int = 1  # turns per conversation (a user starts a new one after the last)
     think_s: float = 0.0  # mean reading time between a user's turns (uniform 0.5–1.5 × this)
 
@@ -393,17 +396,44 @@ async def _execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | N
             return time.perf_counter() < deadline and issued < (spec.requests or 10**9)
         return issued < spec.requests
 
+    questions = [0]
+
+    async def fan_out(conn: Connection, map_conns: list[Connection], history: list[dict]) -> RequestResult:
+        """One GraphRAG question: `fanout` calls at once (map), then one call combining their answers (reduce)."""
+        nonlocal issued
+        question, first = questions[0], issued
+        questions[0] += 1
+        issued += spec.fanout + 1
+        maps = await asyncio.gather(*(send(c, history + prompt_at(first + k), keep_text=True)
+                                      for k, c in enumerate(map_conns)))
+        partial = "\n".join("".join(m.text or []) for m in maps)
+        for m in maps:
+            m.question, m.stage, m.text = question, "map", None
+        reduce = await send(conn, history + [{"role": "user", "content": "Answer from these notes:\n" + partial}],
+                            keep_text=spec.turns > 1)
+        reduce.question, reduce.stage = question, "reduce"
+        results.extend(maps)
+        return reduce
+
     if spec.users:
         async def user(u: int) -> None:
             nonlocal issued
             conn, rng, history, turn = Connection(host, port), random.Random(spec.seed * 7919 + u), [], 0
-            while more():
+            map_conns = [Connection(host, port) for _ in range(spec.fanout)]
+            def room() -> bool:  # a fan-out question is sent whole or not at all
+                return not spec.fanout or spec.duration_s is not None or issued + spec.fanout + 1 <= spec.requests
+
+            while more() and room():
                 if turn % spec.turns == 0:
                     history = []  # a new conversation
-                i = issued
-                issued += 1
-                messages = history + prompt_at(i)
-                r = await send(conn, messages, keep_text=spec.turns > 1)
+                if spec.fanout:
+                    messages = history + prompt_at(issued)
+                    r = await fan_out(conn, map_conns, history)
+                else:
+                    i = issued
+                    issued += 1
+                    messages = history + prompt_at(i)
+                    r = await send(conn, messages, keep_text=spec.turns > 1)
                 results.append(r)
                 turn += 1
                 if spec.turns > 1:
@@ -411,7 +441,8 @@ async def _execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | N
                     r.text = None  # kept for the next turn only
                 if spec.think_s and more():
                     await asyncio.sleep(spec.think_s * rng.uniform(0.5, 1.5))
-            conn.close()
+            for c in [conn, *map_conns]:
+                c.close()
 
         await asyncio.gather(*(user(u) for u in range(spec.users)))
     elif spec.rate:
@@ -453,10 +484,26 @@ async def _execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | N
     return results, wall
 
 
+def summarize_questions(results: list[RequestResult], fanout: int) -> dict:
+    """Per user question of a fan-out: first map call sent → reduce call's last byte; failed if any call failed."""
+    spans: dict[int, list[RequestResult]] = {}
+    for r in results:
+        if r.question is not None:
+            spans.setdefault(r.question, []).append(r)
+    done = [calls for calls in spans.values() if any(c.stage == "reduce" for c in calls)]
+    ok = [calls for calls in done if all(c.ok for c in calls)]
+    e2e = [(max(c.end_ns for c in calls) - min(c.start_ns for c in calls)) / 1e9 for calls in ok]
+    return {"fanout": fanout, "count": len(done), "failed": len(done) - len(ok),
+            "e2e_ms": {k: (None if v is None else round(v * 1000, 3)) for k, v in percentiles(e2e).items()}}
+
+
 def summarize_run(results: list[RequestResult], wall: float, spec: LoadSpec) -> dict:
     summary = summarize(results, wall, spec.concurrency if not spec.rate and not spec.users else None)
     if spec.users:
         summary.update(target_users=spec.users, turns=spec.turns, think_s=spec.think_s)
+    if spec.fanout:
+        summary["questions"] = summarize_questions(results, spec.fanout)
+        summary["metrics"]["question_e2e_p99_ms"] = summary["questions"]["e2e_ms"]["p99"]
     # Trust checks before a number is believed: the server's own counts against what was asked.
     asked = spec.output_tokens
     short = [r for r in results if r.ok and spec.ignore_eos and r.output_tokens is not None and r.output_tokens != asked]

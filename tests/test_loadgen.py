@@ -214,3 +214,27 @@ def test_bench_diff_compares_two_saved_runs(sandbox, servers, tmp_path):
     bad.write_text("[1, 2]")
     refused = runner.invoke(app, ["bench", "--diff", saved[0], str(bad)])
     assert refused.exit_code == ExitCode.USAGE and "is not a saved bench result" in refused.stderr
+
+
+def test_graphrag_fan_out_maps_in_parallel_then_reduces_per_question(servers):
+    from migrator.loadgen import execute, summarize_run
+
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--ttft-ms", "20", "--itl-ms", "4")
+    spec = LoadSpec(requests=26, users=2, fanout=3, output_tokens=8, input_tokens=16)
+    results, wall = asyncio.run(execute(Target(f"http://127.0.0.1:{port}", "openai", "m"), spec))
+    assert len(results) == 24  # whole questions only: 6 × (3 maps + 1 reduce) fit in 26
+    by_question: dict = {}
+    for r in results:
+        by_question.setdefault(r.question, []).append(r)
+    assert len(by_question) == 6
+    for calls in by_question.values():
+        maps = [c for c in calls if c.stage == "map"]
+        (reduce,) = [c for c in calls if c.stage == "reduce"]
+        assert len(maps) == 3 and all(c.ok for c in calls)
+        assert max(m.start_ns for m in maps) < min(m.end_ns for m in maps)  # the maps overlap: parallel
+        assert reduce.start_ns >= max(m.end_ns for m in maps)  # the reduce waits for every map
+        assert reduce.prompt_tokens > max(m.prompt_tokens for m in maps)  # and carries their answers
+    s = summarize_run(results, wall, spec)
+    assert s["questions"]["count"] == 6 and s["questions"]["failed"] == 0
+    assert s["questions"]["e2e_ms"]["median"] > s["e2e_ms"]["median"]  # a question outlasts any one call
+    assert s["metrics"]["question_e2e_p99_ms"] == s["questions"]["e2e_ms"]["p99"]

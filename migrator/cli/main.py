@@ -117,6 +117,7 @@ def bench(
     max_users: Annotated[Optional[int], typer.Option("--max-users", help="Sweep limit [default: bench.sweep_max_users].")] = None,
     turns: Annotated[Optional[int], typer.Option("--turns", help="Turns per user conversation [default: bench.turns].")] = None,
     think: Annotated[Optional[float], typer.Option("--think", help="Seconds a user reads before the next turn [default: bench.think_s].")] = None,
+    fanout: Annotated[int, typer.Option("--fanout", help="GraphRAG-shaped load: each of --concurrency users asks questions that fan out into N parallel calls, then one reduce call; latency reported per question.")] = 0,
     diff: Annotated[Optional[tuple[Path, Path]], typer.Option("--diff", help="Compare two saved results (A B) instead of running.")] = None,
     calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Measure the client's own overhead first (about a second); phase4's gates refuse a load test whose overhead is over 5 % of an SLO.")] = True,
 ) -> None:
@@ -143,6 +144,11 @@ def bench(
                     poisson=poisson, input_tokens=input_tokens, output_tokens=output_tokens, timeout_s=timeout,
                     ignore_eos=target.api == "openai")
     loaded = core.load_prompts(prompts) if prompts else None
+    if fanout:
+        if fanout < 0 or rate:
+            raise typer.BadParameter("--fanout takes a positive count and fixed --concurrency (no --rate)")
+        spec.users, spec.concurrency, spec.fanout = concurrency, None, fanout
+        spec.turns, spec.think_s = turns or 1, think or 0.0
 
     from migrator.loadgen import progress_line
 

@@ -119,6 +119,11 @@ def bench_report(out: Output, result) -> None:
                       f"concurrency achieved {result.get('achieved_concurrency')}")
         if result["errors"]:
             console.print("errors: " + ", ".join(f"{k} {v}" for k, v in result["errors"].items()), style="red")
+        q = result.get("questions")
+        if q:
+            e2e = q["e2e_ms"]
+            console.print(f"questions (fan-out {q['fanout']} + reduce): {q['count']} answered, {q['failed']} failed; "
+                          f"latency per question p50 {e2e['median'] or 0:.0f} ms, p99 {e2e['p99'] or 0:.0f} ms")
         server = result.get("server") or {}
         if "running_peak" in server:
             console.print(f"vLLM during the run: running peak {server['running_peak']:g} (mean {server['running_mean']:g}), "
