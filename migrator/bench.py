@@ -39,8 +39,21 @@ def check_safe(target: Target, spec: LoadSpec, settings: Settings) -> None:
         raise ConfigError(f"--api {target.api} is not valid", "openai or ollama")
 
 
+SHIPPED_PROMPTS = {"en": "graphrag-en.jsonl", "ko": "graphrag-ko.jsonl"}  # GraphRAG-shaped: context + question
+
+
+def prompts_path(name: str) -> Path:
+    """`en` / `ko` name the prompt sets shipped with the tool; anything else is a file path."""
+    if name in SHIPPED_PROMPTS:
+        return Path(__file__).resolve().parent / "prompts" / SHIPPED_PROMPTS[name]
+    return Path(name)
+
+
 def load_prompts(path: Path) -> list[list[dict]]:
     """JSONL: {"prompt": "…"} or {"messages": [...]} per line (multi-turn allowed)."""
+    path = prompts_path(str(path))
+    if not path.is_file():
+        raise ConfigError(f"prompt file {path} not found", "give a JSONL file, or en / ko for the shipped sets")
     prompts = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -72,14 +85,18 @@ def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = N
     """One load test's result (no safety check, nothing recorded): the part phase4's staging shares.
     With `calibrate`, the client's own overhead at this concurrency is measured first (about a second)."""
     from migrator import loadgen
-
     from migrator.scrape import Scraper, split_ttft
 
     width = spec.concurrency or (spec.users or 8) * max(1, spec.fanout)  # streams the run keeps open at most
     calibration = loadgen.calibrate(width, spec.output_tokens) if calibrate else None
+    if not prompts and spec.prompt_words is None:
+        spec.prompt_words = loadgen.fit_prompt(target, spec.input_tokens)
     with Scraper(target.url, target.api, target.api_key) as scraper:
         summary = asyncio.run(run_load(target, spec, prompts, progress))
+    summary["input_tokens_fitted"] = not prompts and spec.prompt_words is not None
     summary["server"] = scraper.report()
+    if summary["server"].get("gpu_utilization_pct_mean") is not None:
+        summary["metrics"]["gpu_utilization_pct"] = summary["server"]["gpu_utilization_pct_mean"]
     split = split_ttft(summary["ttft_ms"]["median"], summary["server"])
     if split:
         summary["ttft_split"] = split
@@ -90,9 +107,19 @@ def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = N
             "spec": asdict(spec), **summary}
 
 
+def saved_path(ledger_root: Path, kind: str, suffix: str = "") -> Path:
+    """A new name under .graphrag-migrate/bench/: time-stamped, never one an earlier run used."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for n in range(1000):
+        path = ledger_root / "bench" / f"{stamp}{f'.{n}' if n else ''}-{kind}{suffix}"
+        if not path.exists():
+            return path
+    raise ConfigError(f"too many saved runs named {stamp}-{kind}", "clean up .graphrag-migrate/bench/")
+
+
 def record_result(ledger: Ledger, result: dict, source: str = "bench") -> Path:
     """Save a run under the ledger and make it the load test phase4's gates judge. The caller holds the lock."""
-    saved = ledger.root / "bench" / f"{time.strftime('%Y%m%dT%H%M%S')}-{source}-{result['target']['api']}.json"
+    saved = saved_path(ledger.root, f"{source}-{result['target']['api']}", ".json")
     atomic_write_bytes(saved, json.dumps(result, indent=2).encode())
     ledger.state["resources"]["loadtest"] = {"at": result["at"], "target": result["target"], "source": source,
                                              "metrics": result["metrics"], "trust": result.get("trust", {}),
@@ -125,6 +152,10 @@ def run_sweep(project: Path, settings: Settings, target: Target, spec: LoadSpec,
     b = settings.bench
     biggest = capacity.requests_for(b.sweep_max_users, spec.turns, b.sweep_min_requests)
     check_safe(target, LoadSpec(requests=biggest), settings)
+    if not prompts and spec.prompt_words is None:
+        from migrator.loadgen import fit_prompt
+
+        spec.prompt_words = fit_prompt(target, spec.input_tokens)
     found = capacity.sweep(target, spec, slo_of(settings), b.sweep_max_users, b.sweep_min_requests, prompts, on_probe)
     result = {"at": now_iso(), "label": label,
               "target": {"url": target.url, "api": target.api, "model": target.model}, **found}
@@ -132,7 +163,7 @@ def run_sweep(project: Path, settings: Settings, target: Target, spec: LoadSpec,
         ledger = Ledger(project)
         with ledger.locked("graphrag-migrate bench --sweep"):
             ledger.load()
-            saved = ledger.root / "bench" / f"{time.strftime('%Y%m%dT%H%M%S')}-sweep-{label}.json"
+            saved = saved_path(ledger.root, f"sweep-{label}", ".json")
             atomic_write_bytes(saved, json.dumps(result, indent=2).encode())
             ledger.state["resources"].setdefault("capacity", {})[label] = {
                 "at": result["at"], "target": result["target"], "metrics": result["metrics"],

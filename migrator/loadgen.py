@@ -39,6 +39,7 @@ class RequestResult:
     output_tokens: int | None = None
     error: str = ""  # kind: refused | http_4xx | http_5xx | disconnect | timeout | protocol
     text: list[str] | None = None  # the answer's pieces, kept only when the next turn sends it back (history)
+    words_sent: int = 0  # words in the prompt: the server must count at least this many prompt tokens
     question: int | None = None  # GraphRAG fan-out: the user question this map or reduce call belongs to
     stage: str = ""  # "map" | "reduce" in a fan-out
 
@@ -210,7 +211,8 @@ async def send_one(conn: Connection, target: Target, messages: list[dict], max_t
     head = (f"POST {path} HTTP/1.1\r\nHost: {conn.host}:{conn.port}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\n"
             + (f"authorization: Bearer {target.api_key}\r\n" if target.api_key else "") + "\r\n").encode()
-    result = RequestResult(ok=False, start_ns=time.perf_counter_ns(), text=[] if keep_text else None)
+    result = RequestResult(ok=False, start_ns=time.perf_counter_ns(), text=[] if keep_text else None,
+                           words_sent=prompt_words(messages))
     try:
         await asyncio.wait_for(_exchange(conn, target, head + body, result), timeout)
     except asyncio.TimeoutError:
@@ -303,9 +305,36 @@ def _handle_line(api: str, line: bytes, now: int, result: RequestResult) -> bool
     return False
 
 
-def synthetic_messages(input_tokens: int, seed: int) -> list[dict]:
+def synthetic_messages(words: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
-    return [{"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(max(1, input_tokens)))}]
+    return [{"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(max(1, words)))}]
+
+
+def fit_prompt(target: Target, input_tokens: int) -> int | None:
+    """Words per synthetic prompt so that the served model's tokenizer (vLLM's /tokenize, chat template
+    included) counts `input_tokens`; None when the server has no /tokenize (Ollama): then one word each."""
+    from migrator.adapters.http import request
+
+    if target.api != "openai":
+        return None
+    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else None
+    words = input_tokens
+    for _ in range(4):
+        probe = request("POST", target.url.rstrip("/") + "/tokenize", 10,
+                        {"model": target.model, "messages": synthetic_messages(words, 0)}, headers)
+        if not probe.ok or not isinstance(probe.body, dict) or not probe.body.get("count"):
+            return None
+        count = int(probe.body["count"])
+        if count == input_tokens:
+            break
+        words = max(1, round(words * input_tokens / count)) if abs(count - input_tokens) > 1 else words + (
+            1 if count < input_tokens else -1)
+    return words
+
+
+def prompt_words(messages: list[dict]) -> int:
+    """Words sent in a request: a lower bound on its prompt tokens for any tokenizer (a word is ≥ 1 token)."""
+    return sum(len(str(m.get("content", "")).split()) for m in messages)
 
 
 @dataclass
@@ -323,6 +352,7 @@ class LoadSpec:
     seed: int = 0
     users: int | None = None  # users instead of streams: turn, think, next turn with the history
     fanout: int = 0  # GraphRAG-shaped: each user question = this many parallel calls (map), then one (reduce)
+    prompt_words: int | None = None  # words per synthetic prompt; set by fit_prompt() to hit input_tokens exactly
     turns: int = 1  # turns per conversation (a user starts a new one after the last)
     think_s: float = 0.0  # mean reading time between a user's turns (uniform 0.5–1.5 × this)
 
@@ -359,7 +389,7 @@ async def _execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | N
     parts = urlsplit(target.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     prompt_at = (lambda i: prompts[i % len(prompts)]) if prompts else (
-        lambda i: synthetic_messages(spec.input_tokens, spec.seed + i))
+        lambda i: synthetic_messages(spec.prompt_words or spec.input_tokens, spec.seed + i))
     width = spec.users or spec.concurrency or 1
     warm = [Connection(host, port) for _ in range(width)]
     for _ in range(spec.warmup):  # the server sees the run's batch size before anything is counted
@@ -507,10 +537,16 @@ def summarize_run(results: list[RequestResult], wall: float, spec: LoadSpec) -> 
     # Trust checks before a number is believed: the server's own counts against what was asked.
     asked = spec.output_tokens
     short = [r for r in results if r.ok and spec.ignore_eos and r.output_tokens is not None and r.output_tokens != asked]
+    # A server that reports fewer prompt tokens than words were sent cut the prompt (Ollama: num_ctx).
+    cut = [r for r in results if r.ok and r.prompt_tokens is not None and r.prompt_tokens < r.words_sent]
     summary["trust"] = {
+        "prompt_truncated": len(cut),
         "output_tokens_mismatch": len(short),
-        "note": ("the server ignored max_tokens/ignore_eos for some requests (Ollama's /v1 ignores ignore_eos)"
-                 if short else ""),
+        "note": "; ".join(n for n in (
+            f"{len(cut)} prompts were cut by the server (fewer prompt tokens counted than words sent: "
+            "Ollama truncates to num_ctx and then looks fast)" if cut else "",
+            "the server ignored max_tokens/ignore_eos for some requests (Ollama's /v1 ignores ignore_eos)"
+            if short else "") if n),
     }
     if spec.concurrency and summary.get("sustained_concurrency") is not None and not spec.rate and not spec.users:
         summary["trust"]["concurrency_ratio"] = round(summary["sustained_concurrency"] / spec.concurrency, 3)

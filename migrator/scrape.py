@@ -4,7 +4,8 @@ A thread of its own (one short GET a second) so the load generator's event loop 
 vLLM: running and waiting requests and KV-cache usage over time (peak and mean), and from the histograms'
 increase over the run the server's own TTFT and queueing time — so a client TTFT splits into time spent
 waiting in vLLM's queue and the rest (prefill, network, client). For Ollama: the models loaded, their
-size and the share in VRAM (a model spilling to the CPU is why Ollama is slow).
+size and the share in VRAM (a model spilling to the CPU is why Ollama is slow). Where `nvidia-smi` is on the
+PATH, the busiest GPU's utilisation too (the plan's "GPU utilisation < 90 %" gate).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ class Scraper:
         self.failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="graphrag-migrate-scrape")
+        import shutil
+
+        self.nvidia_smi = shutil.which("nvidia-smi")  # this box's GPU, when it can be read
+        self.gpu: list[float] = []
 
     def __enter__(self) -> "Scraper":
         self._scrape()  # the "before" of every histogram delta
@@ -38,8 +43,24 @@ class Scraper:
         while not self._stop.wait(self.interval_s):
             self._scrape()
 
+    def _gpu(self) -> None:
+        """Busiest GPU's utilisation now (GB10 reports it; only its memory fields are [N/A])."""
+        import subprocess
+
+        try:
+            out = subprocess.run([self.nvidia_smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=3).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        values = [float(v) for v in out.split() if v.replace(".", "", 1).isdigit()]
+        if values:
+            self.gpu.append(max(values))
+
     def _scrape(self) -> None:
         from migrator.adapters.http import request
+
+        if self.nvidia_smi:
+            self._gpu()
 
         if self.api == "openai":
             auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
@@ -66,6 +87,8 @@ class Scraper:
 
     def report(self) -> dict:
         out: dict = {"scrapes": len(self.samples), "failed_scrapes": self.failures}
+        if self.gpu:
+            out.update(gpu_utilization_pct_peak=max(self.gpu), gpu_utilization_pct_mean=round(statistics.fmean(self.gpu), 1))
         if not self.samples:
             return out
         if self.api == "openai":

@@ -30,6 +30,8 @@ class StatusReport:
     drift: dict = field(default_factory=dict)
     lock: dict | None = None
     last_rollback: dict | None = None
+    loadtest: dict | None = None  # the last recorded load test (what phase4's gates judge)
+    capacity: dict = field(default_factory=dict)  # the last `bench --sweep` per backend
 
     @property
     def problems(self) -> list[str]:
@@ -71,6 +73,8 @@ def gather_status(project, settings: Settings, probe: bool = True) -> StatusRepo
                          for name in PHASE_NAMES}
         report.drift = FileWriter(ledger).drift()
         report.last_rollback = state.get("last_rollback")
+        report.loadtest = state["resources"].get("loadtest")
+        report.capacity = state["resources"].get("capacity") or {}
     held = ledger.read_lock()
     if held is not None:
         report.lock = {**held.__dict__, "stale": ledger.lock_is_stale(held)}

@@ -119,3 +119,6 @@ def test_bench_compare_writes_a_side_by_side_table_and_report(sandbox, servers):
     check = CliRunner().invoke(app, ["--project", str(sandbox), "--json", "phase4", "--check"], catch_exceptions=False)
     gates = {s["id"]: s for s in json.loads(check.stdout)["steps"]}["phase4.gates"]
     assert gates["status"] != "ok" and "realtime_users=4, not > 10" in gates["message"]
+    status = json.loads(CliRunner().invoke(app, ["--project", str(sandbox), "--json", "status"]).stdout)
+    assert status["capacity"]["vllm"]["metrics"]["realtime_users"] == 4
+    assert status["loadtest"]["source"] == "bench" and status["loadtest"]["metrics"]["ttft_p99_ms"] > 0

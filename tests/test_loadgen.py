@@ -168,6 +168,11 @@ def test_against_the_real_vllm_cpu(real_vllm):
     assert s["completed"] == 12 and not s["errors"]
     assert s["output_tokens"] == 12 * 8 and s["trust"]["output_tokens_mismatch"] == 0  # ignore_eos honoured
     assert s["prompt_tokens"] >= 12 * 16 and s["ttft_ms"]["median"] > 0 and s["itl_ms"]["mean"] > 0
+    from migrator import bench
+
+    fitted = bench.measure(Target(real_vllm, "openai", "tiny-qwen"),
+                           LoadSpec(requests=4, concurrency=2, output_tokens=4, input_tokens=100), calibrate=False)
+    assert fitted["input_tokens_fitted"] and abs(fitted["prompt_tokens"] / 4 - 100) <= 2  # the real tokenizer
 
 
 def test_scraping_vllm_metrics_splits_ttft_into_queueing_and_the_rest(servers):
@@ -238,3 +243,60 @@ def test_graphrag_fan_out_maps_in_parallel_then_reduces_per_question(servers):
     assert s["questions"]["count"] == 6 and s["questions"]["failed"] == 0
     assert s["questions"]["e2e_ms"]["median"] > s["e2e_ms"]["median"]  # a question outlasts any one call
     assert s["metrics"]["question_e2e_p99_ms"] == s["questions"]["e2e_ms"]["p99"]
+
+
+def test_synthetic_prompts_are_fitted_to_the_served_tokenizer(servers):
+    from migrator import bench
+    from migrator.adapters.http import request
+    from migrator.loadgen import fit_prompt, synthetic_messages
+
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m")
+    target = Target(f"http://127.0.0.1:{port}", "openai", "m")
+    words = fit_prompt(target, 300)
+    counted = request("POST", target.url + "/tokenize", 5, {"model": "m", "messages": synthetic_messages(words, 0)})
+    assert abs(counted.body["count"] - 300) <= 1 and words != 300  # Hangul words cost more than one token
+    result = bench.measure(target, LoadSpec(requests=4, concurrency=2, output_tokens=4, input_tokens=300),
+                           calibrate=False)
+    assert result["input_tokens_fitted"] and abs(result["prompt_tokens"] / 4 - 300) <= 8
+    assert fit_prompt(Target(target.url, "ollama", "m"), 300) is None  # Ollama has no /tokenize
+
+
+def test_a_prompt_the_server_cut_is_flagged(servers):
+    """The Ollama stand-in truncates to num_ctx (4096) as Ollama does, and then looks fast."""
+    port = servers.start("migrator.sim.ollama", "--preload")
+    s = asyncio.run(run_load(Target(f"http://127.0.0.1:{port}", "ollama", "qwen3:32b"),
+                             LoadSpec(requests=2, concurrency=1, output_tokens=2, input_tokens=6000,
+                                      ignore_eos=False)))
+    assert s["trust"]["prompt_truncated"] == 2 and "cut by the server" in s["trust"]["note"]
+    short = asyncio.run(run_load(Target(f"http://127.0.0.1:{port}", "ollama", "qwen3:32b"),
+                                 LoadSpec(requests=2, concurrency=1, output_tokens=2, input_tokens=50,
+                                          ignore_eos=False)))
+    assert short["trust"]["prompt_truncated"] == 0
+
+
+def test_the_shipped_graphrag_prompt_sets_load(tmp_path):
+    from migrator import bench
+    from migrator.errors import ConfigError
+
+    for name in ("en", "ko"):
+        prompts = bench.load_prompts(name)
+        assert len(prompts) == 12 and all(p[0]["role"] == "system" and p[1]["role"] == "user" for p in prompts)
+    assert "그래프" in bench.load_prompts("ko")[0][0]["content"]
+    with pytest.raises(ConfigError, match="not found"):
+        bench.load_prompts(str(tmp_path / "missing.jsonl"))
+
+
+def test_gpu_utilisation_is_sampled_where_nvidia_smi_answers(servers, tmp_path, monkeypatch):
+    """No GPU here: a stand-in nvidia-smi on PATH prints two GPUs' utilisation as the real one does."""
+    from migrator import bench
+
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n[ \"$1\" = --query-gpu=utilization.gpu ] && printf '87\\n93\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{__import__('os').environ['PATH']}")
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m")
+    result = bench.measure(Target(f"http://127.0.0.1:{port}", "openai", "m"),
+                           LoadSpec(requests=4, concurrency=2, output_tokens=4), calibrate=False)
+    assert result["server"]["gpu_utilization_pct_peak"] == 93.0
+    assert result["metrics"]["gpu_utilization_pct"] == 93.0  # what the plan's "< 90 %" gate reads

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -109,7 +108,7 @@ def bench(
     duration: Annotated[Optional[float], typer.Option("--duration", help="Stop after this many seconds.")] = None,
     input_tokens: Annotated[int, typer.Option("--input-tokens", help="Synthetic prompt length (words).")] = 128,
     output_tokens: Annotated[int, typer.Option("--output-tokens", help="max_tokens / num_predict per request.")] = 64,
-    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="JSONL of {prompt} or {messages}.")] = None,
+    prompts: Annotated[Optional[str], typer.Option("--prompts", help="JSONL of {prompt} or {messages}, or en / ko: the GraphRAG-shaped sets shipped with the tool.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds one request may take.")] = 120.0,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Save the result in the ledger (phase4's gates read it).")] = True,
     sweep: Annotated[bool, typer.Option("--sweep", help="Find how many users the server serves at the SLOs (double, then bisect).")] = False,
@@ -179,7 +178,7 @@ def bench(
         from migrator import report
         from migrator.ledger import Ledger
 
-        directory = Ledger(app_state.project).root / "bench" / f"{time.strftime('%Y%m%dT%H%M%S')}-report"
+        directory = core.saved_path(Ledger(app_state.project).root, "report")
         written = report.write(directory, runs, rows, runs[targets[0][0]]["slo"])
         render.capacity_report(app_state.out, runs, rows, written)
         exit_with(0 if all(p["completed"] for r in runs.values() for p in r["probes"]) else 1)

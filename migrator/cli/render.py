@@ -73,6 +73,14 @@ def status_report(out: Output, report) -> None:
                     table.add_row("", step_id, step.get("status", ""), step.get("at", ""), detail.strip(),
                                   style=_STATUS_STYLE.get(step.get("status", "")))
             console.print(table)
+        if report.loadtest:
+            lt, m = report.loadtest, report.loadtest.get("metrics", {})
+            console.print(f"load test ({lt.get('source', 'bench')}, {lt.get('at', '')}): TTFT p99 {m.get('ttft_p99_ms')} ms, "
+                          f"{m.get('per_user_output_tokens_per_s')} tok/s per user, error rate {m.get('error_rate')}")
+        for label, cap in report.capacity.items():
+            m = cap.get("metrics", {})
+            console.print(f"capacity {label} ({cap.get('at', '')}): {m.get('realtime_users')} real-time users, "
+                          f"{m.get('wait_users')} within 30 s")
         for rel, what in report.drift.items():
             console.print(f"drift: {rel}: {what}", style="yellow")
         console.print("ok" if not report.problems else "problems: " + "; ".join(report.problems),
