@@ -72,6 +72,7 @@ def run(project: Path, settings: Settings, target: Target, spec: LoadSpec, promp
         record: bool, progress=None, calibrate: bool = True) -> dict:
     check_safe(target, spec, settings)
     result = measure(target, spec, prompts, progress, calibrate)
+    result["gates"] = judge_gates(settings, result)
     if record:
         ledger = Ledger(project)
         with ledger.locked("graphrag-migrate bench"):
@@ -107,6 +108,21 @@ def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = N
             "spec": asdict(spec), **summary}
 
 
+def judge_gates(settings: Settings, result: dict) -> dict:
+    """The plan's §7.1 gates on this result, as phase4 will judge them: refused (untrustworthy client),
+    failed, notes (observe-only or measured elsewhere), and each measured value."""
+    from phases.phase4 import MEASURED_ELSEWHERE, evaluate, trust_problems
+
+    gates = [g for g in settings.gates if g.source == "bench"]
+    refused = trust_problems(gates, result.get("trust") or {})
+    metrics = result.get("metrics", {})
+    unmeasured = [g for g in gates if g.metric in MEASURED_ELSEWHERE and g.metric not in metrics]
+    failed, notes, measured = evaluate([g for g in gates if g not in unmeasured], metrics)
+    notes += [f"{g.name}: {g.metric} not measured ({MEASURED_ELSEWHERE[g.metric]})" for g in unmeasured]
+    return {"passed": not refused and not failed, "refused": refused, "failed": failed, "notes": notes,
+            "measured": measured}
+
+
 def saved_path(ledger_root: Path, kind: str, suffix: str = "") -> Path:
     """A new name under .graphrag-migrate/bench/: time-stamped, never one an earlier run used."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -123,6 +139,7 @@ def record_result(ledger: Ledger, result: dict, source: str = "bench") -> Path:
     atomic_write_bytes(saved, json.dumps(result, indent=2).encode())
     ledger.state["resources"]["loadtest"] = {"at": result["at"], "target": result["target"], "source": source,
                                              "metrics": result["metrics"], "trust": result.get("trust", {}),
+                                             "gates": result.get("gates"),
                                              "file": str(saved)}
     ledger.save()
     ledger.audit(source, "loadtest", "ok", target=result["target"], metrics=result["metrics"])

@@ -116,16 +116,15 @@ class Gates(Step):
         if not result:
             return Outcome.failed("no load-test result recorded",
                                   "run `graphrag-migrate bench` (it records the result for these gates)")
-        refused = trust_problems(gates, result.get("trust") or {})
-        if refused:
-            return Outcome.failed("refusing to judge the gates on this load test: " + "; ".join(refused),
-                                  "re-run the load test with fewer streams, or from a less busy client machine")
+        from migrator.bench import judge_gates
+
         sweep = (ctx.resources.get("capacity") or {}).get("vllm") or {}
         metrics = {**result.get("metrics", {}), **sweep.get("metrics", {})}
-        # Capacity needs a sweep and GPU utilisation a readable GPU: until measured, a note, not a failure.
-        unmeasured = [g for g in gates if g.metric in MEASURED_ELSEWHERE and g.metric not in metrics]
-        failed, notes, measured = evaluate([g for g in gates if g not in unmeasured], metrics)
-        notes += [f"{g.name}: {g.metric} not measured ({MEASURED_ELSEWHERE[g.metric]})" for g in unmeasured]
+        verdict = judge_gates(ctx.settings, {"metrics": metrics, "trust": result.get("trust") or {}})
+        if verdict["refused"]:
+            return Outcome.failed("refusing to judge the gates on this load test: " + "; ".join(verdict["refused"]),
+                                  "re-run the load test with fewer streams, or from a less busy client machine")
+        failed, notes, measured = verdict["failed"], verdict["notes"], verdict["measured"]
         if failed:
             return Outcome.failed("; ".join(failed + notes), "see the load-test report (graphrag-migrate bench)",
                                   **measured)

@@ -60,22 +60,32 @@ def assert_back_on_ollama(root, before) -> None:
 
 
 @pytest.mark.parametrize("step, when, extra", [
+    ("phase1.start-vllm", "after", []),  # the standalone container up, the CLI gone
+    ("phase3.vllm-service", "after", []),  # the compose service up in its place
+    ("phase3.backend", "after", []),  # the backend recreated on vLLM
     ("phase4.staging", "during-loadtest", []),  # staging's containers up, the CLI gone
     ("phase4.staging", "after", ["--set", "deploy.keep_staging=true"]),
     ("phase4.watch", "before", []),
     ("phase4.watch", "after", []),
 ])
-def test_kill_during_phase4_then_rollback_restores_everything(docker_sandbox, step, when, extra):
+def test_kill_during_a_docker_step_then_rollback_restores_everything(docker_sandbox, step, when, extra):
     root = docker_sandbox
     before = tree_digest(root)
-    migrate(root)
+    phase = step.split(".")[0]
+    if phase == "phase3":
+        assert invoke("--project", str(root), "phase1", "--unload-ollama").exit_code == 0
+    elif phase == "phase4":
+        migrate(root)
     killed = subprocess.run(
         [sys.executable, os.path.join(HERE, "killer.py"), step, when, "--", "--project", str(root),
-         "--set", "deploy.watch_s=1", "--set", "deploy.probe_interval_s=0.2", *extra, "phase4"],
+         "--set", "deploy.watch_s=1", "--set", "deploy.probe_interval_s=0.2", *extra, phase,
+         *(["--unload-ollama"] if phase == "phase1" else [])],
         cwd=REPO, capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": f"{REPO}:{HERE}"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = Ledger(root).read_state()
-    assert state["phases"]["phase4"]["status"] == "in_progress"  # the crash is visible
+    assert state["phases"][phase]["status"] == "in_progress"  # the crash is visible
+    if phase != "phase4":
+        assert DockerRuntime().container(docker_names(root)["vllm"]).running  # what rollback must stop
     if step == "phase4.staging" and when != "before":
         assert {c.status for c in staging_containers(root)} == {"running"}  # what rollback must clean up
 

@@ -19,7 +19,10 @@ from migrator.ledger import Ledger
 HERE = os.path.dirname(__file__)
 # (The download step's kill -9 is in test_download: here the model is a local directory.)
 STEPS = [("phase1", "phase1.unload-ollama"), ("phase1", "phase1.start-vllm"),
+         ("phase2", "phase2.settings"), ("phase2", "phase2.vllm-chat"), ("phase2", "phase2.requirements"),
          ("phase3", "phase3.compose-file"), ("phase3", "phase3.compose-env"), ("phase3", "phase3.env")]
+# (phase2 writes only with --scaffold: its cases start from a backend without the vLLM settings and dependency.
+# phase4's steps, the compose handover and staging are killed on real Docker in test_faults_docker.)
 # (phase3.backend has nothing to apply here: the sandbox backend re-reads the env file by itself.)
 
 
@@ -31,17 +34,23 @@ def invoke(*args):
 @pytest.mark.parametrize("phase, step", STEPS)
 def test_kill_during_a_step_then_rollback_restores_everything(sandbox, phase, step, when):
     settings = json.loads(invoke("--project", str(sandbox), "--json", "status").stdout)
+    if phase == "phase2":  # something to scaffold: the settings fields and the langchain-openai line
+        config = sandbox / "backend" / "src" / "core" / "config.py"
+        config.write_text("\n".join(line for line in config.read_text().splitlines() if "vllm_" not in line) + "\n")
+        (sandbox / "backend" / "requirements.txt").write_text("fastapi\nlangchain-ollama\n")
     before = tree_digest(sandbox)
     run = lambda *a: subprocess.run([sys.executable, os.path.join(HERE, "killer.py"), *a], cwd=REPO,  # noqa: E731
                                     capture_output=True, text=True, env={**os.environ, "PYTHONPATH": f"{REPO}:{HERE}"},
                                     timeout=120)
     if phase == "phase3":
         assert invoke("--project", str(sandbox), "phase1", "--unload-ollama").exit_code == 0
-    killed = run(step, when, "--", "--project", str(sandbox), phase, "--unload-ollama") if phase == "phase1" else \
-        run(step, when, "--", "--project", str(sandbox), phase)
+    extra = {"phase1": ["--unload-ollama"], "phase2": ["--scaffold"]}.get(phase, [])
+    killed = run(step, when, "--", "--project", str(sandbox), phase, *extra)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = Ledger(sandbox).read_state()
     assert state["phases"][phase]["status"] == "in_progress"  # the crash is visible
+    if phase == "phase2" and when == "after":
+        assert tree_digest(sandbox) != before  # the scaffold had written when the CLI died
     status = invoke("--project", str(sandbox), "status")
     assert status.exit_code in (0, 1)  # status still reads everything
 

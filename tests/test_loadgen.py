@@ -300,3 +300,23 @@ def test_gpu_utilisation_is_sampled_where_nvidia_smi_answers(servers, tmp_path, 
                            LoadSpec(requests=4, concurrency=2, output_tokens=4), calibrate=False)
     assert result["server"]["gpu_utilization_pct_peak"] == 93.0
     assert result["metrics"]["gpu_utilization_pct"] == 93.0  # what the plan's "< 90 %" gate reads
+
+
+def test_bench_gate_judges_the_plans_gates_and_sets_the_exit_code(sandbox, servers):
+    runner = CliRunner()
+    args = ["--requests", "8", "--concurrency", "2", "--output-tokens", "8", "--no-record"]
+    fast = servers.start("migrator.sim.vllm", "--served-model-name", "qwen2.5-32b-instruct")
+    ok = runner.invoke(app, ["--project", str(sandbox), "--json", "--set", f"vllm.port={fast}", "bench", "--gate",
+                             *args], catch_exceptions=False)
+    gates = json.loads(ok.stdout)["gates"]
+    assert ok.exit_code == 0 and gates["passed"] and gates["measured"]["ttft_p99_ms"] < 500
+    assert any("realtime_users not measured" in n for n in gates["notes"])
+    slow = servers.start("migrator.sim.vllm", "--served-model-name", "qwen2.5-32b-instruct", "--ttft-ms", "600")
+    failed = runner.invoke(app, ["--project", str(sandbox), "--json", "--set", f"vllm.port={slow}", "bench",
+                                 "--gate", *args], catch_exceptions=False)
+    gates = json.loads(failed.stdout)["gates"]
+    assert failed.exit_code == 1 and not gates["passed"]
+    assert any(f.startswith("P99 latency: ttft_p99_ms=") for f in gates["failed"])
+    lenient = runner.invoke(app, ["--project", str(sandbox), "--set", f"vllm.port={slow}", "bench", *args],
+                            catch_exceptions=False)
+    assert lenient.exit_code == 0 and "gate failed: P99 latency" in lenient.stderr + lenient.stdout

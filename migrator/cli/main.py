@@ -117,6 +117,7 @@ def bench(
     turns: Annotated[Optional[int], typer.Option("--turns", help="Turns per user conversation [default: bench.turns].")] = None,
     think: Annotated[Optional[float], typer.Option("--think", help="Seconds a user reads before the next turn [default: bench.think_s].")] = None,
     fanout: Annotated[int, typer.Option("--fanout", help="GraphRAG-shaped load: each of --concurrency users asks questions that fan out into N parallel calls, then one reduce call; latency reported per question.")] = 0,
+    gate: Annotated[bool, typer.Option("--gate", help="Exit 1 when a §7.1 gate fails or cannot be judged (for CI).")] = False,
     diff: Annotated[Optional[tuple[Path, Path]], typer.Option("--diff", help="Compare two saved results (A B) instead of running.")] = None,
     calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Measure the client's own overhead first (about a second); phase4's gates refuse a load test whose overhead is over 5 % of an SLO.")] = True,
 ) -> None:
@@ -184,7 +185,7 @@ def bench(
         exit_with(0 if all(p["completed"] for r in runs.values() for p in r["probes"]) else 1)
     result = core.run(app_state.project, settings, target, spec, loaded, record, progress, calibrate)
     render.bench_report(app_state.out, result)
-    exit_with(0 if result["completed"] else 1)
+    exit_with(0 if result["completed"] and (result["gates"]["passed"] or not gate) else 1)
 
 
 @app.command()

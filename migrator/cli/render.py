@@ -150,6 +150,17 @@ def bench_report(out: Output, result) -> None:
                           "(calibrated against a local server with known timing)")
         if result["trust"].get("note"):
             console.print("trust: " + result["trust"]["note"], style="yellow")
+        g = result.get("gates")
+        if g:
+            for line in g["refused"]:
+                console.print(f"gates not judged: {line}", style="red")
+            for line in g["failed"]:
+                console.print(f"gate failed: {line}", style="red")
+            for line in g["notes"]:
+                console.print(f"gate note: {line}", style="yellow")
+            if g["passed"]:
+                console.print("§7.1 gates on this load test: pass (" + ", ".join(
+                    f"{k}={v}" for k, v in g["measured"].items() if v is not None) + ")", style="green")
         if result.get("saved"):
             console.print(f"saved: {result['saved']}")
 
