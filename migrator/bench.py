@@ -90,11 +90,13 @@ def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = N
 
     width = spec.concurrency or (spec.users or 8) * max(1, spec.fanout)  # streams the run keeps open at most
     calibration = loadgen.calibrate(width, spec.output_tokens) if calibrate else None
+    fitted = None
     if not prompts and spec.prompt_words is None:
-        spec.prompt_words = loadgen.fit_prompt(target, spec.input_tokens)
+        fitted = loadgen.fit_prompt(target, spec.input_tokens)
+        spec.prompt_words, spec.prompt_vocabulary = fitted[:2] if fitted else (None, None)
     with Scraper(target.url, target.api, target.api_key) as scraper:
         summary = asyncio.run(run_load(target, spec, prompts, progress))
-    summary["input_tokens_fitted"] = not prompts and spec.prompt_words is not None
+    summary["input_tokens_fitted"] = fitted[2] if fitted else False  # "exact", "mean" or False
     summary["server"] = scraper.report()
     if summary["server"].get("gpu_utilization_pct_mean") is not None:
         summary["metrics"]["gpu_utilization_pct"] = summary["server"]["gpu_utilization_pct_mean"]
@@ -172,7 +174,7 @@ def run_sweep(project: Path, settings: Settings, target: Target, spec: LoadSpec,
     if not prompts and spec.prompt_words is None:
         from migrator.loadgen import fit_prompt
 
-        spec.prompt_words = fit_prompt(target, spec.input_tokens)
+        spec.prompt_words, spec.prompt_vocabulary = (fit_prompt(target, spec.input_tokens) or (None, None))[:2]
     found = capacity.sweep(target, spec, slo_of(settings), b.sweep_max_users, b.sweep_min_requests, prompts, on_probe)
     result = {"at": now_iso(), "label": label,
               "target": {"url": target.url, "api": target.api, "model": target.model}, **found}

