@@ -124,9 +124,14 @@ def sweep(target: Target, base: LoadSpec, slo: Slo, max_users: int, min_requests
         def hopeless(results: list[RequestResult]) -> bool:  # neither SLO can reach its fraction any more
             return all(sum(not slo.meets(s, r) for r in results) > allowed for s in SCENARIOS)
 
-        results, wall = asyncio.run(execute(target, spec, prompts, should_stop=hopeless))
+        from migrator.scrape import Scraper, split_ttft
+
+        with Scraper(target.url, target.api, target.api_key) as scraper:
+            results, wall = asyncio.run(execute(target, spec, prompts, should_stop=hopeless))
         probe = judge(results, wall, users, slo)
         probe["stopped_early"] = len(results) < planned
+        probe["server"] = scraper.report()  # what vLLM (or Ollama) said about itself at this user count
+        probe["ttft_split"] = split_ttft(probe["ttft_ms"]["median"], probe["server"])
         if on_probe:
             on_probe(probe)
         return probe

@@ -74,6 +74,16 @@ def _cell(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else html.escape(str(value))
 
 
+def _server_cells(p: dict) -> str:
+    """The server's own view at one user count: vLLM's queue and KV cache, the TTFT split, Ollama's VRAM share."""
+    server, split = p.get("server") or {}, p.get("ttft_split") or {}
+    kv = server.get("kv_cache_usage_peak")
+    share = server.get("vram_share")
+    return (f"<td>{_cell(server.get('waiting_peak'))}</td><td>{'—' if kv is None else f'{kv:.0%}'}</td>"
+            f"<td>{_cell(split.get('queue_ms'))} / {_cell(split.get('rest_ms'))}</td>"
+            f"<td>{'—' if share is None else f'{share:.0%}'}</td>")
+
+
 def render_html(runs: dict[str, dict], rows: list[dict] | None, slo: dict) -> str:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>graphrag-migrate capacity report</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse;"
@@ -102,13 +112,14 @@ def render_html(runs: dict[str, dict], rows: list[dict] | None, slo: dict) -> st
                      f"<b>{cap['wait']['users']}</b></p>")
         parts.append("<table><tr><th>users</th><th>requests</th><th>TTFT p50 ms</th><th>TTFT p99 ms</th>"
                      "<th>E2E p99 ms</th><th>tok/s per user</th><th>real-time met</th><th>30 s met</th>"
-                     "<th>goodput req/s</th></tr>")
+                     "<th>goodput req/s</th><th>server: waiting peak</th><th>KV cache peak</th>"
+                     "<th>TTFT p50 queueing / rest ms</th><th>Ollama model in VRAM</th></tr>")
         for p in run["probes"]:
             parts.append(f"<tr><td>{p['users']}</td><td>{p['completed']}/{p['requests']}</td>"
                          f"<td>{_cell(p['ttft_ms']['median'])}</td><td>{_cell(p['ttft_ms']['p99'])}</td>"
                          f"<td>{_cell(p['e2e_ms']['p99'])}</td><td>{_cell(p['per_user_output_tokens_per_s'])}</td>"
                          f"<td>{p['realtime']['fraction']:.0%}</td><td>{p['wait']['fraction']:.0%}</td>"
-                         f"<td>{_cell(p['realtime']['goodput_rps'])}</td></tr>")
+                         f"<td>{_cell(p['realtime']['goodput_rps'])}</td>{_server_cells(p)}</tr>")
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -90,6 +90,9 @@ def test_sweep_with_users_history_and_think_time_finds_the_simulators_knee(serve
     speeds = [p["per_user_output_tokens_per_s"] for p in sorted(found["probes"], key=lambda p: p["users"])]
     assert speeds == sorted(speeds, reverse=True)  # more users, slower tokens for each
     assert [p["users"] for p in seen][:4] == [1, 2, 4, 8]
+    for p in found["probes"]:  # the server's own view at each count: scraped before, during and after
+        assert p["server"]["scrapes"] >= 2 and p["server"]["failed_scrapes"] == 0
+        assert p["ttft_split"]["queue_ms"] >= 0 and p["ttft_split"]["rest_ms"] > 0
 
 
 def test_bench_compare_writes_a_side_by_side_table_and_report(sandbox, servers):
@@ -107,6 +110,7 @@ def test_bench_compare_writes_a_side_by_side_table_and_report(sandbox, servers):
     assert doc["runs"]["ollama"]["target"]["api"] == "ollama" and doc["runs"]["vllm"]["target"]["api"] == "openai"
     page = open(doc["report"]["html"], encoding="utf-8").read()
     assert page.count("<svg") == 3 and "Ollama" in page and "<script" not in page
+    assert "server: waiting peak" in page and "Ollama model in VRAM" in page
     with open(doc["report"]["png"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     from migrator.ledger import Ledger
