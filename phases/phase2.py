@@ -271,8 +271,12 @@ class ClientContract(Step):
             proc = subprocess.run([python, "-c", CONTRACT_SCRIPT, base + "/v1", ctx.settings.model.served_name,
                                    vllm_launch.api_key(ctx.settings) or ""],
                                   capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-        except (FileNotFoundError, subprocess.TimeoutExpired):
-            proc = None
+        except FileNotFoundError:
+            proc, why = None, f"{python} not found (backend.python)"
+        except subprocess.TimeoutExpired:
+            proc, why = None, f"ChatOpenAI in {python} did not finish in 120 s"
+        else:
+            why = f"langchain-openai not importable by {python}"
         if proc is not None and proc.returncode == 0:
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             if result["chunks"] >= 1:
@@ -287,7 +291,7 @@ class ClientContract(Step):
             ctx.settings.model.served_name, [{"role": "user", "content": "Say hello."}], max_tokens=8, timeout=60)
         if not s.ok:
             return Outcome.failed(f"streamed answer from vLLM failed: {s.error}")
-        return Outcome.warn(f"langchain-openai not importable by {python}: checked the same stream over HTTP "
+        return Outcome.warn(f"{why}: checked the same stream over HTTP "
                              f"({s.content_chunks} chunks, TTFT {s.ttft_ms or 0:.0f} ms)", client="http",
                              chunks=s.content_chunks, ttft_ms=s.ttft_ms)
 

@@ -122,6 +122,10 @@ def test_client_contract_falls_back_to_http_with_a_warning(sandbox):
     contract = steps(result)["phase2.client-contract"]
     assert contract["status"] == "warn" and "checked the same stream over HTTP" in contract["message"]
     assert contract["measurements"]["chunks"] >= 1
+    missing = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "--set",
+                     "backend.python=/nonexistent/python3", "phase2", "--check")
+    contract = steps(missing)["phase2.client-contract"]  # the reason named, not "not importable"
+    assert contract["status"] == "warn" and contract["message"].startswith("/nonexistent/python3 not found")
     invoke("--project", str(sandbox), "rollback", "--wait", "5")
 
 
