@@ -72,6 +72,8 @@ def run(project: Path, settings: Settings, target: Target, spec: LoadSpec, promp
         record: bool, progress=None, calibrate: bool = True) -> dict:
     check_safe(target, spec, settings)
     result = measure(target, spec, prompts, progress, calibrate)
+    from migrator.gates import judge_gates
+
     result["gates"] = judge_gates(settings, result)
     if record:
         ledger = Ledger(project)
@@ -108,21 +110,6 @@ def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = N
         summary["trust"]["client_overhead_ms"] = calibration.get("overhead_ms")
     return {"at": now_iso(), "target": {"url": target.url, "api": target.api, "model": target.model},
             "spec": asdict(spec), **summary}
-
-
-def judge_gates(settings: Settings, result: dict) -> dict:
-    """The plan's §7.1 gates on this result, as phase4 will judge them: refused (untrustworthy client),
-    failed, notes (observe-only or measured elsewhere), and each measured value."""
-    from phases.phase4 import MEASURED_ELSEWHERE, evaluate, trust_problems
-
-    gates = [g for g in settings.gates if g.source == "bench"]
-    refused = trust_problems(gates, result.get("trust") or {})
-    metrics = result.get("metrics", {})
-    unmeasured = [g for g in gates if g.metric in MEASURED_ELSEWHERE and g.metric not in metrics]
-    failed, notes, measured = evaluate([g for g in gates if g not in unmeasured], metrics)
-    notes += [f"{g.name}: {g.metric} not measured ({MEASURED_ELSEWHERE[g.metric]})" for g in unmeasured]
-    return {"passed": not refused and not failed, "refused": refused, "failed": failed, "notes": notes,
-            "measured": measured}
 
 
 def saved_path(ledger_root: Path, kind: str, suffix: str = "") -> Path:
@@ -191,6 +178,22 @@ def run_sweep(project: Path, settings: Settings, target: Target, spec: LoadSpec,
             ledger.audit("bench", "sweep", "ok", target=result["target"], metrics=result["metrics"])
         result["saved"] = str(saved)
     return result
+
+
+def capacity(project: Path, settings: Settings, targets: list[tuple[str, Target]], spec: LoadSpec,
+             prompts: list[list[dict]] | None, record: bool, say=None, on_probe=None) -> tuple[dict, list | None, dict]:
+    """`bench --sweep` (one target) or `--compare` (ollama and vllm): the runs by label, the side-by-side
+    rows when both backends ran, and the report files written."""
+    from migrator import report
+
+    runs = {}
+    for label, target in targets:
+        if say:
+            say(f"sweep {label} at {target.url} ({target.model})")
+        runs[label] = run_sweep(project, settings, target, replace_spec(spec, target), prompts, record, label, on_probe)
+    rows = comparison(runs["ollama"], runs["vllm"]) if {"ollama", "vllm"} <= runs.keys() else None
+    written = report.write(saved_path(Ledger(project).root, "report"), runs, rows, runs[targets[0][0]]["slo"])
+    return runs, rows, written
 
 
 def replace_spec(spec: LoadSpec, target: Target) -> LoadSpec:

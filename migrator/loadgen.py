@@ -212,7 +212,7 @@ async def send_one(conn: Connection, target: Target, messages: list[dict], max_t
             f"content-length: {len(body)}\r\n"
             + (f"authorization: Bearer {target.api_key}\r\n" if target.api_key else "") + "\r\n").encode()
     result = RequestResult(ok=False, start_ns=time.perf_counter_ns(), text=[] if keep_text else None,
-                           words_sent=prompt_words(messages))
+                           words_sent=words_in(messages))
     try:
         await asyncio.wait_for(_exchange(conn, target, head + body, result), timeout)
     except asyncio.TimeoutError:
@@ -357,7 +357,7 @@ def fit_prompt(target: Target, input_tokens: int) -> tuple[int, tuple[str, ...] 
     return words, None, "mean"
 
 
-def prompt_words(messages: list[dict]) -> int:
+def words_in(messages: list[dict]) -> int:
     """Words sent in a request: a lower bound on its prompt tokens for any tokenizer (a word is ≥ 1 token)."""
     return sum(len(str(m.get("content", "")).split()) for m in messages)
 

@@ -251,6 +251,7 @@ def _vllm_cpu_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port
     except ImportError:
         raise EnvironmentMissing("building the tiny model needs tokenizers, safetensors and numpy",
                                  "pip install 'graphrag-migrate[test]'") from None
+    cpuset = client_free_cpuset()
     (root / "migrate.yaml").write_text(
         "# made by graphrag-migrate rehearse --server vllm-cpu: the real vLLM on this CPU, tiny random model\n"
         "project:\n  backend_runtime: none\n"
@@ -259,8 +260,7 @@ def _vllm_cpu_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port
         "model:\n  id: models/tiny-qwen\n  served_name: tiny-qwen\n  real_weights: false\n"
         f"vllm:\n  runtime: process\n  python: {vllm_cpu.venv_python()}\n  port: {vllm_port}\n"
         "  max_model_len: 512\n  extra_args: [--enforce-eager]\n  startup_timeout_s: 300\n"
-        + (f"  cpuset: \"{client_free_cpuset()}\"  # vLLM busy-polls: one core stays the load generator's\n"
-           if client_free_cpuset() else "")
+        + (f"  cpuset: \"{cpuset}\"  # vLLM busy-polls: one core stays the load generator's\n" if cpuset else "")
         + f"ollama:\n  url: http://127.0.0.1:{ollama_port}\n"
         "backend:\n  wait_s: 10\n  chat_path: /chat\n")
 
@@ -274,7 +274,7 @@ def start_sandbox_servers(root: Path, ollama_port: int, backend_port: int, logs:
     started.append(process.start_detached(
         [sys.executable, "-m", "migrator.sim.ollama", "--port", str(ollama_port), "--preload"],
         logs / "ollama.log", cwd=package_root))
-    if (root / "migrate.yaml").read_text().find("backend_runtime: compose") >= 0:
+    if load_settings(root / "migrate.yaml").project.backend_runtime == "compose":  # rehearse --runtime docker
         import subprocess
 
         from migrator.adapters.docker import compose_command

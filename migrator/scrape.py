@@ -10,6 +10,7 @@ PATH, the busiest GPU's utilisation too (the plan's "GPU utilisation < 90 %" gat
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import threading
 
@@ -24,8 +25,6 @@ class Scraper:
         self.failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="graphrag-migrate-scrape")
-        import shutil
-
         self.nvidia_smi = shutil.which("nvidia-smi")  # this box's GPU, when it can be read
         self.gpu: list[float] = []
 

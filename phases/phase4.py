@@ -17,6 +17,7 @@ from pathlib import Path
 
 from migrator.config import Settings
 from migrator.engine import Context, Outcome, Phase, Step
+from migrator.gates import evaluate, judge_gates
 
 PANELS = [
     {"title": "Time to first token (s)", "unit": "s", "targets": [
@@ -39,11 +40,6 @@ PANELS = [
         {"expr": "sum(rate(vllm:generation_tokens_total[1m]))", "legend": "generated"},
         {"expr": "sum(rate(vllm:prompt_tokens_total[1m]))", "legend": "prompt"}]},
 ]
-# Gates on these are a note until measured: how to measure them.
-MEASURED_ELSEWHERE = {"realtime_users": "run `graphrag-migrate bench --sweep`",
-                      "wait_users": "run `graphrag-migrate bench --sweep`",
-                      "goodput_rps": "run `graphrag-migrate bench --sweep`",
-                      "gpu_utilization_pct": "needs nvidia-smi on this machine during the load test"}
 # Older names queries fall back to (vLLM drops deprecated names two minor versions after renaming them).
 FALLBACK_METRICS = {"vllm:gpu_cache_usage_perc", "vllm:time_per_output_token_seconds"}
 
@@ -116,8 +112,6 @@ class Gates(Step):
         if not result:
             return Outcome.failed("no load-test result recorded",
                                   "run `graphrag-migrate bench` (it records the result for these gates)")
-        from migrator.bench import judge_gates
-
         sweep = (ctx.resources.get("capacity") or {}).get("vllm") or {}
         metrics = {**result.get("metrics", {}), **sweep.get("metrics", {})}
         verdict = judge_gates(ctx.settings, {"metrics": metrics, "trust": result.get("trust") or {}})
@@ -130,39 +124,6 @@ class Gates(Step):
                                   **measured)
         message = "all blocking gates pass" + "".join(f"; {n}" for n in notes)
         return Outcome.warn(message, **measured) if notes else Outcome.passed(message, **measured)
-
-
-OVERHEAD_SHARE = 0.05  # the client may add at most this share of a latency gate's threshold
-
-
-def trust_problems(gates, trust: dict) -> list[str]:
-    """Why a load test cannot decide a gate: the client's measured overhead is over 5 % of a latency SLO,
-    or it did not sustain 95 % of the concurrency asked for."""
-    problems = []
-    overhead = trust.get("client_overhead_ms")
-    for gate in gates:
-        if overhead is not None and gate.metric.endswith("_ms") and overhead > OVERHEAD_SHARE * gate.threshold:
-            problems.append(f"client overhead {overhead:g} ms is over 5 % of {gate.name}'s {gate.threshold:g} ms")
-    ratio = trust.get("concurrency_ratio")
-    if ratio is not None and ratio < 0.95:
-        problems.append(f"the client sustained {ratio:.0%} of the concurrency asked for (under 95 %)")
-    return problems
-
-
-def evaluate(gates, metrics: dict, missing_blocks: bool = True) -> tuple[list[str], list[str], dict]:
-    """(blocking failures, observe-only or unmeasured notes, measured values) for these gates.
-    `missing_blocks=False`: a value not measured (no traffic in a watch window) is a note, not a failure."""
-    failed, notes, measured = [], [], {}
-    for gate in gates:
-        value = metrics.get(gate.metric)
-        measured[gate.metric] = value
-        if value is None:
-            blocking = missing_blocks and not gate.observe_only
-            (failed if blocking else notes).append(f"{gate.name}: {gate.metric} not measured")
-        elif not gate.passes(float(value)):
-            line = f"{gate.name}: {gate.metric}={value:g}, not {gate.op} {gate.threshold:g}"
-            (notes if gate.observe_only else failed).append(line + (" (observe-only)" if gate.observe_only else ""))
-    return failed, notes, measured
 
 
 def window_metrics(before: str, after: str) -> dict:

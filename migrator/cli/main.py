@@ -168,19 +168,10 @@ def bench(
                                f"{p['per_user_output_tokens_per_s'] or 0:.1f} tok/s per user, real-time met "
                                f"{p['realtime']['fraction']:.0%}, 30 s met {p['wait']['fraction']:.0%}")
 
-        runs = {}
         targets = [("ollama", core.default_target(settings, "ollama")), ("vllm", core.default_target(settings, "vllm"))] \
             if compare else [(backend, target)]
-        for label, t in targets:
-            app_state.out.info(f"sweep {label} at {t.url} ({t.model})")
-            runs[label] = core.run_sweep(app_state.project, settings, t, core.replace_spec(spec, t), loaded,
-                                         record, label, on_probe)
-        rows = core.comparison(runs["ollama"], runs["vllm"]) if compare else None
-        from migrator import report
-        from migrator.ledger import Ledger
-
-        directory = core.saved_path(Ledger(app_state.project).root, "report")
-        written = report.write(directory, runs, rows, runs[targets[0][0]]["slo"])
+        runs, rows, written = core.capacity(app_state.project, settings, targets, spec, loaded, record,
+                                            app_state.out.info, on_probe)
         render.capacity_report(app_state.out, runs, rows, written)
         exit_with(0 if all(p["completed"] for r in runs.values() for p in r["probes"]) else 1)
     result = core.run(app_state.project, settings, target, spec, loaded, record, progress, calibrate)

@@ -130,15 +130,18 @@ def wheelhouse(name: str, requirements: list[str]) -> Path:
     return final
 
 
-def _build(tag: str, dockerfile: str, wheels: Path, extra_files: dict[str, str] | None = None) -> None:
+def _build(tag: str, dockerfile: str, files: dict[str, str] | None = None, wheels: Path | None = None) -> None:
+    """docker build of `dockerfile` with `files` (relative path → text) and, hard-linked, a wheelhouse."""
     _log(f"building {tag} (docker build --network host; once)")
-    with tempfile.TemporaryDirectory(prefix="gm-image-", dir=wheels.parent) as ctx:
+    with tempfile.TemporaryDirectory(prefix="gm-image-", dir=wheels.parent if wheels else None) as ctx:
         (Path(ctx) / "Dockerfile").write_text(dockerfile)
-        for name, text in (extra_files or {}).items():
+        for name, text in (files or {}).items():
+            (Path(ctx) / name).parent.mkdir(parents=True, exist_ok=True)
             (Path(ctx) / name).write_text(text)
-        (Path(ctx) / "wheels").mkdir()
-        for wheel in wheels.glob("*.whl"):
-            os.link(wheel, Path(ctx) / "wheels" / wheel.name)  # same filesystem: no copy of the wheels
+        if wheels is not None:
+            (Path(ctx) / "wheels").mkdir()
+            for wheel in wheels.glob("*.whl"):
+                os.link(wheel, Path(ctx) / "wheels" / wheel.name)  # same filesystem: no copy of the wheels
         subprocess.run(["docker", "build", "--network", "host", "-q", "-t", tag, ctx], check=True,
                        stdout=subprocess.DEVNULL)
     _log(f"{tag} built")
@@ -156,7 +159,7 @@ def vllm_cpu_image() -> str:
     if image_exists(tag):
         _log(f"{tag} cached")
         return tag
-    _build(tag, dockerfile, wheels)
+    _build(tag, dockerfile, wheels=wheels)
     return tag
 
 
@@ -183,7 +186,7 @@ def backend_image() -> str:
     if image_exists(tag):
         _log(f"{tag} cached")
         return tag
-    _build(tag, dockerfile, wheelhouse("backend", requirements), {"requirements.txt": requirements_text})
+    _build(tag, dockerfile, {"requirements.txt": requirements_text}, wheelhouse("backend", requirements))
     return tag
 
 
@@ -209,14 +212,7 @@ def sim_image() -> str:
     if image_exists(tag):
         _log(f"{tag} cached")
         return tag
-    _log(f"building {tag}")
-    with tempfile.TemporaryDirectory(prefix="gm-image-") as ctx:
-        (Path(ctx) / "Dockerfile").write_text(dockerfile)
-        for name, text in files.items():
-            (Path(ctx) / "migrator" / name).parent.mkdir(parents=True, exist_ok=True)
-            (Path(ctx) / "migrator" / name).write_text(text)
-        subprocess.run(["docker", "build", "--network", "host", "-q", "-t", tag, ctx], check=True,
-                       stdout=subprocess.DEVNULL)
+    _build(tag, dockerfile, {f"migrator/{name}": text for name, text in files.items()})
     return tag
 
 
