@@ -137,7 +137,9 @@ def test_ground_truth_server_and_calibration_hold_the_causal_order(servers):
     truth = json.load(urlopen(f"http://127.0.0.1:{port}/truth?last=40"))
     assert truth["completions"] == 40 and s["completed"] == 40 and s["output_tokens"] == 240
     assert truth["ttft_ms_median"] >= 30 and s["ttft_ms"]["median"] >= truth["ttft_ms_median"]
-    assert truth["itl_ms_mean"] >= 3
+    # Tokens are due on an absolute schedule (start + TTFT + i·ITL): a first token written late is followed
+    # by shorter gaps, so the mean sits near 3 ms, on either side of it.
+    assert 2.5 <= truth["itl_ms_mean"] <= 4.5
     cal = calibrate(4)
     assert cal["overhead_ms"] >= 0 and cal["true_ttft_ms"] >= 20 and cal["requests"] == 32
 
