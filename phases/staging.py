@@ -262,4 +262,6 @@ class Staging(Step):
         return Outcome.passed()  # apply's own checks and load test are the verification
 
     def rollback(self, ctx: Context) -> str:
+        if not applies(ctx.settings) and not ctx.resources.get("staging"):
+            return NOTHING_TO_UNDO  # skipped, nothing started: no need to ask a Docker daemon there may not be
         return teardown(ctx)

@@ -88,6 +88,38 @@ def sandbox(tmp_path, servers):
         process.stop(process.ProcessHandle.from_dict(vllm["process"]), 3)
 
 
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from migrator.cli.main import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+QUICK_WATCH = ("--set", "deploy.watch_s=0.5", "--set", "deploy.probe_interval_s=0.25")
+
+
+def prepare_switch(project: Path, *extra: str) -> None:
+    """phase1 and phase3 (vLLM running beside production, still on Ollama), and the small load test
+    phase4's gates read where there is no staging."""
+    assert cli("--project", str(project), *extra, "phase1", "--no-bench").exit_code == 0
+    result = cli("--project", str(project), *extra, "phase3")
+    assert result.exit_code == 0, result.stderr
+    bench = cli("--project", str(project), *extra, "bench", "--requests", "8", "--concurrency", "2",
+                "--output-tokens", "8")
+    assert bench.exit_code == 0, bench.stderr
+
+
+def migrate_to_vllm(project: Path, *extra: str) -> None:
+    """The whole migration on a sandbox: production on vLLM at the end (phase4's switch, a short watch)."""
+    from migrator.envfile import EnvFile
+
+    prepare_switch(project, *extra)
+    result = cli("--project", str(project), *extra, *QUICK_WATCH, "phase4")
+    assert result.exit_code == 0, result.stderr
+    assert EnvFile.from_bytes((project / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "vllm"
+
+
 def tree_digest(root: Path) -> dict[str, bytes]:
     """Every user file's bytes (the tool's own state directory excluded)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))

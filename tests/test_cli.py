@@ -84,9 +84,23 @@ def test_phase3_check_and_dry_run_write_nothing(sandbox):
     assert steps["phase3.compose-config"]["status"] == "would check"
     diffs = {d["file"]: d["diff"] for d in doc["diffs"]}
     env_diff = diffs["docker/.env"]
-    assert "-LLM_BACKEND=ollama  # ollama | vllm" in env_diff and "+LLM_BACKEND=vllm  # ollama | vllm" in env_diff
     assert "+COMPOSE_FILE=docker-compose.yml:docker-compose.vllm.yml" in env_diff
+    assert "+VLLM_MODEL=" in env_diff
+    assert not [line for line in env_diff.splitlines() if line[:1] in "+-" and "LLM_BACKEND=" in line[:13]]
     assert diffs["docker/docker-compose.vllm.yml"].startswith("--- /dev/null")
+    assert tree_digest(sandbox) == before and not (sandbox / ".graphrag-migrate").exists()
+
+
+def test_phase4_dry_run_shows_the_switch_after_the_gates(sandbox):
+    """The production switch is phase4's, ordered after staging and the gates; dry-run shows its diff."""
+    before = tree_digest(sandbox)
+    dry = invoke("--project", str(sandbox), "--json", "phase4", "--dry-run")
+    doc = json.loads(dry.stdout)
+    order = [s["id"] for s in doc["steps"]]
+    assert order.index("phase4.gates") < order.index("phase4.switch") < order.index("phase4.backend") \
+        < order.index("phase4.watch")
+    env_diff = {d["file"]: d["diff"] for d in doc["diffs"]}["docker/.env"]
+    assert "-LLM_BACKEND=ollama  # ollama | vllm" in env_diff and "+LLM_BACKEND=vllm  # ollama | vllm" in env_diff
     assert tree_digest(sandbox) == before and not (sandbox / ".graphrag-migrate").exists()
 
 

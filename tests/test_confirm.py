@@ -7,7 +7,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from conftest import REPO
+from conftest import QUICK_WATCH, REPO, prepare_switch
 from migrator.cli.main import app
 from migrator.envfile import EnvFile
 from migrator.errors import ExitCode
@@ -19,21 +19,23 @@ def llm_backend(sandbox):
 
 def test_confirm_refuses_to_wait_on_a_pipe_and_yes_answers_it(sandbox):
     runner = CliRunner()
-    assert runner.invoke(app, ["--project", str(sandbox), "phase1", "--no-bench"]).exit_code == 0
-    refused = runner.invoke(app, ["--project", str(sandbox), "phase3", "--confirm"], catch_exceptions=False)
+    prepare_switch(sandbox)
+    refused = runner.invoke(app, ["--project", str(sandbox), *QUICK_WATCH, "phase4", "--confirm"],
+                            catch_exceptions=False)
     assert refused.exit_code == ExitCode.CHECK_FAILED
     assert "needs confirmation and stdin is not a terminal" in refused.stderr and "--yes" in refused.stderr
     assert llm_backend(sandbox) == "ollama"  # nothing production sees was changed
-    agreed = runner.invoke(app, ["--project", str(sandbox), "--yes", "phase3", "--confirm"], catch_exceptions=False)
+    agreed = runner.invoke(app, ["--project", str(sandbox), "--yes", *QUICK_WATCH, "phase4", "--confirm"],
+                           catch_exceptions=False)
     assert agreed.exit_code == 0 and llm_backend(sandbox) == "vllm"
     runner.invoke(app, ["--project", str(sandbox), "rollback", "--wait", "5"])
 
 
 def run_at_terminal(sandbox, answer: bytes) -> tuple[int, str]:
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "migrator.cli.main", "--project", str(sandbox), "phase3",
-                             "--confirm"], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen([sys.executable, "-m", "migrator.cli.main", "--project", str(sandbox), *QUICK_WATCH,
+                             "phase4", "--confirm"], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     os.close(slave)
     os.write(master, answer)
     _out, err = proc.communicate(timeout=60)
@@ -42,11 +44,13 @@ def run_at_terminal(sandbox, answer: bytes) -> tuple[int, str]:
 
 
 def test_confirm_asks_at_a_terminal(sandbox):
-    assert CliRunner().invoke(app, ["--project", str(sandbox), "phase1", "--no-bench"]).exit_code == 0
+    prepare_switch(sandbox)
     code, err = run_at_terminal(sandbox, b"n\n")
     assert code == ExitCode.CHECK_FAILED and "proceed? [y/N]" in err and "not confirmed" in err
+    assert "LLM_BACKEND=vllm" in err and "then: backend recreated" in err  # one question names the whole switch
     assert llm_backend(sandbox) == "ollama"
-    code, err = run_at_terminal(sandbox, b"y\ny\n")  # the env switch, then the backend step
+    code, err = run_at_terminal(sandbox, b"y\n")  # one answer: switch, backend recreate and watch
     assert code == 0, err
+    assert err.count("proceed? [y/N]") == 1
     assert llm_backend(sandbox) == "vllm"
     CliRunner().invoke(app, ["--project", str(sandbox), "rollback", "--wait", "5"])

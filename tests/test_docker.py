@@ -97,15 +97,23 @@ services:
                    cwd=sandbox / "docker", capture_output=True)
 
 
-def test_phase3_and_rollback_recreate_the_compose_backend(sandbox, compose_backend):
+def test_phase4_switch_and_rollback_recreate_the_compose_backend(sandbox, compose_backend):
+    from migrator import bench
     from migrator.adapters.http import get
+    from migrator.loadgen import LoadSpec
 
     backend_url = compose_backend["project.backend_url"]
-    settings = api.settings_for(sandbox, overrides=compose_backend)
+    settings = api.settings_for(sandbox, overrides={**compose_backend, "deploy.watch_s": "0.5"})
     assert get(backend_url + "/health").body["llm_backend"] == "ollama"
     before = tree_digest(sandbox)
     api.run_phase("phase1", sandbox, settings)
-    report = api.run_phase("phase3", sandbox, settings)
+    assert api.run_phase("phase3", sandbox, settings).ok
+    assert get(backend_url + "/health").body["llm_backend"] == "ollama"  # phase3 leaves production alone
+    bench.run(sandbox, settings, bench.default_target(settings, "vllm"),
+              LoadSpec(requests=8, concurrency=2, output_tokens=8), None, record=True)
+    report = api.run_phase("phase4", sandbox, settings)  # no staging here: the vLLM runs as a process
+    backend_step = next(s for s in report.steps if s.id == "phase4.backend")
+    assert backend_step.status == "passed"  # recreated by compose, then on vLLM
     assert report.ok and get(backend_url + "/health").body["llm_backend"] == "vllm"
     answer = __import__("httpx").post(backend_url + "/chat", json={"message": "hello"}, timeout=10).json()
     assert answer["llm_backend"] == "vllm" and answer["answer"]

@@ -33,14 +33,26 @@ def invoke(*args):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
-def migrate(root) -> dict:
-    """phase1 (Ollama's model unloaded) and phase3: production on vLLM under compose."""
+QUICK_WATCH = ["--set", "deploy.watch_s=1", "--set", "deploy.probe_interval_s=0.2"]
+
+
+def integrate(root) -> dict:
+    """phase1 (Ollama's model unloaded) and phase3: vLLM a compose service, production still on Ollama."""
     assert invoke("--project", str(root), "phase1", "--unload-ollama").exit_code == 0
     result = invoke("--project", str(root), "phase3")
     assert result.exit_code == 0, result.stderr
     settings = api.settings_for(root)
-    assert get(settings.project.backend_url + "/health").body["llm_backend"] == "vllm"
+    assert get(settings.project.backend_url + "/health").body["llm_backend"] == "ollama"
     return {"settings": settings, "names": docker_names(root), "docker": DockerRuntime()}
+
+
+def migrate(root) -> dict:
+    """integrate, then phase4 (staging, gates, the switch, a short watch): production on vLLM under compose."""
+    env = integrate(root)
+    result = invoke("--project", str(root), *QUICK_WATCH, "phase4")
+    assert result.exit_code == 0, result.stderr
+    assert get(env["settings"].project.backend_url + "/health").body["llm_backend"] == "vllm"
+    return env
 
 
 def staging_containers(root) -> list:
@@ -61,10 +73,11 @@ def assert_back_on_ollama(root, before) -> None:
 
 @pytest.mark.parametrize("step, when, extra", [
     ("phase1.start-vllm", "after", []),  # the standalone container up, the CLI gone
-    ("phase3.vllm-service", "after", []),  # the compose service up in its place
-    ("phase3.backend", "after", []),  # the backend recreated on vLLM
+    ("phase3.vllm-service", "after", []),  # the compose service up in its place, production on Ollama
     ("phase4.staging", "during-loadtest", []),  # staging's containers up, the CLI gone
     ("phase4.staging", "after", ["--set", "deploy.keep_staging=true"]),
+    ("phase4.switch", "after", []),  # LLM_BACKEND=vllm written, the backend not yet recreated
+    ("phase4.backend", "after", []),  # the backend recreated on vLLM
     ("phase4.watch", "before", []),
     ("phase4.watch", "after", []),
 ])
@@ -75,19 +88,20 @@ def test_kill_during_a_docker_step_then_rollback_restores_everything(docker_sand
     if phase == "phase3":
         assert invoke("--project", str(root), "phase1", "--unload-ollama").exit_code == 0
     elif phase == "phase4":
-        migrate(root)
+        integrate(root)
     killed = subprocess.run(
         [sys.executable, os.path.join(HERE, "killer.py"), step, when, "--", "--project", str(root),
-         "--set", "deploy.watch_s=1", "--set", "deploy.probe_interval_s=0.2", *extra, phase,
-         *(["--unload-ollama"] if phase == "phase1" else [])],
-        cwd=REPO, capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": f"{REPO}:{HERE}"})
+         *QUICK_WATCH, *extra, phase, *(["--unload-ollama"] if phase == "phase1" else [])],
+        cwd=REPO, capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": f"{REPO}:{HERE}"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = Ledger(root).read_state()
     assert state["phases"][phase]["status"] == "in_progress"  # the crash is visible
-    if phase != "phase4":
-        assert DockerRuntime().container(docker_names(root)["vllm"]).running  # what rollback must stop
+    assert DockerRuntime().container(docker_names(root)["vllm"]).running  # what rollback must stop
     if step == "phase4.staging" and when != "before":
         assert {c.status for c in staging_containers(root)} == {"running"}  # what rollback must clean up
+    backend = get(api.settings_for(root).project.backend_url + "/health", timeout=5).body["llm_backend"]
+    production_switched = step in ("phase4.backend", "phase4.watch")  # the backend recreated on vLLM
+    assert backend == ("vllm" if production_switched else "ollama"), backend
 
     rollback = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
     doc = json.loads(rollback.stdout)
@@ -101,7 +115,7 @@ def test_kill_during_a_docker_step_then_rollback_restores_everything(docker_sand
 def test_vllm_container_fault_during_the_watch_rolls_back_automatically(docker_sandbox, fault):
     root = docker_sandbox
     before = tree_digest(root)
-    env = migrate(root)
+    env = integrate(root)
     name = env["names"]["vllm"]
     settings = api.settings_for(root, overrides={"deploy.watch_s": "60", "deploy.probe_interval_s": "0.2"})
     outcome: dict = {}
@@ -114,7 +128,7 @@ def test_vllm_container_fault_during_the_watch_rolls_back_automatically(docker_s
 
     runner = threading.Thread(target=phase4)
     runner.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # staging, the gates and the switch come first
     while Ledger(root).read_state()["phases"].get("phase4", {}).get("steps", {}).get(
             "phase4.watch", {}).get("status") != "applying":
         assert time.monotonic() < deadline and runner.is_alive(), outcome

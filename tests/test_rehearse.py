@@ -8,13 +8,18 @@ from migrator.cli.main import app
 
 def test_rehearsal_runs_every_phase_and_rolls_back(tmp_path):
     sandbox = tmp_path / "sb"
-    result = CliRunner().invoke(app, ["--json", "rehearse", "--dir", str(sandbox), "--keep"], catch_exceptions=False)
+    result = CliRunner().invoke(app, ["--json", "rehearse", "--runtime", "process", "--dir", str(sandbox), "--keep"],
+                                catch_exceptions=False)
     doc = json.loads(result.stdout)
     stages = {row["stage"]: row for row in doc["stages"]}
     assert result.exit_code == 0, doc
-    assert all(stages[s]["ok"] for s in ("phase1", "phase2", "bench", "phase3", "phase4", "status", "rollback",
-                                         "files restored", "back on Ollama"))
+    assert [row["stage"] for row in doc["stages"]] == [
+        "sandbox", "phase1", "phase2", "bench", "phase3", "after phase3", "phase4", "status", "rollback",
+        "files restored", "back on Ollama"]
+    assert all(row["ok"] for row in doc["stages"]) and doc["runtime"] == "process"
+    assert "production still on LLM_BACKEND=ollama" in stages["after phase3"]["detail"]
     assert "production watched" in stages["phase4"]["detail"]
+    assert "LLM_BACKEND=vllm" in stages["status"]["detail"]
     assert "loaded again" in stages["back on Ollama"]["detail"]
     audit = (sandbox / ".graphrag-migrate" / "audit.jsonl").read_text()
     assert '"action": "rollback"' in audit
@@ -53,6 +58,23 @@ def test_rehearsal_under_docker_stages_and_leaves_no_container(tmp_path):
         assert not client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
     assert not client.containers.list(all=True, filters={"name": names["vllm"]})
     assert not sandbox.exists()
+
+
+def test_auto_runtime_without_a_daemon_rehearses_with_processes(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = CliRunner().invoke(app, ["--json", "rehearse", "--dir", str(tmp_path / "sb")], catch_exceptions=False)
+    assert result.exit_code == 0, result.stdout
+    assert json.loads(result.stdout)["runtime"] == "process"
+    assert "runtime process: no Docker daemon answers" in result.stderr
+
+
+@pytest.mark.docker
+def test_auto_runtime_picks_docker_when_a_daemon_answers(sim_image):
+    from migrator.rehearse import choose_runtime
+
+    runtime, image, why = choose_runtime("sim")
+    assert (runtime, image) == ("docker", sim_image) and "daemon answers" in why
+    assert choose_runtime("vllm-cpu")[:2] == ("process", None)  # the docker rehearsal runs the simulator
 
 
 def test_rehearsal_under_docker_without_a_daemon_says_so(tmp_path, monkeypatch):

