@@ -425,6 +425,11 @@ def _parse_gates(raw: Any, where: str) -> list[Gate]:
         if item["op"] not in _GATE_OPS:
             raise ConfigError(f"{where}: gates[{i}].op = {item['op']!r} is not valid", f"expected one of {' '.join(_GATE_OPS)}")
         threshold = _coerce(f"gates[{i}].threshold", item["threshold"], float, where)
+        from migrator.gates import metric_problem
+
+        problem = metric_problem(str(item["metric"]), str(item.get("source", "bench")))
+        if problem:
+            raise ConfigError(f"{where}: gates[{i}].metric: {problem}", "fix the gate's metric in migrate.yaml")
         gates.append(Gate(str(item.get("name", item["metric"])), str(item["metric"]), item["op"], threshold,
                           str(item.get("source", "bench")),
                           _coerce(f"gates[{i}].observe_only", item.get("observe_only", False), bool, where)))

@@ -14,6 +14,39 @@ MEASURED_ELSEWHERE = {"realtime_users": "run `graphrag-migrate bench --sweep`",
                       "goodput_rps": "run `graphrag-migrate bench --sweep`",
                       "gpu_utilization_pct": "needs nvidia-smi on this machine during the load test"}
 
+# What a load test records (bench, staging; a sweep's counts; nvidia-smi's reading during the run).
+BENCH_METRICS = ("ttft_p99_ms", "e2e_p99_ms", "per_user_output_tokens_per_s", "output_tokens_per_s", "error_rate",
+                 "question_e2e_p99_ms", *MEASURED_ELSEWHERE)
+# What phase4's watch computes from two scrapes of vLLM's /metrics; any other metrics gate is a PromQL-style query.
+WATCH_METRICS = ("ttft_p99_ms", "itl_p99_ms", "e2e_p99_ms", "error_rate", "requests_in_window")
+
+
+def metric_problem(metric: str, source: str) -> str | None:
+    """Why a gate's metric can never be measured (a typo would otherwise be a gate that never blocks)."""
+    import difflib
+
+    if source == "bench":
+        if metric in BENCH_METRICS:
+            return None
+        near = difflib.get_close_matches(metric, BENCH_METRICS, 1)
+        return (f"a load test records no '{metric}'" + (f" (did you mean {near[0]}?)" if near else "")
+                + f"; one of {', '.join(BENCH_METRICS)}")
+    if metric in WATCH_METRICS:
+        return None
+    from migrator import promql
+
+    example = "e.g. histogram_quantile(0.99, vllm:time_to_first_token_seconds)"
+    try:
+        query = promql.compile_query(metric)
+    except ValueError as exc:
+        return f"'{metric}' is neither one of {', '.join(WATCH_METRICS)} nor a query ({exc}); {example}"
+    if query.kind == "gauge" and ":" not in query.name:  # vLLM's own names all have one: likely a typo
+        near = difflib.get_close_matches(metric, WATCH_METRICS, 1)
+        return (f"'{metric}' is not one of {', '.join(WATCH_METRICS)}" + (f" (did you mean {near[0]}?)" if near else "")
+                + f", nor a vLLM metric name (vllm:…); {example}")
+    return None
+
+
 OVERHEAD_SHARE = 0.05  # the client may add at most this share of a latency gate's threshold
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from migrator.config import Settings
 from migrator.engine import Context, Outcome, Phase, Step
-from migrator.gates import evaluate, judge_gates
+from migrator.gates import WATCH_METRICS, evaluate, judge_gates
 from phases.phase3 import EnvKeyStep, desired_env
 
 PANELS = [
@@ -110,6 +110,9 @@ class Gates(Step):
     read_only = True
 
     def check(self, ctx: Context) -> Outcome:
+        unknown = self.unknown_names(ctx)
+        if unknown:
+            return Outcome.failed("; ".join(unknown), "fix these gates' metrics in migrate.yaml (before the switch)")
         gates = [g for g in ctx.settings.gates if g.source == "bench"]
         if not gates:
             return Outcome.passed("no gates on the load test configured")
@@ -129,6 +132,28 @@ class Gates(Step):
                                   **measured)
         message = "all blocking gates pass" + "".join(f"; {n}" for n in notes)
         return Outcome.warn(message, **measured) if notes else Outcome.passed(message, **measured)
+
+    @staticmethod
+    def unknown_names(ctx: Context) -> list[str]:
+        """Metrics gates whose query reads a name production's vLLM does not expose: found now, before the
+        switch, rather than as a gate that never blocks during the watch. Unchecked when vLLM is unreachable."""
+        from migrator import promql
+        from migrator.adapters.http import OpenAIServer
+
+        queries = [g for g in ctx.settings.gates if g.source == "metrics" and g.metric not in WATCH_METRICS]
+        if not queries:
+            return []
+        v = ctx.settings.vllm
+        scrape = OpenAIServer(f"http://{v.host}:{v.port}").metrics_text()
+        if not scrape.ok:
+            return []
+        samples = promql.parse(scrape.body)
+        out = []
+        for gate in queries:
+            gone = promql.missing(promql.compile_query(gate.metric), samples)
+            if gone:
+                out.append(f"{gate.name}: vLLM's /metrics has no {', '.join(gone)}")
+        return out
 
 
 class SwitchToVllm(EnvKeyStep):
@@ -197,20 +222,26 @@ def auto_rollback(ctx: Context, problem: str, measured: dict) -> Outcome:
                           **measured, rollback_exit_code=int(report.exit_code))
 
 
-def window_metrics(before: str, after: str) -> dict:
-    """The metrics gates read, over the window between two scrapes of vLLM's /metrics."""
+def window_metrics(before: str, after: str, queries=(), window_s: float = 0.0) -> dict:
+    """The metrics gates read, over the window between two scrapes of vLLM's /metrics: the named ones,
+    and each PromQL-style query a gate gives as its metric (migrator.promql)."""
     from migrator import promql
 
     a, b = promql.parse(before), promql.parse(after)
     out: dict = {}
-    p99 = promql.quantile(0.99, promql.buckets(a, "vllm:time_to_first_token_seconds"),
-                          promql.buckets(b, "vllm:time_to_first_token_seconds"))
-    out["ttft_p99_ms"] = round(p99 * 1000, 1) if p99 is not None else None
+    for key, name in (("ttft_p99_ms", "vllm:time_to_first_token_seconds"),
+                      ("itl_p99_ms", "vllm:inter_token_latency_seconds"),
+                      ("e2e_p99_ms", "vllm:e2e_request_latency_seconds")):
+        p99 = promql.quantile(0.99, promql.buckets(a, name), promql.buckets(b, name))
+        out[key] = round(p99 * 1000, 1) if p99 is not None else None
     done = promql.total(b, "vllm:request_success_total") - promql.total(a, "vllm:request_success_total")
     bad = sum(promql.total(b, "vllm:request_success_total", finished_reason=r)
               - promql.total(a, "vllm:request_success_total", finished_reason=r) for r in ("error", "abort"))
     out["error_rate"] = round(bad / done, 4) if done > 0 else None
     out["requests_in_window"] = int(done)
+    for query in queries:
+        value = promql.compile_query(query).value(a, b, window_s)
+        out[query] = None if value is None else round(value, 6)
     return out
 
 
@@ -268,7 +299,9 @@ class WatchProduction(Step):
                 problem = f"backend reports llm_backend={b.body.get('llm_backend')}"
             else:
                 now = server.metrics_text()
-                measured = window_metrics(start_scrape, now.body) if now.ok and start_scrape else {}
+                queries = [g.metric for g in gates if g.metric not in WATCH_METRICS]
+                measured = (window_metrics(start_scrape, now.body, queries, time.monotonic() - start)
+                            if now.ok and start_scrape else {})
                 failed, _notes, _ = evaluate(gates, measured, missing_blocks=False)
                 problem = failed[0] if failed else ""
             if problem or time.monotonic() - start >= d.watch_s:

@@ -44,12 +44,30 @@ def test_precedence_file_then_environment_then_command_line(tmp_path):
     ("vllm:\n  image: 'Vllm Openai'\n", "vllm.image"),
     ("ollama:\n  url: localhost:11434\n", "an http(s) URL"),
     ("gates:\n  - metric: x\n    op: '=='\n    threshold: 1\n", "gates[0].op"),
+    # A gate whose metric is never measured would never block: refused when migrate.yaml is read.
+    ("gates:\n  - {metric: ttft_p99, op: '<', threshold: 500}\n",
+     "a load test records no 'ttft_p99' (did you mean ttft_p99_ms?)"),
+    ("gates:\n  - {metric: error_rte, op: '<', threshold: 0.05, source: metrics}\n",
+     "'error_rte' is not one of ttft_p99_ms, itl_p99_ms, e2e_p99_ms, error_rate, requests_in_window "
+     "(did you mean error_rate?)"),
+    ("gates:\n  - {metric: 'histogram_quantile(1.5, vllm:e2e_request_latency_seconds)', op: '<', threshold: 1,"
+     " source: metrics}\n", "histogram_quantile's quantile 1.5 is not between 0 and 1"),
+    ("gates:\n  - {metric: 'stddev(vllm:num_requests_waiting)', op: '<', threshold: 1, source: metrics}\n",
+     "unknown function stddev()"),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(tmp_path, text, fragment):
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, text), environ={})
     assert fragment in err.value.one_line()
     assert err.value.exit_code == ExitCode.USAGE
+
+
+def test_metrics_gates_take_promql_style_queries(tmp_path):
+    text = ("gates:\n  - {name: p99 e2e, metric: 'histogram_quantile(0.99, rate(vllm:e2e_request_latency_seconds_bucket[5m]))',"
+            " op: '<', threshold: 30, source: metrics}\n"
+            "  - {name: queue, metric: 'max(vllm:num_requests_waiting)', op: '<', threshold: 20, source: metrics}\n")
+    gates = load_settings(write(tmp_path, text), environ={}).gates
+    assert [g.name for g in gates] == ["p99 e2e", "queue"] and all(g.source == "metrics" for g in gates)
 
 
 def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):

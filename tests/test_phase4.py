@@ -62,6 +62,27 @@ def test_a_failed_gate_stops_phase4_before_production_changes(sandbox):
     invoke("--project", str(sandbox), "rollback", "--wait", "5")
 
 
+def test_a_metrics_gate_on_a_name_vllm_lacks_is_refused_before_the_switch(sandbox):
+    """A query the watch could never measure would be a gate that never blocks: phase4 stops before the switch."""
+    from migrator.envfile import EnvFile
+
+    prepare_switch(sandbox)
+    with open(sandbox / "migrate.yaml", "a") as f:
+        f.write("gates:\n  - {name: preemptions, metric: 'rate(vllm:num_preemption_total)', op: '<', threshold: 1,"
+                " source: metrics}\n")  # vLLM's counter is vllm:num_preemptions_total
+    result = invoke("--project", str(sandbox), *QUICK_WATCH, "phase4")
+    assert result.exit_code == 1
+    assert "preemptions: vLLM's /metrics has no vllm:num_preemption_total" in result.stderr
+    assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
+    # The fix: the right name; then phase4 goes through.
+    text = (sandbox / "migrate.yaml").read_text().replace("num_preemption_total", "num_preemptions_total")
+    (sandbox / "migrate.yaml").write_text(text)
+    result = invoke("--project", str(sandbox), *QUICK_WATCH, "phase4")
+    assert result.exit_code == 0, result.stderr
+    assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "vllm"
+    invoke("--project", str(sandbox), "rollback", "--wait", "5")
+
+
 def api_settings(project):
     from migrator import api
 
