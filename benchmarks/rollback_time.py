@@ -1,8 +1,8 @@
 """Time from `rollback` start to the backend answering via Ollama (issue 7's target: ≤ 5 s median).
 
 Each round builds the rehearsal sandbox (Ollama stand-in, sandbox backend that re-reads the env file,
-so no backend boot time is included), migrates it with phase1 + phase3 (vLLM simulator as a process),
-then times rollback while a separate poller watches the backend's /health for llm_backend=ollama.
+so no backend boot time is included), migrates it with phase1, phase3, a small load test and phase4
+(the gated switch, a short watch; vLLM simulator as a process), then times rollback while a separate poller watches the backend's /health for llm_backend=ollama.
 
     python3 benchmarks/rollback_time.py [--rounds 7]
 """
@@ -27,6 +27,19 @@ from migrator.output import Output  # noqa: E402
 from migrator.rehearse import free_port, make_sandbox, start_sandbox_servers  # noqa: E402
 
 
+def migrate(root: Path, settings, quiet: Output, **phase1_options) -> None:
+    """Production on vLLM, as an operator gets there: phase1, phase3, the load test the gates read, phase4."""
+    from migrator import bench
+    from migrator.loadgen import LoadSpec
+
+    settings.deploy.watch_s, settings.deploy.probe_interval_s = 0.5, 0.25
+    api.run_phase("phase1", root, settings, quiet, options={"no_bench": True, **phase1_options})
+    api.run_phase("phase3", root, settings, quiet)
+    bench.run(root, settings, bench.default_target(settings, "vllm"),
+              LoadSpec(requests=8, concurrency=2, output_tokens=8), None, record=True)
+    api.run_phase("phase4", root, settings, quiet)
+
+
 def one_round(tmp: Path) -> tuple[float, float]:
     ports = {k: free_port() for k in ("ollama", "backend", "vllm")}
     root = tmp / f"p{time.monotonic_ns()}"
@@ -36,8 +49,7 @@ def one_round(tmp: Path) -> tuple[float, float]:
         assert start_sandbox_servers(root, ports["ollama"], ports["backend"], tmp, servers)
         quiet = Output(quiet=True)
         settings = api.settings_for(root)
-        api.run_phase("phase1", root, settings, quiet, options={"unload_ollama": True})
-        api.run_phase("phase3", root, settings, quiet)
+        migrate(root, settings, quiet, unload_ollama=True)
         health = f"http://127.0.0.1:{ports['backend']}/health"
         assert get(health).body["llm_backend"] == "vllm"
         seen: list[float] = []
@@ -113,8 +125,7 @@ def compose_round(tmp: Path, backend_image: str) -> tuple[float, float]:
         boot = wait_backend(health, "ollama", start)
         quiet = Output(quiet=True)
         settings = api.settings_for(root)
-        api.run_phase("phase1", root, settings, quiet)
-        api.run_phase("phase3", root, settings, quiet)
+        migrate(root, settings, quiet)
         assert get(health).body["llm_backend"] == "vllm"
         start = time.perf_counter()
         result: list[float] = []

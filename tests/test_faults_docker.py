@@ -173,3 +173,18 @@ def test_dockerd_gone_mid_rollback_then_back_and_rollback_again(docker_sandbox, 
     monkeypatch.delenv("DOCKER_HOST")
     cut.cut()
     assert_back_on_ollama(root, before)
+
+
+def test_vllm_container_already_removed_then_rollback(docker_sandbox):
+    """Someone removed vLLM's container by hand (or the host rebooted it away): rollback still ends on Ollama."""
+    root = docker_sandbox
+    before = tree_digest(root)
+    env = migrate(root)
+    name = env["names"]["vllm"]
+    env["docker"].client.containers.get(name).remove(force=True)
+    rollback = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
+    doc = json.loads(rollback.stdout)
+    assert rollback.exit_code == 0, doc
+    stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
+    assert f"container {name}: not present" in stop["result"]
+    assert_back_on_ollama(root, before)
