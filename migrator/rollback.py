@@ -86,6 +86,7 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
                                   "rolling back from migrate.yaml alone")
 
     if not state_ok:
+        ctx.resources["ollama_unloaded"] = _unloaded_from_audit(ledger.read_audit())
         recovered, left_out = ledger.files_from_audit()
         ledger.state["files"] = recovered
         if recovered or left_out:
@@ -130,18 +131,33 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
     return report
 
 
+def _unloaded_from_audit(entries: list[dict]) -> list[dict]:
+    """Ollama models phase1 unloaded since the last complete rollback, for a rollback whose state was lost."""
+    unloaded: dict[str, dict] = {}
+    for entry in entries:
+        if entry.get("action") == "rollback" and entry.get("result") == "ok":
+            unloaded.clear()
+        elif entry.get("action") == "ollama-unload" and entry.get("model"):
+            unloaded[entry["model"]] = {"model": entry["model"], "keep_alive": entry.get("keep_alive", "5m")}
+    return list(unloaded.values())
+
+
 def _restore_env(ctx: Context) -> tuple[bool, str]:
     path, writer, ledger = ctx.env_path, ctx.writer, ctx.ledger
     rel = ledger.relpath(path)
     record = ledger.state["files"].get(rel)
-    notes = []
+    notes, as_before, backup_lost = [], False, False
     current = writer.read(path)
     if record is not None:
         unchanged_since_write = current is not None and sha256_bytes(current) == record.get("written_sha256")
         if unchanged_since_write or current is None:
-            notes.append(writer.restore(rel))
+            result = writer.restore(rel)
+            notes.append(result)
+            as_before = result in ("restored from backup", "already as before")
+            backup_lost = "missing" in result
         elif record.get("existed") and sha256_bytes(current) == record.get("original_sha256"):
             notes.append("already as before")
+            as_before = True
         else:
             notes.append("edited by hand since graphrag-migrate wrote it: your edits are kept"
                          f" (pre-migration copy: {ledger.root.name}/{record.get('backup', '-')})")
@@ -149,15 +165,33 @@ def _restore_env(ctx: Context) -> tuple[bool, str]:
     if current is None:
         return False, f"{path} does not exist and there is no backup: create it with LLM_BACKEND=ollama"
     env = EnvFile.from_bytes(current)
+    updated = env
     if env.get("LLM_BACKEND") != OLLAMA:
-        updated = env.set("LLM_BACKEND", OLLAMA)
-        writer.write(path, updated.to_bytes(), "rollback")
-        if EnvFile.from_bytes(writer.read(path) or b"").get("LLM_BACKEND") != OLLAMA:
-            return False, f"wrote LLM_BACKEND=ollama to {path} but it does not read back"
+        updated = updated.set("LLM_BACKEND", OLLAMA)
         notes.append("LLM_BACKEND=ollama set")
     else:
         notes.append("LLM_BACKEND=ollama")
-    return True, "; ".join(notes)
+    if not as_before:  # not the pre-migration bytes: phase3's compose file must leave COMPOSE_FILE too
+        updated, dropped = _without_vllm_compose(updated)
+        if dropped:
+            notes.append(f"{dropped} taken out of COMPOSE_FILE (plain `docker compose` would start vLLM again)")
+    if updated is not env:
+        writer.write(path, updated.to_bytes(), "rollback")
+        if EnvFile.from_bytes(writer.read(path) or b"").get("LLM_BACKEND") != OLLAMA:
+            return False, f"wrote LLM_BACKEND=ollama to {path} but it does not read back"
+    if backup_lost:
+        notes.append("the rest of the file is as graphrag-migrate left it: compare it with your own copy")
+    return not backup_lost, "; ".join(notes)
+
+
+def _without_vllm_compose(env: EnvFile) -> tuple[EnvFile, str]:
+    from phases.phase3 import VLLM_COMPOSE_NAME
+
+    value = env.get("COMPOSE_FILE")
+    if value is None or VLLM_COMPOSE_NAME not in value.split(":"):
+        return env, ""
+    rest = [entry for entry in value.split(":") if entry and entry != VLLM_COMPOSE_NAME]
+    return (env.set("COMPOSE_FILE", ":".join(rest)) if rest else env.unset("COMPOSE_FILE")), VLLM_COMPOSE_NAME
 
 
 def _staging_may_run(ctx: Context, state_known: bool) -> bool:

@@ -347,6 +347,7 @@ class UnloadOllama(Step):
         if not any(item["model"] == name for item in unloaded):
             unloaded.append({"model": name, "keep_alive": "5m"})
         ctx.ledger.save()  # remembered before acting: rollback reloads it even after a crash here
+        ctx.ledger.audit(self.id, "ollama-unload", "started", model=name, keep_alive="5m")  # and if state is lost
         probe = OllamaServer(ctx.settings.ollama.url).set_keep_alive(name, 0)
         if not probe.ok:
             return Outcome.failed(f"Ollama did not unload {name}: {probe.describe()}", "unload it by hand: ollama stop")

@@ -188,3 +188,57 @@ def test_vllm_container_already_removed_then_rollback(docker_sandbox):
     stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
     assert f"container {name}: not present" in stop["result"]
     assert_back_on_ollama(root, before)
+
+
+@pytest.mark.parametrize("fault", ["state corrupt", "state deleted", "env edited by hand", "backup missing",
+                                   "rollback twice", "two rollbacks at once"])
+def test_state_and_file_faults_then_rollback_on_docker(docker_sandbox, fault):
+    """Production on vLLM under compose, then the ledger or the files are damaged before rollback."""
+    root = docker_sandbox
+    before = tree_digest(root)
+    migrate(root)
+    keeper, env_path = root / ".graphrag-migrate", root / "docker" / ".env"
+    if fault == "state corrupt":
+        (keeper / "state.json").write_text("{truncated")
+    elif fault == "state deleted":
+        (keeper / "state.json").unlink()
+    elif fault == "env edited by hand":
+        env_path.write_bytes(env_path.read_bytes() + b"OPERATOR_NOTE=keep me\n")
+    elif fault == "backup missing":
+        for backup in (keeper / "backups").rglob("*"):
+            if backup.is_file():
+                backup.unlink()
+    if fault == "two rollbacks at once":
+        command = [sys.executable, "-m", "migrator.cli.main", "--project", str(root), "--json", "rollback",
+                   "--wait", "30"]
+        procs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        codes = sorted(p.wait(120) for p in procs)
+        assert codes in ([0, 0], [0, ExitCode.LOCKED]), [p.stderr.read() for p in procs]  # never both at work
+    else:
+        result = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
+        doc = json.loads(result.stdout)
+        actions = {a["name"]: a for a in doc["actions"]}
+        if fault == "backup missing":  # the env file is still put right; what could not be restored is named
+            assert result.exit_code == ExitCode.CHECK_FAILED, doc
+            assert "backup" in actions["env file"]["result"] and "missing" in actions["env file"]["result"]
+        else:
+            assert result.exit_code == 0, doc
+        if fault.startswith("state"):
+            assert "rolling back from migrate.yaml alone" in actions["state"]["result"]
+            assert "rebuilt from the audit log" in actions["file records"]["result"]
+    if fault == "rollback twice":
+        snapshot = tree_digest(root)
+        again = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
+        assert again.exit_code == 0 and tree_digest(root) == snapshot
+    if fault in ("env edited by hand", "backup missing"):  # the operator's bytes stay; LLM_BACKEND is ollama
+        env = EnvFile.from_bytes(env_path.read_bytes())
+        assert env.get("LLM_BACKEND") == "ollama"
+        if fault == "env edited by hand":
+            assert env.get("OPERATOR_NOTE") == "keep me"
+        # The operator's own `docker compose` still works: COMPOSE_FILE no longer names the removed vLLM file.
+        services = subprocess.run(["docker", "compose", "config", "--services"], cwd=root / "docker",
+                                  capture_output=True, text=True)
+        assert services.returncode == 0 and services.stdout.split() == ["backend"], services.stderr
+        before = {**before, "docker/.env": tree_digest(root)["docker/.env"]}
+    assert_back_on_ollama(root, before)

@@ -73,6 +73,7 @@ def test_hand_edited_env_file_keeps_the_edits(sandbox):
     assert env.get("OPERATOR_NOTE") == "keep me" and env.get("LLM_BACKEND") == "ollama"
     action = next(a for a in json.loads(result.stdout)["actions"] if a["name"] == "env file")
     assert "edits are kept" in action["result"]
+    assert "docker-compose.vllm.yml" not in (env.get("COMPOSE_FILE") or "")  # the removed file is not named
 
 
 def test_missing_backup_is_reported_and_env_still_fixed(sandbox):
@@ -83,8 +84,31 @@ def test_missing_backup_is_reported_and_env_still_fixed(sandbox):
     result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
     assert env.get("LLM_BACKEND") == "ollama"
+    # phase3's compose file is removed: COMPOSE_FILE must not name it any more (plain `docker compose` would fail).
+    assert not (sandbox / "docker" / "docker-compose.vllm.yml").exists()
+    assert "docker-compose.vllm.yml" not in (env.get("COMPOSE_FILE") or "")
     action = next(a for a in json.loads(result.stdout)["actions"] if a["name"] == "env file")
-    assert "backup" in action["result"] and "missing" in action["result"]
+    assert "backup" in action["result"] and "missing" in action["result"] and not action["ok"]
+    assert result.exit_code == ExitCode.CHECK_FAILED  # back on Ollama, but a file could not be restored: look
+
+
+def test_lost_state_still_reloads_the_ollama_model_phase1_unloaded(sandbox):
+    from migrator.adapters.http import OllamaServer
+
+    ollama = OllamaServer(api.settings_for(sandbox).ollama.url)
+    assert invoke("--project", str(sandbox), "phase1", "--no-bench", "--unload-ollama").exit_code == 0
+    assert ollama.loaded().body["models"] == []
+    (sandbox / ".graphrag-migrate" / "state.json").unlink()
+    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    assert result.exit_code == 0, result.stdout
+    reload = next(a for a in json.loads(result.stdout)["actions"] if a["name"] == "reload Ollama models")
+    assert reload["result"] == "reloaded qwen3:32b"  # found in the audit log
+    assert [m["name"] for m in ollama.loaded().body["models"]] == ["qwen3:32b"]
+    # A second rollback after a complete one has nothing of phase1's left to reload.
+    (sandbox / ".graphrag-migrate" / "state.json").unlink()
+    again = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    reload = next(a for a in json.loads(again.stdout)["actions"] if a["name"] == "reload Ollama models")
+    assert reload["result"] == "no Ollama model was unloaded by graphrag-migrate"
 
 
 def test_two_rollbacks_at_once_one_waits_out_with_locked(sandbox):
