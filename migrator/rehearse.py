@@ -139,8 +139,9 @@ def docker_names(root: Path) -> dict[str, str]:
     return {"project": f"graphrag-rehearsal-{tag}", "vllm": f"graphrag-rehearsal-{tag}-vllm"}
 
 
-def _docker_image(server: str) -> str:
-    """The stand-ins' image, built on the test base image (needs a reachable dockerd; debootstrap, once)."""
+def _docker_images(server: str) -> tuple[str, str]:
+    """(the stand-ins' image, the reference backend's image), built on the test base image: needs a reachable
+    dockerd, debootstrap once, and the reference backend's packages from PyPI once."""
     from migrator.adapters.docker import DockerRuntime
     from migrator.errors import EnvironmentMissing
 
@@ -150,32 +151,36 @@ def _docker_image(server: str) -> str:
     from migrator.harness import images
 
     try:
-        return images.sim_image()
+        return images.sim_image(), images.backend_image()
     except (SystemExit, OSError, __import__("subprocess").CalledProcessError) as exc:
-        raise EnvironmentMissing(f"could not build the stand-ins' image ({exc})",
+        raise EnvironmentMissing(f"could not build the sandbox's images ({exc})",
                                  "python -m migrator.harness.images (needs debootstrap, as root, once)") from None
 
 
-def choose_runtime(server: str) -> tuple[str, str | None, str]:
-    """`--runtime auto`: docker when a daemon answers (and the stand-ins' image builds), else process.
+def choose_runtime(server: str) -> tuple[str, tuple[str, str] | None, str]:
+    """`--runtime auto`: docker when a daemon answers (and the images build), else process.
 
-    Returns (runtime, image or None, why) — the reason is shown, so the operator knows what ran."""
+    Returns (runtime, the images or None, why) — the reason is shown, so the operator knows what ran."""
     from migrator.errors import DockerUnavailable, EnvironmentMissing
 
     if server != "sim":
         return "process", None, "the real vLLM-CPU rehearses as a process"
     try:
-        image = _docker_image(server)
+        images = _docker_images(server)
     except DockerUnavailable:
         return "process", None, "no Docker daemon answers: every server a local process"
     except EnvironmentMissing as exc:
         return "process", None, f"Docker answers but {exc.message}: every server a local process"
-    return "docker", image, "a Docker daemon answers: backend and vLLM under compose, staging included"
+    return "docker", images, "a Docker daemon answers: the reference backend and vLLM under compose, staging included"
 
 
 def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int, server: str = "sim",
-                 image: str | None = None) -> None:
-    """The sandbox project; with `image` (the stand-ins' image), its backend and vLLM run under Docker."""
+                 image: str | None = None, backend_image: str | None = None) -> None:
+    """The sandbox project; with `image` (the stand-ins' image), its backend and vLLM run under Docker —
+    the backend the stand-in, or with `backend_image` the reference GraphRAG backend (FastAPI + LangChain)."""
+    if backend_image is not None:
+        _reference_sandbox(root, ollama_port, backend_port, vllm_port, image, backend_image)
+        return
     (root / "docker").mkdir(parents=True)
     (root / "docker" / ".env").write_text(SANDBOX_ENV.format(ollama_port=ollama_port))
     (root / "docker" / "docker-compose.yml").write_text(SANDBOX_COMPOSE)
@@ -225,7 +230,29 @@ def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int
     )
 
 
-def _docker_sandbox_config(root: Path, ollama_port: int, backend_port: int, vllm_port: int, image: str) -> str:
+def _reference_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int, image: str,
+                       backend_image: str) -> None:
+    """The reference GraphRAG project (the tool's sample: FastAPI + LangChain ChatOllama/ChatOpenAI, its compose
+    and env files) with the vLLM simulator's image as vLLM, all under compose on the host network."""
+    from migrator.envfile import EnvFile
+    from migrator.harness.model_stub import write_metadata_only
+
+    sample = Path(__file__).resolve().parent / "sample_project"
+    shutil.copytree(sample, root, ignore=shutil.ignore_patterns("__pycache__", "README.md"), dirs_exist_ok=True)
+    env_path = root / "docker" / ".env"
+    env = EnvFile.from_bytes(env_path.read_bytes())
+    for key, value in {"OLLAMA_BASE_URL": f"http://127.0.0.1:{ollama_port}", "BACKEND_PORT": str(backend_port),
+                       "BACKEND_IMAGE": backend_image,
+                       "COMPOSE_PROJECT_NAME": docker_names(root)["project"]}.items():
+        env = env.set(key, value)
+    env_path.write_bytes(env.to_bytes())
+    write_metadata_only(root / "models" / "Qwen2.5-32B-Instruct")
+    (root / "migrate.yaml").write_text(_docker_sandbox_config(root, ollama_port, backend_port, vllm_port, image,
+                                                              history_path="/history/{session}"))
+
+
+def _docker_sandbox_config(root: Path, ollama_port: int, backend_port: int, vllm_port: int, image: str,
+                           history_path: str = "") -> str:
     names = docker_names(root)
     return (
         "# made by graphrag-migrate rehearse --runtime docker: the vLLM simulator in a container\n"
@@ -238,7 +265,8 @@ def _docker_sandbox_config(root: Path, ollama_port: int, backend_port: int, vllm
         f"  hf_cache: {root / '.cache' / 'huggingface'}\n  vllm_cache: {root / '.cache' / 'vllm'}\n"
         f"ollama:\n  url: http://127.0.0.1:{ollama_port}\n"
         "backend:\n  wait_s: 30\n  chat_path: /chat\n"
-        f"deploy:\n  staging_backend_url: http://127.0.0.1:{free_port()}\n  staging_vllm_port: {free_port()}\n"
+        + (f"  history_path: {history_path}\n" if history_path else "")
+        + f"deploy:\n  staging_backend_url: http://127.0.0.1:{free_port()}\n  staging_vllm_port: {free_port()}\n"
         "  staging_requests: 24\n  staging_concurrency: 4\n  staging_output_tokens: 32\n"
     )
 
@@ -331,10 +359,10 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None, ser
              runtime: str = "auto") -> RehearsalResult:
     # The runtime is settled before anything is created.
     if runtime == "auto":
-        runtime, image, why = choose_runtime(server)
+        runtime, images, why = choose_runtime(server)
         out.info(f"runtime {runtime}: {why} (--runtime process|docker to choose)")
     else:
-        image = _docker_image(server) if runtime == "docker" else None
+        images = _docker_images(server) if runtime == "docker" else None
     root = Path(tempfile.mkdtemp(prefix="graphrag-rehearsal-")) if directory is None else directory
     if directory is not None:
         root.mkdir(parents=True, exist_ok=False)
@@ -345,7 +373,8 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None, ser
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # 1 GiB of KV cache: no RAM-fraction check on CPU
     try:
-        make_sandbox(root, ports["ollama"], ports["backend"], ports["vllm"], server, image=image)
+        make_sandbox(root, ports["ollama"], ports["backend"], ports["vllm"], server,
+                     *(images if images else (None, None)))
     except MigrateError:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -357,7 +386,9 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None, ser
         if not start_sandbox_servers(root, ports["ollama"], ports["backend"], logs, started):
             result.add("sandbox", False, "the Ollama stand-in or the sandbox backend did not start")
             return result
-        result.add("sandbox", True, "Ollama stand-in and sandbox backend (on Ollama) running")
+        backend = ("the reference GraphRAG backend (FastAPI + LangChain) under compose" if images
+                   else "the sandbox backend (a stand-in: the reference one needs FastAPI and LangChain)")
+        result.add("sandbox", True, f"Ollama stand-in and {backend}, on Ollama, running")
         before = user_files(root)
         settings = load_settings(root / "migrate.yaml")
 
@@ -423,7 +454,7 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None, ser
     finally:
         for handle in started:
             process.stop(handle, 5)
-        if image is not None:
+        if images is not None:
             remove_docker_sandbox(root)
         try:  # a vLLM the run started and rollback did not stop (rollback failed or never ran)
             vllm = Ledger(root).read_state()["resources"].get("vllm", {})

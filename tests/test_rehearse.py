@@ -48,7 +48,9 @@ def test_rehearsal_under_docker_stages_and_leaves_no_container(tmp_path):
     doc = json.loads(result.stdout)
     assert result.exit_code == 0, doc
     stages = {row["stage"]: row for row in doc["stages"]}
+    assert "the reference GraphRAG backend (FastAPI + LangChain) under compose" in stages["sandbox"]["detail"]
     assert "vLLM running as a compose service: passed" in stages["phase3"]["detail"]
+    assert "production still on LLM_BACKEND=ollama" in stages["after phase3"]["detail"]
     assert "staging: a separate compose project; integration checks and load test there: passed" \
         in stages["phase4"]["detail"]
     assert stages["files restored"]["ok"] and stages["back on Ollama"]["ok"]
@@ -69,11 +71,11 @@ def test_auto_runtime_without_a_daemon_rehearses_with_processes(tmp_path, monkey
 
 
 @pytest.mark.docker
-def test_auto_runtime_picks_docker_when_a_daemon_answers(sim_image):
+def test_auto_runtime_picks_docker_when_a_daemon_answers(sim_image, backend_image):
     from migrator.rehearse import choose_runtime
 
-    runtime, image, why = choose_runtime("sim")
-    assert (runtime, image) == ("docker", sim_image) and "daemon answers" in why
+    runtime, images, why = choose_runtime("sim")
+    assert (runtime, images) == ("docker", (sim_image, backend_image)) and "daemon answers" in why
     assert choose_runtime("vllm-cpu")[:2] == ("process", None)  # the docker rehearsal runs the simulator
 
 
