@@ -87,20 +87,13 @@ def wait_backend(url: str, want: str, start: float, limit: float = 120) -> float
 def compose_round(tmp: Path, backend_image: str) -> tuple[float, float]:
     """The reference backend under real compose: rollback must recreate its container. Returns
     (rollback start → answering via Ollama, the backend's own recreate-and-boot time measured alone)."""
-    import shutil
     import subprocess
 
-    from migrator.envfile import EnvFile
+    from migrator.rehearse import copy_reference_project
 
     root = tmp / f"ref{time.monotonic_ns()}"
-    shutil.copytree(REPO / "migrator" / "sample_project", root)
     ports = {k: free_port() for k in ("ollama", "backend", "vllm")}
-    env_path = root / "docker" / ".env"
-    env = EnvFile.from_bytes(env_path.read_bytes())
-    for k, v in {"OLLAMA_BASE_URL": f"http://127.0.0.1:{ports['ollama']}", "BACKEND_PORT": str(ports["backend"]),
-                 "BACKEND_IMAGE": backend_image, "COMPOSE_PROJECT_NAME": f"gm-bench-{ports['backend']}"}.items():
-        env = env.set(k, v)
-    env_path.write_bytes(env.to_bytes())
+    copy_reference_project(root, ports["ollama"], ports["backend"], backend_image, f"gm-bench-{ports['backend']}")
     (root / "migrate.yaml").write_text(
         f"project:\n  backend_url: http://127.0.0.1:{ports['backend']}\n"
         f"ollama:\n  url: http://127.0.0.1:{ports['ollama']}\n"

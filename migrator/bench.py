@@ -83,6 +83,18 @@ def run(project: Path, settings: Settings, target: Target, spec: LoadSpec, promp
     return result
 
 
+def fit_synthetic_prompts(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None):
+    """Without given prompts, size the synthetic ones to `spec.input_tokens` as the served tokenizer counts
+    (sets spec.prompt_words/prompt_vocabulary); returns loadgen.fit_prompt's answer, None if nothing was fitted."""
+    from migrator.loadgen import fit_prompt
+
+    if prompts or spec.prompt_words is not None:
+        return None
+    fitted = fit_prompt(target, spec.input_tokens)
+    spec.prompt_words, spec.prompt_vocabulary = fitted[:2] if fitted else (None, None)
+    return fitted
+
+
 def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = None, progress=None,
             calibrate: bool = True) -> dict:
     """One load test's result (no safety check, nothing recorded): the part phase4's staging shares.
@@ -92,10 +104,7 @@ def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = N
 
     width = spec.concurrency or (spec.users or 8) * max(1, spec.fanout)  # streams the run keeps open at most
     calibration = loadgen.calibrate(width, spec.output_tokens) if calibrate else None
-    fitted = None
-    if not prompts and spec.prompt_words is None:
-        fitted = loadgen.fit_prompt(target, spec.input_tokens)
-        spec.prompt_words, spec.prompt_vocabulary = fitted[:2] if fitted else (None, None)
+    fitted = fit_synthetic_prompts(target, spec, prompts)
     with Scraper(target.url, target.api, target.api_key) as scraper:
         summary = asyncio.run(run_load(target, spec, prompts, progress))
     summary["input_tokens_fitted"] = fitted[2] if fitted else False  # "exact", "mean" or False
@@ -158,10 +167,7 @@ def run_sweep(project: Path, settings: Settings, target: Target, spec: LoadSpec,
     b = settings.bench
     biggest = capacity.requests_for(b.sweep_max_users, spec.turns, b.sweep_min_requests)
     check_safe(target, LoadSpec(requests=biggest), settings)
-    if not prompts and spec.prompt_words is None:
-        from migrator.loadgen import fit_prompt
-
-        spec.prompt_words, spec.prompt_vocabulary = (fit_prompt(target, spec.input_tokens) or (None, None))[:2]
+    fit_synthetic_prompts(target, spec, prompts)
     found = capacity.sweep(target, spec, slo_of(settings), b.sweep_max_users, b.sweep_min_requests, prompts, on_probe)
     result = {"at": now_iso(), "label": label,
               "target": {"url": target.url, "api": target.api, "model": target.model}, **found}

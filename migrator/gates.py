@@ -21,16 +21,19 @@ BENCH_METRICS = ("ttft_p99_ms", "e2e_p99_ms", "per_user_output_tokens_per_s", "o
 WATCH_METRICS = ("ttft_p99_ms", "itl_p99_ms", "e2e_p99_ms", "error_rate", "requests_in_window")
 
 
-def metric_problem(metric: str, source: str) -> str | None:
-    """Why a gate's metric can never be measured (a typo would otherwise be a gate that never blocks)."""
+def _did_you_mean(metric: str, names) -> str:
     import difflib
 
+    near = difflib.get_close_matches(metric, names, 1)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
+def metric_problem(metric: str, source: str) -> str | None:
+    """Why a gate's metric can never be measured (a typo would otherwise be a gate that never blocks)."""
     if source == "bench":
         if metric in BENCH_METRICS:
             return None
-        near = difflib.get_close_matches(metric, BENCH_METRICS, 1)
-        return (f"a load test records no '{metric}'" + (f" (did you mean {near[0]}?)" if near else "")
-                + f"; one of {', '.join(BENCH_METRICS)}")
+        return f"a load test records no '{metric}'{_did_you_mean(metric, BENCH_METRICS)}; one of {', '.join(BENCH_METRICS)}"
     if metric in WATCH_METRICS:
         return None
     from migrator import promql
@@ -41,9 +44,8 @@ def metric_problem(metric: str, source: str) -> str | None:
     except ValueError as exc:
         return f"'{metric}' is neither one of {', '.join(WATCH_METRICS)} nor a query ({exc}); {example}"
     if query.kind == "gauge" and ":" not in query.name:  # vLLM's own names all have one: likely a typo
-        near = difflib.get_close_matches(metric, WATCH_METRICS, 1)
-        return (f"'{metric}' is not one of {', '.join(WATCH_METRICS)}" + (f" (did you mean {near[0]}?)" if near else "")
-                + f", nor a vLLM metric name (vllm:…); {example}")
+        return (f"'{metric}' is not one of {', '.join(WATCH_METRICS)}{_did_you_mean(metric, WATCH_METRICS)}"
+                f", nor a vLLM metric name (vllm:…); {example}")
     return None
 
 

@@ -1,14 +1,15 @@
 """`rehearse`: the whole migration on a throw-away sandbox, no GPU needed.
 
 Builds a sandbox project (a GraphRAG-shaped backend tree, compose and env files), starts the Ollama
-stand-in and the sandbox backend, then runs phase1 → phase2 → bench → phase3 → phase4 → status →
+stand-in and the backend, then runs phase1 → phase2 → bench → phase3 → phase4 → status →
 rollback against the vLLM simulator, and checks that rollback left every user file byte-identical.
 Everything it started is stopped at the end, whatever happened.
 
-`--runtime process`: every server is a local process. `--runtime docker`: the backend is a compose
-service and vLLM a container, then a compose service, as on the GB10 — so phase3's compose handover and
-phase4's staging project run for real (the stand-ins' image is built locally, in seconds, on the test
-base image). `--runtime auto` (default): docker when a daemon answers and the image builds, else process.
+`--runtime process`: every server is a local process, the backend a stand-in. `--runtime docker`: the
+reference GraphRAG backend (the sample project: FastAPI + LangChain) is a compose service and vLLM a
+container, then a compose service, as on the GB10 — so phase3's compose handover and phase4's staging
+project run for real (the images are built locally on the test base image, once). `--runtime auto`
+(default): docker when a daemon answers and the images build, else process.
 """
 
 from __future__ import annotations
@@ -230,22 +231,28 @@ def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int
     )
 
 
-def _reference_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int, image: str,
-                       backend_image: str) -> None:
+def copy_reference_project(root: Path, ollama_port: int, backend_port: int, backend_image: str,
+                           compose_project: str) -> None:
     """The reference GraphRAG project (the tool's sample: FastAPI + LangChain ChatOllama/ChatOpenAI, its compose
-    and env files) with the vLLM simulator's image as vLLM, all under compose on the host network."""
+    and env files) copied to `root`, its env file pointing at loopback ports, an image and a project name."""
     from migrator.envfile import EnvFile
-    from migrator.harness.model_stub import write_metadata_only
 
     sample = Path(__file__).resolve().parent / "sample_project"
     shutil.copytree(sample, root, ignore=shutil.ignore_patterns("__pycache__", "README.md"), dirs_exist_ok=True)
     env_path = root / "docker" / ".env"
     env = EnvFile.from_bytes(env_path.read_bytes())
     for key, value in {"OLLAMA_BASE_URL": f"http://127.0.0.1:{ollama_port}", "BACKEND_PORT": str(backend_port),
-                       "BACKEND_IMAGE": backend_image,
-                       "COMPOSE_PROJECT_NAME": docker_names(root)["project"]}.items():
+                       "BACKEND_IMAGE": backend_image, "COMPOSE_PROJECT_NAME": compose_project}.items():
         env = env.set(key, value)
     env_path.write_bytes(env.to_bytes())
+
+
+def _reference_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int, image: str,
+                       backend_image: str) -> None:
+    """The reference project with the vLLM simulator's image as vLLM, all under compose on the host network."""
+    from migrator.harness.model_stub import write_metadata_only
+
+    copy_reference_project(root, ollama_port, backend_port, backend_image, docker_names(root)["project"])
     write_metadata_only(root / "models" / "Qwen2.5-32B-Instruct")
     (root / "migrate.yaml").write_text(_docker_sandbox_config(root, ollama_port, backend_port, vllm_port, image,
                                                               history_path="/history/{session}"))

@@ -172,7 +172,9 @@ def _restore_env(ctx: Context) -> tuple[bool, str]:
     else:
         notes.append("LLM_BACKEND=ollama")
     if not as_before:  # not the pre-migration bytes: phase3's compose file must leave COMPOSE_FILE too
-        updated, dropped = _without_vllm_compose(updated)
+        from phases.phase3 import without_vllm_compose
+
+        updated, dropped = without_vllm_compose(updated)
         if dropped:
             notes.append(f"{dropped} taken out of COMPOSE_FILE (plain `docker compose` would start vLLM again)")
     if updated is not env:
@@ -182,16 +184,6 @@ def _restore_env(ctx: Context) -> tuple[bool, str]:
     if backup_lost:
         notes.append("the rest of the file is as graphrag-migrate left it: compare it with your own copy")
     return not backup_lost, "; ".join(notes)
-
-
-def _without_vllm_compose(env: EnvFile) -> tuple[EnvFile, str]:
-    from phases.phase3 import VLLM_COMPOSE_NAME
-
-    value = env.get("COMPOSE_FILE")
-    if value is None or VLLM_COMPOSE_NAME not in value.split(":"):
-        return env, ""
-    rest = [entry for entry in value.split(":") if entry and entry != VLLM_COMPOSE_NAME]
-    return (env.set("COMPOSE_FILE", ":".join(rest)) if rest else env.unset("COMPOSE_FILE")), VLLM_COMPOSE_NAME
 
 
 def _staging_may_run(ctx: Context, state_known: bool) -> bool:

@@ -90,6 +90,15 @@ def _compose_file_value(current: str | None, ctx: Context) -> str:
     return sep.join(entries)
 
 
+def without_vllm_compose(env):
+    """The inverse, for rollback: (env with the vLLM file out of COMPOSE_FILE, the name taken out or "")."""
+    value = env.get("COMPOSE_FILE")
+    if value is None or VLLM_COMPOSE_NAME not in value.split(":"):
+        return env, ""
+    rest = [entry for entry in value.split(":") if entry and entry != VLLM_COMPOSE_NAME]
+    return (env.set("COMPOSE_FILE", ":".join(rest)) if rest else env.unset("COMPOSE_FILE")), VLLM_COMPOSE_NAME
+
+
 def inline_service(user_text: str, rendered: str, service: str) -> str:
     """The user's compose text with the rendered vLLM service added under its `services:` — comments,
     order and every other byte kept (never a YAML round trip). Refuses what it cannot place safely."""

@@ -238,23 +238,15 @@ def backend_image():
 def reference_stack(tmp_path: Path, servers: "Servers", backend_image: str, ollama_args: list[str], settings_yaml: str):
     """Copy the sample project, start the Ollama stand-in and the backend (on Ollama) under compose.
     Yields (project root, backend URL); takes the compose project down, orphans included, at the end."""
-    import shutil
     import subprocess
     import uuid
 
-    from migrator.envfile import EnvFile
+    from migrator.rehearse import copy_reference_project
 
     root = tmp_path / "graphrag"
-    shutil.copytree(REPO / "migrator" / "sample_project", root)
     ollama_port = servers.start("migrator.sim.ollama", "--preload", *ollama_args)
     backend_port = free_port()
-    env_path = root / "docker" / ".env"
-    env = EnvFile.from_bytes(env_path.read_bytes())
-    for key, value in {"OLLAMA_BASE_URL": f"http://127.0.0.1:{ollama_port}", "BACKEND_PORT": str(backend_port),
-                       "BACKEND_IMAGE": backend_image,
-                       "COMPOSE_PROJECT_NAME": f"gm-{SESSION_TAG}-ref-{uuid.uuid4().hex[:6]}"}.items():
-        env = env.set(key, value)
-    env_path.write_bytes(env.to_bytes())
+    copy_reference_project(root, ollama_port, backend_port, backend_image, f"gm-{SESSION_TAG}-ref-{uuid.uuid4().hex[:6]}")
     (root / "migrate.yaml").write_text(
         f"project:\n  backend_url: http://127.0.0.1:{backend_port}\n"
         f"ollama:\n  url: http://127.0.0.1:{ollama_port}\n"
