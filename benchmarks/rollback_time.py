@@ -23,14 +23,15 @@ sys.path.insert(0, str(REPO))
 from migrator import api  # noqa: E402
 from migrator.adapters import process  # noqa: E402
 from migrator.adapters.http import get  # noqa: E402
-from migrator.output import Output  # noqa: E402
-from migrator.rehearse import free_port, make_sandbox, start_sandbox_servers  # noqa: E402
+from migrator.cli.output import Output  # noqa: E402
+from migrator.app.rehearse import make_sandbox, start_sandbox_servers  # noqa: E402
+from migrator.adapters.net import free_port  # noqa: E402
 
 
 def migrate(root: Path, settings, quiet: Output, **phase1_options) -> None:
     """Production on vLLM, as an operator gets there: phase1, phase3, the load test the gates read, phase4."""
-    from migrator import bench
-    from migrator.loadgen import LoadSpec
+    from migrator.bench import run as bench
+    from migrator.bench.loadgen import LoadSpec
 
     settings.deploy.watch_s, settings.deploy.probe_interval_s = 0.5, 0.25
     api.run_phase("phase1", root, settings, quiet, options={"no_bench": True, **phase1_options})
@@ -89,7 +90,7 @@ def compose_round(tmp: Path, backend_image: str) -> tuple[float, float]:
     (rollback start → answering via Ollama, the backend's own recreate-and-boot time measured alone)."""
     import subprocess
 
-    from migrator.rehearse import copy_reference_project
+    from migrator.app.rehearse import copy_reference_project
 
     root = tmp / f"ref{time.monotonic_ns()}"
     ports = {k: free_port() for k in ("ollama", "backend", "vllm")}
@@ -101,7 +102,7 @@ def compose_round(tmp: Path, backend_image: str) -> tuple[float, float]:
         f"vllm:\n  runtime: process\n  python: {sys.executable}\n  server_module: migrator.sim.vllm\n"
         f"  port: {ports['vllm']}\n  network_mode: host\n  device: cpu\n"
         "host:\n  assume_gpu_memory: 119GiB\n  assume_unified: true\n")
-    from migrator.harness.model_stub import write_metadata_only
+    from migrator.app.harness.model_stub import write_metadata_only
 
     write_metadata_only(root / "model")
     ollama = process.start_detached([sys.executable, "-m", "migrator.sim.ollama", "--port", str(ports["ollama"]),
@@ -142,7 +143,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rounds = [one_round(Path(tmp)) for _ in range(args.rounds)]
         if args.compose:
-            from migrator.harness.images import backend_image
+            from migrator.app.harness.images import backend_image
 
             image = backend_image()
             compose_rounds = [compose_round(Path(tmp), image) for _ in range(args.rounds)]

@@ -16,8 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from migrator import vllm_launch
-from migrator.engine import Context, Outcome, Step
+from migrator.adapters import vllm as vllm_launch
+from migrator.core.engine import Context, Outcome, Step
 
 KOREAN_PROMPT = "그래프 기반 검색이 무엇인지 한국어로 두 문장으로 설명해 주세요."
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from migrator import fit, gpu, vllm_launch
-from migrator.config import Settings
-from migrator.engine import Context, Outcome, Phase, Step
-from migrator.errors import DockerUnavailable, EnvironmentMissing
+from migrator.core import fit
+from migrator.adapters import gpu, vllm as vllm_launch
+from migrator.core.config import Settings
+from migrator.core.engine import Context, Outcome, Phase, Step
+from migrator.core.errors import DockerUnavailable, EnvironmentMissing
 
 
 class GpuPresent(Step):
@@ -193,7 +194,7 @@ def _budget(ctx: Context) -> fit.Budget:
 
 def _hf_token(ctx: Context) -> str | None:
     """HF_TOKEN from the environment or the project's env file; never printed or recorded."""
-    from migrator import download
+    from migrator.adapters import hf as download
 
     env = ctx.read_env()
     return download.hf_token({"HF_TOKEN": env.get("HF_TOKEN") or ""} if env else {})
@@ -272,7 +273,7 @@ class DownloadModel(Step):
     title = "model downloaded and verified"
 
     def check(self, ctx: Context) -> Outcome:
-        from migrator import download
+        from migrator.adapters import hf as download
 
         if vllm_launch.is_local_model(ctx.settings, ctx.project):
             return Outcome.passed(f"local model at {vllm_launch.model_arg(ctx.settings, ctx.project)}")
@@ -295,7 +296,7 @@ class DownloadModel(Step):
                 f"into {_hub_cache(ctx)}; verify sizes and sha256"]
 
     def apply(self, ctx: Context) -> Outcome:
-        from migrator import download
+        from migrator.adapters import hf as download
 
         token = _hf_token(ctx)
         snapshot = download.resolve(ctx.settings.model.id, ctx.settings.model.revision, token)
@@ -462,8 +463,8 @@ class Benchmark(Step):
     def apply(self, ctx: Context) -> Outcome:
         import asyncio
 
-        from migrator import bench
-        from migrator.loadgen import LoadSpec, run_load
+        from migrator.bench import run as bench
+        from migrator.bench.loadgen import LoadSpec, run_load
 
         target = bench.default_target(ctx.settings, "vllm")
         spec = LoadSpec(requests=16, concurrency=4, input_tokens=64, output_tokens=32, timeout_s=300)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from migrator.config import Settings
-from migrator.engine import Context, Outcome, Phase, Step
-from migrator.errors import CheckFailed
+from migrator.core.config import Settings
+from migrator.core.engine import Context, Outcome, Phase, Step
+from migrator.core.errors import CheckFailed
 
 def _fields(ctx: Context) -> list[str]:
     names = list(ctx.settings.backend.settings_fields)
@@ -171,7 +171,7 @@ class VllmChatModule(Step):
         return Outcome.passed(f"{path.name} present") if path.exists() else Outcome.failed(f"{path.name} not written")
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
-        from migrator.templates import render
+        from migrator.files.templates import render
 
         text = render("vllm_chat.py.j2", backend_field="llm_backend", base_url_field="vllm_base_url",
                       model_field="vllm_model")
@@ -259,7 +259,7 @@ class ClientContract(Step):
         import json
         import subprocess
 
-        from migrator import vllm_launch
+        from migrator.adapters import vllm as vllm_launch
         from migrator.adapters.http import OpenAIServer
 
         v = ctx.settings.vllm

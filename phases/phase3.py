@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from migrator import vllm_launch
-from migrator.config import Settings
-from migrator.engine import Context, Outcome, Phase, Step
-from migrator.errors import CheckFailed, EnvironmentMissing
+from migrator.adapters import vllm as vllm_launch
+from migrator.core.config import Settings
+from migrator.core.engine import Context, Outcome, Phase, Step
+from migrator.core.errors import CheckFailed, EnvironmentMissing
 
 VLLM_COMPOSE_NAME = "docker-compose.vllm.yml"
 
@@ -26,7 +26,7 @@ def vllm_compose_path(ctx: Context) -> Path:
 
 
 def render_vllm_service(ctx: Context) -> str:
-    from migrator.templates import render
+    from migrator.files.templates import render
 
     v = ctx.settings.vllm
     spec = vllm_launch.container_spec(ctx.settings, ctx.project, downloaded=ctx.resources.get("model"))

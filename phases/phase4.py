@@ -19,9 +19,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from migrator.config import Settings
-from migrator.engine import Context, Outcome, Phase, Step
-from migrator.gates import WATCH_METRICS, evaluate, judge_gates
+from migrator.core.config import Settings
+from migrator.core.engine import Context, Outcome, Phase, Step
+from migrator.core.gates import WATCH_METRICS, evaluate, judge_gates
 from phases.phase3 import EnvKeyStep, desired_env
 
 PANELS = [
@@ -50,7 +50,7 @@ FALLBACK_METRICS = {"vllm:gpu_cache_usage_perc", "vllm:time_per_output_token_sec
 
 
 def monitoring_files(ctx: Context) -> dict[Path, bytes]:
-    from migrator.templates import render
+    from migrator.files.templates import render
 
     m, v = ctx.settings.monitoring, ctx.settings.vllm
     out = ctx.path(m.dir)
@@ -122,7 +122,7 @@ class Gates(Step):
                                   "run `graphrag-migrate bench` (it records the result for these gates)")
         sweep = (ctx.resources.get("capacity") or {}).get("vllm") or {}
         metrics = {**result.get("metrics", {}), **sweep.get("metrics", {})}
-        verdict = judge_gates(ctx.settings, {"metrics": metrics, "trust": result.get("trust") or {}})
+        verdict = judge_gates(ctx.settings.gates, {"metrics": metrics, "trust": result.get("trust") or {}})
         if verdict["refused"]:
             return Outcome.failed("refusing to judge the gates on this load test: " + "; ".join(verdict["refused"]),
                                   "re-run the load test with fewer streams, or from a less busy client machine")
@@ -137,7 +137,7 @@ class Gates(Step):
     def unknown_names(ctx: Context) -> list[str]:
         """Metrics gates whose query reads a name production's vLLM does not expose: found now, before the
         switch, rather than as a gate that never blocks during the watch. Unchecked when vLLM is unreachable."""
-        from migrator import promql
+        from migrator.core import promql
         from migrator.adapters.http import OpenAIServer
 
         queries = [g for g in ctx.settings.gates if g.source == "metrics" and g.metric not in WATCH_METRICS]
@@ -211,8 +211,8 @@ class BackendOnVllm(Step):
 
 def auto_rollback(ctx: Context, problem: str, measured: dict) -> Outcome:
     """Production is on vLLM and something is wrong: back to Ollama now, then say why."""
-    from migrator.api import PHASES, build_phase
-    from migrator.rollback import rollback
+    from migrator.app.api import PHASES, build_phase
+    from phases.rollback import rollback
 
     ctx.out.error(f"{problem}: rolling back automatically")
     report = rollback(ctx, [build_phase(n, ctx.settings, {}) for n in PHASES])
@@ -224,8 +224,8 @@ def auto_rollback(ctx: Context, problem: str, measured: dict) -> Outcome:
 
 def window_metrics(before: str, after: str, queries=(), window_s: float = 0.0) -> dict:
     """The metrics gates read, over the window between two scrapes of vLLM's /metrics: the named ones,
-    and each PromQL-style query a gate gives as its metric (migrator.promql)."""
-    from migrator import promql
+    and each PromQL-style query a gate gives as its metric (migrator.core.promql)."""
+    from migrator.core import promql
 
     a, b = promql.parse(before), promql.parse(after)
     out: dict = {}

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from migrator import vllm_launch
-from migrator.config import Settings
-from migrator.engine import NOTHING_TO_UNDO, Context, Outcome, Step
+from migrator.adapters import vllm as vllm_launch
+from migrator.core.config import Settings
+from migrator.core.engine import NOTHING_TO_UNDO, Context, Outcome, Step
 
 OVERRIDE_NAME = "docker-compose.staging.yml"
 ENV_NAME = "staging.env"
@@ -67,7 +67,7 @@ def staging_settings(settings: Settings) -> Settings:
 def staging_env_bytes(ctx: Context, staged: Settings) -> bytes:
     """Production's env file with staging's port and vLLM endpoint; compose's own variables left out
     (staging passes its files and project name on the command line)."""
-    from migrator.envfile import EnvFile
+    from migrator.files.envfile import EnvFile
     from phases.phase3 import desired_env
 
     env = ctx.read_env() or EnvFile.from_bytes(b"")
@@ -91,7 +91,7 @@ def _staging_ports(service: dict, port: int) -> list[str]:
 
 def override_yaml(ctx: Context, staged: Settings, merged: dict, env_path: Path) -> str:
     """The compose override that makes the production files a staging project."""
-    from migrator.templates import render
+    from migrator.files.templates import render
 
     services = merged.get("services", {})
     backend_name = ctx.settings.project.backend_service
@@ -179,7 +179,7 @@ class Staging(Step):
         return None
 
     def apply(self, ctx: Context) -> Outcome:
-        from migrator.ledger import atomic_write_bytes
+        from migrator.core.ledger import atomic_write_bytes
 
         staged, d = staging_settings(ctx.settings), ctx.settings.deploy
         teardown(ctx)  # a staging project left by an interrupted run: start clean
@@ -208,9 +208,9 @@ class Staging(Step):
         return outcome
 
     def _stage(self, ctx: Context, staged: Settings) -> Outcome:
-        from migrator import bench
+        from migrator.bench import run as bench
         from migrator.adapters.http import get
-        from migrator.loadgen import LoadSpec
+        from migrator.bench.loadgen import LoadSpec
         from phases.integration import IntegrationChecks
 
         d, v = ctx.settings.deploy, staged.vllm

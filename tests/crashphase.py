@@ -10,10 +10,10 @@ import signal
 import sys
 from pathlib import Path
 
-from migrator.config import Settings
-from migrator.engine import Context, Outcome, Phase, Step, run_phase
-from migrator.ledger import Ledger
-from migrator.output import Output
+from migrator.core.config import Settings
+from migrator.core.engine import Context, Outcome, Phase, Step, run_phase
+from migrator.core.ledger import Ledger
+from migrator.cli.output import Output
 
 
 class WriteFile(Step):

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from migrator import engine
+from migrator.core import engine
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     import phases.staging
 
     if when == "during-loadtest":
-        from migrator import bench
+        from migrator.bench import run as bench
 
         def measure(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)

@@ -7,10 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from migrator import capacity
-from migrator.capacity import Slo, judge, search, wilson
+from migrator.bench import capacity
+from migrator.bench.capacity import Slo, judge, search, wilson
 from migrator.cli.main import app
-from migrator.loadgen import LoadSpec, RequestResult, Target
+from migrator.bench.loadgen import LoadSpec, RequestResult, Target
 
 MS = 1_000_000  # ns
 
@@ -113,7 +113,7 @@ def test_bench_compare_writes_a_side_by_side_table_and_report(sandbox, servers):
     assert "server: waiting peak" in page and "Ollama model in VRAM" in page
     with open(doc["report"]["png"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    from migrator.ledger import Ledger
+    from migrator.core.ledger import Ledger
 
     recorded = Ledger(sandbox).read_state()["resources"]["capacity"]
     assert recorded["vllm"]["metrics"]["realtime_users"] == doc["runs"]["vllm"]["capacity"]["realtime"]["users"]

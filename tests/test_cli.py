@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from conftest import tree_digest
 from migrator.cli.main import app
-from migrator.errors import ExitCode
+from migrator.core.errors import ExitCode
 
 COMMANDS = ["phase1", "phase2", "phase3", "phase4", "status", "rollback", "rehearse", "sim"]
 
@@ -58,7 +58,7 @@ def test_bad_config_value_exits_with_usage_code_and_names_the_key(sandbox):
 
 
 def test_locked_project_exits_with_locked_code(sandbox):
-    from migrator.ledger import Ledger
+    from migrator.core.ledger import Ledger
 
     holder = Ledger(sandbox)
     info = holder.acquire_lock("graphrag-migrate phase1")

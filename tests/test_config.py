@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.config import load_settings, parse_set_options
-from migrator.errors import ConfigError, ExitCode
+from migrator.core.config import load_settings, parse_set_options
+from migrator.core.errors import ConfigError, ExitCode
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from conftest import QUICK_WATCH, REPO, prepare_switch
 from migrator.cli.main import app
-from migrator.envfile import EnvFile
-from migrator.errors import ExitCode
+from migrator.files.envfile import EnvFile
+from migrator.core.errors import ExitCode
 
 
 def llm_backend(sandbox):

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from migrator import api, vllm_launch
+from migrator.app import api
+from migrator.adapters import vllm as vllm_launch
 from migrator.adapters import process
-from migrator.errors import ConfigError
+from migrator.core.errors import ConfigError
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")

@@ -9,11 +9,11 @@ import pytest
 from dotenv import dotenv_values
 
 from conftest import SESSION_TAG, REPO, tree_digest
-from migrator import api
+from migrator.app import api
 from migrator.adapters.docker import DockerRuntime
-from migrator.envfile import EnvFile
-from migrator.errors import ExitCode
-from migrator.rehearse import free_port, wait_port
+from migrator.files.envfile import EnvFile
+from migrator.core.errors import ExitCode
+from migrator.adapters.net import free_port, wait_port
 from test_envfile import CASES
 
 pytestmark = pytest.mark.docker
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="session")
 def base_image():
-    from migrator.harness.images import base_image as build
+    from migrator.app.harness.images import base_image as build
 
     return build()
 
@@ -98,9 +98,9 @@ services:
 
 
 def test_phase4_switch_and_rollback_recreate_the_compose_backend(sandbox, compose_backend):
-    from migrator import bench
+    from migrator.bench import run as bench
     from migrator.adapters.http import get
-    from migrator.loadgen import LoadSpec
+    from migrator.bench.loadgen import LoadSpec
 
     backend_url = compose_backend["project.backend_url"]
     settings = api.settings_for(sandbox, overrides={**compose_backend, "deploy.watch_s": "0.5"})

@@ -6,8 +6,8 @@ from pathlib import Path
 from typer.main import get_command
 
 from migrator.cli.main import app
-from migrator.config import describe_keys
-from migrator.errors import ExitCode
+from migrator.core.config import describe_keys
+from migrator.core.errors import ExitCode
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import REPO
 from fakehub import COMMIT, FakeHub
-from migrator.errors import ExitCode
-from migrator.harness.tiny_model import build as build_tiny
-from migrator.ledger import Ledger
+from migrator.core.errors import ExitCode
+from migrator.app.harness.tiny_model import build as build_tiny
+from migrator.core.ledger import Ledger
 
 REPO_ID = "test-org/tiny-qwen"
 TOKEN = "hf_" + "GatedAccessToken0123456789ab"
@@ -160,7 +160,7 @@ def test_offline_mode_uses_the_cache_only(sandbox, hub, tmp_path):
 def test_download_progress_is_a_rich_bar_on_stderr(hub, tmp_path):
     code = f"""
 from rich.console import Console
-from migrator import download
+from migrator.adapters import hf as download
 console = Console(stderr=True, force_terminal=True, width=100)
 path = download.fetch(download.Snapshot({REPO_ID!r}, {COMMIT!r}, []), {str(tmp_path / 'hf')!r}, None, console=console)
 print(path)

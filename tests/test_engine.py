@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import crashphase
-from migrator.config import Settings
-from migrator.engine import Context, check_phase, dry_run_phase
-from migrator.ledger import Ledger
-from migrator.output import Output
+from migrator.core.config import Settings
+from migrator.core.engine import Context, check_phase, dry_run_phase
+from migrator.core.ledger import Ledger
+from migrator.cli.output import Output
 
 N = 4
 HERE = Path(__file__).parent

@@ -5,8 +5,8 @@ import io
 import pytest
 from dotenv import dotenv_values
 
-from migrator.envfile import EnvFile, encode_value
-from migrator.errors import ConfigError
+from migrator.files.envfile import EnvFile, encode_value
+from migrator.core.errors import ConfigError
 
 # (original file, key, value, expected file)
 CASES = [

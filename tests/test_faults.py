@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from conftest import REPO, tree_digest
 from migrator.cli.main import app
-from migrator.errors import ExitCode
-from migrator.ledger import Ledger
+from migrator.core.errors import ExitCode
+from migrator.core.ledger import Ledger
 
 
 def invoke(*args):
@@ -76,12 +76,12 @@ def test_secrets_in_the_env_file_are_masked_in_diffs_and_json(sandbox, monkeypat
 
 
 def test_unexpected_error_is_internal_with_one_line(sandbox, monkeypatch):
-    import migrator.api
+    import migrator.app.api
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(migrator.api, "status", broken)
+    monkeypatch.setattr(migrator.app.api, "status", broken)
     result = invoke("--project", str(sandbox), "status")
     assert result.exit_code == ExitCode.INTERNAL
     assert "internal error: RuntimeError: boom" in result.stderr and "Traceback" not in result.stderr

@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from conftest import REPO, tree_digest
 from dockercut import DockerCut
-from migrator import api
+from migrator.app import api
 from migrator.adapters.docker import DockerRuntime
 from migrator.adapters.http import OllamaServer, get
 from migrator.cli.main import app
-from migrator.envfile import EnvFile
-from migrator.errors import ExitCode, MigrateError
-from migrator.ledger import Ledger
-from migrator.rehearse import docker_names
+from migrator.files.envfile import EnvFile
+from migrator.core.errors import ExitCode, MigrateError
+from migrator.core.ledger import Ledger
+from migrator.app.rehearse import docker_names
 
 pytestmark = pytest.mark.docker
 HERE = os.path.dirname(__file__)

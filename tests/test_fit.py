@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from migrator import fit, gpu
+from migrator.core import fit
+from migrator.adapters import gpu
 from migrator.cli.main import app
-from migrator.errors import ExitCode
-from migrator.harness.model_stub import write_metadata_only
-from migrator.harness.tiny_model import build as build_tiny
+from migrator.core.errors import ExitCode
+from migrator.app.harness.model_stub import write_metadata_only
+from migrator.app.harness.tiny_model import build as build_tiny
 
 GiB = 2**30
 
@@ -123,8 +124,8 @@ def test_parse_size(text, expected):
 
 
 def test_bad_size_in_config_names_the_key(tmp_path):
-    from migrator.config import load_settings
-    from migrator.errors import ConfigError
+    from migrator.core.config import load_settings
+    from migrator.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="host.assume_gpu_memory"):
         load_settings(None, environ={}, overrides={"host.assume_gpu_memory": "lots"})
@@ -152,10 +153,10 @@ class FakeDocker:
     ("linux/amd64", None, False, "exec format error"),             # present locally, wrong architecture
 ])
 def test_image_platform_against_an_aarch64_host(monkeypatch, tmp_path, local, remote, status, words):
-    from migrator.config import Settings
-    from migrator.engine import Context
-    from migrator.ledger import Ledger
-    from migrator.output import Output
+    from migrator.core.config import Settings
+    from migrator.core.engine import Context
+    from migrator.core.ledger import Ledger
+    from migrator.cli.output import Output
     from phases import phase1
 
     monkeypatch.setattr(phase1, "host_platform", lambda: "linux/arm64")

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from conftest import QUICK_WATCH, REPO, tree_digest
 from migrator.adapters.http import OllamaServer, get
 from migrator.cli.main import app
-from migrator.envfile import EnvFile
-from migrator.ledger import Ledger
+from migrator.files.envfile import EnvFile
+from migrator.core.ledger import Ledger
 
 HERE = os.path.dirname(__file__)
 # (The download step's kill -9 is in test_download: here the model is a local directory.)

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from migrator import secrets
-from migrator.errors import LockedError, StateCorrupt
-from migrator.fileops import FileWriter
-from migrator.ledger import Ledger
+from migrator.core import secrets
+from migrator.core.errors import LockedError, StateCorrupt
+from migrator.core.fileops import FileWriter
+from migrator.core.ledger import Ledger
 
 
 def test_state_round_trips_and_leaves_no_temp_files(tmp_path):

@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from migrator.cli.main import app
-from migrator.errors import ExitCode
-from migrator.ledger import Ledger
-from migrator.loadgen import LoadSpec, RequestResult, Target, percentiles, run_load, summarize
+from migrator.core.errors import ExitCode
+from migrator.core.ledger import Ledger
+from migrator.bench.loadgen import LoadSpec, RequestResult, Target, percentiles, run_load, summarize
 
 MS = 1_000_000  # ns
 
@@ -67,7 +67,7 @@ def test_ollama_ndjson_and_its_one_at_a_time_queue(servers):
 
 
 def test_error_kinds_never_crash_the_run(servers):
-    from migrator.rehearse import free_port
+    from migrator.adapters.net import free_port
 
     dead = asyncio.run(run_load(Target(f"http://127.0.0.1:{free_port()}", "openai", "m"),
                                 LoadSpec(requests=3, concurrency=1, warmup=0)))
@@ -108,7 +108,7 @@ def test_sustained_concurrency_leaves_out_the_ramp_down():
     # Two streams kept busy from 0 to 300 ms (the last start), then one request drains until 900 ms.
     results = [timeline(0, [50], 150, 1), timeline(0, [50], 300, 1), timeline(150, [200], 300, 1),
                timeline(300, [350], 900, 1)]
-    from migrator.loadgen import sustained_concurrency
+    from migrator.bench.loadgen import sustained_concurrency
 
     assert sustained_concurrency(results, 2) == pytest.approx(2.0)
     assert sustained_concurrency(results) == pytest.approx(2.0)  # no concurrency given: up to the last start
@@ -116,7 +116,7 @@ def test_sustained_concurrency_leaves_out_the_ramp_down():
 
 
 def test_progress_line_rolls_over_the_last_seconds():
-    from migrator.loadgen import progress_line
+    from migrator.bench.loadgen import progress_line
 
     old = timeline(0, [900], 1000, 10)  # finished long before the window
     recent = [timeline(9000, [9000 + t], 9500, 20) for t in (100, 200, 300)]
@@ -129,7 +129,7 @@ def test_ground_truth_server_and_calibration_hold_the_causal_order(servers):
     """Each request's client interval contains the server's, so our median TTFT is never below the truth."""
     from urllib.request import urlopen
 
-    from migrator.loadgen import calibrate
+    from migrator.bench.loadgen import calibrate
 
     port = servers.start("migrator.sim.truth", "--ttft-ms", "30", "--itl-ms", "3")
     s = asyncio.run(run_load(Target(f"http://127.0.0.1:{port}", "openai", "truth"),
@@ -145,9 +145,9 @@ def test_ground_truth_server_and_calibration_hold_the_causal_order(servers):
 
 
 def test_gates_refuse_a_load_test_whose_client_was_not_trustworthy(sandbox):
-    from migrator import api
-    from migrator.engine import Context
-    from migrator.output import Output
+    from migrator.app import api
+    from migrator.core.engine import Context
+    from migrator.cli.output import Output
     from phases.phase4 import Gates
 
     ledger = Ledger(sandbox)
@@ -170,7 +170,7 @@ def test_against_the_real_vllm_cpu(real_vllm):
     assert s["completed"] == 12 and not s["errors"]
     assert s["output_tokens"] == 12 * 8 and s["trust"]["output_tokens_mismatch"] == 0  # ignore_eos honoured
     assert s["prompt_tokens"] >= 12 * 16 and s["ttft_ms"]["median"] > 0 and s["itl_ms"]["mean"] > 0
-    from migrator import bench
+    from migrator.bench import run as bench
 
     fitted = bench.measure(Target(real_vllm, "openai", "tiny-qwen"),
                            LoadSpec(requests=4, concurrency=2, output_tokens=4, input_tokens=100), calibrate=False)
@@ -180,7 +180,7 @@ def test_against_the_real_vllm_cpu(real_vllm):
 
 def test_scraping_vllm_metrics_splits_ttft_into_queueing_and_the_rest(servers):
     """Two slots, six streams: the simulator queues; its /metrics during the run show it."""
-    from migrator import bench
+    from migrator.bench import run as bench
 
     port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--max-num-seqs", "2", "--ttft-ms", "20",
                          "--itl-ms", "5")
@@ -195,7 +195,7 @@ def test_scraping_vllm_metrics_splits_ttft_into_queueing_and_the_rest(servers):
 
 
 def test_scraping_ollama_ps_shows_the_loaded_model(servers):
-    from migrator import bench
+    from migrator.bench import run as bench
 
     port = servers.start("migrator.sim.ollama", "--preload")
     result = bench.measure(Target(f"http://127.0.0.1:{port}", "ollama", "qwen3:32b"),
@@ -225,7 +225,7 @@ def test_bench_diff_compares_two_saved_runs(sandbox, servers, tmp_path):
 
 
 def test_graphrag_fan_out_maps_in_parallel_then_reduces_per_question(servers):
-    from migrator.loadgen import execute, summarize_run
+    from migrator.bench.loadgen import execute, summarize_run
 
     port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--ttft-ms", "20", "--itl-ms", "4")
     spec = LoadSpec(requests=26, users=2, fanout=3, output_tokens=8, input_tokens=16)
@@ -249,9 +249,9 @@ def test_graphrag_fan_out_maps_in_parallel_then_reduces_per_question(servers):
 
 
 def test_synthetic_prompts_are_fitted_to_the_served_tokenizer(servers):
-    from migrator import bench
+    from migrator.bench import run as bench
     from migrator.adapters.http import request
-    from migrator.loadgen import fit_prompt, synthetic_messages
+    from migrator.bench.loadgen import fit_prompt, synthetic_messages
 
     port = servers.start("migrator.sim.vllm", "--served-model-name", "m")
     target = Target(f"http://127.0.0.1:{port}", "openai", "m")
@@ -282,8 +282,8 @@ def test_a_prompt_the_server_cut_is_flagged(servers):
 
 
 def test_the_shipped_graphrag_prompt_sets_load(tmp_path):
-    from migrator import bench
-    from migrator.errors import ConfigError
+    from migrator.bench import run as bench
+    from migrator.core.errors import ConfigError
 
     for name in ("en", "ko"):
         prompts = bench.load_prompts(name)
@@ -295,7 +295,7 @@ def test_the_shipped_graphrag_prompt_sets_load(tmp_path):
 
 def test_gpu_utilisation_is_sampled_where_nvidia_smi_answers(servers, tmp_path, monkeypatch):
     """No GPU here: a stand-in nvidia-smi on PATH prints two GPUs' utilisation as the real one does."""
-    from migrator import bench
+    from migrator.bench import run as bench
 
     fake = tmp_path / "bin" / "nvidia-smi"
     fake.parent.mkdir()
@@ -333,7 +333,7 @@ def test_exact_fit_with_a_tokenizer_that_keeps_words_whole(monkeypatch):
     """The fitting logic alone, with /tokenize answered by a word-level counting (3 template tokens + one per
     word, except "data", which it splits): every prompt then counts exactly what was asked."""
     from migrator.adapters import http
-    from migrator.loadgen import fit_prompt, synthetic_messages
+    from migrator.bench.loadgen import fit_prompt, synthetic_messages
 
     def tokenize(method, url, timeout=2.0, json_body=None, headers=None):
         words = json_body["messages"][0]["content"].split()

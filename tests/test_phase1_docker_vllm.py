@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from conftest import SESSION_TAG
 from migrator.adapters.docker import DockerRuntime
 from migrator.cli.main import app
-from migrator.harness import tiny_model
-from migrator.ledger import Ledger
-from migrator.rehearse import free_port
+from migrator.app.harness import tiny_model
+from migrator.core.ledger import Ledger
+from migrator.adapters.net import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from migrator.cli.main import app
-from migrator.harness import tiny_model, vllm_cpu
-from migrator.ledger import Ledger
+from migrator.app.harness import tiny_model, vllm_cpu
+from migrator.core.ledger import Ledger
 
 pytestmark = pytest.mark.vllm
 

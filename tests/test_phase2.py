@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import tree_digest
 from migrator.cli.main import app
-from migrator.errors import ExitCode
+from migrator.core.errors import ExitCode
 
 CONFIG_WITHOUT_VLLM = '''from pydantic_settings import BaseSettings
 
@@ -86,7 +86,7 @@ def test_scaffold_inserts_fields_after_the_last_field_and_backs_up(sandbox):
 
 
 def _base_url(sandbox: Path) -> str:
-    from migrator import api
+    from migrator.app import api
     from phases.phase3 import backend_base_url
 
     return backend_base_url(api.settings_for(sandbox))
@@ -137,7 +137,7 @@ def test_client_contract_with_the_backends_own_chatopenai(sandbox, real_vllm, tm
     import sys
 
     from conftest import VLLM_MAX_LEN, VLLM_NAME
-    from migrator.harness.images import SAMPLE_PROJECT, wheelhouse
+    from migrator.app.harness.images import SAMPLE_PROJECT, wheelhouse
 
     requirements = [ln for ln in (SAMPLE_PROJECT / "backend" / "requirements.txt").read_text().split() if ln]
     venv = tmp_path_factory.mktemp("backend-venv") / "venv"

@@ -12,11 +12,12 @@ import httpx
 import pytest
 
 from conftest import SESSION_TAG, reference_stack, tree_digest
-from migrator import api
+from migrator.app import api
 from migrator.adapters.docker import DockerRuntime
-from migrator.harness import tiny_model
-from migrator.ledger import Ledger
-from migrator.rehearse import client_free_cpuset, free_port
+from migrator.app.harness import tiny_model
+from migrator.core.ledger import Ledger
+from migrator.app.rehearse import client_free_cpuset
+from migrator.adapters.net import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 
@@ -107,13 +108,13 @@ def test_phase1_then_phase3_under_compose_then_rollback(tmp_path, servers, backe
 
 
 def _requests_served(port: int) -> float:
-    from migrator import promql
+    from migrator.core import promql
 
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     return promql.total(promql.parse(text), "vllm:request_success_total")
 
 
 def staged_vllm_port(root) -> int:
-    from migrator.api import settings_for
+    from migrator.app.api import settings_for
 
     return settings_for(root).deploy.staging_vllm_port

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from migrator.cli.main import app
-from migrator.errors import ExitCode
+from migrator.core.errors import ExitCode
 
 USER_COMPOSE = """\
 # Our GraphRAG stack — do not reorder (ops runbook refers to line numbers)
@@ -56,7 +56,7 @@ def test_inline_keeps_comments_order_and_the_rest_byte_for_byte(project):
     assert USER_COMPOSE.startswith(head.rstrip("\n")) and tail.endswith(USER_COMPOSE[USER_COMPOSE.index("\nnetworks:"):])
     assert text.index('"vllm":') < text.index("\nnetworks:")  # inside services:, before networks:
     assert not (project / "docker" / "docker-compose.vllm.yml").exists()
-    from migrator.envfile import EnvFile
+    from migrator.files.envfile import EnvFile
 
     assert EnvFile.from_bytes((project / "docker" / ".env").read_bytes()).get("COMPOSE_FILE") is None
     valid = subprocess.run(["docker", "compose", "-f", "docker-compose.yml", "config", "-q"], cwd=project / "docker",

@@ -25,7 +25,7 @@ def test_monitoring_files_are_written_validated_and_removed_by_rollback(sandbox)
     before = tree_digest(sandbox)
     result = invoke("--project", str(sandbox), "--set", "monitoring.kv_cache_alert=0.85", "phase4")
     assert result.exit_code == 1 and "no load-test result recorded" in result.stderr  # the gates need `bench`
-    from migrator.ledger import Ledger
+    from migrator.core.ledger import Ledger
 
     found = Ledger(sandbox).read_state()["phases"]["phase4"]["steps"]
     assert found["phase4.monitoring"]["status"] == "passed"
@@ -42,8 +42,8 @@ def test_monitoring_files_are_written_validated_and_removed_by_rollback(sandbox)
 def test_a_failed_gate_stops_phase4_before_production_changes(sandbox):
     """The switch is gated: a load test over a gate's threshold leaves production on Ollama, untouched."""
     from migrator.adapters.http import get
-    from migrator.envfile import EnvFile
-    from migrator.ledger import Ledger
+    from migrator.files.envfile import EnvFile
+    from migrator.core.ledger import Ledger
 
     prepare_switch(sandbox)  # vLLM integrated beside production; the load test recorded
     env_before = (sandbox / "docker" / ".env").read_bytes()
@@ -64,7 +64,7 @@ def test_a_failed_gate_stops_phase4_before_production_changes(sandbox):
 
 def test_a_metrics_gate_on_a_name_vllm_lacks_is_refused_before_the_switch(sandbox):
     """A query the watch could never measure would be a gate that never blocks: phase4 stops before the switch."""
-    from migrator.envfile import EnvFile
+    from migrator.files.envfile import EnvFile
 
     prepare_switch(sandbox)
     with open(sandbox / "migrate.yaml", "a") as f:
@@ -84,7 +84,7 @@ def test_a_metrics_gate_on_a_name_vllm_lacks_is_refused_before_the_switch(sandbo
 
 
 def api_settings(project):
-    from migrator import api
+    from migrator.app import api
 
     return api.settings_for(project)
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from conftest import VLLM_MAX_LEN, VLLM_NAME, reference_stack, tree_digest
-from migrator import api
+from migrator.app import api
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 

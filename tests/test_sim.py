@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from migrator.adapters.http import OllamaServer, OpenAIServer
-from migrator.vllm_launch import classify_startup_failure
+from migrator.adapters.vllm import classify_startup_failure
 
 
 def test_vllm_sim_endpoints_stream_and_usage(servers):
@@ -55,7 +55,7 @@ def test_vllm_sim_queues_beyond_max_num_seqs(servers):
 
 
 def test_vllm_sim_slow_start_refuses_then_503_then_200(tmp_path):
-    from migrator.rehearse import free_port
+    from migrator.adapters.net import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "migrator.sim.vllm", "--port", str(port), "--startup-s", "0.6",
@@ -144,7 +144,7 @@ def test_ollama_standin_expires_models_after_keep_alive(servers):
 def test_sim_commands_run_in_the_foreground_and_stop_on_sigterm(tmp_path):
     import signal
 
-    from migrator.rehearse import free_port, wait_port
+    from migrator.adapters.net import free_port, wait_port
 
     for kind, probe in (("vllm", "/health"), ("ollama", "/api/version")):
         port = free_port()

@@ -11,13 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import tree_digest
-from migrator import api
+from migrator.app import api
 from migrator.cli.main import app
-from migrator.engine import Context
-from migrator.envfile import EnvFile
-from migrator.errors import ExitCode
-from migrator.ledger import Ledger
-from migrator.output import Output
+from migrator.core.engine import Context
+from migrator.files.envfile import EnvFile
+from migrator.core.errors import ExitCode
+from migrator.core.ledger import Ledger
+from migrator.cli.output import Output
 from phases import staging
 
 

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from migrator.adapters import process
-from migrator.config import Settings
-from migrator.rehearse import free_port, wait_port
-from migrator.vllm_launch import wait_ready
+from migrator.core.config import Settings
+from migrator.adapters.net import free_port, wait_port
+from migrator.adapters.vllm import wait_ready
 
 from conftest import SESSION_TAG, VLLM_MAX_LEN as MAX_LEN, VLLM_NAME as NAME
 
@@ -33,7 +33,7 @@ def real_vllm_container(tiny_model_dir):
     import uuid
 
     from migrator.adapters.docker import DockerRuntime
-    from migrator.harness.images import vllm_cpu_image
+    from migrator.app.harness.images import vllm_cpu_image
 
     image = vllm_cpu_image()
     docker = DockerRuntime()

@@ -8,12 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import prepare_switch, tree_digest
-from migrator import promql
+from migrator.core import promql
 from migrator.adapters import process
 from migrator.adapters.http import OpenAIServer
 from migrator.cli.main import app
-from migrator.envfile import EnvFile
-from migrator.ledger import Ledger
+from migrator.files.envfile import EnvFile
+from migrator.core.ledger import Ledger
 from phases.phase4 import window_metrics
 
 

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrator.errors import DockerUnavailable, EnvironmentMissing
+from migrator.core.errors import DockerUnavailable, EnvironmentMissing
 
 _DOCKER_FIX = "start the Docker daemon (e.g. `sudo systemctl start docker`) or set DOCKER_HOST"
 

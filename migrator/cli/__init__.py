@@ -1,1 +1,1 @@
-"""The `graphrag-migrate` command line: thin typer commands over `migrator.api`."""
+"""The `graphrag-migrate` command line: thin typer commands over `migrator.app.api`."""

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from migrator.errors import ExitCode, MigrateError
-from migrator.output import Output
+from migrator.core.errors import ExitCode, MigrateError
+from migrator.cli.output import Output
 
 
 @dataclass
@@ -26,7 +26,7 @@ class AppState:
     argv: str = ""
 
     def settings(self, extra: dict | None = None):
-        from migrator.api import settings_for
+        from migrator.app.api import settings_for
 
         return settings_for(self.project, self.config, {**self.overrides, **(extra or {})})
 

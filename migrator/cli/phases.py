@@ -7,12 +7,12 @@ from typing import Annotated, Optional
 import typer
 
 from migrator.cli._common import CheckOpt, ConfirmOpt, DryRunOpt, exit_with, handle_errors, state_of
-from migrator.errors import ExitCode
+from migrator.core.errors import ExitCode
 
 
 def run_phase_command(ctx: typer.Context, name: str, check: bool, dry_run: bool,
                       overrides: dict | None = None, options: dict | None = None) -> None:
-    from migrator import api
+    from migrator.app import api
     from migrator.cli import render
 
     app = state_of(ctx)

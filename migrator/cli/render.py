@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migrator.output import Output
+from migrator.cli.output import Output
 
 _STATUS_STYLE = {"passed": "green", "ok": "green", "satisfied": "green", "completed": "green",
                  "failed": "red", "missing": "red", "interrupted": "red", "warn": "yellow",

@@ -17,18 +17,41 @@ from migrator.sim.httpserver import HTTPServer, Request, Response, run_forever
 
 
 def read_env(path: Path | None) -> dict[str, str]:
-    """The env file's values, or (no file given) this process's environment, fixed at start."""
-    import os
+    """The env file's values, or (no file given) this process's environment, fixed at start.
 
-    from migrator.envfile import EnvFile
+    Read the way a real backend reads it (pydantic-settings uses python-dotenv); where python-dotenv is
+    not installed (the stand-ins' image is standard library only) a plain KEY=VALUE reader does."""
+    import os
 
     if path is None:
         return dict(os.environ)
     try:
-        env = EnvFile.from_bytes(path.read_bytes())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
-    return {k: env.get(k) or "" for k in env.keys()}
+    try:
+        from dotenv import dotenv_values
+    except ImportError:
+        return _plain_env(text)
+    import io
+
+    return {k: v or "" for k, v in dotenv_values(stream=io.StringIO(text)).items()}
+
+
+def _plain_env(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if value[:1] in ("'", '"') and value.endswith(value[0]) and len(value) > 1:
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].strip()
+        values[key.strip()] = value
+    return values
 
 
 def make_handler(env_path: Path | None):

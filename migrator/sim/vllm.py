@@ -28,7 +28,7 @@ VERSION = "0.32.0"
 WORDS = ("the graph links entities and their relations so answers can cite the source "
          "그래프 는 개체 와 관계 를 연결 하여 답변 이 출처 를 인용 할 수 있게 합니다").split()
 
-# What vLLM prints when it cannot start (FACTS.md); the classifier in migrator.vllm_launch reads these.
+# What vLLM prints when it cannot start (FACTS.md); the classifier in migrator.adapters.vllm reads these.
 STARTUP_FAILURES = {
     "free-memory": "ValueError: Free memory on device (10.5/23.6 GiB) on startup is less than desired GPU "
                    "memory utilization (0.9, 21.24 GiB). Decrease GPU memory utilization or reduce GPU "

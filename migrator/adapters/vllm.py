@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from migrator.config import Settings
+from migrator.core.config import Settings
 
 CONTAINER_PORT = 8000
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from migrator.config import Settings
-from migrator.errors import CheckFailed, Interrupted, MigrateError
-from migrator.fileops import FileChange, FileWriter
-from migrator.ledger import Ledger, now_iso
-from migrator.output import Output
+from migrator.core.config import Settings
+from migrator.core.errors import CheckFailed, Interrupted, MigrateError
+from migrator.core.fileops import FileChange, FileWriter
+from migrator.core.ledger import Ledger, now_iso
+from migrator.cli.output import Output
 
 
 @dataclass
@@ -75,7 +75,7 @@ class Context:
 
     def read_env(self):
         """The project's env file as an EnvFile (as planned edits left it, in dry-run), or None if absent."""
-        from migrator.envfile import EnvFile
+        from migrator.files.envfile import EnvFile
 
         data = self.writer.read(self.env_path)
         return None if data is None else EnvFile.from_bytes(data)
@@ -119,7 +119,7 @@ class Step:
         return {}
 
     def apply(self, ctx: Context) -> Outcome | None:
-        from migrator.fileops import unified_diff
+        from migrator.core.fileops import unified_diff
 
         for path, data in self.files(ctx).items():
             before = ctx.writer.read(path)

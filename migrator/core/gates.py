@@ -6,8 +6,6 @@ reading) are notes until they exist; a load test whose client was not trustworth
 
 from __future__ import annotations
 
-from migrator.config import Settings
-
 # Gates on these are a note until measured: how to measure them.
 MEASURED_ELSEWHERE = {"realtime_users": "run `graphrag-migrate bench --sweep`",
                       "wait_users": "run `graphrag-migrate bench --sweep`",
@@ -36,7 +34,7 @@ def metric_problem(metric: str, source: str) -> str | None:
         return f"a load test records no '{metric}'{_did_you_mean(metric, BENCH_METRICS)}; one of {', '.join(BENCH_METRICS)}"
     if metric in WATCH_METRICS:
         return None
-    from migrator import promql
+    from migrator.core import promql
 
     example = "e.g. histogram_quantile(0.99, vllm:time_to_first_token_seconds)"
     try:
@@ -82,10 +80,10 @@ def evaluate(gates, metrics: dict, missing_blocks: bool = True) -> tuple[list[st
     return failed, notes, measured
 
 
-def judge_gates(settings: Settings, result: dict) -> dict:
+def judge_gates(all_gates, result: dict) -> dict:
     """The plan's §7.1 gates on this result, as phase4 will judge them: refused (untrustworthy client),
     failed, notes (observe-only or measured elsewhere), and each measured value."""
-    gates = [g for g in settings.gates if g.source == "bench"]
+    gates = [g for g in all_gates if g.source == "bench"]
     refused = trust_problems(gates, result.get("trust") or {})
     metrics = result.get("metrics", {})
     unmeasured = [g for g in gates if g.metric in MEASURED_ELSEWHERE and g.metric not in metrics]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from migrator.errors import ConfigError
+from migrator.core.errors import ConfigError
 
 ENV_PREFIX = "GRAPHRAG_MIGRATE_"
 CONFIG_FILENAME = "migrate.yaml"
@@ -91,7 +91,7 @@ class ProjectSettings:
 def _size(value) -> str | None:
     if value == "":
         return None
-    from migrator.gpu import parse_size
+    from migrator.adapters.gpu import parse_size
 
     try:
         parse_size(str(value))
@@ -425,7 +425,7 @@ def _parse_gates(raw: Any, where: str) -> list[Gate]:
         if item["op"] not in _GATE_OPS:
             raise ConfigError(f"{where}: gates[{i}].op = {item['op']!r} is not valid", f"expected one of {' '.join(_GATE_OPS)}")
         threshold = _coerce(f"gates[{i}].threshold", item["threshold"], float, where)
-        from migrator.gates import metric_problem
+        from migrator.core.gates import metric_problem
 
         problem = metric_problem(str(item["metric"]), str(item.get("source", "bench")))
         if problem:

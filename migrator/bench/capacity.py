@@ -18,7 +18,7 @@ import asyncio
 import math
 from dataclasses import dataclass
 
-from migrator.loadgen import LoadSpec, RequestResult, Target, execute, summarize
+from migrator.bench.loadgen import LoadSpec, RequestResult, Target, execute, summarize
 
 SCENARIOS = ("realtime", "wait")
 Z = 1.645  # 90 % two-sided Wilson interval
@@ -124,7 +124,7 @@ def sweep(target: Target, base: LoadSpec, slo: Slo, max_users: int, min_requests
         def hopeless(results: list[RequestResult]) -> bool:  # neither SLO can reach its fraction any more
             return all(sum(not slo.meets(s, r) for r in results) > allowed for s in SCENARIOS)
 
-        from migrator.scrape import Scraper, split_ttft
+        from migrator.bench.scrape import Scraper, split_ttft
 
         with Scraper(target.url, target.api, target.api_key) as scraper:
             results, wall = asyncio.run(execute(target, spec, prompts, should_stop=hopeless))

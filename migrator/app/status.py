@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from migrator.config import Settings
-from migrator.envfile import EnvFile
-from migrator.errors import DockerUnavailable, ExitCode, StateCorrupt
-from migrator.fileops import FileWriter
-from migrator.ledger import Ledger
+from migrator.core.config import Settings
+from migrator.files.envfile import EnvFile
+from migrator.core.errors import DockerUnavailable, ExitCode, StateCorrupt
+from migrator.core.fileops import FileWriter
+from migrator.core.ledger import Ledger
 
 PHASE_NAMES = ("phase1", "phase2", "phase3", "phase4")
 

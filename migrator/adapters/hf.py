@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrator.errors import EnvironmentMissing
+from migrator.core.errors import EnvironmentMissing
 
 # What vLLM needs: weights, configs, tokenizer files. Not *.bin/*.pth duplicates, not images or docs.
 ALLOW_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer*", "*.model", "*.tiktoken",
@@ -73,7 +73,7 @@ def resolve(repo_id: str, revision: str, token: str | None) -> Snapshot:
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.hf_api import RepoFile
 
-    from migrator.fit import _require_reachable
+    from migrator.core.fit import _require_reachable
 
     api = HfApi(token=token or False)
     _require_reachable(api.endpoint)
@@ -162,7 +162,7 @@ def fetch(snapshot: Snapshot, cache_dir: str, token: str | None, console=None) -
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
-    from migrator.progress import byte_progress, rich_tqdm
+    from migrator.adapters.progress import byte_progress, rich_tqdm
 
     if console is None:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
@@ -201,7 +201,7 @@ def verify(snapshot: Snapshot, path: Path, check_sha256: bool = True) -> list[st
 
 def hf_token(env_file_values: dict[str, str]) -> str | None:
     """HF_TOKEN from the environment, else from the project's env file. Registered as a secret."""
-    from migrator.secrets import register_secret
+    from migrator.core.secrets import register_secret
 
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or env_file_values.get("HF_TOKEN")
     register_secret(token)

@@ -1,24 +1,24 @@
 """The importable core API; the CLI is one client of it.
 
-    from migrator import api
+    from migrator.app import api
     report = api.check_phase("phase1", project=Path("."))
     report = api.rollback(project=Path("."))
 
 Every function takes the project root and optional settings, and returns a report object with
-`to_dict()`; errors are `migrator.errors.MigrateError` subclasses.
+`to_dict()`; errors are `migrator.core.errors.MigrateError` subclasses.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from migrator.config import CONFIG_FILENAME, Settings, load_settings
-from migrator.engine import Context, PhaseReport, check_phase as _check, dry_run_phase as _dry, run_phase as _run
-from migrator.errors import ConfigError
-from migrator.ledger import Ledger
-from migrator.output import Output
-from migrator.rollback import RollbackReport, rollback as _rollback
-from migrator.status import StatusReport, gather_status
+from migrator.core.config import CONFIG_FILENAME, Settings, load_settings
+from migrator.core.engine import Context, PhaseReport, check_phase as _check, dry_run_phase as _dry, run_phase as _run
+from migrator.core.errors import ConfigError
+from migrator.core.ledger import Ledger
+from migrator.cli.output import Output
+from phases.rollback import RollbackReport, rollback as _rollback
+from migrator.app.status import StatusReport, gather_status
 
 PHASES = ("phase1", "phase2", "phase3", "phase4")
 
@@ -78,7 +78,7 @@ def status(project: Path, settings: Settings | None = None, probe: bool = True) 
 
 def rollback(project: Path, settings: Settings | None = None, out: Output | None = None,
              wait_s: float = 60.0, command: str = "rollback") -> RollbackReport:
-    """Back to Ollama (see migrator.rollback). Takes the project lock."""
+    """Back to Ollama (see phases.rollback). Takes the project lock."""
     ctx = _context(project, settings, out)
     with ctx.ledger.locked(command):
         phases = [build_phase(n, ctx.settings, {}) for n in PHASES]

@@ -5,7 +5,7 @@ few English and Korean sentences with ChatML special tokens, and a ChatML chat t
 downloaded. Its answers are random text; it exists so that vLLM really loads, schedules, streams and
 reports metrics on this CPU.
 
-    python -m migrator.harness.tiny_model OUT_DIR
+    python -m migrator.app.harness.tiny_model OUT_DIR
 """
 
 from __future__ import annotations

@@ -9,14 +9,14 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from migrator.config import Settings
-from migrator.errors import ConfigError
-from migrator.ledger import Ledger, atomic_write_bytes, now_iso
-from migrator.loadgen import LoadSpec, Target, run_load
+from migrator.core.config import Settings
+from migrator.core.errors import ConfigError
+from migrator.core.ledger import Ledger, atomic_write_bytes, now_iso
+from migrator.bench.loadgen import LoadSpec, Target, run_load
 
 
 def default_target(settings: Settings, backend: str) -> Target:
-    from migrator.vllm_launch import api_key
+    from migrator.adapters.vllm import api_key
 
     if backend == "ollama":
         return Target(settings.ollama.url, "ollama", settings.ollama.model)
@@ -72,9 +72,9 @@ def run(project: Path, settings: Settings, target: Target, spec: LoadSpec, promp
         record: bool, progress=None, calibrate: bool = True) -> dict:
     check_safe(target, spec, settings)
     result = measure(target, spec, prompts, progress, calibrate)
-    from migrator.gates import judge_gates
+    from migrator.core.gates import judge_gates
 
-    result["gates"] = judge_gates(settings, result)
+    result["gates"] = judge_gates(settings.gates, result)
     if record:
         ledger = Ledger(project)
         with ledger.locked("graphrag-migrate bench"):
@@ -86,7 +86,7 @@ def run(project: Path, settings: Settings, target: Target, spec: LoadSpec, promp
 def fit_synthetic_prompts(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None):
     """Without given prompts, size the synthetic ones to `spec.input_tokens` as the served tokenizer counts
     (sets spec.prompt_words/prompt_vocabulary); returns loadgen.fit_prompt's answer, None if nothing was fitted."""
-    from migrator.loadgen import fit_prompt
+    from migrator.bench.loadgen import fit_prompt
 
     if prompts or spec.prompt_words is not None:
         return None
@@ -99,8 +99,8 @@ def measure(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None = N
             calibrate: bool = True) -> dict:
     """One load test's result (no safety check, nothing recorded): the part phase4's staging shares.
     With `calibrate`, the client's own overhead at this concurrency is measured first (about a second)."""
-    from migrator import loadgen
-    from migrator.scrape import Scraper, split_ttft
+    from migrator.bench import loadgen
+    from migrator.bench.scrape import Scraper, split_ttft
 
     width = spec.concurrency or (spec.users or 8) * max(1, spec.fanout)  # streams the run keeps open at most
     calibration = loadgen.calibrate(width, spec.output_tokens) if calibrate else None
@@ -153,7 +153,7 @@ PLAN = {
 
 
 def slo_of(settings: Settings):
-    from migrator.capacity import Slo
+    from migrator.bench.capacity import Slo
 
     b = settings.bench
     return Slo(ttft_ms=b.slo_ttft_ms, tokens_per_s=b.slo_tokens_per_s, e2e_s=b.slo_e2e_s, fraction=b.slo_fraction)
@@ -162,7 +162,7 @@ def slo_of(settings: Settings):
 def run_sweep(project: Path, settings: Settings, target: Target, spec: LoadSpec, prompts: list[list[dict]] | None,
               record: bool, label: str, on_probe=None) -> dict:
     """`bench --sweep`: the users-served search against one server, recorded for status and the gates."""
-    from migrator import capacity
+    from migrator.bench import capacity
 
     b = settings.bench
     biggest = capacity.requests_for(b.sweep_max_users, spec.turns, b.sweep_min_requests)
@@ -190,7 +190,7 @@ def capacity(project: Path, settings: Settings, targets: list[tuple[str, Target]
              prompts: list[list[dict]] | None, record: bool, say=None, on_probe=None) -> tuple[dict, list | None, dict]:
     """`bench --sweep` (one target) or `--compare` (ollama and vllm): the runs by label, the side-by-side
     rows when both backends ran, and the report files written."""
-    from migrator import report
+    from migrator.bench import report
 
     runs = {}
     for label, target in targets:

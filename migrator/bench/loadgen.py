@@ -587,7 +587,7 @@ def calibrate(concurrency: int, output_tokens: int = 8, requests: int | None = N
     import sys
     import urllib.request
 
-    from migrator.rehearse import free_port, wait_port
+    from migrator.adapters.net import free_port, wait_port
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "migrator.sim.truth", "--port", str(port), "--ttft-ms", "20",

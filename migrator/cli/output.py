@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any, Callable
 
-from migrator.secrets import redact
+from migrator.core.secrets import redact
 
 
 class Output:

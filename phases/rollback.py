@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from migrator.engine import NOTHING_TO_UNDO, Context, Phase, rollback_phase
-from migrator.envfile import EnvFile
-from migrator.errors import DockerUnavailable, EnvironmentMissing, ExitCode, MigrateError, StateCorrupt
-from migrator.ledger import now_iso, sha256_bytes
+from migrator.core.engine import NOTHING_TO_UNDO, Context, Phase, rollback_phase
+from migrator.files.envfile import EnvFile
+from migrator.core.errors import DockerUnavailable, EnvironmentMissing, ExitCode, MigrateError, StateCorrupt
+from migrator.core.ledger import now_iso, sha256_bytes
 
 OLLAMA = "ollama"
 

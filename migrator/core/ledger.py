@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from migrator.errors import LockedError, StateCorrupt
-from migrator.secrets import redact
+from migrator.core.errors import LockedError, StateCorrupt
+from migrator.core.secrets import redact
 
 STATE_DIRNAME = ".graphrag-migrate"
 SCHEMA_VERSION = 1
