@@ -39,7 +39,8 @@ def test_phase1_runs_vllm_in_a_container_and_rollback_stops_it(sandbox, vllm_ima
         assert spec["command"][:2] == ["--model", "/model"] and "device_requests" not in spec
         assert spec["volumes"][str(model)] == {"bind": "/model", "mode": "ro"}
         runtime = next(s for s in dry["steps"] if s["id"] == "phase1.runtime")
-        assert runtime["status"] == "satisfied" and "linux/amd64" in runtime["message"] or "linux/arm64" in runtime["message"]
+        assert runtime["status"] == "satisfied", runtime  # on either platform, not only on amd64
+        assert "linux/amd64" in runtime["message"] or "linux/arm64" in runtime["message"], runtime["message"]
 
         result = invoke(*args, "--json", "phase1")
         assert result.exit_code == 0, result.stdout + result.stderr
