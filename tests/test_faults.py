@@ -69,9 +69,16 @@ def test_secrets_in_the_env_file_are_masked_in_diffs_and_json(sandbox, monkeypat
     assert token not in dry.stdout + dry.stderr and "abcd1234secret" not in dry.stdout
     applied = invoke("--project", str(sandbox), "phase1")
     assert applied.exit_code == 0
-    invoke("--project", str(sandbox), "phase3")
+    phase3 = invoke("--project", str(sandbox), "phase3")
+    assert phase3.exit_code == 0, phase3.stderr
+    # phase3 really ran and recorded its env-file edits: the ledger had the chance to leak the token.
+    recorded = Ledger(sandbox).read_state()["phases"]["phase3"]
+    assert recorded["status"] == "completed", recorded
+    assert recorded["steps"]["phase3.env"]["status"] == "passed", recorded
+    assert recorded["steps"]["phase3.integration"]["status"] == "passed", recorded
+    assert "VLLM_BASE_URL=" in env_path.read_text() and token in env_path.read_text()
     ledger_text = "".join(p.read_text() for p in (sandbox / ".graphrag-migrate").glob("*.json*"))
-    assert token not in ledger_text
+    assert "phase3" in ledger_text and token not in ledger_text
     invoke("--project", str(sandbox), "rollback", "--wait", "5")
 
 
