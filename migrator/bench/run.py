@@ -50,22 +50,13 @@ def prompts_path(name: str) -> Path:
 
 
 def load_prompts(path: Path) -> list[list[dict]]:
-    """JSONL: {"prompt": "…"} or {"messages": [...]} per line (multi-turn allowed)."""
+    """JSONL: {"prompt": "…"} or {"messages": [...]} per line (multi-turn allowed); `en` / `ko` are the shipped sets."""
+    from migrator.files.prompts import read_jsonl_prompts
+
     path = prompts_path(str(path))
     if not path.is_file():
         raise ConfigError(f"prompt file {path} not found", "give a JSONL file, or en / ko for the shipped sets")
-    prompts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            prompts.append(item["messages"] if "messages" in item else [{"role": "user", "content": item["prompt"]}])
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"{path}:{n} is not {{\"prompt\": …}} or {{\"messages\": […]}}", "fix that line") from None
-    if not prompts:
-        raise ConfigError(f"{path} has no prompts", "one JSON object per line")
-    return prompts
+    return read_jsonl_prompts(path)
 
 
 def run(project: Path, settings: Settings, target: Target, spec: LoadSpec, prompts: list[list[dict]] | None,
