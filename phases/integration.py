@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from migrator.adapters import vllm as vllm_launch
 from migrator.core.engine import Context, Outcome, Step
@@ -27,19 +26,6 @@ def hangul_ratio(text: str) -> float:
     if not letters:
         return 0.0
     return sum(1 for c in letters if "\uac00" <= c <= "\ud7a3" or "\u3131" <= c <= "\u318e") / len(letters)
-
-
-def read_prompts(path: Path) -> list[str]:
-    """A text file is one prompt; a .jsonl file has one {"prompt": …} or {"messages": […]} per line."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix != ".jsonl":
-        return [text]
-    prompts = []
-    for line in text.splitlines():
-        if line.strip():
-            item = json.loads(line)
-            prompts.append(item.get("prompt") or "\n".join(str(m.get("content", "")) for m in item["messages"]))
-    return prompts
 
 
 class IntegrationChecks(Step):
@@ -64,7 +50,9 @@ class IntegrationChecks(Step):
                               + (f"; {summary}" if summary else ""), **m)
 
     def vllm_checks(self, ctx: Context) -> tuple[list[str], list[str], dict]:
-        from migrator.adapters.http import OpenAIServer, request
+        from migrator.adapters.http import OpenAIServer
+        from migrator.core.errors import MigrateError
+        from migrator.files.prompts import read_prompt_file
 
         v, name = ctx.settings.vllm, ctx.settings.model.served_name
         server = OpenAIServer(f"http://{v.host}:{v.port}", vllm_launch.api_key(ctx.settings))
@@ -99,18 +87,17 @@ class IntegrationChecks(Step):
             failures.append(f"over-long prompt: expected vLLM's 400, got {too_long.describe()}")
 
         if self.prompt_file:
-            path = ctx.path(self.prompt_file)
             try:
-                prompts = read_prompts(path)
-            except (OSError, ValueError, KeyError) as exc:
-                return [f"cannot read --prompt-file {path}: {exc} (a text file, or JSONL)"], notes, m
+                prompts = read_prompt_file(ctx.path(self.prompt_file))
+            except MigrateError as exc:
+                return failures + [f"--prompt-file: {exc.message}"], notes, m
             counts = []
-            for prompt in prompts:
-                p = request("POST", f"http://{v.host}:{v.port}/tokenize", 30, {"model": name, "prompt": prompt})
+            for messages in prompts:  # counted with the chat template, as the completion will count them
+                p = server.tokenize(name, messages, timeout=30)
                 if not p.ok:
                     failures.append(f"/tokenize: {p.describe()}")
                     break
-                counts.append(int(p.body["count"]))
+                counts.append(p.body["count"])
             if counts:
                 longest = max(counts)
                 m.update(longest_prompt_tokens=longest, prompts_checked=len(counts))

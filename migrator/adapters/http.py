@@ -131,6 +131,20 @@ class OpenAIServer:
                 "max_tokens": max_tokens, "temperature": 0}
         return request("POST", f"{self.base_url}/v1/chat/completions", timeout, body, self.headers)
 
+    def tokenize(self, model: str, messages: list[dict] | None = None, prompt: str | None = None,
+                 timeout: float = 30.0) -> Probe:
+        """vLLM's /tokenize: how many tokens the served tokenizer makes of `messages` (chat template
+        included, as a chat completion counts them) or of a bare `prompt`. `ok` only with an integer
+        count, in `body["count"]`. The API key goes along: vLLM's own --api-key covers /v1/* only, but a
+        gateway in front of it may guard every path."""
+        body = {"model": model, **({"messages": messages} if messages is not None else {"prompt": prompt or ""})}
+        url = f"{self.base_url}/tokenize"
+        probe = request("POST", url, timeout, body, self.headers)
+        if probe.ok and not (isinstance(probe.body, dict) and type(probe.body.get("count")) is int):
+            return Probe(False, probe.status, probe.body, f"no token count in the answer from {url}",
+                         probe.elapsed_ms)
+        return probe
+
     def stream(self, model: str, messages: list[dict], max_tokens: int = 16,
                timeout: float = 60.0, extra: dict | None = None) -> StreamResult:
         """A streamed chat completion; measures TTFT as the first chunk with non-empty content."""

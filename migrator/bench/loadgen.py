@@ -324,17 +324,15 @@ def fit_prompt(target: Target, input_tokens: int) -> tuple[int, tuple[str, ...] 
     each after a space, so every mix of them has the same count (any real model's tokenizer has plenty).
     "mean": too few such words (a toy tokenizer): the word count is fitted on the average of eight prompts.
     None without /tokenize (Ollama): one word per token."""
-    from migrator.adapters.http import request
+    from migrator.adapters.http import OpenAIServer
 
     if target.api != "openai":
         return None
-    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else None
+    server = OpenAIServer(target.url, target.api_key)
 
     def count(text: str) -> int | None:
-        probe = request("POST", target.url.rstrip("/") + "/tokenize", 10,
-                        {"model": target.model, "messages": [{"role": "user", "content": text}]}, headers)
-        ok = probe.ok and isinstance(probe.body, dict) and isinstance(probe.body.get("count"), int)
-        return probe.body["count"] if ok else None
+        probe = server.tokenize(target.model, [{"role": "user", "content": text}], timeout=10)
+        return probe.body["count"] if probe.ok else None
 
     one = count("the")
     if one is None:
