@@ -6,6 +6,7 @@ whether the key is sent."""
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -105,9 +106,8 @@ def test_tokenize_without_a_count_is_not_ok(servers):
     ollama = servers.start("migrator.sim.ollama")
     probe = OpenAIServer(f"http://127.0.0.1:{ollama}").tokenize(MODEL, prompt="x")
     assert not probe.ok and probe.status == 404
-    health = OpenAIServer(f"http://127.0.0.1:{ollama}")
-    health.base_url += "/api/version?"  # answers 200 with {"version": …}: no count
-    probe = health.tokenize(MODEL, prompt="x")
+    # "/tokenize" lands in the query string: Ollama's /api/version answers 200 with {"version": …}, no count.
+    probe = OpenAIServer(f"http://127.0.0.1:{ollama}/api/version?").tokenize(MODEL, prompt="x")
     assert probe.status == 200 and not probe.ok and "no token count" in probe.error
 
 
@@ -139,12 +139,12 @@ def test_phase3_longest_prompt_check_sends_the_api_key_to_tokenize(gateway, tmp_
 
     prompts = tmp_path / "prompts.jsonl"
     long_question = "why " * 100
-    prompts.write_text('{"prompt": "short"}\n'
-                       f'{{"messages": [{{"role": "system", "content": "ctx"}}, {{"role": "user", "content": "{long_question}"}}]}}\n')
+    long_messages = [{"role": "system", "content": "ctx"}, {"role": "user", "content": long_question}]
+    prompts.write_text('{"prompt": "short"}\n' + json.dumps({"messages": long_messages}) + "\n")
     ctx = integration_context(tmp_path, gateway.port, monkeypatch)
     outcome = IntegrationChecks(str(prompts), through_backend=False).check(ctx)
     assert outcome.ok, outcome.message
-    longest = chat_prompt_tokens([{"role": "system", "content": "ctx"}, {"role": "user", "content": long_question}])
+    longest = chat_prompt_tokens(long_messages)
     assert outcome.measurements["longest_prompt_tokens"] == longest and outcome.measurements["prompts_checked"] == 2
     tokenize = [a for _m, path, a in gateway.seen if path == "/tokenize"]
     assert tokenize == [True, True]
@@ -158,7 +158,8 @@ def test_phase3_names_the_bad_line_of_the_prompt_file_as_bench_does(sim, tmp_pat
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "fine"}\n{"question": "no prompt key"}\n')
-    outcome = IntegrationChecks(str(prompts), through_backend=False).check(integration_context(tmp_path, sim, monkeypatch))
+    ctx = integration_context(tmp_path, sim, monkeypatch)
+    outcome = IntegrationChecks(str(prompts), through_backend=False).check(ctx)
     with pytest.raises(ConfigError) as bench_error:
         bench.load_prompts(prompts)
     assert not outcome.ok and outcome.message == f"--prompt-file: {bench_error.value.message}"

@@ -50,7 +50,7 @@ def prompts_path(name: str) -> Path:
 
 
 def load_prompts(path: Path) -> list[list[dict]]:
-    """JSONL: {"prompt": "…"} or {"messages": [...]} per line (multi-turn allowed); `en` / `ko` are the shipped sets."""
+    """JSONL: {"prompt": "…"} or {"messages": [...]} per line (multi-turn allowed); `en`, `ko`: the shipped sets."""
     from migrator.files.prompts import read_jsonl_prompts
 
     path = prompts_path(str(path))

@@ -30,7 +30,7 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"prompt file {path} not found", "give a JSONL file (--prompt-file: or a text file)") from None
+        raise ConfigError(f"prompt file {path} not found", "give a JSONL file (or, to --prompt-file, text)") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"prompt file {path} is not UTF-8 ({exc.reason} at byte {exc.start})",
                           "save it as UTF-8") from None
