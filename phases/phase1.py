@@ -431,6 +431,7 @@ class Benchmark(Step):
 
     id = "phase1.benchmark"
     title = "benchmark vLLM alone (short load test)"
+    observes = True
 
     def check(self, ctx: Context) -> Outcome:
         if ctx.options.get("no_bench"):

@@ -262,6 +262,7 @@ class WatchProduction(Step):
     id = "phase4.watch"
     title = "production watched on vLLM (automatic rollback on a failed gate)"
     production = True
+    observes = True  # a failure in the window rolls back everything; the window itself changes nothing
 
     def check(self, ctx: Context) -> Outcome:
         return self.recorded_pass(ctx) or Outcome.failed("not watched yet")

@@ -78,7 +78,7 @@ def _attempt(report: RollbackReport, undo: Undo, ctx: Context) -> None:
 
 def ordered_undos(phases: list[Phase]) -> list[Undo]:
     """Every step's undos, by stage; one per name (steps sharing an action share its undo)."""
-    steps = [step for phase in phases for step in phase.steps if not step.read_only]
+    steps = [step for phase in phases for step in phase.steps]  # read-only checks declare none
     undos: list[tuple[int, int, Undo]] = []
     for position, step in enumerate(steps):
         for undo in step.undos():

@@ -178,6 +178,7 @@ class Step:
     touches: str = ""  # files / containers the step changes, for --help and dry-run
     read_only: bool = False  # a check-only step (preflight): failing it stops the phase
     production: bool = False  # changes what production users get: asked first with --confirm
+    observes: bool = False  # records measurements only (a benchmark, a watch window): nothing to undo
 
     def check(self, ctx: Context) -> Outcome:
         return Outcome.failed("not done")
