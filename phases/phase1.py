@@ -13,9 +13,10 @@ from pathlib import Path
 
 from migrator.core import fit
 from migrator.adapters import gpu, vllm as vllm_launch
-from migrator.core.config import Settings
-from migrator.core.engine import Context, Outcome, Phase, Step
-from migrator.core.errors import DockerUnavailable, EnvironmentMissing
+from migrator.core.config import Settings, parse_size
+from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
+from migrator.core.errors import EnvironmentMissing
+from migrator.files.envfile import read_project_env
 
 
 class GpuPresent(Step):
@@ -44,59 +45,13 @@ class GpuPresent(Step):
         return out
 
 
-def host_platform() -> str:
-    import platform
-
-    machine = platform.machine().lower()
-    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
-
-
 class RuntimeReachable(Step):
     id = "phase1.runtime"
     title = "vLLM runtime reachable"
     read_only = True
 
     def check(self, ctx: Context) -> Outcome:
-        v = ctx.settings.vllm
-        if v.runtime == "docker":
-            try:
-                info = ctx.docker.info()
-            except DockerUnavailable as exc:
-                return Outcome.failed(exc.message, exc.fix or "")
-            runtimes = sorted((info.get("Runtimes") or {}).keys())
-            if v.device == "gpu" and "nvidia" not in runtimes and not info.get("CDISpecDirs"):
-                return Outcome.failed(
-                    f"Docker has no NVIDIA runtime (runtimes: {', '.join(runtimes)})",
-                    "install nvidia-container-toolkit and restart dockerd, or set vllm.device=cpu",
-                )
-            platform = ctx.docker.image_platform(v.image)
-            host = host_platform()
-            if platform is None:
-                offered = ctx.docker.remote_platforms(v.image)
-                if offered is None:
-                    return Outcome.warn(f"Docker {info.get('ServerVersion', '?')}; {v.image} is not here and its "
-                                        f"registry cannot be asked: phase1 will try to pull it (needs {host})")
-                if host not in offered:
-                    return Outcome.failed(f"{v.image} offers {', '.join(offered) or 'no platform'}, not {host}: "
-                                          "it would fail with 'exec format error'",
-                                          f"use a tag of {v.image.split(':')[0]} built for {host}")
-                return Outcome.passed(f"Docker {info.get('ServerVersion', '?')}; {v.image} pullable for {host}")
-            if platform != host:
-                return Outcome.failed(f"{v.image} is {platform} but this host is {host}: it would fail with "
-                                      "'exec format error'", f"use a tag of {v.image.split(':')[0]} built for {host}")
-            return Outcome.passed(f"Docker {info.get('ServerVersion', '?')}; {v.image} ({platform})",
-                                  docker=info.get("ServerVersion"), image_platform=platform)
-        import shutil
-        import subprocess
-
-        python = shutil.which(v.python) or v.python
-        module = v.server_module.split(".")[0]
-        probe = subprocess.run([python, "-c", f"import importlib.util,sys; sys.exit(importlib.util.find_spec('{module}') is None)"],
-                               capture_output=True, timeout=30) if Path(python).exists() else None
-        if probe is None or probe.returncode != 0:
-            return Outcome.failed(f"{v.python} cannot import '{module}'",
-                                  "install vLLM for that python, or set vllm.python to one that has it")
-        return Outcome.passed(f"{python} -m {v.server_module}")
+        return ctx.vllm_runtime.check(ctx)
 
 
 def _ours_answers(ctx: Context) -> bool:
@@ -104,7 +59,7 @@ def _ours_answers(ctx: Context) -> bool:
     from migrator.adapters.http import OpenAIServer
 
     v = ctx.settings.vllm
-    p = OpenAIServer(f"http://{v.host}:{v.port}", vllm_launch.api_key(ctx.settings)).models(timeout=2)
+    p = OpenAIServer(v.url, vllm_launch.api_key(ctx.settings)).models(timeout=2)
     return p.ok and any(m.get("id") == ctx.settings.model.served_name for m in (p.body or {}).get("data", []))
 
 
@@ -177,7 +132,7 @@ def _budget(ctx: Context) -> fit.Budget:
     assumed = ctx.settings.host.assume_gpu_memory
     held = _ollama_chat_model_bytes(ctx)
     if assumed:
-        size = gpu.parse_size(assumed)
+        size = parse_size(assumed)
         return fit.Budget(size, size, ctx.settings.host.assume_unified, held, f"assumed {assumed}")
     if ctx.settings.vllm.device == "gpu":
         report = gpu.query()
@@ -196,7 +151,7 @@ def _hf_token(ctx: Context) -> str | None:
     """HF_TOKEN from the environment or the project's env file; never printed or recorded."""
     from migrator.adapters import hf as download
 
-    env = ctx.read_env()
+    env = read_project_env(ctx)
     return download.hf_token({"HF_TOKEN": env.get("HF_TOKEN") or ""} if env else {})
 
 
@@ -208,8 +163,10 @@ def _model_info(ctx: Context) -> fit.ModelInfo:
             if Path(local).is_dir():
                 ctx.memo["model_info"] = fit.read_local(Path(local))
             else:
-                ctx.memo["model_info"] = fit.read_hub(ctx.settings.model.id, ctx.settings.model.revision,
-                                                      _hf_token(ctx))
+                from migrator.adapters import hf
+
+                ctx.memo["model_info"] = hf.read_hub(ctx.settings.model.id, ctx.settings.model.revision,
+                                                     _hf_token(ctx))
         except EnvironmentMissing as exc:
             ctx.memo["model_info"] = exc
     found = ctx.memo["model_info"]
@@ -272,6 +229,9 @@ class DownloadModel(Step):
     id = "phase1.download"
     title = "model downloaded and verified"
 
+    def undos(self) -> list[Undo]:
+        return [Undo(UndoStage.PROBE, "downloaded model", downloaded_model_note)]
+
     def check(self, ctx: Context) -> Outcome:
         from migrator.adapters import hf as download
 
@@ -313,7 +273,7 @@ class DownloadModel(Step):
                                   "free disk space or set vllm.hf_cache elsewhere")
         ctx.out.info(f"downloading {snapshot.repo_id}@{snapshot.commit[:12]}: {len(snapshot.files)} files, "
                      f"{snapshot.total_bytes / 2**30:.2f} GiB ({need / 2**30:.2f} GiB still missing)")
-        path = download.fetch(snapshot, cache, token, console=ctx.out.err if ctx.out.err.is_terminal else None)
+        path = download.fetch(snapshot, cache, token, console=ctx.out.progress_console())
         problems = download.verify(snapshot, path)
         if problems:
             return Outcome.failed("downloaded files do not match the Hub: " + "; ".join(problems[:3]),
@@ -322,6 +282,15 @@ class DownloadModel(Step):
         ctx.ledger.save()
         return Outcome.passed(f"{snapshot.repo_id}@{snapshot.commit[:12]} verified at {path}",
                               commit=snapshot.commit, bytes=snapshot.total_bytes)
+
+
+def downloaded_model_note(ctx: Context) -> tuple[bool, str] | None:
+    """Rollback keeps the download (65 GB is not fetched twice lightly) and says where it is."""
+    model = ctx.resources.get("model") or {}
+    if not model.get("path"):
+        return None
+    return True, (f"kept at {model['path']} ({model.get('bytes', 0) / 2**30:.1f} GiB); "
+                  "delete it with `hf cache rm` when you no longer need it")
 
 
 class UnloadOllama(Step):
@@ -354,6 +323,38 @@ class UnloadOllama(Step):
             return Outcome.failed(f"Ollama did not unload {name}: {probe.describe()}", "unload it by hand: ollama stop")
         return Outcome.passed(f"unloaded {name}; rollback reloads it")
 
+    def undos(self) -> list[Undo]:
+        return [Undo(UndoStage.RELOAD, "reload Ollama models", reload_ollama),
+                Undo(UndoStage.PROBE, "Ollama answers", probe_ollama)]
+
+
+def reload_ollama(ctx: Context) -> tuple[bool, str]:
+    """Load again what phase1 unloaded (recorded before it unloaded; rebuilt from the audit log if state is lost)."""
+    from migrator.adapters.http import OllamaServer
+
+    unloaded = ctx.resources.get("ollama_unloaded") or []
+    if not unloaded:
+        return True, "no Ollama model was unloaded by graphrag-migrate"
+    server = OllamaServer(ctx.settings.ollama.url)
+    back, failed = [], []
+    for item in unloaded:
+        probe = server.set_keep_alive(item["model"], item.get("keep_alive", "5m"))
+        (back if probe.ok else failed).append(item)
+    ctx.resources["ollama_unloaded"] = failed
+    if failed:
+        return False, f"could not reload {', '.join(i['model'] for i in failed)} from {server.base_url}"
+    return True, f"reloaded {', '.join(i['model'] for i in back)}"
+
+
+def probe_ollama(ctx: Context) -> tuple[bool, str]:
+    from migrator.adapters.http import OllamaServer
+
+    probe = OllamaServer(ctx.settings.ollama.url).version()
+    if not probe.ok:
+        return False, f"Ollama does not answer: {probe.describe()} — start Ollama before the backend needs it"
+    version = probe.body.get("version", "?") if isinstance(probe.body, dict) else "?"
+    return True, f"Ollama {version} answers at {ctx.settings.ollama.url}"
+
 
 class StartVllm(Step):
     id = "phase1.start-vllm"
@@ -365,52 +366,13 @@ class StartVllm(Step):
         return Outcome.failed("vLLM is not running")
 
     def plan(self, ctx: Context) -> list[str]:
-        if ctx.settings.vllm.runtime == "docker":
-            import json
-
-            spec = vllm_launch.container_spec(ctx.settings, ctx.project, downloaded=ctx.resources.get("model"))
-            return [f"docker run {json.dumps(spec, sort_keys=True)}"]
-        return [" ".join(vllm_launch.process_command(ctx.settings, ctx.project, ctx.resources.get("model")))]
+        return ctx.vllm_runtime.start_plan(ctx)
 
     def apply(self, ctx: Context) -> Outcome:
         v = ctx.settings.vllm
         record: dict = {"runtime": v.runtime, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        if v.runtime == "docker":
-            ctx.docker.remove(v.container_name)  # an earlier, stopped attempt of ours
-            spec = vllm_launch.container_spec(ctx.settings, ctx.project, include_secrets=True,
-                                              downloaded=ctx.resources.get("model"))
-            # The command holds no secret (the API key goes in through the environment): safe to record.
-            record.update({"container": v.container_name, "image": v.image, "command": spec["command"]})
-            ctx.resources["vllm"] = record
-            ctx.ledger.save()  # record before starting: a crash right after still knows what to stop
-            state = ctx.docker.run(**spec)
-            record["container_id"] = state.id
-
-            def alive() -> str | None:
-                c = ctx.docker.container(v.container_name)
-                return None if c.running else f"container {v.container_name} is {c.status}"
-
-            logs = lambda: ctx.docker.logs(v.container_name, tail=400)  # noqa: E731
-        else:
-            from migrator.adapters import process
-
-            command = vllm_launch.process_command(ctx.settings, ctx.project, ctx.resources.get("model"))
-            log_path = ctx.ledger.root / "logs" / "vllm.log"
-            handle = process.start_detached(
-                command, log_path, vllm_launch.process_env(ctx.settings, ctx.project, ctx.resources.get("model")),
-                cwd=ctx.project, cpuset=ctx.settings.vllm.cpuset)
-            record.update({"process": handle.to_dict(), "command": command, "log": str(log_path)})
-            ctx.resources["vllm"] = record
-            ctx.ledger.save()
-
-            def alive() -> str | None:
-                return None if handle.alive() else f"vLLM process {handle.pid} exited"
-
-            def logs() -> str:
-                try:
-                    return log_path.read_text(errors="replace")[-20000:]
-                except OSError:
-                    return ""
+        started = ctx.vllm_runtime.start(ctx, record)  # recorded before it starts: a crash still knows it
+        alive, logs = started.alive, started.logs
 
         def show_log(elapsed: float) -> None:
             lines = [ln for ln in logs().splitlines() if ln.strip()]
@@ -442,8 +404,26 @@ class StartVllm(Step):
             ready_s=max(ready.tiers.values()), ttft_ms=ready.ttft_ms,
             kv_tokens_actual=actual.get("kv_cache_size_tokens"), kv_tokens_predicted=predicted,
         )
-    # No rollback() of its own: the global rollback stops vLLM from the recorded resources, since it
-    # must also work when state.json is gone.
+    def undos(self) -> list[Undo]:
+        return [Undo(UndoStage.STOP, STOP_VLLM, stop_vllm)]
+
+
+STOP_VLLM = "stop vLLM"
+
+
+def stop_vllm(ctx: Context) -> tuple[bool, str]:
+    """Stop the vLLM phase1 started (phase3's compose service is the same container), from the recorded
+    resource — or, with the state lost, the one the settings name (its container, or vLLM on its port)."""
+    record = ctx.resources.get("vllm") or {}
+    runtimes = [ctx.vllm_runtime]
+    recorded = record.get("runtime")
+    if recorded and recorded != ctx.vllm_runtime.name:  # started under another vllm.runtime than today's
+        from migrator.adapters.runtime import vllm_runtime
+
+        runtimes.insert(0, vllm_runtime(recorded))
+    results = [line for runtime in runtimes for line in runtime.stop(ctx, record, ctx.state_known)]
+    ctx.resources.pop("vllm", None)
+    return True, "; ".join(results) or "no vLLM was started by graphrag-migrate"
 
 
 class Benchmark(Step):
@@ -451,6 +431,7 @@ class Benchmark(Step):
 
     id = "phase1.benchmark"
     title = "benchmark vLLM alone (short load test)"
+    observes = True
 
     def check(self, ctx: Context) -> Outcome:
         if ctx.options.get("no_bench"):

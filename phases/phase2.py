@@ -28,7 +28,7 @@ def _field_defaults(ctx: Context) -> dict[str, str]:
     from phases.phase3 import backend_base_url
 
     switch, url, model = _fields(ctx)
-    return {switch: '"ollama"', url: json.dumps(backend_base_url(ctx.settings)),
+    return {switch: '"ollama"', url: json.dumps(backend_base_url(ctx)),
             model: json.dumps(ctx.settings.model.served_name)}
 
 
@@ -263,7 +263,7 @@ class ClientContract(Step):
         from migrator.adapters.http import OpenAIServer
 
         v = ctx.settings.vllm
-        base = f"http://{v.host}:{v.port}"
+        base = v.url
         if not OpenAIServer(base).health(timeout=2).ok:
             return Outcome.failed(f"vLLM does not answer at {base}", "run phase1 first")
         python = ctx.settings.backend.python

@@ -14,11 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from migrator.adapters import vllm as vllm_launch
+from migrator.adapters.runtime.compose import project_compose
 from migrator.core.config import Settings
-from migrator.core.engine import Context, Outcome, Phase, Step
+from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
 from migrator.core.errors import CheckFailed, EnvironmentMissing
-
-VLLM_COMPOSE_NAME = "docker-compose.vllm.yml"
+from migrator.files.compose_text import VLLM_COMPOSE_NAME, compose_file_value, inline_service, without_vllm_compose
+from migrator.files.envfile import EnvFile, read_project_env
+from phases.phase1 import STOP_VLLM, stop_vllm
 
 
 def vllm_compose_path(ctx: Context) -> Path:
@@ -44,13 +46,8 @@ def render_vllm_service(ctx: Context) -> str:
 
 
 def compose(ctx: Context, with_vllm: bool = True):
-    from migrator.adapters.docker import Compose
-
-    files = [ctx.compose_path]
-    if with_vllm and vllm_compose_path(ctx).exists():
-        files.append(vllm_compose_path(ctx))
-    return Compose(ctx.compose_path.parent, files, ctx.env_path if ctx.env_path.exists() else None,
-                   ctx.settings.project.compose_project_name)
+    """The user's stack with phase3's vLLM file merged (once it exists)."""
+    return project_compose(ctx, [vllm_compose_path(ctx)] if with_vllm and vllm_compose_path(ctx).exists() else [])
 
 
 class VllmComposeFile(Step):
@@ -82,59 +79,6 @@ class VllmComposeFile(Step):
         return {vllm_compose_path(ctx): render_vllm_service(ctx).encode()}
 
 
-def _compose_file_value(current: str | None, ctx: Context) -> str:
-    sep = ":"
-    entries = [e for e in (current or ctx.compose_path.name).split(sep) if e]
-    if VLLM_COMPOSE_NAME not in entries:
-        entries.append(VLLM_COMPOSE_NAME)
-    return sep.join(entries)
-
-
-def without_vllm_compose(env):
-    """The inverse, for rollback: (env with the vLLM file out of COMPOSE_FILE, the name taken out or "")."""
-    value = env.get("COMPOSE_FILE")
-    if value is None or VLLM_COMPOSE_NAME not in value.split(":"):
-        return env, ""
-    rest = [entry for entry in value.split(":") if entry and entry != VLLM_COMPOSE_NAME]
-    return (env.set("COMPOSE_FILE", ":".join(rest)) if rest else env.unset("COMPOSE_FILE")), VLLM_COMPOSE_NAME
-
-
-def inline_service(user_text: str, rendered: str, service: str) -> str:
-    """The user's compose text with the rendered vLLM service added under its `services:` — comments,
-    order and every other byte kept (never a YAML round trip). Refuses what it cannot place safely."""
-    import re
-
-    if re.search(rf"^  {re.escape(service)}:\s*$|^  \"{re.escape(service)}\":\s*$", user_text, re.M):
-        return user_text if "org.graphrag-migrate.managed" in user_text else _refuse(
-            f"service '{service}' already exists in your compose file", "rename vllm.service_name, or drop --inline")
-    lines = user_text.splitlines(keepends=True)
-    starts = [i for i, ln in enumerate(lines) if re.match(r"^services:\s*(#.*)?$", ln)]
-    if len(starts) != 1:
-        return _refuse("cannot find one top-level 'services:' block in your compose file",
-                       "use the separate file (phase3 without --inline)")
-    end = next((i for i in range(starts[0] + 1, len(lines)) if re.match(r"^[^\s#]", lines[i])), len(lines))
-    while end > starts[0] + 1 and not lines[end - 1].strip():
-        end -= 1
-    block = rendered.split("\nservices:\n", 1)[1]
-    service_block, _, rest = block.partition("\nnetworks:\n")
-    newline = "\r\n" if user_text.count("\r\n") * 2 > user_text.count("\n") else "\n"
-    insert = ["  # --- added by graphrag-migrate phase3 --inline (rollback removes it) ---" + newline]
-    insert += [ln + newline for ln in service_block.rstrip("\n").split("\n")]
-    if lines and not lines[end - 1].endswith(("\n", "\r\n")):
-        lines[end - 1] += newline
-    result = "".join(lines[:end] + insert + lines[end:])
-    if rest.strip():  # the service's network must exist in the user's file (it is theirs)
-        network = rest.strip().split(":")[0].strip().strip('"')
-        if not re.search(rf"^networks:\s*$[\s\S]*?^  \"?{re.escape(network)}\"?:", result, re.M):
-            return _refuse(f"network '{network}' is not declared in your compose file",
-                           "declare it under networks:, or use vllm.network_mode: host")
-    return result
-
-
-def _refuse(message: str, fix: str):
-    raise CheckFailed(message, fix)
-
-
 class ComposeFileInEnv(Step):
     id = "phase3.compose-env"
     title = "COMPOSE_FILE merges the vLLM file"
@@ -142,7 +86,7 @@ class ComposeFileInEnv(Step):
     def check(self, ctx: Context) -> Outcome:
         if ctx.options.get("inline"):
             return Outcome.passed("--inline: the service is in your compose file, COMPOSE_FILE not needed")
-        env = ctx.read_env()
+        env = read_project_env(ctx)
         if env is None:
             return Outcome.failed(f"{ctx.env_path} not found", "set project.env_file")
         value = env.get("COMPOSE_FILE")
@@ -151,10 +95,14 @@ class ComposeFileInEnv(Step):
         return Outcome.failed(f"COMPOSE_FILE={value or '(not set)'}")
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
-        env = ctx.read_env()
+        env = read_project_env(ctx)
         if env is None:
             return {}
-        return {ctx.env_path: env.set("COMPOSE_FILE", _compose_file_value(env.get("COMPOSE_FILE"), ctx)).to_bytes()}
+        return {ctx.env_path: env.set("COMPOSE_FILE", compose_file_value(env.get("COMPOSE_FILE"),
+                                                                       ctx.compose_path.name)).to_bytes()}
+
+    def undos(self) -> list[Undo]:
+        return [ENV_FILE_UNDO]
 
 
 class ComposeConfigValid(Step):
@@ -168,7 +116,7 @@ class ComposeConfigValid(Step):
         try:
             proc = compose(ctx).run("config", "-q", timeout=60)
         except EnvironmentMissing as exc:
-            if ctx.settings.vllm.runtime == "process":
+            if not ctx.vllm_runtime.under_compose:
                 return Outcome.warn(f"not validated: {exc.message}")
             return Outcome.failed(exc.message, exc.fix or "")
         if proc.returncode != 0:
@@ -184,8 +132,8 @@ class VllmUnderCompose(Step):
 
     def check(self, ctx: Context) -> Outcome:
         v = ctx.settings.vllm
-        if v.runtime != "docker":
-            return Outcome.passed("runtime process: vLLM stays the process phase1 started")
+        if not ctx.vllm_runtime.under_compose:
+            return Outcome.passed(f"runtime {ctx.vllm_runtime.name}: vLLM stays where phase1 started it")
         state = ctx.docker.container(v.container_name)
         if not state.running:
             return Outcome.failed(f"container {v.container_name} is {state.status}")
@@ -194,7 +142,7 @@ class VllmUnderCompose(Step):
             return Outcome.failed(f"{v.container_name} was started by phase1, not by compose")
         from migrator.adapters.http import OpenAIServer
 
-        ok = OpenAIServer(f"http://{v.host}:{v.port}", vllm_launch.api_key(ctx.settings)).models(timeout=5).ok
+        ok = OpenAIServer(v.url, vllm_launch.api_key(ctx.settings)).models(timeout=5).ok
         return Outcome.passed("compose service answers") if ok else Outcome.failed("not answering yet")
 
     def plan(self, ctx: Context) -> list[str]:
@@ -223,37 +171,95 @@ class VllmUnderCompose(Step):
         return Outcome.passed(f"compose service '{v.service_name}' healthy, TTFT {ready.ttft_ms} ms",
                               ttft_ms=ready.ttft_ms)
 
-
-def backend_base_url(settings: Settings) -> str:
-    v = settings.vllm
-    if v.backend_base_url:
-        return v.backend_base_url
-    if v.runtime == "docker" and v.network_mode != "host":
-        return f"http://{v.container_name}:8000/v1"
-    return f"http://{v.host}:{v.port}/v1"
+    def undos(self) -> list[Undo]:
+        return [Undo(UndoStage.STOP, STOP_VLLM, stop_vllm)]  # the same container phase1 started
 
 
-def vllm_endpoint_env(settings: Settings) -> dict[str, str]:
+def backend_base_url(ctx: Context, settings: Settings | None = None) -> str:
+    """VLLM_BASE_URL as the backend sees vLLM: the setting, else what the vLLM runtime says."""
+    settings = settings or ctx.settings
+    return settings.vllm.backend_base_url or ctx.vllm_runtime.backend_base_url(settings)
+
+
+def vllm_endpoint_env(ctx: Context, settings: Settings | None = None) -> dict[str, str]:
     """Where the backend finds vLLM; harmless while LLM_BACKEND is still ollama."""
+    settings = settings or ctx.settings
     return {
-        "VLLM_BASE_URL": backend_base_url(settings),
+        "VLLM_BASE_URL": backend_base_url(ctx, settings),
         "VLLM_MODEL": settings.model.served_name,  # must equal vLLM's --served-model-name
     }
 
 
-def desired_env(settings: Settings) -> dict[str, str]:
+def desired_env(ctx: Context, settings: Settings | None = None) -> dict[str, str]:
     """The env file of a backend on vLLM (staging's; production's after phase4's switch)."""
-    return {"LLM_BACKEND": "vllm", **vllm_endpoint_env(settings)}
+    return {"LLM_BACKEND": "vllm", **vllm_endpoint_env(ctx, settings)}
+
+
+OLLAMA = "ollama"
+
+
+def restore_env(ctx: Context) -> tuple[bool, str]:
+    """The env file back to Ollama: byte for byte from its backup when nobody edited it since the tool
+    wrote it; otherwise the operator's edits are kept and only LLM_BACKEND (and COMPOSE_FILE's vLLM
+    entry) are changed back."""
+    from migrator.core.ledger import sha256_bytes
+
+    path, writer, ledger = ctx.env_path, ctx.writer, ctx.ledger
+    rel = ledger.relpath(path)
+    record = ledger.state["files"].get(rel)
+    notes, as_before, backup_lost = [], False, False
+    current = writer.read(path)
+    if record is not None:
+        unchanged_since_write = current is not None and sha256_bytes(current) == record.get("written_sha256")
+        if unchanged_since_write or current is None:
+            result = writer.restore(rel)
+            notes.append(result)
+            as_before = result in ("restored from backup", "already as before")
+            backup_lost = "missing" in result
+        elif record.get("existed") and sha256_bytes(current) == record.get("original_sha256"):
+            notes.append("already as before")
+            as_before = True
+        else:
+            notes.append("edited by hand since graphrag-migrate wrote it: your edits are kept"
+                         f" (pre-migration copy: {ledger.root.name}/{record.get('backup', '-')})")
+        current = writer.read(path)
+    if current is None:
+        return False, f"{path} does not exist and there is no backup: create it with LLM_BACKEND=ollama"
+    env = EnvFile.from_bytes(current)
+    updated = env
+    if env.get("LLM_BACKEND") != OLLAMA:
+        updated = updated.set("LLM_BACKEND", OLLAMA)
+        notes.append("LLM_BACKEND=ollama set")
+    else:
+        notes.append("LLM_BACKEND=ollama")
+    if not as_before:  # not the pre-migration bytes: phase3's compose file must leave COMPOSE_FILE too
+        updated, dropped = without_vllm_compose(updated)
+        if dropped:
+            notes.append(f"{dropped} taken out of COMPOSE_FILE (plain `docker compose` would start vLLM again)")
+    if updated is not env:
+        writer.write(path, updated.to_bytes(), "rollback")
+        if EnvFile.from_bytes(writer.read(path) or b"").get("LLM_BACKEND") != OLLAMA:
+            return False, f"wrote LLM_BACKEND=ollama to {path} but it does not read back"
+    if backup_lost:
+        notes.append("the rest of the file is as graphrag-migrate left it: compare it with your own copy")
+    return not backup_lost, "; ".join(notes)
+
+
+# Shared by every step that edits the env file (COMPOSE_FILE, vLLM's endpoint, the switch): run once.
+ENV_FILE_UNDO = Undo(UndoStage.FILES, "env file", restore_env)
 
 
 class EnvKeyStep(Step):
-    """A step whose effect is some keys set in the production env file."""
+    """A step whose effect is some keys set in the production env file; its undo is the env file's."""
 
     def wanted(self, ctx: Context) -> dict[str, str]:
         raise NotImplementedError
 
+    def undos(self) -> list[Undo]:
+        return [ENV_FILE_UNDO]
+
     def check(self, ctx: Context) -> Outcome:
-        env = ctx.read_env()
+        env = read_project_env(ctx)
         if env is None:
             return Outcome.failed(f"{ctx.env_path} not found", "set project.env_file")
         wrong = {k: env.get(k) for k, v in self.wanted(ctx).items() if env.get(k) != v}
@@ -262,7 +268,7 @@ class EnvKeyStep(Step):
         return Outcome.passed(", ".join(f"{k}={v}" for k, v in self.wanted(ctx).items()))
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
-        env = ctx.read_env()
+        env = read_project_env(ctx)
         if env is None:
             return {}
         for key, value in self.wanted(ctx).items():
@@ -276,7 +282,7 @@ class EnvKnowsVllm(EnvKeyStep):
     title = "env file has vLLM's endpoint (LLM_BACKEND unchanged)"
 
     def wanted(self, ctx: Context) -> dict[str, str]:
-        return vllm_endpoint_env(ctx.settings)
+        return vllm_endpoint_env(ctx)
 
 
 def build(settings: Settings, options: dict) -> Phase:

@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 
 from migrator.core.config import Settings
-from migrator.core.engine import Context, Outcome, Phase, Step
+from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
 from migrator.core.gates import WATCH_METRICS, evaluate, judge_gates
-from phases.phase3 import EnvKeyStep, desired_env
+from migrator.files.envfile import read_project_env
+from phases.backend import health_url, wait_for_backend
+from phases.phase3 import OLLAMA, EnvKeyStep, desired_env
 
 PANELS = [
     {"title": "Time to first token (s)", "unit": "s", "targets": [
@@ -55,7 +57,7 @@ def monitoring_files(ctx: Context) -> dict[Path, bytes]:
     m, v = ctx.settings.monitoring, ctx.settings.vllm
     out = ctx.path(m.dir)
     ttft_gate = next((g.threshold for g in ctx.settings.gates if g.metric == "ttft_p99_ms"), 500.0)
-    target = f"{v.host if v.host not in ('0.0.0.0', '') else '127.0.0.1'}:{v.port}"
+    target = f"{v.probe_host}:{v.port}"
     return {
         out / "prometheus-vllm.yml": render("prometheus-vllm.yml.j2", rules_file="vllm-alerts.yml",
                                             bearer_token_file=m.bearer_token_file, target=target,
@@ -144,7 +146,7 @@ class Gates(Step):
         if not queries:
             return []
         v = ctx.settings.vllm
-        scrape = OpenAIServer(f"http://{v.host}:{v.port}").metrics_text()
+        scrape = OpenAIServer(v.url).metrics_text()
         if not scrape.ok:
             return []
         samples = promql.parse(scrape.body)
@@ -164,7 +166,7 @@ class SwitchToVllm(EnvKeyStep):
     production = True
 
     def wanted(self, ctx: Context) -> dict[str, str]:
-        return desired_env(ctx.settings)  # the endpoint keys too, should phase3's have been edited away
+        return desired_env(ctx)  # the endpoint keys too, should phase3's have been edited away
 
 
 class BackendOnVllm(Step):
@@ -172,50 +174,59 @@ class BackendOnVllm(Step):
     title = "backend recreated and on vLLM (rolled back automatically if it is not)"
     production = True
 
-    def _health(self, ctx: Context):
-        from migrator.adapters.http import get
-
-        return get(ctx.settings.project.backend_url.rstrip("/") + "/health", timeout=2)
-
     def check(self, ctx: Context) -> Outcome:
-        probe = self._health(ctx)
-        if not probe.ok:
-            return Outcome.failed(f"backend does not answer: {probe.describe()}")
-        backend = probe.body.get("llm_backend") if isinstance(probe.body, dict) else None
-        if backend != "vllm":
-            return Outcome.failed(f"backend reports llm_backend={backend}")
-        return Outcome.passed("backend reports llm_backend=vllm")
+        seen = wait_for_backend(ctx.settings.project.backend_url, lambda b: b == "vllm", 0)
+        if seen.ok:
+            return Outcome.passed("backend reports llm_backend=vllm")
+        if not seen.probe.ok:
+            return Outcome.failed(f"backend does not answer: {seen.probe.describe()}")
+        return Outcome.failed(f"backend reports llm_backend={seen.llm_backend}")
 
     def plan(self, ctx: Context) -> list[str]:
-        if ctx.settings.project.backend_runtime == "none":
-            return ["wait for the backend to re-read the env file"]
-        return [f"docker compose up -d --no-deps --force-recreate {ctx.settings.project.backend_service}"]
+        return ctx.backend_runtime.recreate_plan(ctx)
 
     def apply(self, ctx: Context) -> Outcome | None:
         from phases.phase3 import compose
 
-        if ctx.settings.project.backend_runtime == "compose":
-            proc = compose(ctx).recreate(ctx.settings.project.backend_service)
-            if proc.returncode != 0:
-                return auto_rollback(ctx, "docker compose could not recreate the backend: "
-                                          + proc.stderr.strip()[:300], {})
-        deadline = time.monotonic() + ctx.settings.backend.wait_s
-        last = self.check(ctx)
-        while not last.ok and time.monotonic() < deadline:
-            time.sleep(0.25)
-            last = self.check(ctx)
-        if not last.ok:
-            return auto_rollback(ctx, f"{last.message} {ctx.settings.backend.wait_s:g} s after the switch", {})
+        if ctx.backend_runtime.recreates:
+            ok, message = ctx.backend_runtime.recreate(ctx, compose(ctx))
+            if not ok:
+                return auto_rollback(ctx, "could not recreate the backend: " + message, {})
+        wait_s = ctx.settings.backend.wait_s
+        if not wait_for_backend(ctx.settings.project.backend_url, lambda b: b == "vllm", wait_s).ok:
+            return auto_rollback(ctx, f"{self.check(ctx).message} {wait_s:g} s after the switch", {})
         return None
+
+    def undos(self) -> list[Undo]:
+        return [Undo(UndoStage.RECREATE, "recreate backend", recreate_backend),
+                Undo(UndoStage.PROBE, "backend answers", backend_answers)]
+
+
+def recreate_backend(ctx: Context) -> tuple[bool, str]:
+    """After the env file is restored: the backend recreated so that it reads it (a restart would not)."""
+    ok, message = ctx.backend_runtime.recreate(ctx)
+    if ok and ctx.backend_runtime.recreates and message.endswith("recreated"):
+        message += " (reads LLM_BACKEND=ollama)"
+    return ok, message
+
+
+def backend_answers(ctx: Context) -> tuple[bool, str]:
+    """The backend answers and, where its /health says, is on Ollama (waits up to the rollback's wait)."""
+    wait_s = float(ctx.memo.get("rollback_wait_s", 60.0))
+    seen = wait_for_backend(ctx.settings.project.backend_url, lambda b: b in (None, OLLAMA), wait_s)
+    if seen.ok:
+        return True, f"backend answers at {seen.url}" + (f" (llm_backend={seen.llm_backend})" if seen.llm_backend else "")
+    if seen.probe is not None and seen.probe.ok:
+        return False, f"backend at {seen.url} still reports llm_backend={seen.llm_backend}"
+    return False, f"backend does not answer at {seen.url}: {seen.probe.describe() if seen.probe else '-'}"
 
 
 def auto_rollback(ctx: Context, problem: str, measured: dict) -> Outcome:
     """Production is on vLLM and something is wrong: back to Ollama now, then say why."""
-    from migrator.app.api import PHASES, build_phase
     from phases.rollback import rollback
 
     ctx.out.error(f"{problem}: rolling back automatically")
-    report = rollback(ctx, [build_phase(n, ctx.settings, {}) for n in PHASES])
+    report = rollback(ctx, ctx.wiring.phases(ctx.settings))
     outcome = "back on Ollama" if report.exit_code == 0 else "rollback incomplete: see `graphrag-migrate status`"
     return Outcome.failed(f"{problem} — rolled back automatically ({outcome})",
                           "find the cause (vLLM's log, the bench report), then re-run phase3 and phase4",
@@ -251,6 +262,7 @@ class WatchProduction(Step):
     id = "phase4.watch"
     title = "production watched on vLLM (automatic rollback on a failed gate)"
     production = True
+    observes = True  # a failure in the window rolls back everything; the window itself changes nothing
 
     def check(self, ctx: Context) -> Outcome:
         return self.recorded_pass(ctx) or Outcome.failed("not watched yet")
@@ -269,7 +281,7 @@ class WatchProduction(Step):
     def apply(self, ctx: Context) -> Outcome:
         from migrator.adapters.http import OpenAIServer, get
 
-        env = ctx.read_env()
+        env = read_project_env(ctx)
         if env is None or env.get("LLM_BACKEND") != "vllm":
             return Outcome.failed("production is not on vLLM (LLM_BACKEND is not vllm)",
                                   "re-run phase4: it switches before it watches")
@@ -281,8 +293,8 @@ class WatchProduction(Step):
             if failures:
                 return auto_rollback(ctx, "integration checks through the backend: " + "; ".join(failures), checked)
         v, d = ctx.settings.vllm, ctx.settings.deploy
-        server = OpenAIServer(f"http://{v.host}:{v.port}")
-        backend_health = ctx.settings.project.backend_url.rstrip("/") + "/health"
+        server = OpenAIServer(v.url)
+        backend_health = health_url(ctx.settings.project.backend_url)
         gates = [g for g in ctx.settings.gates if g.source == "metrics"]
         first = server.metrics_text()
         start_scrape = first.body if first.ok else ""
@@ -317,7 +329,7 @@ def backend_checks_due(ctx: Context) -> bool:
     """The checks through the backend ran on staging's backend; without staging they run on production's."""
     from phases import staging
 
-    return bool(ctx.settings.backend.chat_path) and not staging.applies(ctx.settings)
+    return bool(ctx.settings.backend.chat_path) and not staging.applies(ctx)
 
 
 def build(settings: Settings, options: dict) -> Phase:

@@ -20,19 +20,22 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from migrator.adapters import vllm as vllm_launch
+from migrator.adapters.runtime.compose import project_compose
 from migrator.core.config import Settings
-from migrator.core.engine import NOTHING_TO_UNDO, Context, Outcome, Step
+from migrator.core.engine import NOTHING_TO_UNDO, Context, Outcome, Step, Undo, UndoStage
+from migrator.files.envfile import read_project_env
+from phases.backend import wait_for_backend
 
 OVERRIDE_NAME = "docker-compose.staging.yml"
 ENV_NAME = "staging.env"
 
 
-def applies(settings: Settings) -> bool:
+def applies(ctx: Context) -> bool:
     """Staging needs compose to run both the backend and vLLM (auto), unless the operator says on/off."""
-    mode = settings.deploy.staging
+    mode = ctx.settings.deploy.staging
     if mode != "auto":
         return mode == "on"
-    return settings.project.backend_runtime == "compose" and settings.vllm.runtime == "docker"
+    return ctx.backend_runtime.recreates and ctx.vllm_runtime.under_compose
 
 
 def _compose_name(name: str) -> str:
@@ -43,7 +46,7 @@ def _compose_name(name: str) -> str:
 def project_name(ctx: Context) -> str:
     if ctx.settings.deploy.staging_project:
         return _compose_name(ctx.settings.deploy.staging_project)
-    env = ctx.read_env()
+    env = read_project_env(ctx)
     production = (ctx.settings.project.compose_project_name or (env.get("COMPOSE_PROJECT_NAME") if env else None)
                   or os.environ.get("COMPOSE_PROJECT_NAME") or ctx.compose_path.parent.name)
     return f"{_compose_name(production)}-staging"
@@ -70,12 +73,12 @@ def staging_env_bytes(ctx: Context, staged: Settings) -> bytes:
     from migrator.files.envfile import EnvFile
     from phases.phase3 import desired_env
 
-    env = ctx.read_env() or EnvFile.from_bytes(b"")
+    env = read_project_env(ctx) or EnvFile.from_bytes(b"")
     for key in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME"):
         if env.get(key) is not None:
             env = env.unset(key)
     port = urlsplit(staged.project.backend_url).port or 80
-    for key, value in {**desired_env(staged), ctx.settings.deploy.staging_port_variable: str(port)}.items():
+    for key, value in {**desired_env(ctx, staged), ctx.settings.deploy.staging_port_variable: str(port)}.items():
         env = env.set(key, value)
     return env.to_bytes()
 
@@ -111,15 +114,12 @@ def override_yaml(ctx: Context, staged: Settings, merged: dict, env_path: Path) 
 
 
 def staging_compose(ctx: Context, with_override: bool = True):
-    from migrator.adapters.docker import Compose
     from phases.phase3 import vllm_compose_path
 
-    files = [ctx.compose_path]
-    if vllm_compose_path(ctx).exists():
-        files.append(vllm_compose_path(ctx))
+    files = [vllm_compose_path(ctx)] if vllm_compose_path(ctx).exists() else []
     if with_override:
         files.append(staging_dir(ctx) / OVERRIDE_NAME)
-    return Compose(ctx.compose_path.parent, files, staging_dir(ctx) / ENV_NAME, project_name(ctx))
+    return project_compose(ctx, files, env_file=staging_dir(ctx) / ENV_NAME, project_name=project_name(ctx))
 
 
 def teardown(ctx: Context) -> str:
@@ -142,7 +142,7 @@ class Staging(Step):
     touches = ".graphrag-migrate/staging/, the staging project's containers"
 
     def check(self, ctx: Context) -> Outcome:
-        if not applies(ctx.settings):
+        if not applies(ctx):
             return Outcome.passed("skipped: staging needs the backend and vLLM under compose "
                                   "(deploy.staging: on to insist, off to silence)")
         return self.recorded_pass(ctx) or Outcome.failed("not staged yet")
@@ -151,7 +151,7 @@ class Staging(Step):
         staged, d = staging_settings(ctx.settings), ctx.settings.deploy
         services = ctx.settings.project.backend_service + (
             f" {ctx.settings.vllm.service_name}" if d.staging_vllm == "own" else "")
-        vllm_url = f"http://{staged.vllm.host}:{staged.vllm.port}"
+        vllm_url = staged.vllm.url
         return [f"write {ENV_NAME} and {OVERRIDE_NAME} into {ctx.ledger.root.name}/staging/",
                 f"docker compose -p {project_name(ctx)} up -d --wait --no-deps {services}",
                 f"integration checks against {vllm_url} and the backend at {staged.project.backend_url}",
@@ -171,7 +171,7 @@ class Staging(Step):
             return Outcome.failed("deploy.staging_project is production's project name", "pick another name")
         checks = [("deploy.staging_backend_url", urlsplit(staged.project.backend_url))]
         if d.staging_vllm == "own":
-            checks.append(("deploy.staging_vllm_port", urlsplit(f"http://{staged.vllm.host}:{staged.vllm.port}")))
+            checks.append(("deploy.staging_vllm_port", urlsplit(staged.vllm.url)))
         for key, url in checks:
             if vllm_launch.port_in_use(url.hostname or "127.0.0.1", url.port or 80):
                 return Outcome.failed(f"port {url.port} ({key}) is already in use",
@@ -209,7 +209,6 @@ class Staging(Step):
 
     def _stage(self, ctx: Context, staged: Settings) -> Outcome:
         from migrator.bench import run as bench
-        from migrator.adapters.http import get
         from migrator.bench.loadgen import LoadSpec
         from phases.integration import IntegrationChecks
 
@@ -225,20 +224,15 @@ class Staging(Step):
                 return Outcome.failed(f"staging vLLM did not start: {cause[0]}", cause[1])
             return Outcome.failed(f"staging project did not come up: {up.stderr.strip()[-300:]}",
                                   f"docker compose -p {project_name(ctx)} logs; fix, then re-run phase4")
-        health_url = staged.project.backend_url.rstrip("/") + "/health"
-        deadline, health = time.monotonic() + ctx.settings.backend.wait_s, None
-        while time.monotonic() < deadline:
-            health = get(health_url, timeout=2)
-            if health.ok and isinstance(health.body, dict) and health.body.get("llm_backend") == "vllm":
-                break
-            time.sleep(0.25)
-        else:
-            seen = health.describe() if health is not None and not health.ok else (health.body if health else "-")
-            return Outcome.failed(f"staging backend at {health_url} not on vLLM: {seen}",
+        seen = wait_for_backend(staged.project.backend_url, lambda b: b == "vllm", ctx.settings.backend.wait_s)
+        if not seen.ok:
+            shown = seen.probe.describe() if seen.probe is not None and not seen.probe.ok else (
+                seen.probe.body if seen.probe is not None else "-")
+            return Outcome.failed(f"staging backend at {seen.url} not on vLLM: {shown}",
                                   f"check {ctx.settings.deploy.staging_port_variable} in your compose file "
                                   "(staging sets it to its own port)")
 
-        staged_ctx = Context(ctx.project, staged, ctx.ledger, ctx.out, options=ctx.options)
+        staged_ctx = ctx.derive(staged)
         checks = IntegrationChecks(ctx.options.get("prompt_file")).check(staged_ctx)
         measured = {"integration_ttft_ms": checks.measurements.get("ttft_ms")}
         if not checks.ok:
@@ -261,7 +255,17 @@ class Staging(Step):
     def verify(self, ctx: Context) -> Outcome:
         return Outcome.passed()  # apply's own checks and load test are the verification
 
-    def rollback(self, ctx: Context) -> str:
-        if not applies(ctx.settings) and not ctx.resources.get("staging"):
-            return NOTHING_TO_UNDO  # skipped, nothing started: no need to ask a Docker daemon there may not be
-        return teardown(ctx)
+    def undos(self) -> list[Undo]:
+        return [Undo(UndoStage.STOP, self.id, remove_staging)]
+
+
+def remove_staging(ctx: Context) -> tuple[bool, str] | None:
+    """The staging project, found by compose's project label: works without state and without compose files."""
+    recorded = bool(ctx.resources.get("staging"))
+    ran = bool(ctx.ledger.step("phase4", Staging.id)) or not ctx.state_known
+    if not recorded and not (ran and applies(ctx)):
+        return None  # skipped, nothing started: no need to ask a Docker daemon there may not be
+    result = teardown(ctx)
+    if result == NOTHING_TO_UNDO:
+        return None if ctx.state_known else (True, "no staging project running")
+    return True, result

@@ -120,7 +120,9 @@ def test_phase1_check_plans_the_26_gib_case_from_this_machine(sandbox):
 @pytest.mark.parametrize("text, expected", [("26GiB", 26 * GiB), ("26G", 26 * GiB), ("26GB", 26 * 10**9),
                                             ("1024MiB", GiB), ("119 GiB", 119 * GiB)])
 def test_parse_size(text, expected):
-    assert gpu.parse_size(text) == expected
+    from migrator.core.config import parse_size
+
+    assert parse_size(text) == expected
 
 
 def test_bad_size_in_config_names_the_key(tmp_path):
@@ -153,14 +155,13 @@ class FakeDocker:
     ("linux/amd64", None, False, "exec format error"),             # present locally, wrong architecture
 ])
 def test_image_platform_against_an_aarch64_host(monkeypatch, tmp_path, local, remote, status, words):
+    from migrator.adapters.runtime import docker as docker_runtime
+    from migrator.app import api
     from migrator.core.config import Settings
-    from migrator.core.engine import Context
-    from migrator.core.ledger import Ledger
-    from migrator.cli.output import Output
     from phases import phase1
 
-    monkeypatch.setattr(phase1, "host_platform", lambda: "linux/arm64")
-    ctx = Context(tmp_path, Settings(), Ledger(tmp_path), Output(quiet=True))
+    monkeypatch.setattr(docker_runtime, "host_platform", lambda: "linux/arm64")
+    ctx = api.context(tmp_path, Settings())
     ctx._docker = FakeDocker(local, remote).mock
     result = phase1.RuntimeReachable().check(ctx)
     assert result.ok is status and words in result.message + result.fix

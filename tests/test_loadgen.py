@@ -146,13 +146,10 @@ def test_ground_truth_server_and_calibration_hold_the_causal_order(servers):
 
 def test_gates_refuse_a_load_test_whose_client_was_not_trustworthy(sandbox):
     from migrator.app import api
-    from migrator.core.engine import Context
-    from migrator.cli.output import Output
     from phases.phase4 import Gates
 
-    ledger = Ledger(sandbox)
-    ledger.load()
-    ctx = Context(sandbox, api.settings_for(sandbox), ledger, Output(quiet=True))
+    ctx = api.context(sandbox)
+    ctx.ledger.load()
     good = {"ttft_p99_ms": 100.0, "per_user_output_tokens_per_s": 50.0}
     ctx.resources["loadtest"] = {"metrics": good, "trust": {"client_overhead_ms": 30.0, "concurrency_ratio": 1.0}}
     outcome = Gates().check(ctx)

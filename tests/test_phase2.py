@@ -89,7 +89,7 @@ def _base_url(sandbox: Path) -> str:
     from migrator.app import api
     from phases.phase3 import backend_base_url
 
-    return backend_base_url(api.settings_for(sandbox))
+    return backend_base_url(api.context(sandbox))
 
 
 def test_scaffold_refuses_when_the_settings_class_is_ambiguous(sandbox):

@@ -17,7 +17,6 @@ from migrator.core.engine import Context
 from migrator.files.envfile import EnvFile
 from migrator.core.errors import ExitCode
 from migrator.core.ledger import Ledger
-from migrator.cli.output import Output
 from phases import staging
 
 
@@ -27,9 +26,9 @@ def invoke(*args):
 
 def context(root, **overrides) -> Context:
     settings = api.settings_for(root, overrides={k: str(v) for k, v in overrides.items()})
-    ledger = Ledger(root)
-    ledger.load()
-    return Context(root, settings, ledger, Output(quiet=True))
+    ctx = api.context(root, settings)
+    ctx.ledger.load()
+    return ctx
 
 
 def test_auto_skips_staging_when_nothing_runs_under_compose(sandbox):

@@ -96,14 +96,3 @@ def disk_free(path: str) -> tuple[str, int]:
     while not p.exists() and p != p.parent:
         p = p.parent
     return str(p), shutil.disk_usage(p).free
-
-
-def parse_size(text: str) -> int:
-    """'26GiB', '26G', '1024MiB' → bytes (binary); '26GB' → 26 × 10**9 (decimal)."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B?)\s*", text, re.I)
-    if not m:
-        raise ValueError(f"not a size: {text!r} (e.g. 26GiB)")
-    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2).upper()]
-    if m.group(3).upper() == "B" and m.group(2):
-        scale = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[m.group(2).upper()]
-    return int(float(m.group(1)) * scale)

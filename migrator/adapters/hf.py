@@ -13,10 +13,12 @@ run (Ctrl-C, kill -9, a reboot) it starts a 65 GB file from zero and leaves the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migrator.core import fit
 from migrator.core.errors import EnvironmentMissing
 
 # What vLLM needs: weights, configs, tokenizer files. Not *.bin/*.pth duplicates, not images or docs.
@@ -73,10 +75,8 @@ def resolve(repo_id: str, revision: str, token: str | None) -> Snapshot:
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.hf_api import RepoFile
 
-    from migrator.core.fit import _require_reachable
-
     api = HfApi(token=token or False)
-    _require_reachable(api.endpoint)
+    require_reachable(api.endpoint)
     try:
         commit = api.repo_info(repo_id, revision=revision).sha
         files = [RemoteFile(f.path, f.size, f.lfs.sha256 if f.lfs else None)
@@ -206,3 +206,54 @@ def hf_token(env_file_values: dict[str, str]) -> str | None:
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or env_file_values.get("HF_TOKEN")
     register_secret(token)
     return token or None
+
+
+# ---- model metadata for the fit verdict: config.json and safetensors headers, no weights ----------
+def read_hub(repo_id: str, revision: str = "main", token: str | None = None) -> "fit.ModelInfo":
+    """From the Hub: config.json (a few KB) and the safetensors headers by range request; no weights."""
+    from huggingface_hub import constants, get_safetensors_metadata, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import logging as hf_logging
+
+    require_reachable(constants.ENDPOINT)
+    hf_logging.set_verbosity_error()  # its retry warnings would interleave with our progress lines
+    try:
+        config = json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision, token=token)).read_text())
+        meta = get_safetensors_metadata(repo_id, revision=revision, token=token)
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        raise EnvironmentMissing(_hub_message(repo_id, status), _hub_fix(status)) from None
+    except (OSError, ValueError) as exc:
+        raise EnvironmentMissing(f"cannot read {repo_id} metadata from the Hub ({str(exc)[:120]})",
+                                 "check the network, or use --model /local/dir") from None
+    total = params = 0
+    for file_meta in meta.files_metadata.values():
+        for info in file_meta.tensors.values():
+            start, end = info.data_offsets
+            total += end - start
+            params += info.parameter_count
+    return fit.from_config(repo_id, config, total, params, f"Hub metadata of {repo_id}@{revision}")
+
+
+def require_reachable(endpoint: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after huggingface_hub's five back-off retries, when the Hub is unreachable."""
+    from migrator.adapters.http import request
+
+    probe = request("HEAD", endpoint.rstrip("/") + "/api/health", timeout=timeout)
+    if probe.status is None:
+        raise EnvironmentMissing(f"cannot reach the Hugging Face Hub at {endpoint} ({probe.error})",
+                                 "check the network or HF_ENDPOINT, or pass --model /local/dir")
+
+
+def _hub_message(repo_id: str, status: int | None) -> str:
+    return {401: f"{repo_id} needs a Hugging Face token (HTTP 401)",
+            403: f"{repo_id} is gated: your token has no access yet (HTTP 403)",
+            404: f"{repo_id} does not exist on the Hub, or is private (HTTP 404)"}.get(
+        status or 0, f"the Hub refused {repo_id} (HTTP {status})")
+
+
+def _hub_fix(status: int | None) -> str:
+    return {401: "set HF_TOKEN in the environment or the env file",
+            403: "accept the model's licence on its Hub page, then retry",
+            404: "check model.id (ORG/NAME), or set HF_TOKEN for a private repo"}.get(
+        status or 0, "retry later, or use --model /local/dir")

@@ -18,18 +18,13 @@ from migrator.core.config import Settings
 CONTAINER_PORT = 8000
 
 
-def model_arg(settings: Settings, project: Path, downloaded: dict | None = None) -> str:
-    """A local directory, the verified snapshot phase1 downloaded (runtime process), or the repo id."""
+def model_arg(settings: Settings, project: Path) -> str:
+    """model.id as a local directory (relative to the project) when it is one, else the repo id."""
     model = settings.model.id
     local = Path(os.path.expanduser(model))
     if not local.is_absolute():
         local = project / local
-    if local.is_dir():
-        return str(local)
-    if downloaded and downloaded.get("verified") and downloaded.get("repo") == model \
-            and settings.vllm.runtime == "process" and Path(downloaded.get("path", "")).is_dir():
-        return downloaded["path"]
-    return model
+    return str(local) if local.is_dir() else model
 
 
 def is_local_model(settings: Settings, project: Path) -> bool:
@@ -61,10 +56,9 @@ def api_key(settings: Settings) -> str | None:
     return secret_env(settings).get("VLLM_API_KEY")
 
 
-def process_command(settings: Settings, project: Path, downloaded: dict | None = None) -> list[str]:
+def process_command(settings: Settings, model: str) -> list[str]:
     v = settings.vllm
-    return [v.python, "-m", v.server_module, *vllm_args(settings, model_arg(settings, project, downloaded)),
-            "--host", v.host, "--port", str(v.port)]
+    return [v.python, "-m", v.server_module, *vllm_args(settings, model), "--host", v.host, "--port", str(v.port)]
 
 
 def process_env(settings: Settings, project: Path, downloaded: dict | None = None) -> dict[str, str]:
@@ -152,8 +146,7 @@ def wait_ready(settings: Settings, timeout: float, alive: Callable[[], str | Non
     from migrator.adapters.http import OpenAIServer
 
     v = settings.vllm
-    host = v.host if v.host not in ("0.0.0.0", "") else "127.0.0.1"
-    server = OpenAIServer(f"http://{host}:{v.port}", api_key(settings))
+    server = OpenAIServer(v.url, api_key(settings))
     name = settings.model.served_name
     start = time.monotonic()
     result = Readiness()
@@ -167,7 +160,7 @@ def wait_ready(settings: Settings, timeout: float, alive: Callable[[], str | Non
         # No single probe may outlast the overall time-out (a hung server must not hold us for minutes).
         budget = max(1.0, min(60.0, timeout - (time.monotonic() - start)))
         if tier == "port open":
-            return port_in_use(host, v.port), "port closed"
+            return port_in_use(v.probe_host, v.port), "port closed"
         if tier == "/health 200":
             p = server.health()
             return p.ok, p.describe()
@@ -257,7 +250,7 @@ def actual_figures(settings: Settings, log_text: str = "") -> dict:
 
     v = settings.vllm
     out: dict = {}
-    metrics = OpenAIServer(f"http://{v.host}:{v.port}").metrics_text(timeout=5)
+    metrics = OpenAIServer(v.url).metrics_text(timeout=5)
     if metrics.ok and isinstance(metrics.body, str):
         line = next((ln for ln in metrics.body.splitlines() if ln.startswith("vllm:cache_config_info{")), "")
         labels = dict(re.findall(r'(\w+)="([^"]*)"', line))

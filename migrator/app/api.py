@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from migrator.app.status import StatusReport, gather_status
 from migrator.core.config import CONFIG_FILENAME, Settings, load_settings
 from migrator.core.engine import Context, PhaseReport, check_phase as _check, dry_run_phase as _dry, run_phase as _run
 from migrator.core.errors import ConfigError
 from migrator.core.ledger import Ledger
-from migrator.cli.output import Output
+from migrator.core.ports import Reporter
 from phases.rollback import RollbackReport, rollback as _rollback
-from migrator.app.status import StatusReport, gather_status
 
-PHASES = ("phase1", "phase2", "phase3", "phase4")
+PHASES = ("phase1", "phase2", "phase3", "phase4")  # the one phase list: CLI, rollback, status read it
 
 
 def settings_for(project: Path, config: Path | None = None, overrides: dict | None = None) -> Settings:
@@ -37,35 +37,45 @@ def build_phase(name: str, settings: Settings, options: dict | None = None):
     return module.build(settings, options or {})
 
 
-def _context(project: Path, settings: Settings | None, out: Output | None, dry_run: bool = False,
-             yes: bool = False, options: dict | None = None) -> Context:
+def all_phases(settings: Settings) -> list:
+    """Every phase, in order: what a rollback (the command's, or phase4's automatic one) undoes."""
+    return [build_phase(n, settings, {}) for n in PHASES]
+
+
+def context(project: Path, settings: Settings | None = None, out: Reporter | None = None, dry_run: bool = False,
+            yes: bool = False, options: dict | None = None) -> Context:
+    """A step context with the adapters migrate.yaml names plugged in (the runtimes, Docker)."""
+    from migrator.adapters.runtime import wiring
+
     project = Path(project)
     if not project.is_dir():
         raise ConfigError(f"project directory {project} does not exist", "pass --project DIR")
     settings = settings or settings_for(project)
-    return Context(project, settings, Ledger(project), out or Output(quiet=True), dry_run, yes, options)
+    plugged = wiring(settings)
+    plugged.phases = all_phases
+    return Context(project, settings, Ledger(project), out, dry_run, yes, options, plugged)
 
 
-def check_phase(name: str, project: Path, settings: Settings | None = None, out: Output | None = None,
+def check_phase(name: str, project: Path, settings: Settings | None = None, out: Reporter | None = None,
                 options: dict | None = None) -> PhaseReport:
     """Run only the read-only checks of a phase. Writes nothing."""
-    ctx = _context(project, settings, out, options=options)
+    ctx = context(project, settings, out, options=options)
     ctx.ledger.load()  # refuses a corrupt state (StateCorrupt), never writes
     return _check(build_phase(name, ctx.settings, ctx.options), ctx)
 
 
-def dry_run_phase(name: str, project: Path, settings: Settings | None = None, out: Output | None = None,
+def dry_run_phase(name: str, project: Path, settings: Settings | None = None, out: Reporter | None = None,
                   options: dict | None = None) -> PhaseReport:
     """The steps a phase would run, which are satisfied, and diffs of the files it would write."""
-    ctx = _context(project, settings, out, dry_run=True, options=options)
+    ctx = context(project, settings, out, dry_run=True, options=options)
     ctx.ledger.load()
     return _dry(build_phase(name, ctx.settings, ctx.options), ctx)
 
 
-def run_phase(name: str, project: Path, settings: Settings | None = None, out: Output | None = None,
+def run_phase(name: str, project: Path, settings: Settings | None = None, out: Reporter | None = None,
               yes: bool = False, options: dict | None = None, command: str = "") -> PhaseReport:
     """Apply a phase under the project lock, resuming where an earlier run stopped."""
-    ctx = _context(project, settings, out, yes=yes, options=options)
+    ctx = context(project, settings, out, yes=yes, options=options)
     with ctx.ledger.locked(command or name):
         ctx.ledger.load()
         return _run(build_phase(name, ctx.settings, ctx.options), ctx)
@@ -76,13 +86,12 @@ def status(project: Path, settings: Settings | None = None, probe: bool = True) 
     return gather_status(project, settings or settings_for(project), probe=probe)
 
 
-def rollback(project: Path, settings: Settings | None = None, out: Output | None = None,
+def rollback(project: Path, settings: Settings | None = None, out: Reporter | None = None,
              wait_s: float = 60.0, command: str = "rollback") -> RollbackReport:
     """Back to Ollama (see phases.rollback). Takes the project lock."""
-    ctx = _context(project, settings, out)
+    ctx = context(project, settings, out)
     with ctx.ledger.locked(command):
-        phases = [build_phase(n, ctx.settings, {}) for n in PHASES]
-        return _rollback(ctx, phases, wait_s=wait_s)
+        return _rollback(ctx, all_phases(ctx.settings), wait_s=wait_s)
 
 
 def force_unlock(project: Path, lock_id: str):

@@ -26,7 +26,7 @@ from migrator.adapters.net import free_port, wait_port
 from migrator.core.config import load_settings
 from migrator.core.errors import MigrateError
 from migrator.core.ledger import Ledger, sha256_file
-from migrator.cli.output import Output
+from migrator.core.ports import QuietReporter, Reporter
 
 SANDBOX_ENV = """\
 # GraphRAG backend settings (sandbox made by graphrag-migrate rehearse)
@@ -345,7 +345,7 @@ def user_files(root: Path) -> dict[str, str | None]:
             if p.is_file() and ".graphrag-migrate" not in p.parts}
 
 
-def rehearse(out: Output, keep: bool = False, directory: Path | None = None, server: str = "sim",
+def rehearse(out: Reporter, keep: bool = False, directory: Path | None = None, server: str = "sim",
              runtime: str = "auto") -> RehearsalResult:
     # The runtime is settled before anything is created.
     if runtime == "auto":
@@ -371,7 +371,7 @@ def rehearse(out: Output, keep: bool = False, directory: Path | None = None, ser
     out.info(f"sandbox: {root}")
     logs = root / ".rehearsal-logs"
     started: list[process.ProcessHandle] = []
-    quiet = Output(json_mode=True, quiet=True)
+    quiet = QuietReporter()
     try:
         if not start_sandbox_servers(root, ports["ollama"], ports["backend"], logs, started):
             result.add("sandbox", False, "the Ollama stand-in or the sandbox backend did not start")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from migrator.core.config import Settings
 from migrator.files.envfile import EnvFile
-from migrator.core.errors import DockerUnavailable, ExitCode, StateCorrupt
+from migrator.core.errors import ExitCode, StateCorrupt
 from migrator.core.fileops import FileWriter
 from migrator.core.ledger import Ledger
 
@@ -99,22 +99,10 @@ def gather_status(project, settings: Settings, probe: bool = True) -> StatusRepo
 
 
 def _vllm_status(settings: Settings, recorded: dict, probe: bool) -> dict:
-    out: dict = {"runtime": recorded.get("runtime", settings.vllm.runtime),
-                 "url": f"http://{settings.vllm.host}:{settings.vllm.port}"}
-    if recorded.get("process"):
-        from migrator.adapters.process import ProcessHandle
+    from migrator.adapters.runtime import vllm_runtime
 
-        handle = ProcessHandle.from_dict(recorded["process"])
-        out["process"] = {"pid": handle.pid, "running": handle.alive()}
-    if out["runtime"] == "docker" and probe:
-        from migrator.adapters.docker import DockerRuntime
-
-        name = recorded.get("container") or settings.vllm.container_name
-        try:
-            c = DockerRuntime(timeout=3).container(name)
-            out["container"] = {"name": name, "status": c.status, "health": c.health}
-        except DockerUnavailable as exc:
-            out["container"] = {"name": name, "status": "unknown", "error": exc.message}
+    out: dict = {"runtime": recorded.get("runtime", settings.vllm.runtime), "url": settings.vllm.url}
+    out.update(vllm_runtime(out["runtime"]).describe(recorded, settings, probe))
     if probe:
         from migrator.adapters.http import get
 

@@ -21,7 +21,7 @@ def default_target(settings: Settings, backend: str) -> Target:
     if backend == "ollama":
         return Target(settings.ollama.url, "ollama", settings.ollama.model)
     v = settings.vllm
-    return Target(f"http://{v.host}:{v.port}", "openai", settings.model.served_name, api_key(settings))
+    return Target(v.url, "openai", settings.model.served_name, api_key(settings))
 
 
 def check_safe(target: Target, spec: LoadSpec, settings: Settings) -> None:

@@ -66,6 +66,17 @@ def _setting_list(factory, help: str = "") -> Any:
     return field(default_factory=factory, metadata={"check": None, "help": help})
 
 
+
+def parse_size(text: str) -> int:
+    """'26GiB', '26G', '1024MiB' → bytes (binary); '26GB' → 26 × 10**9 (decimal)."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B?)\s*", text, re.I)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (e.g. 26GiB)")
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2).upper()]
+    if m.group(3).upper() == "B" and m.group(2):
+        scale = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[m.group(2).upper()]
+    return int(float(m.group(1)) * scale)
+
 @dataclass
 class ProjectSettings:
     compose_file: str = _setting("docker/docker-compose.yml", help="the user's compose file")
@@ -91,8 +102,6 @@ class ProjectSettings:
 def _size(value) -> str | None:
     if value == "":
         return None
-    from migrator.adapters.gpu import parse_size
-
     try:
         parse_size(str(value))
         return None
@@ -199,6 +208,16 @@ class VllmSettings:
     )
     startup_timeout_s: float = _setting(1200.0, _between(1, 86400), "readiness time-out")
     stop_timeout_s: float = _setting(10.0, _between(0, 600), "SIGTERM grace before kill")
+
+    @property
+    def probe_host(self) -> str:
+        """The address to reach vLLM at from this host (a wildcard bind is reached on loopback)."""
+        return "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+
+    @property
+    def url(self) -> str:
+        """vLLM's base URL from this host (no /v1): every probe, check and load test starts here."""
+        return f"http://{self.probe_host}:{self.port}"
 
 
 @dataclass

@@ -5,11 +5,18 @@
     files(ctx)    files the step wants, {path: bytes} (dry-run shows the diff; apply writes them)
     apply(ctx)    make it so (idempotent: it may be re-run after a crash)
     verify(ctx)   read-only: did apply work?                              -> Outcome
-    rollback(ctx) undo apply; safe to call when apply never ran            -> str
+    undos()       how to take it back: `Undo`s, each with a stage        -> list[Undo]
 
 Running a phase skips steps whose check passes, so re-running is safe and a run killed at any
 point resumes at the first step not in place. Each step's outcome goes to the ledger before the
 next step starts; a step is marked `applying` before its apply, so a crash leaves a visible mark.
+
+Undo is paired with apply, as alembic pairs downgrade() with upgrade(): a mutating step says how its
+effect is taken back, and at which stage of a rollback (files first, since they need only the disk;
+then servers stopped, the backend recreated, unloaded models reloaded, and last the probes that prove
+where production is). An undo must be safe to run when apply never ran, and with the state lost.
+Steps whose undo is the same action (three steps edit the env file) share one undo name; a rollback
+runs it once.
 """
 
 from __future__ import annotations
@@ -17,14 +24,38 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import dataclass, field
+from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Any, Callable
 
 from migrator.core.config import Settings
-from migrator.core.errors import CheckFailed, Interrupted, MigrateError
+from migrator.core.errors import CheckFailed, EnvironmentMissing, Interrupted, MigrateError
 from migrator.core.fileops import FileChange, FileWriter
 from migrator.core.ledger import Ledger, now_iso
-from migrator.cli.output import Output
+from migrator.core.ports import QuietReporter, Reporter, Wiring
+
+
+class StepStatus(str, Enum):
+    """What became of a step in a run (a str, so the ledger and --json carry the plain word)."""
+
+    PASSED = "passed"            # applied and verified in this or an earlier run
+    SATISFIED = "satisfied"      # already in place; nothing applied
+    FAILED = "failed"
+    MISSING = "missing"          # --check: not in place
+    OK = "ok"                    # --check: in place
+    WARN = "warn"                # in place, but look
+    WOULD_RUN = "would run"      # --dry-run
+    WOULD_CHECK = "would check"  # --dry-run: a check that can only be judged after earlier steps ran
+    RUNNING = "running"
+    APPLYING = "applying"        # marked before apply: a crash leaves it visible
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+GOOD = {StepStatus.PASSED, StepStatus.SATISFIED, StepStatus.OK, StepStatus.WARN, StepStatus.WOULD_RUN,
+        StepStatus.WOULD_CHECK}
 
 
 @dataclass
@@ -50,20 +81,28 @@ class Outcome:
 
 
 class Context:
-    """What a step sees: settings, project paths, the ledger, the file writer, adapters, output."""
+    """What a step sees: settings, project paths, the ledger, the file writer, the ports, the reporter."""
 
-    def __init__(self, project: Path, settings: Settings, ledger: Ledger, out: Output,
-                 dry_run: bool = False, yes: bool = False, options: dict | None = None):
+    def __init__(self, project: Path, settings: Settings, ledger: Ledger, out: Reporter | None = None,
+                 dry_run: bool = False, yes: bool = False, options: dict | None = None,
+                 wiring: Wiring | None = None):
         self.project = project
         self.settings = settings
         self.ledger = ledger
-        self.out = out
+        self.out: Reporter = out if out is not None else QuietReporter()
         self.dry_run = dry_run
         self.yes = yes
         self.options = options or {}
+        self.wiring = wiring or Wiring()
         self.writer = FileWriter(ledger, dry_run=dry_run)
         self.memo: dict[str, Any] = {}  # values several steps need in one run (model metadata)
+        self.state_known = True  # rollback: False when state.json was lost or corrupt
         self._docker = None
+
+    def derive(self, settings: Settings) -> "Context":
+        """The same project, ledger, reporter and ports under other settings (staging's)."""
+        return Context(self.project, settings, self.ledger, self.out, self.dry_run, self.yes, self.options,
+                       self.wiring)
 
     def path(self, rel: str) -> Path:
         p = Path(rel)
@@ -73,23 +112,31 @@ class Context:
     def env_path(self) -> Path:
         return self.path(self.settings.project.env_file)
 
-    def read_env(self):
-        """The project's env file as an EnvFile (as planned edits left it, in dry-run), or None if absent."""
-        from migrator.files.envfile import EnvFile
-
-        data = self.writer.read(self.env_path)
-        return None if data is None else EnvFile.from_bytes(data)
-
     @property
     def compose_path(self) -> Path:
         return self.path(self.settings.project.compose_file)
 
     @property
+    def vllm_runtime(self):
+        if self.wiring.vllm is None:
+            raise EnvironmentMissing("no vLLM runtime is wired into this run", "build the context with "
+                                     "migrator.app.api.context() (it plugs in the runtime migrate.yaml names)")
+        return self.wiring.vllm
+
+    @property
+    def backend_runtime(self):
+        if self.wiring.backend is None:
+            raise EnvironmentMissing("no backend runtime is wired into this run",
+                                     "build the context with migrator.app.api.context()")
+        return self.wiring.backend
+
+    @property
     def docker(self):
         if self._docker is None:
-            from migrator.adapters.docker import DockerRuntime
-
-            self._docker = DockerRuntime()
+            if self.wiring.docker is None:
+                raise EnvironmentMissing("no Docker adapter is wired into this run",
+                                         "build the context with migrator.app.api.context()")
+            self._docker = self.wiring.docker()
         return self._docker
 
     @property
@@ -100,6 +147,29 @@ class Context:
 NOTHING_TO_UNDO = "nothing to undo"
 
 
+class UndoStage(IntEnum):
+    """A rollback's order: what needs only the disk first, the proofs last."""
+
+    FILES = 1     # the env file and every file the tool wrote, restored
+    STOP = 2      # servers the migration started (staging, vLLM), stopped
+    RECREATE = 3  # the backend recreated so it reads the restored env file
+    RELOAD = 4    # Ollama models the migration unloaded, loaded again
+    PROBE = 5     # where production is now, proven (bottom up: Ollama, then the backend)
+
+
+UndoResult = tuple[bool, str]
+
+
+@dataclass
+class Undo:
+    """One action of a rollback. `run(ctx)` returns (ok, what it did); a MigrateError it raises is a failed
+    action (an environment one when something it needs is not there). Steps sharing `name` share the action."""
+
+    stage: UndoStage
+    name: str
+    run: Callable[["Context"], UndoResult | list[tuple[str, bool, str]]]
+
+
 class Step:
     """Base class; subclasses set `id`, `title`, `touches` and override what they need."""
 
@@ -108,6 +178,7 @@ class Step:
     touches: str = ""  # files / containers the step changes, for --help and dry-run
     read_only: bool = False  # a check-only step (preflight): failing it stops the phase
     production: bool = False  # changes what production users get: asked first with --confirm
+    observes: bool = False  # records measurements only (a benchmark, a watch window): nothing to undo
 
     def check(self, ctx: Context) -> Outcome:
         return Outcome.failed("not done")
@@ -131,8 +202,18 @@ class Step:
     def verify(self, ctx: Context) -> Outcome:
         return self.check(ctx)
 
-    def rollback(self, ctx: Context) -> str:
-        return NOTHING_TO_UNDO
+    def undos(self) -> list[Undo]:
+        """How this step's effect is taken back; a step that changes nothing has none.
+
+        The default for a step that only writes files (its `files()`): restore each file it first
+        wrote, from the backup taken before, or remove it if the tool created it."""
+        if type(self).files is Step.files:
+            return []
+        return [Undo(UndoStage.FILES, f"{self.id} files", self.restore_own_files)]
+
+    def restore_own_files(self, ctx: Context) -> list[tuple[str, bool, str]]:
+        return restore_files(ctx, [rel for rel, record in ctx.ledger.state["files"].items()
+                                   if record.get("step") == self.id])
 
     def recorded_pass(self, ctx: Context) -> "Outcome | None":
         """For steps whose only evidence is having run (a benchmark, a watch window): their earlier pass."""
@@ -153,7 +234,7 @@ class Phase:
 class StepReport:
     id: str
     title: str
-    status: str  # passed | satisfied | failed | missing | ok | would run | warn
+    status: StepStatus
     message: str = ""
     fix: str = ""
     measurements: dict = field(default_factory=dict)
@@ -172,9 +253,9 @@ class PhaseReport:
 
     @property
     def ok(self) -> bool:
-        return all(s.status in ("passed", "satisfied", "ok", "warn", "would run", "would check")
-                   for s in self.steps) and (
-            self.mode != "check" or all(s.status in ("ok", "warn", "satisfied") for s in self.steps)
+        return all(s.status in GOOD for s in self.steps) and (
+            self.mode != "check" or all(s.status in (StepStatus.OK, StepStatus.WARN, StepStatus.SATISFIED)
+                                        for s in self.steps)
         )
 
     def to_dict(self) -> dict:
@@ -200,7 +281,7 @@ def check_phase(phase: Phase, ctx: Context) -> PhaseReport:
     report = PhaseReport(phase.name, "check")
     for step in phase.steps:
         res = _safe(lambda: step.check(ctx), step)
-        status = ("warn" if res.warning else "ok") if res.ok else "missing"
+        status = (StepStatus.WARN if res.warning else StepStatus.OK) if res.ok else StepStatus.MISSING
         report.steps.append(StepReport(step.id, step.title, status, res.message, res.fix, res.measurements))
         ctx.out.step(status, step.title, res.message if not res.ok or res.warning else "")
     return report
@@ -213,10 +294,10 @@ def dry_run_phase(phase: Phase, ctx: Context) -> PhaseReport:
     for step in phase.steps:
         res = _safe(lambda: step.check(ctx), step)
         if res.ok:
-            report.steps.append(StepReport(step.id, step.title, "satisfied", res.message))
+            report.steps.append(StepReport(step.id, step.title, StepStatus.SATISFIED, res.message))
             continue
         if step.read_only:
-            status = "would check" if pending else "failed"
+            status = StepStatus.WOULD_CHECK if pending else StepStatus.FAILED
             report.steps.append(StepReport(step.id, step.title, status, res.message, res.fix,
                                            res.measurements))
             continue
@@ -226,32 +307,27 @@ def dry_run_phase(phase: Phase, ctx: Context) -> PhaseReport:
             for path, data in step.files(ctx).items():
                 ctx.writer.write(path, data, step.id)
         except MigrateError as exc:
-            report.steps.append(StepReport(step.id, step.title, "failed", exc.message, exc.fix or ""))
+            report.steps.append(StepReport(step.id, step.title, StepStatus.FAILED, exc.message, exc.fix or ""))
             continue
-        report.steps.append(StepReport(step.id, step.title, "would run", res.message, plan=plan))
+        report.steps.append(StepReport(step.id, step.title, StepStatus.WOULD_RUN, res.message, plan=plan))
     report.changes = list(ctx.writer.planned)
     return report
 
 
 def _confirm(ctx: Context, phase: Phase, step: Step) -> None:
-    """--confirm: ask on the terminal before the run's first production change; never wait on a pipe.
+    """--confirm: ask before the run's first production change; the reporter asks, never the engine.
 
     One answer covers the production steps that follow it in this run (the switch, the recreate, the
     watch are one change to the operator): they are listed in the question."""
-    import sys
-
     if ctx.memo.get("confirmed"):
         return
-    if not sys.stdin.isatty():
+    later = phase.steps[phase.steps.index(step) + 1:]
+    answer = ctx.out.confirm(f"about to: {step.title} ({'; '.join(_safe_plan(step, ctx))})",
+                             [f"  then: {other.title}" for other in later if other.production])
+    if answer is None:
         raise CheckFailed(f"{phase.name}: '{step.title}' needs confirmation and stdin is not a terminal",
                           "run it at a terminal, or pass --yes")
-    later = phase.steps[phase.steps.index(step) + 1:]
-    ctx.out.info(f"about to: {step.title} ({'; '.join(_safe_plan(step, ctx))})")
-    for other in (s for s in later if s.production):
-        ctx.out.info(f"  then: {other.title}")
-    ctx.out.err.print("proceed? [y/N] ", end="")
-    answer = sys.stdin.readline().strip().lower()
-    if answer not in ("y", "yes"):
+    if not answer:
         raise CheckFailed(f"{phase.name}: stopped before '{step.title}' (not confirmed)",
                           f"re-run `graphrag-migrate {phase.name} --confirm` when ready (it resumes here)")
     ctx.memo["confirmed"] = True
@@ -291,10 +367,10 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
             res = _safe(lambda: step.check(ctx), step)
             if res.ok:
                 earlier = ledger.step(phase.name, step.id).get("status")
-                status = "passed" if step.read_only or earlier == "passed" else "satisfied"
+                status = StepStatus.PASSED if step.read_only or earlier == "passed" else StepStatus.SATISFIED
                 ledger.record_step(phase.name, step.id, status, res.message,
                                    measurements=res.measurements or None)
-                ctx.out.step(status if not res.warning else "warn", step.title, res.message)
+                ctx.out.step(status if not res.warning else StepStatus.WARN, step.title, res.message)
                 report.steps.append(StepReport(step.id, step.title, status, res.message, res.fix,
                                                res.measurements))
                 continue
@@ -302,8 +378,8 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
                 _fail(ctx, phase, step, report, res)
             if step.production and ctx.options.get("confirm") and not ctx.yes:
                 _confirm(ctx, phase, step)
-            ledger.record_step(phase.name, step.id, "applying", "started")
-            ctx.out.step("running", step.title)
+            ledger.record_step(phase.name, step.id, StepStatus.APPLYING, "started")
+            ctx.out.step(StepStatus.RUNNING, step.title)
             if ctx.out.verbose:
                 for line in _safe_plan(step, ctx):
                     ctx.out.detail(f"    {line}")
@@ -318,16 +394,16 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
                 _fail(ctx, phase, step, report, verified)
             measurements = {**(applied.measurements if applied else {}), **verified.measurements}
             message = applied.message if applied is not None and applied.message else verified.message
-            ledger.record_step(phase.name, step.id, "passed", message, measurements=measurements or None)
-            ctx.out.step("passed", step.title, message)
-            report.steps.append(StepReport(step.id, step.title, "passed", message, "", measurements))
+            ledger.record_step(phase.name, step.id, StepStatus.PASSED, message, measurements=measurements or None)
+            ctx.out.step(StepStatus.PASSED, step.title, message)
+            report.steps.append(StepReport(step.id, step.title, StepStatus.PASSED, message, "", measurements))
         record.update({"status": "completed", "finished_at": now_iso()})
         ledger.save()
         ledger.audit(phase.name, "phase-end", "completed")
         return report
     except (KeyboardInterrupt, _Terminated):
         if current is not None:
-            ledger.record_step(phase.name, current.id, "interrupted", "interrupted by the operator")
+            ledger.record_step(phase.name, current.id, StepStatus.INTERRUPTED, "interrupted by the operator")
         record.update({"status": "interrupted", "finished_at": now_iso()})
         ledger.save()
         raise Interrupted(
@@ -341,33 +417,24 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
 
 def _fail(ctx: Context, phase: Phase, step: Step, report: PhaseReport, res: Outcome,
           cause: MigrateError | None = None) -> None:
-    ctx.ledger.record_step(phase.name, step.id, "failed", res.message, fix=res.fix or None,
+    ctx.ledger.record_step(phase.name, step.id, StepStatus.FAILED, res.message, fix=res.fix or None,
                            measurements=res.measurements or None)
     record = ctx.ledger.phase(phase.name)
     record.update({"status": "failed", "finished_at": now_iso(), "failed_step": step.id})
     ctx.ledger.save()
     ctx.ledger.audit(phase.name, "phase-end", "failed", failed_step=step.id)
-    ctx.out.step("failed", step.title, res.message)
-    report.steps.append(StepReport(step.id, step.title, "failed", res.message, res.fix, res.measurements))
+    ctx.out.step(StepStatus.FAILED, step.title, res.message)
+    report.steps.append(StepReport(step.id, step.title, StepStatus.FAILED, res.message, res.fix, res.measurements))
     if cause is not None:
         raise cause
     raise CheckFailed(f"{phase.name}: {step.title} failed: {res.message}",
                       res.fix or f"fix it and re-run `graphrag-migrate {phase.name}` (it resumes here)")
 
 
-def rollback_phase(phase: Phase, ctx: Context) -> list[tuple[str, str]]:
-    """Undo a phase's steps in reverse order; each rollback is safe when apply never ran."""
-    done = []
-    for step in reversed(phase.steps):
-        if step.read_only:
-            continue
-        if not ctx.ledger.step(phase.name, step.id):
-            continue
-        try:
-            result = step.rollback(ctx)
-        except MigrateError as exc:
-            result = f"failed: {exc.one_line()}"
-        ctx.ledger.audit(step.id, "rollback", "failed" if result.startswith("failed") else "ok", message=result)
-        if result != NOTHING_TO_UNDO:
-            done.append((step.id, result))
-    return done
+def restore_files(ctx: Context, rels: list[str]) -> list[tuple[str, bool, str]]:
+    """Restore these recorded files (see FileWriter.restore), one action each, named `file <rel>`."""
+    out = []
+    for rel in sorted(rels):
+        result = ctx.writer.restore(rel)
+        out.append((f"file {rel}", "missing" not in result, result))
+    return out

@@ -67,7 +67,7 @@ class Verdict:
 
 
 # ---- reading model metadata ------------------------------------------------------------------
-def _from_config(name: str, config: dict, weight_bytes: int, parameters: int, source: str) -> ModelInfo:
+def from_config(name: str, config: dict, weight_bytes: int, parameters: int, source: str) -> ModelInfo:
     text = config.get("text_config", config)  # multimodal configs nest the language model's
     heads = int(text["num_attention_heads"])
     head_dim = int(text.get("head_dim") or int(text["hidden_size"]) // heads)
@@ -107,7 +107,7 @@ def read_local(model_dir: Path) -> ModelInfo:
             (size,) = struct.unpack("<Q", f.read(8))
             b, p = _header_bytes(json.loads(f.read(size)))
         total, params = total + b, params + p
-    return _from_config(_local_name(model_dir, config), config, total, params,
+    return from_config(_local_name(model_dir, config), config, total, params,
                         f"{len(files)} local safetensors file(s) in {model_dir}")
 
 
@@ -120,56 +120,6 @@ def _local_name(model_dir: Path, config: dict) -> str:
         if part.startswith("models--"):
             return part[len("models--"):].replace("--", "/", 1)
     return model_dir.name
-
-
-def read_hub(repo_id: str, revision: str = "main", token: str | None = None) -> ModelInfo:
-    """From the Hub: config.json (a few KB) and the safetensors headers by range request; no weights."""
-    from huggingface_hub import constants, get_safetensors_metadata, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
-    from huggingface_hub.utils import logging as hf_logging
-
-    _require_reachable(constants.ENDPOINT)
-    hf_logging.set_verbosity_error()  # its retry warnings would interleave with our progress lines
-    try:
-        config = json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision, token=token)).read_text())
-        meta = get_safetensors_metadata(repo_id, revision=revision, token=token)
-    except HfHubHTTPError as exc:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        raise EnvironmentMissing(_hub_message(repo_id, status), _hub_fix(status)) from None
-    except (OSError, ValueError) as exc:
-        raise EnvironmentMissing(f"cannot read {repo_id} metadata from the Hub ({str(exc)[:120]})",
-                                 "check the network, or use --model /local/dir") from None
-    total = params = 0
-    for file_meta in meta.files_metadata.values():
-        for info in file_meta.tensors.values():
-            start, end = info.data_offsets
-            total += end - start
-            params += info.parameter_count
-    return _from_config(repo_id, config, total, params, f"Hub metadata of {repo_id}@{revision}")
-
-
-def _require_reachable(endpoint: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, not after huggingface_hub's five back-off retries, when the Hub is unreachable."""
-    from migrator.adapters.http import request
-
-    probe = request("HEAD", endpoint.rstrip("/") + "/api/health", timeout=timeout)
-    if probe.status is None:
-        raise EnvironmentMissing(f"cannot reach the Hugging Face Hub at {endpoint} ({probe.error})",
-                                 "check the network or HF_ENDPOINT, or pass --model /local/dir")
-
-
-def _hub_message(repo_id: str, status: int | None) -> str:
-    return {401: f"{repo_id} needs a Hugging Face token (HTTP 401)",
-            403: f"{repo_id} is gated: your token has no access yet (HTTP 403)",
-            404: f"{repo_id} does not exist on the Hub, or is private (HTTP 404)"}.get(
-        status or 0, f"the Hub refused {repo_id} (HTTP {status})")
-
-
-def _hub_fix(status: int | None) -> str:
-    return {401: "set HF_TOKEN in the environment or the env file",
-            403: "accept the model's licence on its Hub page, then retry",
-            404: "check model.id (ORG/NAME), or set HF_TOKEN for a private repo"}.get(
-        status or 0, "retry later, or use --model /local/dir")
 
 
 # ---- the verdict ---------------------------------------------------------------------------------

@@ -62,3 +62,66 @@ class QuietReporter:
 
     def progress_console(self) -> Any | None:
         return None
+
+
+@dataclass
+class StartedVllm:
+    """A vLLM the runtime just started: how to tell it died and where its log is, while waiting for it."""
+
+    alive: Callable[[], str | None]  # None while it runs, else why it stopped
+    logs: Callable[[], str]
+
+
+class VllmRuntime(Protocol):
+    """Where vLLM runs. phase1 starts it, phase3 may hand it to compose, rollback stops it."""
+
+    name: str
+    under_compose: bool  # phase3 hands it to a compose service (and staging can run a second one)
+
+    def check(self, ctx) -> Any:
+        """phase1's 'runtime reachable' check -> Outcome."""
+        ...
+
+    def start_plan(self, ctx) -> list[str]: ...
+
+    def start(self, ctx, record: dict) -> StartedVllm:
+        """Start vLLM; `record` (ctx.resources["vllm"]) is saved before anything starts."""
+        ...
+
+    def stop(self, ctx, record: dict, state_known: bool) -> list[str]:
+        """Stop the vLLM graphrag-migrate started (or, with the state lost, the one its settings name)."""
+        ...
+
+    def describe(self, record: dict, settings, probe: bool) -> dict:
+        """status: what runs, from the recorded resource."""
+        ...
+
+    def model_arg(self, settings, project, downloaded: dict | None) -> str:
+        """The --model vLLM is given on this runtime."""
+        ...
+
+    def backend_base_url(self, settings) -> str:
+        """VLLM_BASE_URL as the backend sees vLLM on this runtime."""
+        ...
+
+
+class BackendRuntime(Protocol):
+    """How the backend picks up a changed env file."""
+
+    name: str
+    recreates: bool  # True: a recreate (not a restart) makes it re-read the env file
+
+    def recreate_plan(self, ctx) -> list[str]: ...
+
+    def recreate(self, ctx) -> tuple[bool, str]: ...
+
+
+@dataclass
+class Wiring:
+    """The adapters a Context is given by the app layer (tests may give fakes)."""
+
+    vllm: VllmRuntime | None = None
+    backend: BackendRuntime | None = None
+    docker: Callable[[], Any] | None = None  # builds the Docker adapter on first use
+    phases: Callable[[Any], list] | None = None  # settings -> every phase (for phase4's automatic rollback)
+    extra: dict = field(default_factory=dict)

@@ -186,3 +186,9 @@ class EnvFile:
                 drop.add(line.start)
         kept = [self.text[ln.start : ln.end] for ln in self._lines if ln.start not in drop]
         return EnvFile("".join(kept))
+
+
+def read_project_env(ctx) -> "EnvFile | None":
+    """The project's env file (as planned edits left it, in dry-run), or None if absent."""
+    data = ctx.writer.read(ctx.env_path)
+    return None if data is None else EnvFile.from_bytes(data)

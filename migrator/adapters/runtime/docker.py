@@ -1,0 +1,102 @@
+"""vLLM as a Docker container (phase1 starts it from the pinned image; phase3 hands it to compose)."""
+
+from __future__ import annotations
+
+import json
+
+from migrator.adapters import vllm as vllm_launch
+from migrator.core.engine import Context, Outcome
+from migrator.core.errors import DockerUnavailable
+from migrator.core.ports import StartedVllm
+
+
+def host_platform() -> str:
+    """This host as Docker names platforms (linux/amd64, linux/arm64)."""
+    import platform
+
+    machine = platform.machine().lower()
+    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
+class DockerVllm:
+    name = "docker"
+    under_compose = True
+
+    def check(self, ctx: Context) -> Outcome:
+        v = ctx.settings.vllm
+        try:
+            info = ctx.docker.info()
+        except DockerUnavailable as exc:
+            return Outcome.failed(exc.message, exc.fix or "")
+        runtimes = sorted((info.get("Runtimes") or {}).keys())
+        if v.device == "gpu" and "nvidia" not in runtimes and not info.get("CDISpecDirs"):
+            return Outcome.failed(
+                f"Docker has no NVIDIA runtime (runtimes: {', '.join(runtimes)})",
+                "install nvidia-container-toolkit and restart dockerd, or set vllm.device=cpu",
+            )
+        platform = ctx.docker.image_platform(v.image)
+        host = host_platform()
+        if platform is None:
+            offered = ctx.docker.remote_platforms(v.image)
+            if offered is None:
+                return Outcome.warn(f"Docker {info.get('ServerVersion', '?')}; {v.image} is not here and its "
+                                    f"registry cannot be asked: phase1 will try to pull it (needs {host})")
+            if host not in offered:
+                return Outcome.failed(f"{v.image} offers {', '.join(offered) or 'no platform'}, not {host}: "
+                                      "it would fail with 'exec format error'",
+                                      f"use a tag of {v.image.split(':')[0]} built for {host}")
+            return Outcome.passed(f"Docker {info.get('ServerVersion', '?')}; {v.image} pullable for {host}")
+        if platform != host:
+            return Outcome.failed(f"{v.image} is {platform} but this host is {host}: it would fail with "
+                                  "'exec format error'", f"use a tag of {v.image.split(':')[0]} built for {host}")
+        return Outcome.passed(f"Docker {info.get('ServerVersion', '?')}; {v.image} ({platform})",
+                              docker=info.get("ServerVersion"), image_platform=platform)
+
+    def start_plan(self, ctx: Context) -> list[str]:
+        spec = vllm_launch.container_spec(ctx.settings, ctx.project, downloaded=ctx.resources.get("model"))
+        return [f"docker run {json.dumps(spec, sort_keys=True)}"]
+
+    def start(self, ctx: Context, record: dict) -> StartedVllm:
+        v = ctx.settings.vllm
+        ctx.docker.remove(v.container_name)  # an earlier, stopped attempt of ours
+        spec = vllm_launch.container_spec(ctx.settings, ctx.project, include_secrets=True,
+                                          downloaded=ctx.resources.get("model"))
+        # The command holds no secret (the API key goes in through the environment): safe to record.
+        record.update({"container": v.container_name, "image": v.image, "command": spec["command"]})
+        ctx.resources["vllm"] = record
+        ctx.ledger.save()  # record before starting: a crash right after still knows what to stop
+        state = ctx.docker.run(**spec)
+        record["container_id"] = state.id
+
+        def alive() -> str | None:
+            c = ctx.docker.container(v.container_name)
+            return None if c.running else f"container {v.container_name} is {c.status}"
+
+        return StartedVllm(alive, lambda: ctx.docker.logs(v.container_name, tail=400))
+
+    def stop(self, ctx: Context, record: dict, state_known: bool) -> list[str]:
+        # A container is found by its name even with the state lost: the settings name it.
+        name = record.get("container") or ctx.settings.vllm.container_name
+        return [f"container {name}: {ctx.docker.stop(name, ctx.settings.vllm.stop_timeout_s)}"]
+
+    def describe(self, record: dict, settings, probe: bool) -> dict:
+        if not probe:
+            return {}
+        from migrator.adapters.docker import DockerRuntime
+
+        name = record.get("container") or settings.vllm.container_name
+        try:
+            c = DockerRuntime(timeout=3).container(name)
+            return {"container": {"name": name, "status": c.status, "health": c.health}}
+        except DockerUnavailable as exc:
+            return {"container": {"name": name, "status": "unknown", "error": exc.message}}
+
+    def model_arg(self, settings, project, downloaded: dict | None) -> str:
+        return vllm_launch.model_arg(settings, project)  # the repo id: the container reads the mounted cache
+
+    def backend_base_url(self, settings) -> str:
+        v = settings.vllm
+        if v.network_mode != "host":  # the backend reaches the container by its name on the compose network
+            return f"http://{v.container_name}:{vllm_launch.CONTAINER_PORT}/v1"
+        return f"{v.url}/v1"
+

@@ -1,0 +1,62 @@
+"""Text edits of compose-related files that keep every other byte: COMPOSE_FILE's list in the env file,
+and the vLLM service placed inside the user's own compose file (`phase3 --inline`; never a YAML round trip)."""
+
+from __future__ import annotations
+
+from migrator.core.errors import CheckFailed
+
+VLLM_COMPOSE_NAME = "docker-compose.vllm.yml"
+
+
+def compose_file_value(current: str | None, user_compose_name: str) -> str:
+    """COMPOSE_FILE naming the user's compose file and then the vLLM one (once)."""
+    sep = ":"
+    entries = [e for e in (current or user_compose_name).split(sep) if e]
+    if VLLM_COMPOSE_NAME not in entries:
+        entries.append(VLLM_COMPOSE_NAME)
+    return sep.join(entries)
+
+
+def without_vllm_compose(env):
+    """The inverse, for rollback: (env with the vLLM file out of COMPOSE_FILE, the name taken out or "")."""
+    value = env.get("COMPOSE_FILE")
+    if value is None or VLLM_COMPOSE_NAME not in value.split(":"):
+        return env, ""
+    rest = [entry for entry in value.split(":") if entry and entry != VLLM_COMPOSE_NAME]
+    return (env.set("COMPOSE_FILE", ":".join(rest)) if rest else env.unset("COMPOSE_FILE")), VLLM_COMPOSE_NAME
+
+
+def inline_service(user_text: str, rendered: str, service: str) -> str:
+    """The user's compose text with the rendered vLLM service added under its `services:` — comments,
+    order and every other byte kept (never a YAML round trip). Refuses what it cannot place safely."""
+    import re
+
+    if re.search(rf"^  {re.escape(service)}:\s*$|^  \"{re.escape(service)}\":\s*$", user_text, re.M):
+        return user_text if "org.graphrag-migrate.managed" in user_text else _refuse(
+            f"service '{service}' already exists in your compose file", "rename vllm.service_name, or drop --inline")
+    lines = user_text.splitlines(keepends=True)
+    starts = [i for i, ln in enumerate(lines) if re.match(r"^services:\s*(#.*)?$", ln)]
+    if len(starts) != 1:
+        return _refuse("cannot find one top-level 'services:' block in your compose file",
+                       "use the separate file (phase3 without --inline)")
+    end = next((i for i in range(starts[0] + 1, len(lines)) if re.match(r"^[^\s#]", lines[i])), len(lines))
+    while end > starts[0] + 1 and not lines[end - 1].strip():
+        end -= 1
+    block = rendered.split("\nservices:\n", 1)[1]
+    service_block, _, rest = block.partition("\nnetworks:\n")
+    newline = "\r\n" if user_text.count("\r\n") * 2 > user_text.count("\n") else "\n"
+    insert = ["  # --- added by graphrag-migrate phase3 --inline (rollback removes it) ---" + newline]
+    insert += [ln + newline for ln in service_block.rstrip("\n").split("\n")]
+    if lines and not lines[end - 1].endswith(("\n", "\r\n")):
+        lines[end - 1] += newline
+    result = "".join(lines[:end] + insert + lines[end:])
+    if rest.strip():  # the service's network must exist in the user's file (it is theirs)
+        network = rest.strip().split(":")[0].strip().strip('"')
+        if not re.search(rf"^networks:\s*$[\s\S]*?^  \"?{re.escape(network)}\"?:", result, re.M):
+            return _refuse(f"network '{network}' is not declared in your compose file",
+                           "declare it under networks:, or use vllm.network_mode: host")
+    return result
+
+
+def _refuse(message: str, fix: str):
+    raise CheckFailed(message, fix)
