@@ -22,22 +22,6 @@ LAYERS = ("migrator.cli", "migrator.app", "phases", "migrator.bench", "migrator.
 SIM = "migrator.sim"
 CLI = "migrator.cli"
 
-# Imports that break the rules today, being removed by the core refactoring. The test fails on any
-# violation not listed here AND on any listed one that is gone, so this set shrinks as they are fixed
-# (delete the line with the fix; it is empty when the refactoring is done). One entry per import edge:
-# "module -> imported"; import cycles appear as "cycle: a, b, ..." (modules sorted).
-KNOWN_VIOLATIONS: set[str] = {
-    "migrator.app.api -> migrator.cli.output",
-    "migrator.app.rehearse -> migrator.cli.output",
-    "migrator.core.config -> migrator.adapters.gpu",
-    "migrator.core.engine -> migrator.adapters.docker",
-    "migrator.core.engine -> migrator.cli.output",
-    "migrator.core.engine -> migrator.files.envfile",
-    "migrator.core.fit -> migrator.adapters.http",
-    "phases.phase4 -> migrator.app.api",
-}
-
-
 @dataclass(frozen=True)
 class Import:
     module: str      # the importing product module
@@ -205,18 +189,10 @@ def describe(found: dict[str, list[Import]], keys) -> str:
                      for key in sorted(keys))
 
 
-def test_the_product_has_no_new_import_cycle_or_layer_violation():
+def test_the_product_has_no_import_cycle_or_layer_violation():
     found = check(REPO)
-    new = set(found) - KNOWN_VIOLATIONS
-    assert not new, ("imports that break the layer rules (cli > app > phases > bench > adapters > files > "
-                     "core; sim imports only sim; only cli imports cli), or cycles:\n" + describe(found, new))
-
-
-def test_known_violations_that_are_fixed_are_removed_from_the_list():
-    """So that KNOWN_VIOLATIONS never hides a violation coming back after its fix."""
-    gone = KNOWN_VIOLATIONS - set(check(REPO))
-    assert not gone, "fixed: delete these from KNOWN_VIOLATIONS in tests/test_layers.py:\n" + "\n".join(
-        f"  {key}" for key in sorted(gone))
+    assert not found, ("imports that break the layer rules (cli > app > phases > bench > adapters > files > "
+                       "core; sim imports only sim; only cli imports cli), or cycles:\n" + describe(found, found))
 
 
 def test_the_walk_sees_the_product():
