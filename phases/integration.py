@@ -55,7 +55,7 @@ class IntegrationChecks(Step):
         from migrator.files.prompts import read_prompt_file
 
         v, name = ctx.settings.vllm, ctx.settings.model.served_name
-        server = OpenAIServer(f"http://{v.host}:{v.port}", vllm_launch.api_key(ctx.settings))
+        server = OpenAIServer(v.url, vllm_launch.api_key(ctx.settings))
         failures, notes, m = [], [], {}
 
         s = server.stream(name, [{"role": "user", "content": "Describe a knowledge graph."}], max_tokens=16,
