@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any, Callable
 
+from migrator.cli import styles
 from migrator.core.secrets import redact
 
 
@@ -55,13 +56,9 @@ class Output:
         self.err.print(f"error: {redact(message)}", style="bold red")
 
     def step(self, status: str, title: str, message: str = "") -> None:
-        marks = {"passed": "✓", "satisfied": "=", "failed": "✗", "running": "…", "missing": "✗",
-                 "ok": "✓", "would run": "→", "warn": "!", "skipped": "-"}
-        styles = {"passed": "green", "satisfied": "green", "ok": "green", "failed": "red",
-                  "missing": "red", "warn": "yellow", "would run": "cyan"}
-        line = f"{marks.get(status, '·')} {title}" + (f": {message}" if message else "")
+        line = f"{styles.mark(status)} {title}" + (f": {message}" if message else "")
         if not self.quiet:
-            self.err.print(redact(line), style=styles.get(status))
+            self.err.print(redact(line), style=styles.style(status))
 
     # ---- data (stdout) ----------------------------------------------------------------------
     def data(self, document: Any, render: Callable[[Any], None] | None = None) -> None:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from migrator.cli.output import Output
-
-_STATUS_STYLE = {"passed": "green", "ok": "green", "satisfied": "green", "completed": "green",
-                 "failed": "red", "missing": "red", "interrupted": "red", "warn": "yellow",
-                 "would run": "cyan", "would check": "cyan", "in_progress": "yellow", "applying": "yellow",
-                 "rolled_back": "magenta", "pending": "dim"}
+from migrator.cli.styles import style
 
 
 def _table(title: str, *columns: str):
@@ -28,7 +24,7 @@ def phase_report(out: Output, report) -> None:
                 detail = f"{detail} → {s.fix}" if detail else s.fix
             if s.plan:
                 detail = "; ".join(s.plan) + (f" ({detail})" if detail else "")
-            table.add_row(s.title, s.status, detail, style=_STATUS_STYLE.get(s.status))
+            table.add_row(s.title, s.status, detail, style=style(s.status))
         console.print(table)
         for change in report.changes:
             console.file.write(change.diff())
@@ -65,13 +61,13 @@ def status_report(out: Output, report) -> None:
             table = _table("phases", "phase", "step", "status", "when", "detail")
             for name, phase in report.phases.items():
                 table.add_row(name, "", phase.get("status", "pending"), phase.get("finished_at", phase.get("started_at", "")), "",
-                              style=_STATUS_STYLE.get(phase.get("status", "pending")))
+                              style=style(phase.get("status", "pending")))
                 for step_id, step in phase.get("steps", {}).items():
                     detail = step.get("message", "")
                     if step.get("measurements"):
                         detail += " " + ", ".join(f"{k}={v}" for k, v in step["measurements"].items())
                     table.add_row("", step_id, step.get("status", ""), step.get("at", ""), detail.strip(),
-                                  style=_STATUS_STYLE.get(step.get("status", "")))
+                                  style=style(step.get("status", "")))
             console.print(table)
         if report.loadtest:
             lt, m = report.loadtest, report.loadtest.get("metrics", {})
