@@ -1,8 +1,9 @@
 """stdout carries data, stderr carries everything else.
 
-One `Output` is built by the CLI's root callback and handed down. `--json` makes `data` print exactly
-one JSON document on stdout; without it, `data` renders tables on stdout. Messages and progress go
-to stderr, plain lines when stderr is not a terminal. User text is never parsed as rich markup.
+One `Output` is built per run by the CLI and handed down; it is the CLI's `Reporter`
+(`migrator.core.ports`). `--json` makes `data` print exactly one JSON document on stdout; without it,
+`data` renders tables on stdout. Messages, progress and questions go to stderr, plain lines when stderr
+is not a terminal. User text is never parsed as rich markup.
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ from typing import Any, Callable
 
 from migrator.cli import styles
 from migrator.core.secrets import redact
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # closed, or not a real file (CliRunner's buffers)
+        return False
 
 
 class Output:
@@ -59,6 +67,23 @@ class Output:
         line = f"{styles.mark(status)} {title}" + (f": {message}" if message else "")
         if not self.quiet:
             self.err.print(redact(line), style=styles.style(status))
+
+    def confirm(self, question: str, details: list[str]) -> bool | None:
+        """Ask at the terminal; None when nobody can answer (stdin not a terminal, --json, quiet), so the
+        caller refuses instead of waiting on a pipe. Only "y" or "yes" is a yes."""
+        if self.json_mode or self.quiet or not _isatty(sys.stdin):
+            return None
+        self.err.print(redact(question))
+        for line in details:
+            self.err.print(f"  {redact(line)}")
+        self.err.print("proceed? [y/N] ", end="")
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+    def progress_console(self):
+        """stderr's console for live progress (downloads) when it is a terminal; None on a pipe or quiet."""
+        if self.quiet or not self.err.is_terminal:
+            return None
+        return self.err
 
     # ---- data (stdout) ----------------------------------------------------------------------
     def data(self, document: Any, render: Callable[[Any], None] | None = None) -> None:
