@@ -9,8 +9,9 @@ is not a terminal. User text is never parsed as rich markup.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from migrator.cli import styles
 from migrator.core.secrets import redact
@@ -23,6 +24,21 @@ def _isatty(stream) -> bool:
         return False
 
 
+def same_terminal(stdout=None, stderr=None) -> bool:
+    """True when stdout and stderr are both the one terminal the operator is looking at.
+
+    Then what went to stderr as progress is already on the screen above whatever stdout prints next;
+    a redirect of either (`> file`, `| less`, `2> log`) makes them two places again."""
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+    if not (_isatty(stdout) and _isatty(stderr)):
+        return False
+    try:
+        return os.path.samestat(os.fstat(stdout.fileno()), os.fstat(stderr.fileno()))
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 class Output:
     def __init__(self, json_mode: bool = False, verbose: bool = False, quiet: bool = False):
         self.json_mode = json_mode
@@ -31,6 +47,7 @@ class Output:
         self._err = None
         self._out = None
         self.data_emitted = False
+        self._steps_shown: set[str] = set()  # titles of the steps printed as progress lines
 
     @property
     def err(self):
@@ -67,6 +84,7 @@ class Output:
         line = f"{styles.mark(status)} {title}" + (f": {message}" if message else "")
         if not self.quiet:
             self.err.print(redact(line), style=styles.style(status))
+            self._steps_shown.add(title)
 
     def confirm(self, question: str, details: list[str]) -> bool | None:
         """Ask at the terminal; None when nobody can answer (stdin not a terminal, --json, quiet), so the
@@ -84,6 +102,13 @@ class Output:
         if self.quiet or not self.err.is_terminal:
             return None
         return self.err
+
+    def steps_on_screen(self, titles: Iterable[str]) -> bool:
+        """Whether a table of these steps would only repeat what the operator just read: each was printed
+        as a progress line, and stdout is the same terminal as stderr (not --json, not a pipe or file)."""
+        titles = list(titles)
+        return (not self.json_mode and bool(titles) and all(t in self._steps_shown for t in titles)
+                and same_terminal())
 
     # ---- data (stdout) ----------------------------------------------------------------------
     def data(self, document: Any, render: Callable[[Any], None] | None = None) -> None:

@@ -16,21 +16,43 @@ def _table(title: str, *columns: str):
 
 
 def phase_report(out: Output, report) -> None:
+    """The steps' table and the diffs; at a terminal where every step was just printed as a progress
+    line, one summary line (and the fixes still owed) stands in for the table."""
     def render(console):
-        table = _table(f"{report.phase} — {report.mode}", "step", "status", "detail")
-        for s in report.steps:
-            detail = s.message
-            if s.fix and s.status not in ("ok", "passed", "satisfied"):
-                detail = f"{detail} → {s.fix}" if detail else s.fix
-            if s.plan:
-                detail = "; ".join(s.plan) + (f" ({detail})" if detail else "")
-            table.add_row(s.title, s.status, detail, style=style(s.status))
-        console.print(table)
+        if out.steps_on_screen(s.title for s in report.steps):
+            console.print(phase_summary(report), style="green" if report.ok else "red")
+            for s in report.steps:
+                if s.fix and s.status not in _DONE:
+                    console.print(f"  {s.title}: {s.fix}")
+        else:
+            table = _table(f"{report.phase} — {report.mode}", "step", "status", "detail")
+            for s in report.steps:
+                detail = s.message
+                if s.fix and s.status not in _DONE:
+                    detail = f"{detail} → {s.fix}" if detail else s.fix
+                if s.plan:
+                    detail = "; ".join(s.plan) + (f" ({detail})" if detail else "")
+                table.add_row(s.title, s.status, detail, style=style(s.status))
+            console.print(table)
         for change in report.changes:
             console.file.write(change.diff())
         console.file.flush()
 
     out.data(report.to_dict(), render)
+
+
+_DONE = ("ok", "passed", "satisfied")
+
+
+def phase_summary(report) -> str:
+    """`phase3 apply: ok — 7 steps: 5 passed, 2 satisfied` (counts in the order the statuses first appear)."""
+    counts: dict[str, int] = {}
+    for s in report.steps:
+        counts[s.status] = counts.get(s.status, 0) + 1
+    verdict = "ok" if report.ok else "FAILED"
+    total = len(report.steps)
+    return (f"{report.phase} {report.mode}: {verdict} — {total} step{'' if total == 1 else 's'}: "
+            + ", ".join(f"{count} {status}" for status, count in counts.items()))
 
 
 def status_report(out: Output, report) -> None:
