@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,6 +31,13 @@ class AppState:
         from migrator.app.api import settings_for
 
         return settings_for(self.project, self.config, {**self.overrides, **(extra or {})})
+
+
+def options_from(cls, params: dict):
+    """A dataclass of a command's options from its parameters of the same names; choices as plain strings
+    (the core takes strings, the Enums are the CLI's way of validating them)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v.value if isinstance(v, Enum) else v for k, v in params.items() if k in names})
 
 
 CheckOpt = Annotated[bool, typer.Option("--check", help="Run only the read-only checks; write nothing. Non-zero exit if something is missing.")]

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from migrator.cli import phases
-from migrator.cli._common import AppState, exit_with, handle_errors, state_of
+from migrator.cli._common import AppState, exit_with, handle_errors, options_from, state_of
 from migrator.cli.output import Output
 
 app = typer.Typer(
@@ -128,55 +128,15 @@ def bench(
     Touches: sends bounded load to the server (loopback, or hosts in bench.allowed_hosts); with
     --record (default) writes .graphrag-migrate/bench/*.json and the ledger.
     """
-    from migrator.bench import run as core
+    from migrator.bench import run as bench_run
     from migrator.cli import render
-    from migrator.bench.loadgen import LoadSpec
 
     app_state = state_of(ctx)
-    if diff:
-        a, b = core.load_saved(diff[0]), core.load_saved(diff[1])
-        render.bench_diff(app_state.out, diff, a, b, core.diff_runs(a, b))
-        exit_with(0)
-    settings = app_state.settings()
-    target = core.default_target(settings, backend)
-    target.url, target.api, target.model = url or target.url, api or target.api, model or target.model
-    spec = LoadSpec(requests=requests, duration_s=duration, concurrency=None if rate else concurrency, rate=rate,
-                    poisson=poisson, input_tokens=input_tokens, output_tokens=output_tokens, timeout_s=timeout,
-                    ignore_eos=target.api == "openai")
-    loaded = core.load_prompts(prompts) if prompts else None
-    if fanout:
-        if fanout < 0 or rate:
-            raise typer.BadParameter("--fanout takes a positive count and fixed --concurrency (no --rate)")
-        spec.users, spec.concurrency, spec.fanout = concurrency, None, fanout
-        spec.turns, spec.think_s = turns or 1, think or 0.0
-
-    from migrator.bench.loadgen import progress_line
-
+    options = options_from(bench_run.BenchOptions, locals())
     app_state.out.err  # the console is built now, not in the middle of the run
-
-    def progress(results, in_flight) -> None:
-        app_state.out.info("  " + progress_line(results, in_flight))
-
-    if sweep or compare:
-        if max_users is not None:
-            settings.bench.sweep_max_users = max_users
-        spec.turns = turns or settings.bench.turns
-        spec.think_s = settings.bench.think_s if think is None else think
-
-        def on_probe(p) -> None:
-            app_state.out.info(f"  {p['users']} users: TTFT p99 {p['ttft_ms']['p99'] or 0:.0f} ms, "
-                               f"{p['per_user_output_tokens_per_s'] or 0:.1f} tok/s per user, real-time met "
-                               f"{p['realtime']['fraction']:.0%}, 30 s met {p['wait']['fraction']:.0%}")
-
-        targets = [("ollama", core.default_target(settings, "ollama")), ("vllm", core.default_target(settings, "vllm"))] \
-            if compare else [(backend, target)]
-        runs, rows, written = core.capacity(app_state.project, settings, targets, spec, loaded, record,
-                                            app_state.out.info, on_probe)
-        render.capacity_report(app_state.out, runs, rows, written)
-        exit_with(0 if all(p["completed"] for r in runs.values() for p in r["probes"]) else 1)
-    result = core.run(app_state.project, settings, target, spec, loaded, record, progress, calibrate)
-    render.bench_report(app_state.out, result)
-    exit_with(0 if result["completed"] and (result["gates"]["passed"] or not gate) else 1)
+    outcome = bench_run.bench_command(app_state.project, app_state.settings, options, app_state.out)
+    render.bench_outcome(app_state.out, outcome)
+    exit_with(outcome.exit_code)
 
 
 @app.command()

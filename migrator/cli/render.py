@@ -131,6 +131,11 @@ def rehearsal_report(out: Output, result) -> None:
     out.data(result.to_dict(), render)
 
 
+def bench_outcome(out: Output, outcome) -> None:
+    """`bench`'s result, whichever of its three kinds it is (migrator.bench.run.BenchOutcome)."""
+    {"diff": bench_diff, "capacity": capacity_report, "run": bench_report}[outcome.kind](out, **outcome.parts)
+
+
 def bench_report(out: Output, result) -> None:
     def render(console):
         t = result["target"]
