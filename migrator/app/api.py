@@ -37,16 +37,11 @@ def build_phase(name: str, settings: Settings, options: dict | None = None):
     return module.build(settings, options or {})
 
 
-def _project_dir(project: Path) -> Path:
+def _context(project: Path, settings: Settings | None, out: Output | None, dry_run: bool = False,
+             yes: bool = False, options: dict | None = None) -> Context:
     project = Path(project)
     if not project.is_dir():
         raise ConfigError(f"project directory {project} does not exist", "pass --project DIR")
-    return project
-
-
-def _context(project: Path, settings: Settings | None, out: Output | None, dry_run: bool = False,
-             yes: bool = False, options: dict | None = None) -> Context:
-    project = _project_dir(project)
     settings = settings or settings_for(project)
     return Context(project, settings, Ledger(project), out or Output(quiet=True), dry_run, yes, options)
 
@@ -77,7 +72,9 @@ def run_phase(name: str, project: Path, settings: Settings | None = None, out: O
 
 
 def status(project: Path, settings: Settings | None = None, probe: bool = True) -> StatusReport:
-    project = _project_dir(project)  # a mistyped --project is not a project where nothing happened yet
+    project = Path(project)
+    if not project.is_dir():  # a mistyped --project is not a project where nothing happened yet
+        raise ConfigError(f"project directory {project} does not exist", "pass --project DIR")
     return gather_status(project, settings or settings_for(project), probe=probe)
 
 
