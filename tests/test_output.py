@@ -44,10 +44,11 @@ def test_confirm_at_a_terminal_shows_the_question_and_reads_the_answer(monkeypat
     os.write(master, answer)
     with os.fdopen(slave, "r") as tty:
         monkeypatch.setattr(sys, "stdin", tty)
-        assert Output().confirm("about to: LLM_BACKEND=vllm", ["then: backend recreated"]) is expected
+        assert Output().confirm("about to: LLM_BACKEND=vllm", ["then: backend recreated", "  then: watched"]) is expected
     os.close(master)
     err = capsys.readouterr().err
-    assert "about to: LLM_BACKEND=vllm" in err and "  then: backend recreated" in err and "proceed? [y/N]" in err
+    assert "about to: LLM_BACKEND=vllm" in err and "proceed? [y/N]" in err
+    assert "\n  then: backend recreated\n" in err and "\n  then: watched\n" in err  # one indent, whatever was given
 
 
 def test_progress_console_only_for_a_terminal(monkeypatch):

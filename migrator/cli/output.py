@@ -92,8 +92,8 @@ class Output:
         if self.json_mode or self.quiet or not _isatty(sys.stdin):
             return None
         self.err.print(redact(question))
-        for line in details:
-            self.err.print(f"  {redact(line)}")
+        for line in details:  # indented under the question, however the caller indented them
+            self.err.print(f"  {redact(line.lstrip())}")
         self.err.print("proceed? [y/N] ", end="")
         return sys.stdin.readline().strip().lower() in ("y", "yes")
 
