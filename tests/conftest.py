@@ -89,12 +89,23 @@ def sandbox(tmp_path, servers):
         process.stop(process.ProcessHandle.from_dict(vllm["process"]), 3)
 
 
-def cli(*args: str):
+def run_cli(*args: str, **kwargs):
+    """The CLI in this process (typer's CliRunner): an exception the CLI lets escape fails the test instead
+    of becoming exit 1; no colour, 80 columns, the test's HOME. `result.stdout` and `result.stderr` are
+    kept apart (typer 0.29's runner always separates them; `result.output` is both)."""
     from typer.testing import CliRunner
 
     from migrator.cli.main import app
 
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+    env = {"NO_COLOR": "1", "COLUMNS": "80", "HOME": os.environ["HOME"], **kwargs.pop("env", {})}
+    kwargs.setdefault("catch_exceptions", False)
+    return CliRunner(env=env).invoke(app, [str(a) for a in args], **kwargs)
+
+
+@pytest.fixture
+def cli(isolated_env):
+    """`cli(*args, **kwargs)`: run graphrag-migrate in-process (see `run_cli`); kwargs go to invoke."""
+    return run_cli
 
 
 QUICK_WATCH = ("--set", "deploy.watch_s=0.5", "--set", "deploy.probe_interval_s=0.25")
@@ -103,10 +114,10 @@ QUICK_WATCH = ("--set", "deploy.watch_s=0.5", "--set", "deploy.probe_interval_s=
 def prepare_switch(project: Path, *extra: str) -> None:
     """phase1 and phase3 (vLLM running beside production, still on Ollama), and the small load test
     phase4's gates read where there is no staging."""
-    assert cli("--project", str(project), *extra, "phase1", "--no-bench").exit_code == 0
-    result = cli("--project", str(project), *extra, "phase3")
+    assert run_cli("--project", str(project), *extra, "phase1", "--no-bench").exit_code == 0
+    result = run_cli("--project", str(project), *extra, "phase3")
     assert result.exit_code == 0, result.stderr
-    bench = cli("--project", str(project), *extra, "bench", "--requests", "8", "--concurrency", "2",
+    bench = run_cli("--project", str(project), *extra, "bench", "--requests", "8", "--concurrency", "2",
                 "--output-tokens", "8")
     assert bench.exit_code == 0, bench.stderr
 
@@ -116,7 +127,7 @@ def migrate_to_vllm(project: Path, *extra: str) -> None:
     from migrator.files.envfile import EnvFile
 
     prepare_switch(project, *extra)
-    result = cli("--project", str(project), *extra, *QUICK_WATCH, "phase4")
+    result = run_cli("--project", str(project), *extra, *QUICK_WATCH, "phase4")
     assert result.exit_code == 0, result.stderr
     assert EnvFile.from_bytes((project / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "vllm"
 

@@ -5,11 +5,9 @@ server with a known knee, users with history and think time against the simulato
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from migrator.bench import capacity
 from migrator.bench.capacity import Slo, judge, search, wilson
-from migrator.cli.main import app
 from migrator.bench.loadgen import LoadSpec, RequestResult, Target
 
 MS = 1_000_000  # ns
@@ -95,12 +93,12 @@ def test_sweep_with_users_history_and_think_time_finds_the_simulators_knee(serve
         assert p["ttft_split"]["queue_ms"] >= 0 and p["ttft_split"]["rest_ms"] > 0
 
 
-def test_bench_compare_writes_a_side_by_side_table_and_report(sandbox, servers):
+def test_bench_compare_writes_a_side_by_side_table_and_report(sandbox, servers, cli):
     vllm = servers.start("migrator.sim.vllm", "--served-model-name", "qwen2.5-32b-instruct")
-    result = CliRunner().invoke(app, ["--project", str(sandbox), "--json", "--set", "bench.sweep_min_requests=8",
-                                      "--set", f"vllm.port={vllm}",
-                                      "bench", "--compare", "--max-users", "4", "--turns", "2", "--think", "0",
-                                      "--output-tokens", "8", "--input-tokens", "16"], catch_exceptions=False)
+    result = cli("--project", str(sandbox), "--json", "--set", "bench.sweep_min_requests=8",
+                 "--set", f"vllm.port={vllm}",
+                 "bench", "--compare", "--max-users", "4", "--turns", "2", "--think", "0",
+                 "--output-tokens", "8", "--input-tokens", "16")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     rows = {r["figure"]: r for r in doc["comparison"]}
@@ -118,11 +116,10 @@ def test_bench_compare_writes_a_side_by_side_table_and_report(sandbox, servers):
     recorded = Ledger(sandbox).read_state()["resources"]["capacity"]
     assert recorded["vllm"]["metrics"]["realtime_users"] == doc["runs"]["vllm"]["capacity"]["realtime"]["users"]
     # The plan's "> 10 real-time users" gate now judges the sweep: 4 users at most here, so it blocks.
-    CliRunner().invoke(app, ["--project", str(sandbox), "--set", f"vllm.port={vllm}", "bench", "--requests", "16",
-                             "--concurrency", "2"])
-    check = CliRunner().invoke(app, ["--project", str(sandbox), "--json", "phase4", "--check"], catch_exceptions=False)
+    cli("--project", str(sandbox), "--set", f"vllm.port={vllm}", "bench", "--requests", "16", "--concurrency", "2")
+    check = cli("--project", str(sandbox), "--json", "phase4", "--check")
     gates = {s["id"]: s for s in json.loads(check.stdout)["steps"]}["phase4.gates"]
     assert gates["status"] != "ok" and "realtime_users=4, not > 10" in gates["message"]
-    status = json.loads(CliRunner().invoke(app, ["--project", str(sandbox), "--json", "status"]).stdout)
+    status = json.loads(cli("--project", str(sandbox), "--json", "status").stdout)
     assert status["capacity"]["vllm"]["metrics"]["realtime_users"] == 4
     assert status["loadtest"]["source"] == "bench" and status["loadtest"]["metrics"]["ttft_p99_ms"] > 0

@@ -5,10 +5,7 @@ import pty
 import subprocess
 import sys
 
-from typer.testing import CliRunner
-
 from conftest import QUICK_WATCH, REPO, prepare_switch
-from migrator.cli.main import app
 from migrator.files.envfile import EnvFile
 from migrator.core.errors import ExitCode
 
@@ -17,18 +14,15 @@ def llm_backend(sandbox):
     return EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND")
 
 
-def test_confirm_refuses_to_wait_on_a_pipe_and_yes_answers_it(sandbox):
-    runner = CliRunner()
+def test_confirm_refuses_to_wait_on_a_pipe_and_yes_answers_it(sandbox, cli):
     prepare_switch(sandbox)
-    refused = runner.invoke(app, ["--project", str(sandbox), *QUICK_WATCH, "phase4", "--confirm"],
-                            catch_exceptions=False)
+    refused = cli("--project", str(sandbox), *QUICK_WATCH, "phase4", "--confirm")
     assert refused.exit_code == ExitCode.CHECK_FAILED
     assert "needs confirmation and stdin is not a terminal" in refused.stderr and "--yes" in refused.stderr
     assert llm_backend(sandbox) == "ollama"  # nothing production sees was changed
-    agreed = runner.invoke(app, ["--project", str(sandbox), "--yes", *QUICK_WATCH, "phase4", "--confirm"],
-                           catch_exceptions=False)
+    agreed = cli("--project", str(sandbox), "--yes", *QUICK_WATCH, "phase4", "--confirm")
     assert agreed.exit_code == 0 and llm_backend(sandbox) == "vllm"
-    runner.invoke(app, ["--project", str(sandbox), "rollback", "--wait", "5"])
+    cli("--project", str(sandbox), "rollback", "--wait", "5")
 
 
 def run_at_terminal(sandbox, answer: bytes) -> tuple[int, str]:
@@ -43,7 +37,7 @@ def run_at_terminal(sandbox, answer: bytes) -> tuple[int, str]:
     return proc.returncode, err.decode()
 
 
-def test_confirm_asks_at_a_terminal(sandbox):
+def test_confirm_asks_at_a_terminal(sandbox, cli):
     prepare_switch(sandbox)
     code, err = run_at_terminal(sandbox, b"n\n")
     assert code == ExitCode.CHECK_FAILED and "proceed? [y/N]" in err and "not confirmed" in err
@@ -53,4 +47,4 @@ def test_confirm_asks_at_a_terminal(sandbox):
     assert code == 0, err
     assert err.count("proceed? [y/N]") == 1
     assert llm_backend(sandbox) == "vllm"
-    CliRunner().invoke(app, ["--project", str(sandbox), "rollback", "--wait", "5"])
+    cli("--project", str(sandbox), "rollback", "--wait", "5")

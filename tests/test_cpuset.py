@@ -27,15 +27,12 @@ def test_a_process_and_its_children_run_on_the_cpus_given(tmp_path):
         process.stop(handle, 2)
 
 
-def test_the_container_and_the_compose_service_get_the_cpuset(sandbox):
+def test_the_container_and_the_compose_service_get_the_cpuset(sandbox, cli):
     settings = api.settings_for(sandbox, overrides={"vllm.cpuset": "0-2,5", "vllm.runtime": "docker"})
     assert vllm_launch.container_spec(settings, sandbox)["cpuset_cpus"] == "0-2,5"
     assert process.parse_cpuset("0-2,5") == {0, 1, 2, 5}
-    from migrator.cli.main import app
-    from typer.testing import CliRunner
-
-    result = CliRunner().invoke(app, ["--project", str(sandbox), "--set", "vllm.cpuset=0-2,5", "--set",
-                                      "vllm.runtime=docker", "phase3", "--dry-run"], catch_exceptions=False)
+    result = cli("--project", str(sandbox), "--set", "vllm.cpuset=0-2,5", "--set",
+                 "vllm.runtime=docker", "phase3", "--dry-run")
     assert 'cpuset: "0-2,5"' in result.stdout + result.stderr
     with pytest.raises(ConfigError, match="vllm.cpuset"):
         api.settings_for(sandbox, overrides={"vllm.cpuset": "all"})

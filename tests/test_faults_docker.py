@@ -12,14 +12,12 @@ import threading
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import REPO, tree_digest
+from conftest import REPO, run_cli, tree_digest
 from dockercut import DockerCut
 from migrator.app import api
 from migrator.adapters.docker import DockerRuntime
 from migrator.adapters.http import OllamaServer, get
-from migrator.cli.main import app
 from migrator.files.envfile import EnvFile
 from migrator.core.errors import ExitCode, MigrateError
 from migrator.core.ledger import Ledger
@@ -29,17 +27,13 @@ pytestmark = pytest.mark.docker
 HERE = os.path.dirname(__file__)
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
 QUICK_WATCH = ["--set", "deploy.watch_s=1", "--set", "deploy.probe_interval_s=0.2"]
 
 
 def integrate(root) -> dict:
     """phase1 (Ollama's model unloaded) and phase3: vLLM a compose service, production still on Ollama."""
-    assert invoke("--project", str(root), "phase1", "--unload-ollama").exit_code == 0
-    result = invoke("--project", str(root), "phase3")
+    assert run_cli("--project", str(root), "phase1", "--unload-ollama").exit_code == 0
+    result = run_cli("--project", str(root), "phase3")
     assert result.exit_code == 0, result.stderr
     settings = api.settings_for(root)
     assert get(settings.project.backend_url + "/health").body["llm_backend"] == "ollama"
@@ -49,7 +43,7 @@ def integrate(root) -> dict:
 def migrate(root) -> dict:
     """integrate, then phase4 (staging, gates, the switch, a short watch): production on vLLM under compose."""
     env = integrate(root)
-    result = invoke("--project", str(root), *QUICK_WATCH, "phase4")
+    result = run_cli("--project", str(root), *QUICK_WATCH, "phase4")
     assert result.exit_code == 0, result.stderr
     assert get(env["settings"].project.backend_url + "/health").body["llm_backend"] == "vllm"
     return env
@@ -81,12 +75,12 @@ def assert_back_on_ollama(root, before) -> None:
     ("phase4.watch", "before", []),
     ("phase4.watch", "after", []),
 ])
-def test_kill_during_a_docker_step_then_rollback_restores_everything(docker_sandbox, step, when, extra):
+def test_kill_during_a_docker_step_then_rollback_restores_everything(docker_sandbox, step, when, extra, cli):
     root = docker_sandbox
     before = tree_digest(root)
     phase = step.split(".")[0]
     if phase == "phase3":
-        assert invoke("--project", str(root), "phase1", "--unload-ollama").exit_code == 0
+        assert cli("--project", str(root), "phase1", "--unload-ollama").exit_code == 0
     elif phase == "phase4":
         integrate(root)
     killed = subprocess.run(
@@ -103,7 +97,7 @@ def test_kill_during_a_docker_step_then_rollback_restores_everything(docker_sand
     production_switched = step in ("phase4.backend", "phase4.watch")  # the backend recreated on vLLM
     assert backend == ("vllm" if production_switched else "ollama"), backend
 
-    rollback = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
+    rollback = cli("--project", str(root), "--json", "rollback", "--wait", "30")
     doc = json.loads(rollback.stdout)
     assert rollback.exit_code == 0, doc
     if step == "phase4.staging" and when != "before":
@@ -147,7 +141,7 @@ def test_vllm_container_fault_during_the_watch_rolls_back_automatically(docker_s
     assert_back_on_ollama(root, before)
 
 
-def test_dockerd_gone_mid_rollback_then_back_and_rollback_again(docker_sandbox, tmp_path, monkeypatch):
+def test_dockerd_gone_mid_rollback_then_back_and_rollback_again(docker_sandbox, tmp_path, monkeypatch, cli):
     root = docker_sandbox
     before = tree_digest(root)
     env = migrate(root)
@@ -155,7 +149,7 @@ def test_dockerd_gone_mid_rollback_then_back_and_rollback_again(docker_sandbox, 
     # dockerd "stops" the moment rollback asks it to stop a container (vLLM): the request never arrives.
     cut = DockerCut(str(tmp_path / "docker.sock"), b"/stop").start()
     monkeypatch.setenv("DOCKER_HOST", cut.docker_host)
-    first = invoke("--project", str(root), "--json", "rollback", "--wait", "5")
+    first = cli("--project", str(root), "--json", "rollback", "--wait", "5")
     doc = json.loads(first.stdout)
     assert cut.cut_seen.is_set()
     assert first.exit_code == ExitCode.ENVIRONMENT, doc
@@ -168,21 +162,21 @@ def test_dockerd_gone_mid_rollback_then_back_and_rollback_again(docker_sandbox, 
 
     cut.restore()  # dockerd is back
     monkeypatch.setenv("DOCKER_HOST", cut.docker_host)
-    second = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
+    second = cli("--project", str(root), "--json", "rollback", "--wait", "30")
     assert second.exit_code == 0, second.stdout
     monkeypatch.delenv("DOCKER_HOST")
     cut.cut()
     assert_back_on_ollama(root, before)
 
 
-def test_vllm_container_already_removed_then_rollback(docker_sandbox):
+def test_vllm_container_already_removed_then_rollback(docker_sandbox, cli):
     """Someone removed vLLM's container by hand (or the host rebooted it away): rollback still ends on Ollama."""
     root = docker_sandbox
     before = tree_digest(root)
     env = migrate(root)
     name = env["names"]["vllm"]
     env["docker"].client.containers.get(name).remove(force=True)
-    rollback = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
+    rollback = cli("--project", str(root), "--json", "rollback", "--wait", "30")
     doc = json.loads(rollback.stdout)
     assert rollback.exit_code == 0, doc
     stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
@@ -192,7 +186,7 @@ def test_vllm_container_already_removed_then_rollback(docker_sandbox):
 
 @pytest.mark.parametrize("fault", ["state corrupt", "state deleted", "env edited by hand", "backup missing",
                                    "rollback twice", "two rollbacks at once"])
-def test_state_and_file_faults_then_rollback_on_docker(docker_sandbox, fault):
+def test_state_and_file_faults_then_rollback_on_docker(docker_sandbox, fault, cli):
     """Production on vLLM under compose, then the ledger or the files are damaged before rollback."""
     root = docker_sandbox
     before = tree_digest(root)
@@ -216,7 +210,7 @@ def test_state_and_file_faults_then_rollback_on_docker(docker_sandbox, fault):
         codes = sorted(p.wait(120) for p in procs)
         assert codes in ([0, 0], [0, ExitCode.LOCKED]), [p.stderr.read() for p in procs]  # never both at work
     else:
-        result = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
+        result = cli("--project", str(root), "--json", "rollback", "--wait", "30")
         doc = json.loads(result.stdout)
         actions = {a["name"]: a for a in doc["actions"]}
         if fault == "backup missing":  # the env file is still put right; what could not be restored is named
@@ -229,7 +223,7 @@ def test_state_and_file_faults_then_rollback_on_docker(docker_sandbox, fault):
             assert "rebuilt from the audit log" in actions["file records"]["result"]
     if fault == "rollback twice":
         snapshot = tree_digest(root)
-        again = invoke("--project", str(root), "--json", "rollback", "--wait", "30")
+        again = cli("--project", str(root), "--json", "rollback", "--wait", "30")
         assert again.exit_code == 0 and tree_digest(root) == snapshot
     if fault in ("env edited by hand", "backup missing"):  # the operator's bytes stay; LLM_BACKEND is ollama
         env = EnvFile.from_bytes(env_path.read_bytes())

@@ -6,11 +6,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from migrator.core import fit
 from migrator.adapters import gpu
-from migrator.cli.main import app
 from migrator.core.errors import ExitCode
 from migrator.app.harness.model_stub import write_metadata_only
 from migrator.app.harness.tiny_model import build as build_tiny
@@ -97,18 +95,18 @@ def test_discrete_gpu_memory_parsed(tmp_path, monkeypatch):
     assert not g.unified and g.total_bytes == 49140 * 2**20 and g.free_bytes == 48500 * 2**20
 
 
-def test_no_gpu_fails_phase1_check_with_the_planning_way_out(sandbox, monkeypatch, tmp_path):
+def test_no_gpu_fails_phase1_check_with_the_planning_way_out(sandbox, monkeypatch, tmp_path, cli):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi
-    result = CliRunner().invoke(app, ["--project", str(sandbox), "--json", "--set", "host.assume_gpu_memory=",
-                                      "--set", "vllm.device=gpu", "phase1", "--check"], catch_exceptions=False)
+    result = cli("--project", str(sandbox), "--json", "--set", "host.assume_gpu_memory=",
+                 "--set", "vllm.device=gpu", "phase1", "--check")
     steps = {s["id"]: s for s in json.loads(result.stdout)["steps"]}
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert steps["phase1.gpu"]["status"] == "missing" and "--assume-gpu-memory" in steps["phase1.gpu"]["fix"]
 
 
-def test_phase1_check_plans_the_26_gib_case_from_this_machine(sandbox):
-    result = CliRunner().invoke(app, ["--project", str(sandbox), "--json", "--set", "host.assume_unified=false",
-                                      "phase1", "--check", "--assume-gpu-memory", "26GiB"], catch_exceptions=False)
+def test_phase1_check_plans_the_26_gib_case_from_this_machine(sandbox, cli):
+    result = cli("--project", str(sandbox), "--json", "--set", "host.assume_unified=false",
+                 "phase1", "--check", "--assume-gpu-memory", "26GiB")
     steps = {s["id"]: s for s in json.loads(result.stdout)["steps"]}
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert steps["phase1.fit"]["status"] == "missing"

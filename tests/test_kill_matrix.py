@@ -8,11 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
 from conftest import QUICK_WATCH, REPO, tree_digest
 from migrator.adapters.http import OllamaServer, get
-from migrator.cli.main import app
 from migrator.files.envfile import EnvFile
 from migrator.core.ledger import Ledger
 
@@ -27,14 +25,10 @@ STEPS = [("phase1", "phase1.unload-ollama"), ("phase1", "phase1.start-vllm"),
 # here phase4.backend has nothing to apply: the sandbox backend re-reads the env file by itself.)
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("phase, step", STEPS)
-def test_kill_during_a_step_then_rollback_restores_everything(sandbox, phase, step, when):
-    settings = json.loads(invoke("--project", str(sandbox), "--json", "status").stdout)
+def test_kill_during_a_step_then_rollback_restores_everything(sandbox, phase, step, when, cli):
+    settings = json.loads(cli("--project", str(sandbox), "--json", "status").stdout)
     if phase == "phase2":  # something to scaffold: the settings fields and the langchain-openai line
         config = sandbox / "backend" / "src" / "core" / "config.py"
         config.write_text("\n".join(line for line in config.read_text().splitlines() if "vllm_" not in line) + "\n")
@@ -44,11 +38,11 @@ def test_kill_during_a_step_then_rollback_restores_everything(sandbox, phase, st
                                     capture_output=True, text=True, env={**os.environ, "PYTHONPATH": f"{REPO}:{HERE}"},
                                     timeout=120)
     if phase in ("phase3", "phase4"):
-        assert invoke("--project", str(sandbox), "phase1", "--unload-ollama").exit_code == 0
+        assert cli("--project", str(sandbox), "phase1", "--unload-ollama").exit_code == 0
     if phase == "phase4":
-        assert invoke("--project", str(sandbox), "phase3").exit_code == 0
-        assert invoke("--project", str(sandbox), "bench", "--requests", "8", "--concurrency", "2",
-                      "--output-tokens", "8").exit_code == 0
+        assert cli("--project", str(sandbox), "phase3").exit_code == 0
+        assert cli("--project", str(sandbox), "bench", "--requests", "8", "--concurrency", "2",
+                   "--output-tokens", "8").exit_code == 0
     extra = {"phase1": ["--unload-ollama"], "phase2": ["--scaffold"]}.get(phase, [])
     killed = run(step, when, "--", "--project", str(sandbox), *QUICK_WATCH, phase, *extra)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -59,16 +53,16 @@ def test_kill_during_a_step_then_rollback_restores_everything(sandbox, phase, st
     if step in ("phase4.switch", "phase4.watch"):  # production had switched (after), or had not (before)
         switched = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "vllm"
         assert switched == (when == "after" or step == "phase4.watch")
-    status = invoke("--project", str(sandbox), "status")
+    status = cli("--project", str(sandbox), "status")
     assert status.exit_code in (0, 1)  # status still reads everything
 
-    rollback = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    rollback = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     doc = json.loads(rollback.stdout)
     assert rollback.exit_code == 0, doc
     assert tree_digest(sandbox) == before
     env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
     assert env.get("LLM_BACKEND") == "ollama"
-    assert not json.loads(invoke("--project", str(sandbox), "--json", "status").stdout)["vllm"]["healthy"]
+    assert not json.loads(cli("--project", str(sandbox), "--json", "status").stdout)["vllm"]["healthy"]
     ollama_url = settings["ollama"]["url"]
     assert [m["name"] for m in OllamaServer(ollama_url).loaded().body["models"]] == ["qwen3:32b"]  # reloaded
     assert get(settings["vllm"]["url"] + "/health", timeout=1).ok is False

@@ -5,9 +5,7 @@ import asyncio
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from migrator.cli.main import app
 from migrator.core.errors import ExitCode
 from migrator.core.ledger import Ledger
 from migrator.bench.loadgen import LoadSpec, RequestResult, Target, percentiles, run_load, summarize
@@ -85,22 +83,19 @@ def test_error_kinds_never_crash_the_run(servers):
     assert hung["completed"] == 1 and hung["errors"] == {"timeout": 1}
 
 
-def test_bench_records_for_phase4_and_refuses_other_hosts(sandbox, servers):
+def test_bench_records_for_phase4_and_refuses_other_hosts(sandbox, servers, cli):
     port = servers.start("migrator.sim.vllm", "--served-model-name", "qwen2.5-32b-instruct")
-    runner = CliRunner()
-    result = runner.invoke(app, ["--project", str(sandbox), "--json", "--set", f"vllm.port={port}", "bench",
-                                 "--requests", "8", "--concurrency", "2", "--output-tokens", "8"],
-                           catch_exceptions=False)
+    result = cli("--project", str(sandbox), "--json", "--set", f"vllm.port={port}", "bench",
+                 "--requests", "8", "--concurrency", "2", "--output-tokens", "8")
     doc = json.loads(result.stdout)
     assert result.exit_code == 0 and doc["completed"] == 8
     loadtest = Ledger(sandbox).read_state()["resources"]["loadtest"]
     assert loadtest["metrics"]["ttft_p99_ms"] == doc["metrics"]["ttft_p99_ms"]
-    gates = runner.invoke(app, ["--project", str(sandbox), "--json", "phase4", "--check"], catch_exceptions=False)
+    gates = cli("--project", str(sandbox), "--json", "phase4", "--check")
     step = {s["id"]: s for s in json.loads(gates.stdout)["steps"]}["phase4.gates"]
     assert "realtime_users not measured (run `graphrag-migrate bench --sweep`)" in step["message"]  # said, not faked
     assert step["measurements"]["ttft_p99_ms"] == doc["metrics"]["ttft_p99_ms"]
-    refused = runner.invoke(app, ["--project", str(sandbox), "bench", "--url", "http://10.1.2.3:8000"],
-                            catch_exceptions=False)
+    refused = cli("--project", str(sandbox), "bench", "--url", "http://10.1.2.3:8000")
     assert refused.exit_code == ExitCode.USAGE and "only loopback" in refused.stderr
 
 
@@ -200,16 +195,15 @@ def test_scraping_ollama_ps_shows_the_loaded_model(servers):
     assert result["server"]["models"] == ["qwen3:32b"] and result["server"]["vram_share"] is not None
 
 
-def test_bench_diff_compares_two_saved_runs(sandbox, servers, tmp_path):
-    runner = CliRunner()
+def test_bench_diff_compares_two_saved_runs(sandbox, servers, tmp_path, cli):
     saved = []
     for ttft in ("20", "60"):
         port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--ttft-ms", ttft)
-        out = runner.invoke(app, ["--project", str(sandbox), "--json", "bench", "--url", f"http://127.0.0.1:{port}",
-                                  "--model", "m", "--requests", "8", "--concurrency", "2", "--output-tokens", "4",
-                                  "--no-calibrate"], catch_exceptions=False)
+        out = cli("--project", str(sandbox), "--json", "bench", "--url", f"http://127.0.0.1:{port}",
+                  "--model", "m", "--requests", "8", "--concurrency", "2", "--output-tokens", "4",
+                  "--no-calibrate")
         saved.append(json.loads(out.stdout)["saved"])
-    result = runner.invoke(app, ["--json", "bench", "--diff", *saved], catch_exceptions=False)
+    result = cli("--json", "bench", "--diff", *saved)
     assert result.exit_code == 0
     rows = {r["figure"]: r for r in json.loads(result.stdout)["rows"]}
     ttft = rows["TTFT median (ms)"]
@@ -217,7 +211,7 @@ def test_bench_diff_compares_two_saved_runs(sandbox, servers, tmp_path):
     assert "real-time users" not in rows  # neither run was a sweep
     bad = tmp_path / "not-a-run.json"
     bad.write_text("[1, 2]")
-    refused = runner.invoke(app, ["bench", "--diff", saved[0], str(bad)])
+    refused = cli("bench", "--diff", saved[0], str(bad))
     assert refused.exit_code == ExitCode.USAGE and "is not a saved bench result" in refused.stderr
 
 
@@ -306,23 +300,19 @@ def test_gpu_utilisation_is_sampled_where_nvidia_smi_answers(servers, tmp_path, 
     assert result["metrics"]["gpu_utilization_pct"] == 93.0  # what the plan's "< 90 %" gate reads
 
 
-def test_bench_gate_judges_the_plans_gates_and_sets_the_exit_code(sandbox, servers):
-    runner = CliRunner()
+def test_bench_gate_judges_the_plans_gates_and_sets_the_exit_code(sandbox, servers, cli):
     args = ["--requests", "8", "--concurrency", "2", "--output-tokens", "8", "--no-record"]
     fast = servers.start("migrator.sim.vllm", "--served-model-name", "qwen2.5-32b-instruct")
-    ok = runner.invoke(app, ["--project", str(sandbox), "--json", "--set", f"vllm.port={fast}", "bench", "--gate",
-                             *args], catch_exceptions=False)
+    ok = cli("--project", str(sandbox), "--json", "--set", f"vllm.port={fast}", "bench", "--gate", *args)
     gates = json.loads(ok.stdout)["gates"]
     assert ok.exit_code == 0 and gates["passed"] and gates["measured"]["ttft_p99_ms"] < 500
     assert any("realtime_users not measured" in n for n in gates["notes"])
     slow = servers.start("migrator.sim.vllm", "--served-model-name", "qwen2.5-32b-instruct", "--ttft-ms", "600")
-    failed = runner.invoke(app, ["--project", str(sandbox), "--json", "--set", f"vllm.port={slow}", "bench",
-                                 "--gate", *args], catch_exceptions=False)
+    failed = cli("--project", str(sandbox), "--json", "--set", f"vllm.port={slow}", "bench", "--gate", *args)
     gates = json.loads(failed.stdout)["gates"]
     assert failed.exit_code == 1 and not gates["passed"]
     assert any(f.startswith("P99 latency: ttft_p99_ms=") for f in gates["failed"])
-    lenient = runner.invoke(app, ["--project", str(sandbox), "--set", f"vllm.port={slow}", "bench", *args],
-                            catch_exceptions=False)
+    lenient = cli("--project", str(sandbox), "--set", f"vllm.port={slow}", "bench", *args)
     assert lenient.exit_code == 0 and "gate failed: P99 latency" in lenient.stderr + lenient.stdout
 
 

@@ -5,11 +5,9 @@ import json
 import uuid
 
 import pytest
-from typer.testing import CliRunner
 
 from conftest import SESSION_TAG
 from migrator.adapters.docker import DockerRuntime
-from migrator.cli.main import app
 from migrator.app.harness import tiny_model
 from migrator.core.ledger import Ledger
 from migrator.adapters.net import free_port
@@ -17,11 +15,7 @@ from migrator.adapters.net import free_port
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
-def test_phase1_runs_vllm_in_a_container_and_rollback_stops_it(sandbox, vllm_image, tmp_path):
+def test_phase1_runs_vllm_in_a_container_and_rollback_stops_it(sandbox, vllm_image, tmp_path, cli):
     model = tiny_model.build(tmp_path / "tiny")
     name = f"gm-{SESSION_TAG}-test-vllm-{uuid.uuid4().hex[:6]}"
     settings = {"vllm.runtime": "docker", "vllm.image": vllm_image, "vllm.device": "cpu",
@@ -32,7 +26,7 @@ def test_phase1_runs_vllm_in_a_container_and_rollback_stops_it(sandbox, vllm_ima
     args = ["--project", str(sandbox), *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
     docker = DockerRuntime()
     try:
-        dry = json.loads(invoke(*args, "--json", "phase1", "--dry-run").stdout)
+        dry = json.loads(cli(*args, "--json", "phase1", "--dry-run").stdout)
         plan = next(s for s in dry["steps"] if s["id"] == "phase1.start-vllm")["plan"][0]
         spec = json.loads(plan.removeprefix("docker run "))
         assert spec["image"] == vllm_image and spec["network_mode"] == "host" and spec["ipc_mode"] == "host"
@@ -42,17 +36,17 @@ def test_phase1_runs_vllm_in_a_container_and_rollback_stops_it(sandbox, vllm_ima
         assert runtime["status"] == "satisfied", runtime  # on either platform, not only on amd64
         assert "linux/amd64" in runtime["message"] or "linux/arm64" in runtime["message"], runtime["message"]
 
-        result = invoke(*args, "--json", "phase1")
+        result = cli(*args, "--json", "phase1")
         assert result.exit_code == 0, result.stdout + result.stderr
         vllm = Ledger(sandbox).read_state()["resources"]["vllm"]
         assert vllm["container"] == name and vllm["readiness"]["ttft_ms"] > 0
         assert vllm["actual"]["kv_cache_size_tokens"] == 2**30 // 512  # VLLM_CPU_KVCACHE_SPACE=1 in the image
         state = docker.container(name)
         assert state.running and state.image == vllm_image
-        status = json.loads(invoke(*args, "--json", "status").stdout)
+        status = json.loads(cli(*args, "--json", "status").stdout)
         assert status["vllm"]["container"]["status"] == "running" and status["vllm"]["healthy"]
 
-        rollback = json.loads(invoke(*args, "--json", "rollback", "--wait", "5").stdout)
+        rollback = json.loads(cli(*args, "--json", "rollback", "--wait", "5").stdout)
         stop = next(a for a in rollback["actions"] if a["name"] == "stop vLLM")
         assert stop["ok"] and stop["result"].endswith("stopped"), stop
         assert not docker.container(name).running

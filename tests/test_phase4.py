@@ -7,24 +7,18 @@ import shutil
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
 from conftest import QUICK_WATCH, prepare_switch, tree_digest
-from migrator.cli.main import app
 from phases.phase4 import FALLBACK_METRICS, PANELS
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def steps(result):
     return {s["id"]: s for s in json.loads(result.stdout)["steps"]}
 
 
-def test_monitoring_files_are_written_validated_and_removed_by_rollback(sandbox):
+def test_monitoring_files_are_written_validated_and_removed_by_rollback(sandbox, cli):
     before = tree_digest(sandbox)
-    result = invoke("--project", str(sandbox), "--set", "monitoring.kv_cache_alert=0.85", "phase4")
+    result = cli("--project", str(sandbox), "--set", "monitoring.kv_cache_alert=0.85", "phase4")
     assert result.exit_code == 1 and "no load-test result recorded" in result.stderr  # the gates need `bench`
     from migrator.core.ledger import Ledger
 
@@ -36,11 +30,11 @@ def test_monitoring_files_are_written_validated_and_removed_by_rollback(sandbox)
     dashboard = json.loads((sandbox / "monitoring" / "grafana-vllm.json").read_text())
     assert [p["title"] for p in dashboard["panels"]] == [p["title"] for p in PANELS]
     assert found["phase4.gates"]["status"] == "failed"
-    assert invoke("--project", str(sandbox), "rollback", "--wait", "5").exit_code == 0
+    assert cli("--project", str(sandbox), "rollback", "--wait", "5").exit_code == 0
     assert tree_digest(sandbox) == before and not (sandbox / "monitoring").exists()
 
 
-def test_a_failed_gate_stops_phase4_before_production_changes(sandbox):
+def test_a_failed_gate_stops_phase4_before_production_changes(sandbox, cli):
     """The switch is gated: a load test over a gate's threshold leaves production on Ollama, untouched."""
     from migrator.adapters.http import get
     from migrator.files.envfile import EnvFile
@@ -50,7 +44,7 @@ def test_a_failed_gate_stops_phase4_before_production_changes(sandbox):
     env_before = (sandbox / "docker" / ".env").read_bytes()
     with open(sandbox / "migrate.yaml", "a") as f:  # a speed per user no server reaches
         f.write("gates:\n  - {name: impossible speed, metric: per_user_output_tokens_per_s, op: '>=', threshold: 1000000}\n")
-    result = invoke("--project", str(sandbox), *QUICK_WATCH, "phase4")
+    result = cli("--project", str(sandbox), *QUICK_WATCH, "phase4")
     assert result.exit_code == 1
     assert re.search(r"impossible speed: per_user_output_tokens_per_s=[0-9.]+, not >= 1e\+06", result.stderr), result.stderr
     found = Ledger(sandbox).read_state()["phases"]["phase4"]["steps"]
@@ -60,10 +54,10 @@ def test_a_failed_gate_stops_phase4_before_production_changes(sandbox):
     assert EnvFile.from_bytes(env_before).get("LLM_BACKEND") == "ollama"
     backend = api_settings(sandbox).project.backend_url
     assert get(backend + "/health").body["llm_backend"] == "ollama"
-    invoke("--project", str(sandbox), "rollback", "--wait", "5")
+    cli("--project", str(sandbox), "rollback", "--wait", "5")
 
 
-def test_a_metrics_gate_on_a_name_vllm_lacks_is_refused_before_the_switch(sandbox):
+def test_a_metrics_gate_on_a_name_vllm_lacks_is_refused_before_the_switch(sandbox, cli):
     """A query the watch could never measure would be a gate that never blocks: phase4 stops before the switch."""
     from migrator.files.envfile import EnvFile
 
@@ -71,17 +65,17 @@ def test_a_metrics_gate_on_a_name_vllm_lacks_is_refused_before_the_switch(sandbo
     with open(sandbox / "migrate.yaml", "a") as f:
         f.write("gates:\n  - {name: preemptions, metric: 'rate(vllm:num_preemption_total)', op: '<', threshold: 1,"
                 " source: metrics}\n")  # vLLM's counter is vllm:num_preemptions_total
-    result = invoke("--project", str(sandbox), *QUICK_WATCH, "phase4")
+    result = cli("--project", str(sandbox), *QUICK_WATCH, "phase4")
     assert result.exit_code == 1
     assert "preemptions: vLLM's /metrics has no vllm:num_preemption_total" in result.stderr
     assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
     # The fix: the right name; then phase4 goes through.
     text = (sandbox / "migrate.yaml").read_text().replace("num_preemption_total", "num_preemptions_total")
     (sandbox / "migrate.yaml").write_text(text)
-    result = invoke("--project", str(sandbox), *QUICK_WATCH, "phase4")
+    result = cli("--project", str(sandbox), *QUICK_WATCH, "phase4")
     assert result.exit_code == 0, result.stderr
     assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "vllm"
-    invoke("--project", str(sandbox), "rollback", "--wait", "5")
+    cli("--project", str(sandbox), "rollback", "--wait", "5")
 
 
 def api_settings(project):
@@ -92,16 +86,14 @@ def api_settings(project):
 
 @pytest.mark.skipif(shutil.which("promtool") is None,
                     reason="promtool is not installed (scripts/setup-test-env.sh: apt-get install prometheus)")
-def test_promtool_accepts_the_rendered_rules_and_its_complaint_fails_a_broken_one(sandbox):
+def test_promtool_accepts_the_rendered_rules_and_its_complaint_fails_a_broken_one(sandbox, cli):
     """The monitoring step's validation is promtool's own, not a byte comparison: the files phase4 renders
     pass it, and the same rule file with an unparsable expression fails the step with promtool's message."""
-    from migrator.cli.output import Output
-    from migrator.core.engine import Context
-    from migrator.core.ledger import Ledger
+    from migrator.app import api
     from phases.phase4 import Monitoring
 
-    invoke("--project", str(sandbox), "phase4")  # writes the monitoring files, then stops at the gates
-    ctx = Context(sandbox, api_settings(sandbox), Ledger(sandbox), Output(quiet=True))
+    cli("--project", str(sandbox), "phase4")  # writes the monitoring files, then stops at the gates
+    ctx = api.context(sandbox, api_settings(sandbox))
     accepted = Monitoring().verify(ctx)
     assert accepted.ok and not accepted.warning and "validated by promtool" in accepted.message
     rules = sandbox / "monitoring" / "vllm-alerts.yml"
@@ -119,8 +111,8 @@ def _names(text: str) -> set[str]:
 
 
 @pytest.mark.vllm
-def test_every_metric_name_exists_in_a_real_vllm_scrape(sandbox, real_vllm):
-    invoke("--project", str(sandbox), "phase4")
+def test_every_metric_name_exists_in_a_real_vllm_scrape(sandbox, real_vllm, cli):
+    cli("--project", str(sandbox), "phase4")
     used = set()
     for f in (sandbox / "monitoring").iterdir():
         used |= _names(f.read_text())

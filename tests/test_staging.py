@@ -8,20 +8,14 @@ import socket
 import subprocess
 
 import pytest
-from typer.testing import CliRunner
 
 from conftest import tree_digest
 from migrator.app import api
-from migrator.cli.main import app
 from migrator.core.engine import Context
 from migrator.files.envfile import EnvFile
 from migrator.core.errors import ExitCode
 from migrator.core.ledger import Ledger
 from phases import staging
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def context(root, **overrides) -> Context:
@@ -43,7 +37,7 @@ def test_auto_skips_staging_when_nothing_runs_under_compose(sandbox):
     ({"deploy.staging_vllm_port": "PRODUCTION_VLLM"}, "deploy.staging_vllm_port is production's vLLM port"),
     ({"deploy.staging_backend_url": "BUSY"}, "(deploy.staging_backend_url) is already in use"),
 ])
-def test_collisions_with_production_are_refused_before_anything_starts(sandbox, overrides, expected):
+def test_collisions_with_production_are_refused_before_anything_starts(sandbox, overrides, expected, cli):
     settings = api.settings_for(sandbox)
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
@@ -53,8 +47,8 @@ def test_collisions_with_production_are_refused_before_anything_starts(sandbox, 
     sets = [f"{k}={values[v]}" for k, v in overrides.items()]
     before = tree_digest(sandbox)
     try:
-        result = invoke("--project", str(sandbox), "--set", "deploy.staging=on", *[a for s in sets for a in ("--set", s)],
-                        "phase4")
+        result = cli("--project", str(sandbox), "--set", "deploy.staging=on", *[a for s in sets for a in ("--set", s)],
+                     "phase4")
     finally:
         busy.close()
     assert result.exit_code == ExitCode.CHECK_FAILED
@@ -125,10 +119,10 @@ def test_override_makes_a_published_backend_a_separate_project(sandbox, tmp_path
     assert "--model" in vllm["command"]  # the command is staging's (rendered from the same settings)
 
 
-def test_dry_run_shows_the_staging_project_and_writes_nothing(sandbox):
+def test_dry_run_shows_the_staging_project_and_writes_nothing(sandbox, cli):
     before = tree_digest(sandbox)
-    result = invoke("--project", str(sandbox), "--json", "--set", "deploy.staging=on",
-                    "--set", "deploy.staging_requests=7", "phase4", "--dry-run")
+    result = cli("--project", str(sandbox), "--json", "--set", "deploy.staging=on",
+                 "--set", "deploy.staging_requests=7", "phase4", "--dry-run")
     assert result.exit_code == 0, result.stderr
     plan = next(s for s in json.loads(result.stdout)["steps"] if s["id"] == "phase4.staging")["plan"]
     assert "docker compose -p graphrag-sandbox-staging up -d --wait --no-deps backend vllm" in plan

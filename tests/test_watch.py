@@ -5,20 +5,13 @@ import threading
 
 import pytest
 
-from typer.testing import CliRunner
-
 from conftest import prepare_switch, tree_digest
 from migrator.core import promql
 from migrator.adapters import process
 from migrator.adapters.http import OpenAIServer
-from migrator.cli.main import app
 from migrator.files.envfile import EnvFile
 from migrator.core.ledger import Ledger
 from phases.phase4 import window_metrics
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def test_histogram_quantile_over_a_window_interpolates_like_prometheus():
@@ -35,22 +28,22 @@ migrate = prepare_switch  # phase1, phase3 and the load test; phase4 (switch, th
 WATCH = ["--set", "deploy.watch_s=3", "--set", "deploy.probe_interval_s=0.3"]
 
 
-def test_healthy_window_passes_and_records_its_figures(sandbox):
+def test_healthy_window_passes_and_records_its_figures(sandbox, cli):
     migrate(sandbox)
-    result = invoke("--project", str(sandbox), *WATCH, "phase4")
+    result = cli("--project", str(sandbox), *WATCH, "phase4")
     steps = Ledger(sandbox).read_state()["phases"]["phase4"]["steps"]
     assert result.exit_code == 0, result.stderr
     assert steps["phase4.watch"]["status"] == "passed" and steps["phase4.watch"]["measurements"]["watched_s"] >= 3
     assert "realtime_users not measured" in steps["phase4.gates"]["message"]  # no sweep yet: a note, not blocking
-    invoke("--project", str(sandbox), "rollback", "--wait", "5")
+    cli("--project", str(sandbox), "rollback", "--wait", "5")
 
 
-def test_vllm_dying_in_the_window_rolls_back_automatically(sandbox):
+def test_vllm_dying_in_the_window_rolls_back_automatically(sandbox, cli):
     before = tree_digest(sandbox)
     migrate(sandbox)
     vllm = process.ProcessHandle.from_dict(Ledger(sandbox).read_state()["resources"]["vllm"]["process"])
     threading.Timer(1.0, lambda: process.stop(vllm, 1)).start()
-    result = invoke("--project", str(sandbox), *WATCH, "--set", "deploy.watch_s=20", "phase4")
+    result = cli("--project", str(sandbox), *WATCH, "--set", "deploy.watch_s=20", "phase4")
     assert result.exit_code == 1
     assert "vLLM health" in result.stderr and "rolled back automatically (back on Ollama)" in result.stderr
     assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
@@ -59,7 +52,7 @@ def test_vllm_dying_in_the_window_rolls_back_automatically(sandbox):
 
 @pytest.mark.parametrize("metric, threshold", [
     ("ttft_p99_ms", 500), ("'histogram_quantile(0.99, rate(vllm:time_to_first_token_seconds_bucket[1m]))'", 0.5)])
-def test_slow_first_tokens_fail_the_metrics_gate_and_roll_back(sandbox, metric, threshold):
+def test_slow_first_tokens_fail_the_metrics_gate_and_roll_back(sandbox, metric, threshold, cli):
     # Only the production gate: the slow server would already fail the load-test gates.
     with open(sandbox / "migrate.yaml", "a") as f:
         f.write(f'gates:\n  - {{name: P99 latency in production, metric: {metric}, op: "<", '
@@ -78,8 +71,8 @@ def test_slow_first_tokens_fail_the_metrics_gate_and_roll_back(sandbox, metric, 
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
-        result = invoke("--project", str(sandbox), *WATCH, "--set", "deploy.watch_s=20",
-                        "--set", "vllm.extra_args=--ttft-ms 700", "phase4")
+        result = cli("--project", str(sandbox), *WATCH, "--set", "deploy.watch_s=20",
+                     "--set", "vllm.extra_args=--ttft-ms 700", "phase4")
     finally:
         stop.set()
         worker.join()
@@ -90,12 +83,12 @@ def test_slow_first_tokens_fail_the_metrics_gate_and_roll_back(sandbox, metric, 
     assert tree_digest(sandbox) == before
 
 
-def test_without_staging_the_checks_through_the_backend_run_after_the_switch(sandbox):
+def test_without_staging_the_checks_through_the_backend_run_after_the_switch(sandbox, cli):
     """No staging (vLLM a process): the backend-through checks run on production right after the switch;
     a failure there rolls back at once, before the window."""
     before = tree_digest(sandbox)
     migrate(sandbox)
-    result = invoke("--project", str(sandbox), *WATCH, "--set", "backend.chat_path=/no-such-chat", "phase4")
+    result = cli("--project", str(sandbox), *WATCH, "--set", "backend.chat_path=/no-such-chat", "phase4")
     assert result.exit_code == 1
     assert "integration checks through the backend: backend /no-such-chat: HTTP 404" in result.stderr
     assert "rolled back automatically (back on Ollama)" in result.stderr
@@ -105,15 +98,15 @@ def test_without_staging_the_checks_through_the_backend_run_after_the_switch(san
     assert tree_digest(sandbox) == before
 
 
-def test_a_backend_that_does_not_come_up_on_vllm_rolls_back_automatically(sandbox, servers, tmp_path):
+def test_a_backend_that_does_not_come_up_on_vllm_rolls_back_automatically(sandbox, servers, tmp_path, cli):
     """The switch written, the backend still on Ollama after backend.wait_s: back to Ollama at once."""
     before = tree_digest(sandbox)
     migrate(sandbox)
     frozen_env = tmp_path / "frozen.env"  # a backend that never sees the switch
     frozen_env.write_bytes((sandbox / "docker" / ".env").read_bytes())
     port = servers.start("migrator.sim.backend", "--env-file", str(frozen_env))
-    result = invoke("--project", str(sandbox), *WATCH, "--set", f"project.backend_url=http://127.0.0.1:{port}",
-                    "--set", "backend.wait_s=1", "phase4")
+    result = cli("--project", str(sandbox), *WATCH, "--set", f"project.backend_url=http://127.0.0.1:{port}",
+                 "--set", "backend.wait_s=1", "phase4")
     assert result.exit_code == 1
     assert "backend reports llm_backend=ollama 1 s after the switch — rolled back automatically (back on Ollama)" \
         in result.stderr

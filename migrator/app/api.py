@@ -83,6 +83,8 @@ def run_phase(name: str, project: Path, settings: Settings | None = None, out: R
 
 def status(project: Path, settings: Settings | None = None, probe: bool = True) -> StatusReport:
     project = Path(project)
+    if not project.is_dir():  # a mistyped --project is not a project where nothing happened yet
+        raise ConfigError(f"project directory {project} does not exist", "pass --project DIR")
     return gather_status(project, settings or settings_for(project), probe=probe)
 
 

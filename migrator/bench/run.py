@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 from migrator.core.config import Settings
-from migrator.core.errors import ConfigError
+from migrator.core.errors import ConfigError, ExitCode
 from migrator.core.ledger import Ledger, atomic_write_bytes, now_iso
 from migrator.bench.loadgen import LoadSpec, Target, run_load
 
@@ -72,6 +73,101 @@ def run(project: Path, settings: Settings, target: Target, spec: LoadSpec, promp
             ledger.load()
             result["saved"] = str(record_result(ledger, result))
     return result
+
+
+@dataclass
+class BenchOptions:
+    """What `bench` was asked for, as the CLI's options name it (choices as plain strings)."""
+
+    url: str | None = None
+    api: str | None = None
+    model: str | None = None
+    backend: str = "vllm"
+    concurrency: int = 8
+    rate: float | None = None
+    poisson: bool = False
+    requests: int = 50
+    duration: float | None = None
+    input_tokens: int = 128
+    output_tokens: int = 64
+    prompts: str | None = None
+    timeout: float = 120.0
+    record: bool = True
+    sweep: bool = False
+    compare: bool = False
+    max_users: int | None = None
+    turns: int | None = None
+    think: float | None = None
+    fanout: int = 0
+    gate: bool = False
+    diff: tuple[Path, Path] | None = None
+    calibrate: bool = True
+
+
+@dataclass
+class BenchOutcome:
+    """What `bench` did, for rendering: `kind` names the rendering ("diff", "capacity" or "run") and
+    `parts` are its arguments; `exit_code` is the status the run earned."""
+
+    kind: str
+    exit_code: ExitCode
+    parts: dict = field(default_factory=dict)
+
+
+def bench_command(project: Path, settings: Callable[[], Settings], options: BenchOptions, out) -> BenchOutcome:
+    """`bench`: a diff of two saved runs, a sweep (or Ollama-vs-vLLM compare), or one load test.
+
+    `settings` is called only when the run needs them (--diff reads two files, nothing else); `out` is
+    a Reporter (migrator.core.ports) the progress lines go to."""
+    if options.diff:
+        a, b = load_saved(options.diff[0]), load_saved(options.diff[1])
+        return BenchOutcome("diff", ExitCode.OK, {"paths": options.diff, "a": a, "b": b, "rows": diff_runs(a, b)})
+    settings = settings()
+    target = default_target(settings, options.backend)
+    target.url, target.api = options.url or target.url, options.api or target.api
+    target.model = options.model or target.model
+    loaded = load_prompts(options.prompts) if options.prompts else None
+    spec = spec_of(options, target)
+    if options.sweep or options.compare:
+        if options.max_users is not None:
+            settings.bench.sweep_max_users = options.max_users
+        spec.turns = options.turns or settings.bench.turns
+        spec.think_s = settings.bench.think_s if options.think is None else options.think
+        targets = [("ollama", default_target(settings, "ollama")), ("vllm", default_target(settings, "vllm"))] \
+            if options.compare else [(options.backend, target)]
+        runs, rows, written = capacity(project, settings, targets, spec, loaded, options.record, out.info,
+                                       lambda probe: out.info(probe_line(probe)))
+        completed = all(p["completed"] for r in runs.values() for p in r["probes"])
+        return BenchOutcome("capacity", ExitCode.OK if completed else ExitCode.CHECK_FAILED,
+                            {"runs": runs, "rows": rows, "written": written})
+    from migrator.bench.loadgen import progress_line
+
+    result = run(project, settings, target, spec, loaded, options.record,
+                 lambda results, in_flight: out.info("  " + progress_line(results, in_flight)), options.calibrate)
+    passed = result["completed"] and (result["gates"]["passed"] or not options.gate)
+    return BenchOutcome("run", ExitCode.OK if passed else ExitCode.CHECK_FAILED, {"result": result})
+
+
+def spec_of(options: BenchOptions, target: Target) -> LoadSpec:
+    """The load the options describe: fixed concurrency or a rate, or GraphRAG-shaped fan-out users."""
+    spec = LoadSpec(requests=options.requests, duration_s=options.duration,
+                    concurrency=None if options.rate else options.concurrency, rate=options.rate,
+                    poisson=options.poisson, input_tokens=options.input_tokens, output_tokens=options.output_tokens,
+                    timeout_s=options.timeout, ignore_eos=target.api == "openai")
+    if options.fanout:
+        if options.fanout < 0 or options.rate:
+            raise ConfigError("--fanout takes a positive count and fixed --concurrency (no --rate)",
+                              "drop --rate, or --fanout")
+        spec.users, spec.concurrency, spec.fanout = options.concurrency, None, options.fanout
+        spec.turns, spec.think_s = options.turns or 1, options.think or 0.0
+    return spec
+
+
+def probe_line(p: dict) -> str:
+    """One sweep probe, as the progress line shows it."""
+    return (f"  {p['users']} users: TTFT p99 {p['ttft_ms']['p99'] or 0:.0f} ms, "
+            f"{p['per_user_output_tokens_per_s'] or 0:.1f} tok/s per user, real-time met "
+            f"{p['realtime']['fraction']:.0%}, 30 s met {p['wait']['fraction']:.0%}")
 
 
 def fit_synthetic_prompts(target: Target, spec: LoadSpec, prompts: list[list[dict]] | None):

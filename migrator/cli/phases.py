@@ -6,19 +6,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from migrator.cli._common import CheckOpt, ConfirmOpt, DryRunOpt, exit_with, handle_errors, state_of
-from migrator.core.errors import ExitCode
+from migrator.cli._common import CheckOpt, ConfirmOpt, DryRunOpt, command, state_of
 
 
 def run_phase_command(ctx: typer.Context, name: str, check: bool, dry_run: bool,
-                      overrides: dict | None = None, options: dict | None = None) -> None:
+                      overrides: dict | None = None, options: dict | None = None):
+    """Parse → call → render; the report carries the status `command` turns into the exit code."""
     from migrator.app import api
     from migrator.cli import render
 
-    app = state_of(ctx)
-    settings = app.settings({k: v for k, v in (overrides or {}).items() if v is not None})
     if check and dry_run:
         raise typer.BadParameter("--check and --dry-run are exclusive")
+    app = state_of(ctx)
+    settings = app.settings({k: v for k, v in (overrides or {}).items() if v is not None})
     if check:
         report = api.check_phase(name, app.project, settings, app.out, options)
     elif dry_run:
@@ -26,7 +26,7 @@ def run_phase_command(ctx: typer.Context, name: str, check: bool, dry_run: bool,
     else:
         report = api.run_phase(name, app.project, settings, app.out, app.yes, options, app.argv)
     render.phase_report(app.out, report)
-    exit_with(ExitCode.OK if report.ok else ExitCode.CHECK_FAILED)
+    return report
 
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model: ORG/NAME on the Hub or a local directory (model.id).")]
@@ -34,13 +34,13 @@ PortOpt = Annotated[Optional[int], typer.Option("--port", help="vLLM host port (
 RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="docker or process (vllm.runtime).")]
 
 
-@handle_errors
+@command
 def phase1(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False,
            model: ModelOpt = None, port: PortOpt = None, runtime: RuntimeOpt = None,
            assume_gpu_memory: Annotated[Optional[str], typer.Option("--assume-gpu-memory", metavar="SIZE", help="Plan for a GPU of this size (e.g. 26GiB) instead of reading this host's.")] = None,
            assume_unified: Annotated[bool, typer.Option("--assume-unified", help="With --assume-gpu-memory: the size is a unified memory pool (GB10).")] = False,
            unload_ollama: Annotated[bool, typer.Option("--unload-ollama", help="Unload Ollama's chat model to free its memory; rollback reloads it.")] = False,
-           no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the short benchmark of vLLM alone at the end.")] = False) -> None:
+           no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the short benchmark of vLLM alone at the end.")] = False):
     """Prepare: preflight (GPU, runtime, port, Ollama), memory-fit verdict before any download, disk,
     then start vLLM alone next to Ollama and prove it answers.
 
@@ -49,27 +49,27 @@ def phase1(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
     """
     overrides = {"model.id": model, "vllm.port": port, "vllm.runtime": runtime,
                  "host.assume_gpu_memory": assume_gpu_memory, "host.assume_unified": assume_unified or None}
-    run_phase_command(ctx, "phase1", check, dry_run, overrides,
+    return run_phase_command(ctx, "phase1", check, dry_run, overrides,
                       {"unload_ollama": unload_ollama or state_of(ctx).yes, "no_bench": no_bench})
 
 
-@handle_errors
+@command
 def phase2(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False,
-           scaffold: Annotated[bool, typer.Option("--scaffold", help="Write what is missing from templates (shown as diffs, backed up).")] = False) -> None:
+           scaffold: Annotated[bool, typer.Option("--scaffold", help="Write what is missing from templates (shown as diffs, backed up).")] = False):
     """Backend wiring: check (with ast, never importing your code) that the backend can switch LLMs by
     LLM_BACKEND; run its unit tests; stream from vLLM through the client it uses (ChatOpenAI).
 
     Touches: nothing without --scaffold. With --scaffold: the settings file (fields added to the
     settings class), a new vllm_chat.py next to llm.py, requirements.txt — each backed up first.
     """
-    run_phase_command(ctx, "phase2", check, dry_run, options={"scaffold": scaffold})
+    return run_phase_command(ctx, "phase2", check, dry_run, options={"scaffold": scaffold})
 
 
-@handle_errors
+@command
 def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False,
            prompt_file: Annotated[Optional[str], typer.Option("--prompt-file", metavar="FILE", help="Your longest real prompts (text, or JSONL of {prompt} / {messages}): checked against max_model_len.")] = None,
            inline: Annotated[bool, typer.Option("--inline", help="Put the vLLM service inside your compose file (text edit keeping comments and order; diff shown; backed up) instead of a file of its own.")] = False,
-           confirm: ConfirmOpt = False) -> None:
+           confirm: ConfirmOpt = False):
     """Integrate: vLLM as a compose service in its own file, beside production (which stays on Ollama),
     then the integration checks against vLLM (streaming, Korean, errors, longest prompt).
 
@@ -77,12 +77,12 @@ def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
     the env file (COMPOSE_FILE, VLLM_BASE_URL, VLLM_MODEL — not LLM_BACKEND), backed up first; starts
     the vLLM compose service in place of phase1's container. With --confirm, asks before that.
     """
-    run_phase_command(ctx, "phase3", check, dry_run,
+    return run_phase_command(ctx, "phase3", check, dry_run,
                       options={"prompt_file": prompt_file, "inline": inline, "confirm": confirm})
 
 
-@handle_errors
-def phase4(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False, confirm: ConfirmOpt = False) -> None:
+@command
+def phase4(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False, confirm: ConfirmOpt = False):
     """Deploy: monitoring files, staging (a separate compose project: checks and load test), the plan's
     §7.1 gates — then, only if they pass, the production switch (LLM_BACKEND=vllm, backend recreated),
     watched for deploy.watch_s. Anything failing after the switch rolls back automatically.
@@ -91,4 +91,4 @@ def phase4(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
     done); the env file's LLM_BACKEND (backed up first) and the backend service. With --confirm, asks
     once before the switch.
     """
-    run_phase_command(ctx, "phase4", check, dry_run, options={"confirm": confirm})
+    return run_phase_command(ctx, "phase4", check, dry_run, options={"confirm": confirm})

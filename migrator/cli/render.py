@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from migrator.cli.output import Output
-
-_STATUS_STYLE = {"passed": "green", "ok": "green", "satisfied": "green", "completed": "green",
-                 "failed": "red", "missing": "red", "interrupted": "red", "warn": "yellow",
-                 "would run": "cyan", "would check": "cyan", "in_progress": "yellow", "applying": "yellow",
-                 "rolled_back": "magenta", "pending": "dim"}
+from migrator.cli.styles import style
 
 
 def _table(title: str, *columns: str):
@@ -20,21 +16,43 @@ def _table(title: str, *columns: str):
 
 
 def phase_report(out: Output, report) -> None:
+    """The steps' table and the diffs; at a terminal where every step was just printed as a progress
+    line, one summary line (and the fixes still owed) stands in for the table."""
     def render(console):
-        table = _table(f"{report.phase} — {report.mode}", "step", "status", "detail")
-        for s in report.steps:
-            detail = s.message
-            if s.fix and s.status not in ("ok", "passed", "satisfied"):
-                detail = f"{detail} → {s.fix}" if detail else s.fix
-            if s.plan:
-                detail = "; ".join(s.plan) + (f" ({detail})" if detail else "")
-            table.add_row(s.title, s.status, detail, style=_STATUS_STYLE.get(s.status))
-        console.print(table)
+        if out.steps_on_screen(s.title for s in report.steps):
+            console.print(phase_summary(report), style="green" if report.ok else "red")
+            for s in report.steps:
+                if s.fix and s.status not in _DONE:
+                    console.print(f"  {s.title}: {s.fix}")
+        else:
+            table = _table(f"{report.phase} — {report.mode}", "step", "status", "detail")
+            for s in report.steps:
+                detail = s.message
+                if s.fix and s.status not in _DONE:
+                    detail = f"{detail} → {s.fix}" if detail else s.fix
+                if s.plan:
+                    detail = "; ".join(s.plan) + (f" ({detail})" if detail else "")
+                table.add_row(s.title, s.status, detail, style=style(s.status))
+            console.print(table)
         for change in report.changes:
             console.file.write(change.diff())
         console.file.flush()
 
     out.data(report.to_dict(), render)
+
+
+_DONE = ("ok", "passed", "satisfied")
+
+
+def phase_summary(report) -> str:
+    """`phase3 apply: ok — 7 steps: 5 passed, 2 satisfied` (counts in the order the statuses first appear)."""
+    counts: dict[str, int] = {}
+    for s in report.steps:
+        counts[s.status] = counts.get(s.status, 0) + 1
+    verdict = "ok" if report.ok else "FAILED"
+    total = len(report.steps)
+    return (f"{report.phase} {report.mode}: {verdict} — {total} step{'' if total == 1 else 's'}: "
+            + ", ".join(f"{count} {status}" for status, count in counts.items()))
 
 
 def status_report(out: Output, report) -> None:
@@ -65,13 +83,13 @@ def status_report(out: Output, report) -> None:
             table = _table("phases", "phase", "step", "status", "when", "detail")
             for name, phase in report.phases.items():
                 table.add_row(name, "", phase.get("status", "pending"), phase.get("finished_at", phase.get("started_at", "")), "",
-                              style=_STATUS_STYLE.get(phase.get("status", "pending")))
+                              style=style(phase.get("status", "pending")))
                 for step_id, step in phase.get("steps", {}).items():
                     detail = step.get("message", "")
                     if step.get("measurements"):
                         detail += " " + ", ".join(f"{k}={v}" for k, v in step["measurements"].items())
                     table.add_row("", step_id, step.get("status", ""), step.get("at", ""), detail.strip(),
-                                  style=_STATUS_STYLE.get(step.get("status", "")))
+                                  style=style(step.get("status", "")))
             console.print(table)
         if report.loadtest:
             lt, m = report.loadtest, report.loadtest.get("metrics", {})
@@ -111,6 +129,11 @@ def rehearsal_report(out: Output, result) -> None:
                       style="green" if result.ok else "bold red")
 
     out.data(result.to_dict(), render)
+
+
+def bench_outcome(out: Output, outcome) -> None:
+    """`bench`'s result, whichever of its three kinds it is (migrator.bench.run.BenchOutcome)."""
+    {"diff": bench_diff, "capacity": capacity_report, "run": bench_report}[outcome.kind](out, **outcome.parts)
 
 
 def bench_report(out: Output, result) -> None:
