@@ -323,7 +323,7 @@ def _confirm(ctx: Context, phase: Phase, step: Step) -> None:
         return
     later = phase.steps[phase.steps.index(step) + 1:]
     answer = ctx.out.confirm(f"about to: {step.title} ({'; '.join(_safe_plan(step, ctx))})",
-                             [f"  then: {other.title}" for other in later if other.production])
+                             [f"then: {other.title}" for other in later if other.production])
     if answer is None:
         raise CheckFailed(f"{phase.name}: '{step.title}' needs confirmation and stdin is not a terminal",
                           "run it at a terminal, or pass --yes")

@@ -1,7 +1,7 @@
 """Domain errors and exit codes.
 
 The core raises these; the CLI turns them into one message and one exit code, in one place
-(`migrator.cli._handle_errors`). Every error names the thing that is wrong and the fix.
+(`migrator.cli._common.run_command`). Every error names the thing that is wrong and the fix.
 """
 
 from __future__ import annotations
