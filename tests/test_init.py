@@ -292,3 +292,18 @@ def test_no_compose_file_is_undecided_not_a_crash(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "project.compose_file" in {u["key"] for u in doc["undecided"]}
     assert isinstance(load_settings(None), Settings)
+
+
+def test_a_broken_repo_is_described_not_a_crash(cli, tmp_path):
+    """Compose YAML that does not parse, a service that is not a mapping, Python that parses nowhere."""
+    root = copy(PROJECTS / "existing-vllm", tmp_path)
+    compose = root / "docker" / "docker-compose.yml"
+    compose.write_text(compose.read_text().replace("  vllm:\n", "  broken: [1, 2]\n  vllm:\n"))
+    (root / "docker-compose.yml").write_text("services:\n  api: {build: .\n")  # unterminated flow mapping
+    (root / "backend" / "src" / "bad.py").write_text("def f(:\n    pass\n")
+    result, doc = init_json(cli, root, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert doc["values"]["project.compose_file"] == "docker/docker-compose.yml"
+    notes = " ".join(doc["discovered"]["notes"])
+    assert "broken is not a mapping" in notes and "bad.py" in notes
+    assert doc["discovered"]["llm_call_sites"][0]["line"] == 9

@@ -224,6 +224,7 @@ class RawService:
     volumes: list[tuple[str, str, str]] = field(default_factory=list)  # (source: abs path for binds, target, ev)
     labels: dict = field(default_factory=dict)
     container_name: str | None = None
+    working_dir: str | None = None
     key_evidence: dict[str, str] = field(default_factory=dict)  # compose key -> file:line
     effective_env: dict[str, str | None] = field(default_factory=dict)
 
@@ -349,6 +350,8 @@ def _merge_service(svc: RawService, spec: dict, rel: str, lines: dict, where: tu
         svc.labels.update(dict(str(x).partition("=")[::2] for x in spec["labels"]))
     if spec.get("container_name"):
         svc.container_name = str(spec["container_name"])
+    if spec.get("working_dir"):
+        svc.working_dir = interpolate(str(spec["working_dir"]), env)
 
 
 def _load_compose_file(stack: ComposeStack, path: Path, base_dir: Path, env: dict, root: Path,
@@ -387,8 +390,14 @@ def _load_compose_file(stack: ComposeStack, path: Path, base_dir: Path, env: dic
     services = data.get("services") or {}
     if isinstance(services, dict):
         for name, spec in services.items():
+            if spec is not None and not isinstance(spec, dict):
+                stack.notes.append(f"{ev(rel, lines.get(('services', name)))}: service {name} is not a mapping")
+                continue
             svc = stack.services.setdefault(str(name), RawService(str(name)))
-            _merge_service(svc, spec or {}, rel, lines, ("services", name), base_dir, env, root)
+            try:
+                _merge_service(svc, spec or {}, rel, lines, ("services", name), base_dir, env, root)
+            except (AttributeError, TypeError, ValueError) as exc:  # a shape compose would refuse too
+                stack.notes.append(f"{ev(rel, lines.get(('services', name)))}: service {name} not understood ({exc})")
 
 
 def compose_candidates(root: Path) -> list[tuple[Path, list[str]]]:
@@ -1854,13 +1863,13 @@ def _has_python(d: Path) -> bool:
     return d.is_dir() and next(python_files(d), None) is not None
 
 
-def _source_dir(svc: RawService, root: Path, working_dir: str | None) -> tuple[Path | None, str]:
+def _source_dir(svc: RawService, root: Path) -> tuple[Path | None, str]:
     """The host directory holding the service's Python: its build context, or a bind-mounted directory."""
     if svc.build_context is not None and inside(svc.build_context, root) and _has_python(svc.build_context):
         return svc.build_context, svc.line("build")
     binds = [(Path(s), t, e) for s, t, e in svc.volumes if s.startswith("/") and inside(Path(s), root)
              and _has_python(Path(s))]
-    binds.sort(key=lambda b: b[1] != working_dir)
+    binds.sort(key=lambda b: b[1] != svc.working_dir)
     if binds:
         return binds[0][0], binds[0][2]
     return None, ""
@@ -1907,7 +1916,7 @@ def discover(root: Path, use_compose: bool = True, chosen: dict | None = None) -
         for name, svc in stack.services.items():
             if _is_ollama_service(name, svc) or _is_vllm_service(name, svc):
                 continue
-            source, source_ev = _source_dir(svc, root, None)
+            source, source_ev = _source_dir(svc, root)
             why = []
             if source is not None:
                 imported = _ollama_import(source, root, import_cache)
