@@ -98,3 +98,12 @@ def rollback(project: Path, settings: Settings | None = None, out: Reporter | No
 
 def force_unlock(project: Path, lock_id: str):
     return Ledger(Path(project)).force_unlock(lock_id)
+
+
+def init(project: Path, config: Path | None = None, overrides: dict | None = None, force: bool = False,
+         dry_run: bool = False, yes: bool = False, use_compose: bool = True):
+    """migrate.yaml from what the repo holds (see migrator.app.init); writes it unless dry_run."""
+    from migrator.app.init import init_project
+
+    return init_project(Path(project), config, overrides, force=force, dry_run=dry_run, yes=yes,
+                        use_compose=use_compose)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from migrator.cli import phases
+from migrator.cli import init as init_command, phases
 from migrator.cli._common import (Api, Backend, CliGroup, ConfigOpt, ForceUnlockOpt, GlobalOptions, JsonOpt,
                                   RehearsalRuntime, RootProjectOpt, Server, SetOpt, VerboseOpt, YesOpt, command,
                                   options_from, run_command, state_of)
@@ -42,6 +42,7 @@ def _unlocked(state) -> None:
 
 for _command in (phases.phase1, phases.phase2, phases.phase3, phases.phase4):
     app.command(_command.__name__)(_command)
+app.command("init")(init_command.init)
 
 
 @app.command()
