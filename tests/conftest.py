@@ -68,14 +68,22 @@ def servers(tmp_path):
 
 
 @pytest.fixture
-def sandbox(tmp_path, servers):
+def sandbox_backend_args() -> tuple[str, ...]:
+    """Flags of the sandbox's stand-in backend; a test picks another shape with
+    `@pytest.mark.parametrize("sandbox_backend_args", [("--health", "plain")])`."""
+    return ()
+
+
+@pytest.fixture
+def sandbox(tmp_path, servers, sandbox_backend_args):
     """A GraphRAG-shaped project with the Ollama stand-in and the sandbox backend running."""
     root = tmp_path / "project"
     ollama_port = free_port()
     backend_port = free_port()
     vllm_port = free_port()
     make_sandbox(root, ollama_port, backend_port, vllm_port)
-    assert start_sandbox_servers(root, ollama_port, backend_port, tmp_path / "logs", servers.handles)
+    assert start_sandbox_servers(root, ollama_port, backend_port, tmp_path / "logs", servers.handles,
+                                 tuple(sandbox_backend_args))
     yield root
     # vLLM started by a phase under test: stop it whatever the test did.
     from migrator.core.ledger import Ledger
