@@ -403,11 +403,10 @@ def rehearse(out: Reporter, keep: bool = False, directory: Path | None = None, s
                                f"{done['trust'].get('client_overhead_ms')} ms, concurrency sustained "
                                f"{done['trust'].get('concurrency_ratio', 0):.0%}")
                     continue
-                if name == "phase2":
-                    report = api.check_phase(name, root, settings, out)
-                else:  # phase1 frees Ollama's chat model as an operator would with --unload-ollama
-                    report = api.run_phase(name, root, settings, out, command=f"rehearse {name}",
-                                           options={"unload_ollama": name == "phase1"})
+                # phase1 frees Ollama's chat model as an operator would with --unload-ollama; phase2 (checks
+                # only, no --scaffold) is run, not just checked, so that phase4 finds it passed in the ledger.
+                report = api.run_phase(name, root, settings, out, command=f"rehearse {name}",
+                                       options={"unload_ollama": name == "phase1"})
                 detail = "; ".join(f"{s.title}: {s.status}" for s in report.steps)
                 result.add(name, report.ok, detail)
                 if name == "phase3":  # the switch is phase4's, after staging and the gates
