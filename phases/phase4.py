@@ -154,7 +154,7 @@ class Prerequisites(Step):
             return Outcome.warn(message + "; " + "; ".join(notes) + " (recorded in the audit log)",
                                 accepted_failed=[n for n in EARLIER if n in accepted and n not in done],
                                 unproven=unproven)
-        return Outcome.passed(message + f"; the switch is proven through {ctx.settings.backend.chat_path}")
+        return Outcome.passed(message + f"; the switch will be proven through {ctx.settings.backend.chat_path}")
 
 
 class Monitoring(Step):

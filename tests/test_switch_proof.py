@@ -244,3 +244,21 @@ def test_rollback_probe_fails_while_the_backend_still_talks_to_vllm(sandbox, ser
     env.write_text(env.read_text().replace("LLM_BACKEND=vllm", "LLM_BACKEND=ollama"))
     ok, said = backend_answers(ctx)
     assert ok and "answered through Ollama (vLLM's request counter did not rise" in said, said
+
+
+@pytest.mark.parametrize("args, proven", [(("--health", "plain"), True), (("--ignore-llm-backend",), False)],
+                         ids=["plain-health", "mis-wired"])
+def test_staging_proves_its_backend_on_its_vllm_the_same_way(sandbox, servers, tmp_path, args, proven):
+    """Staging's backend is held to the production proof (the real project's /health has no llm_backend)."""
+    from phases import staging
+
+    vllm, backend, _ = _stand_ins(servers, tmp_path, "vllm", *args)
+    settings = api.settings_for(sandbox, overrides={"deploy.staging_backend_url": backend,
+                                                    "deploy.staging_vllm_port": vllm.rsplit(":", 1)[1]})
+    ctx = api.context(sandbox, settings)
+    outcome = staging.Staging._backend_on_vllm(ctx, staging.staging_settings(settings))
+    if proven:
+        assert outcome is None
+    else:
+        assert not outcome.ok and "the backend answered but vLLM served no request" in outcome.message
+        assert outcome.measurements["vllm_requests_delta"] == 0
