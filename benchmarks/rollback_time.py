@@ -1,7 +1,7 @@
 """Time from `rollback` start to the backend answering via Ollama (issue 7's target: ≤ 5 s median).
 
 Each round builds the rehearsal sandbox (Ollama stand-in, sandbox backend that re-reads the env file,
-so no backend boot time is included), migrates it with phase1, phase3, a small load test and phase4
+so no backend boot time is included), migrates it with phase1, phase2, phase3, a small load test and phase4
 (the gated switch, a short watch; vLLM simulator as a process), then times rollback while a separate poller watches the backend's /health for llm_backend=ollama.
 
     python3 benchmarks/rollback_time.py [--rounds 7]
@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from migrator import api  # noqa: E402
+from migrator.app import api  # noqa: E402
 from migrator.adapters import process  # noqa: E402
 from migrator.adapters.http import get  # noqa: E402
 from migrator.cli.output import Output  # noqa: E402
@@ -29,12 +29,13 @@ from migrator.adapters.net import free_port  # noqa: E402
 
 
 def migrate(root: Path, settings, quiet: Output, **phase1_options) -> None:
-    """Production on vLLM, as an operator gets there: phase1, phase3, the load test the gates read, phase4."""
+    """Production on vLLM, as an operator gets there: phase1, phase2, phase3, the load test the gates read, phase4."""
     from migrator.bench import run as bench
     from migrator.bench.loadgen import LoadSpec
 
     settings.deploy.watch_s, settings.deploy.probe_interval_s = 0.5, 0.25
     api.run_phase("phase1", root, settings, quiet, options={"no_bench": True, **phase1_options})
+    api.run_phase("phase2", root, settings, quiet)  # phase4 switches only after phases 1–3
     api.run_phase("phase3", root, settings, quiet)
     bench.run(root, settings, bench.default_target(settings, "vllm"),
               LoadSpec(requests=8, concurrency=2, output_tokens=8), None, record=True)

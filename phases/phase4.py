@@ -1,7 +1,11 @@
 """phase4 — deploy: monitoring, staging, the plan's §7.1 gates, then the production switch, watched.
 
-Order: monitoring → staging → gates → LLM_BACKEND=vllm → backend recreated → watch. Production changes
-only after the gates pass, so a failed gate leaves production on Ollama, untouched.
+Order: prerequisites → monitoring → staging → gates → LLM_BACKEND=vllm → backend recreated and proven →
+watch. Nothing is touched unless phases 1–3 completed (phase2 passed, or its failure accepted with
+`--accept-failed phase2`) and the switch can be proven (a known chat endpoint, or `--accept-unproven`).
+Production changes only after the gates pass, so a failed gate leaves production on Ollama, untouched.
+The switch is proven by a question through the backend's chat endpoint that vLLM's own counters must
+show it served (phases/backend.py); a backend's /health saying `llm_backend=vllm` proves nothing.
 
 Monitoring: a Prometheus scrape config, alert rules (engine down, waiting queue growing, KV cache high,
 P99 TTFT over the gate) and a Grafana dashboard, rendered from templates and checked with the real
@@ -21,10 +25,16 @@ from pathlib import Path
 
 from migrator.core.config import Settings
 from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
+from migrator.core.errors import ConfigError
 from migrator.core.gates import WATCH_METRICS, evaluate, judge_gates
 from migrator.files.envfile import read_project_env
-from phases.backend import health_url, wait_for_backend
+from phases.backend import Proof, probe_answer, prove_llm, wait_until_answers
 from phases.phase3 import OLLAMA, EnvKeyStep, desired_env
+
+EARLIER = ("phase1", "phase2", "phase3")
+ACCEPTABLE = ("phase2",)  # checks of the backend's source: an operator may know better; phases 1 and 3 start vLLM
+AGAIN = "then re-run phases 1–3 and phase4 (the rollback undid them)"
+VLLM_AT_FAULT = "find the cause (vLLM's log, the bench report)"
 
 PANELS = [
     {"title": "Time to first token (s)", "unit": "s", "targets": [
@@ -67,6 +77,84 @@ def monitoring_files(ctx: Context) -> dict[Path, bytes]:
         out / "grafana-vllm.json": render("grafana-vllm.json.j2", title="vLLM (graphrag-migrate)",
                                           panels=PANELS).encode(),
     }
+
+
+def accepted_failures(options: dict) -> list[str]:
+    """`--accept-failed`: phase2 only (a ConfigError, exit 2, for any other phase)."""
+    accepted = list(dict.fromkeys(options.get("accept_failed") or ()))
+    refused = [name for name in accepted if name not in ACCEPTABLE]
+    if refused:
+        raise ConfigError(f"--accept-failed {refused[0]}: only phase2's failure can be accepted",
+                          f"{refused[0]} must complete: phase1 starts vLLM and phase3 hands it to production's "
+                          f"compose; run `graphrag-migrate {refused[0]}`" if refused[0] in EARLIER else
+                          "--accept-failed takes phase2")
+    return accepted
+
+
+def _not_done(name: str, record: dict) -> str:
+    """Why an earlier phase does not count as done, in words."""
+    status = record.get("status") or "pending"
+    if status == "pending":
+        return f"{name} has not run"
+    if status == "failed":
+        failed = record.get("failed_step", "?")
+        said = (record.get("steps", {}).get(failed, {}).get("message") or "").strip()
+        return f"{name} failed at {failed}" + (f" ({said[:160]})" if said else "")
+    if status == "rolled_back":
+        return f"{name} was rolled back"
+    return f"{name} did not finish ({status.replace('_', ' ')})"
+
+
+class Prerequisites(Step):
+    """Before anything is touched: the phases the switch relies on completed, and the switch provable."""
+
+    id = "phase4.prerequisites"
+    title = "phases 1–3 completed (phase2 passed) and the switch provable"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        accepted = accepted_failures(ctx.options)
+        phases = ctx.ledger.state["phases"]
+        problems, to_run, taken = [], [], []
+        for name in EARLIER:
+            record = phases.get(name) or {}
+            if record.get("status") == "completed":
+                continue
+            if name in accepted:
+                taken.append(_not_done(name, record))
+            else:
+                problems.append(_not_done(name, record))
+                to_run.append(name)
+        unproven = not ctx.settings.backend.chat_path
+        if unproven and not ctx.options.get("accept_unproven"):
+            problems.append("phase4 cannot prove the switch: backend.chat_path is empty (the proof is a question "
+                            "through the backend's chat endpoint that vLLM's /metrics must show it served)")
+        if problems:
+            fix = [" then ".join(f"`graphrag-migrate {n}`" for n in to_run)] if to_run else []
+            if "phase2" in to_run:
+                fix.append("or accept phase2's failure: `graphrag-migrate phase4 --accept-failed phase2`")
+            if unproven and not ctx.options.get("accept_unproven"):
+                fix.append("set backend.chat_path (e.g. /chat) and backend.chat_message_field in migrate.yaml, "
+                           "or switch unproven: `graphrag-migrate phase4 --accept-unproven`")
+            return Outcome.failed("; ".join(problems) + " — nothing was touched",
+                                  ("run " if to_run else "") + "; ".join(fix))
+        notes = [f"{what} — accepted by --accept-failed phase2" for what in taken]
+        if unproven:
+            notes.append("no backend.chat_path: the switch will be unproven — accepted by --accept-unproven")
+        if ctx.recording:  # the operator's acceptance, on the record (never in --check or --dry-run)
+            for what in taken:
+                ctx.ledger.audit(self.id, "accept-failed", "accepted", phase="phase2", what=what,
+                                 option="--accept-failed phase2")
+            if unproven:
+                ctx.ledger.audit(self.id, "accept-unproven", "accepted", what="switch without a proof through "
+                                 "the backend (backend.chat_path empty)", option="--accept-unproven")
+        done = [n for n in EARLIER if (phases.get(n) or {}).get("status") == "completed"]
+        message = f"{', '.join(done) or 'no earlier phase'} completed"
+        if notes:
+            return Outcome.warn(message + "; " + "; ".join(notes) + " (recorded in the audit log)",
+                                accepted_failed=[n for n in EARLIER if n in accepted and n not in done],
+                                unproven=unproven)
+        return Outcome.passed(message + f"; the switch will be proven through {ctx.settings.backend.chat_path}")
 
 
 class Monitoring(Step):
@@ -171,19 +259,25 @@ class SwitchToVllm(EnvKeyStep):
 
 class BackendOnVllm(Step):
     id = "phase4.backend"
-    title = "backend recreated and on vLLM (rolled back automatically if it is not)"
+    title = "backend recreated and proven on vLLM (rolled back automatically if it is not)"
     production = True
 
     def check(self, ctx: Context) -> Outcome:
-        seen = wait_for_backend(ctx.settings.project.backend_url, lambda b: b == "vllm", 0)
-        if seen.ok:
-            return Outcome.passed("backend reports llm_backend=vllm")
-        if not seen.probe.ok:
-            return Outcome.failed(f"backend does not answer: {seen.probe.describe()}")
-        return Outcome.failed(f"backend reports llm_backend={seen.llm_backend}")
+        env = read_project_env(ctx)
+        if env is None or env.get("LLM_BACKEND") != "vllm":
+            return Outcome.failed("the env file does not say LLM_BACKEND=vllm yet")
+        if not ctx.settings.backend.chat_path:  # nothing to tell a recreated backend from a stale one
+            return Outcome.failed("the switch cannot be proven (no backend.chat_path): recreate and wait")
+        proof = prove_on_vllm(ctx, 0)
+        if proof.ok:
+            return Outcome.passed(proof.message, **proof.measurements)
+        return Outcome.failed(proof.message, proof.fix, **proof.measurements)
 
     def plan(self, ctx: Context) -> list[str]:
-        return ctx.backend_runtime.recreate_plan(ctx)
+        b = ctx.settings.backend
+        proof = (f"prove it: one question through {b.chat_path}; vLLM's request and token counters must rise"
+                 if b.chat_path else "no backend.chat_path: wait for it to answer only (the switch unproven)")
+        return ctx.backend_runtime.recreate_plan(ctx) + [proof]
 
     def apply(self, ctx: Context) -> Outcome | None:
         from phases.phase3 import compose
@@ -191,15 +285,38 @@ class BackendOnVllm(Step):
         if ctx.backend_runtime.recreates:
             ok, message = ctx.backend_runtime.recreate(ctx, compose(ctx))
             if not ok:
-                return auto_rollback(ctx, "could not recreate the backend: " + message, {})
+                return auto_rollback(ctx, "could not recreate the backend: " + message, {},
+                                     "see the recreate's error above")
         wait_s = ctx.settings.backend.wait_s
-        if not wait_for_backend(ctx.settings.project.backend_url, lambda b: b == "vllm", wait_s).ok:
-            return auto_rollback(ctx, f"{self.check(ctx).message} {wait_s:g} s after the switch", {})
-        return None
+        if not ctx.settings.backend.chat_path:  # --accept-unproven (the prerequisites refuse it otherwise)
+            seen = wait_until_answers(ctx.settings.project.backend_url, "", wait_s, lambda b: b in (None, "vllm"))
+            measured = {"backend_health": seen.health or "-", "backend_answered_s": seen.seconds, "unproven": True}
+            if not seen.ok:
+                problem = (f"backend reports llm_backend={seen.llm_backend} {wait_s:g} s after the switch"
+                           if seen.answered else f"backend did not answer in {wait_s:g} s after the switch "
+                           f"({seen.detail or seen.url})")
+                return auto_rollback(ctx, problem, measured, "see the backend's own log")
+            warning = (f"the switch is unproven: the backend answers at {seen.url} ({seen.health}), but without "
+                       "backend.chat_path nothing shows it is on vLLM (--accept-unproven)")
+            ctx.out.warn(warning)
+            return Outcome.warn(warning, **measured)
+        proof = prove_on_vllm(ctx, wait_s)
+        if not proof.ok:
+            return auto_rollback(ctx, proof.message, proof.measurements, proof.fix)
+        return Outcome.passed(proof.message, **proof.measurements)
+
+    def verify(self, ctx: Context) -> Outcome:
+        return Outcome.passed()  # apply's proof is the verification (a second question would prove no more)
 
     def undos(self) -> list[Undo]:
         return [Undo(UndoStage.RECREATE, "recreate backend", recreate_backend),
                 Undo(UndoStage.PROBE, "backend answers", backend_answers)]
+
+
+def prove_on_vllm(ctx: Context, wait_s: float) -> Proof:
+    b = ctx.settings.backend
+    return prove_llm(ctx.settings.project.backend_url, b.chat_path, b.chat_message_field, ctx.settings.vllm.url,
+                     "vllm", wait_s, "after the switch")
 
 
 def recreate_backend(ctx: Context) -> tuple[bool, str]:
@@ -211,25 +328,33 @@ def recreate_backend(ctx: Context) -> tuple[bool, str]:
 
 
 def backend_answers(ctx: Context) -> tuple[bool, str]:
-    """The backend answers and, where its /health says, is on Ollama (waits up to the rollback's wait)."""
+    """The backend answers and — with a chat endpoint known — is proven on Ollama: a question answered while
+    vLLM's request counter did not rise (or vLLM is down). Waits up to the rollback's wait."""
     wait_s = float(ctx.memo.get("rollback_wait_s", 60.0))
-    seen = wait_for_backend(ctx.settings.project.backend_url, lambda b: b in (None, OLLAMA), wait_s)
+    url, b = ctx.settings.project.backend_url, ctx.settings.backend
+    if b.chat_path:
+        proof = prove_llm(url, b.chat_path, b.chat_message_field, ctx.settings.vllm.url, OLLAMA, wait_s,
+                          "after the rollback")
+        return proof.ok, f"backend at {url}: {proof.message}"
+    seen = wait_until_answers(url, "", wait_s, lambda llm: llm in (None, OLLAMA))
     if seen.ok:
-        return True, f"backend answers at {seen.url}" + (f" (llm_backend={seen.llm_backend})" if seen.llm_backend else "")
-    if seen.probe is not None and seen.probe.ok:
+        said = f" (llm_backend={seen.llm_backend})" if seen.llm_backend else ""
+        return True, f"backend answers at {seen.url}{said}; not proven to be on Ollama (no backend.chat_path)"
+    if seen.answered:
         return False, f"backend at {seen.url} still reports llm_backend={seen.llm_backend}"
-    return False, f"backend does not answer at {seen.url}: {seen.probe.describe() if seen.probe else '-'}"
+    return False, f"backend does not answer at {seen.url}: {seen.detail or '-'}"
 
 
-def auto_rollback(ctx: Context, problem: str, measured: dict) -> Outcome:
-    """Production is on vLLM and something is wrong: back to Ollama now, then say why."""
+def auto_rollback(ctx: Context, problem: str, measured: dict, fix: str = "") -> Outcome:
+    """Production is on vLLM and something is wrong: back to Ollama now, then say why (and what to look at:
+    vLLM's log only when vLLM is the one at fault)."""
     from phases.rollback import rollback
 
     ctx.out.error(f"{problem}: rolling back automatically")
     report = rollback(ctx, ctx.wiring.phases(ctx.settings))
     outcome = "back on Ollama" if report.exit_code == 0 else "rollback incomplete: see `graphrag-migrate status`"
     return Outcome.failed(f"{problem} — rolled back automatically ({outcome})",
-                          "find the cause (vLLM's log, the bench report), then re-run phase3 and phase4",
+                          f"{fix or VLLM_AT_FAULT}; {AGAIN}",
                           **measured, rollback_exit_code=int(report.exit_code))
 
 
@@ -279,7 +404,7 @@ class WatchProduction(Step):
                         "roll back on failure"]
 
     def apply(self, ctx: Context) -> Outcome:
-        from migrator.adapters.http import OpenAIServer, get
+        from migrator.adapters.http import OpenAIServer
 
         env = read_project_env(ctx)
         if env is None or env.get("LLM_BACKEND") != "vllm":
@@ -291,24 +416,25 @@ class WatchProduction(Step):
 
             failures = backend_checks(ctx, checked)
             if failures:
-                return auto_rollback(ctx, "integration checks through the backend: " + "; ".join(failures), checked)
+                return auto_rollback(ctx, "integration checks through the backend: " + "; ".join(failures), checked,
+                                     "see each check, and the backend's own log")
         v, d = ctx.settings.vllm, ctx.settings.deploy
         server = OpenAIServer(v.url)
-        backend_health = health_url(ctx.settings.project.backend_url)
+        backend_url, chat_path = ctx.settings.project.backend_url, ctx.settings.backend.chat_path
         gates = [g for g in ctx.settings.gates if g.source == "metrics"]
         first = server.metrics_text()
         start_scrape = first.body if first.ok else ""
-        start, probes, problem, measured = time.monotonic(), 0, "", {}
+        start, probes, problem, measured, fix = time.monotonic(), 0, "", {}, ""
         ctx.out.info(f"watching production for {d.watch_s:g} s (Ctrl-C stops watching; rollback stays manual)")
         while True:
             probes += 1
-            b, h = get(backend_health, timeout=5), server.health(timeout=5)
+            b, h = probe_answer(backend_url, chat_path), server.health(timeout=5)
             if not h.ok:
                 problem = f"vLLM health: {h.describe()}"
-            elif not b.ok:
-                problem = f"backend health: {b.describe()}"
-            elif isinstance(b.body, dict) and b.body.get("llm_backend") not in (None, "vllm"):
-                problem = f"backend reports llm_backend={b.body.get('llm_backend')}"
+            elif not b.answered:
+                problem, fix = f"backend health: {b.detail or b.url}", "see the backend's own log"
+            elif b.llm_backend not in (None, "vllm"):
+                problem, fix = f"backend reports llm_backend={b.llm_backend}", "see the backend's own log"
             else:
                 now = server.metrics_text()
                 queries = [g.metric for g in gates if g.metric not in WATCH_METRICS]
@@ -322,7 +448,7 @@ class WatchProduction(Step):
         measured.update(checked, watched_s=round(time.monotonic() - start, 1), probes=probes)
         if not problem:
             return Outcome.passed(f"healthy for {measured['watched_s']:g} s ({probes} probes)", **measured)
-        return auto_rollback(ctx, problem, measured)
+        return auto_rollback(ctx, problem, measured, fix)
 
 
 def backend_checks_due(ctx: Context) -> bool:
@@ -335,5 +461,6 @@ def backend_checks_due(ctx: Context) -> bool:
 def build(settings: Settings, options: dict) -> Phase:
     from phases.staging import Staging
 
-    return Phase("phase4", "deploy", [Monitoring(), Staging(), Gates(), SwitchToVllm(), BackendOnVllm(),
-                                      WatchProduction()])
+    accepted_failures(options)  # an unacceptable --accept-failed is refused before anything runs
+    return Phase("phase4", "deploy", [Prerequisites(), Monitoring(), Staging(), Gates(), SwitchToVllm(),
+                                      BackendOnVllm(), WatchProduction()])

@@ -24,7 +24,6 @@ from migrator.adapters.runtime.compose import project_compose
 from migrator.core.config import Settings
 from migrator.core.engine import NOTHING_TO_UNDO, Context, Outcome, Step, Undo, UndoStage
 from migrator.files.envfile import read_project_env
-from phases.backend import wait_for_backend
 
 OVERRIDE_NAME = "docker-compose.staging.yml"
 ENV_NAME = "staging.env"
@@ -224,13 +223,9 @@ class Staging(Step):
                 return Outcome.failed(f"staging vLLM did not start: {cause[0]}", cause[1])
             return Outcome.failed(f"staging project did not come up: {up.stderr.strip()[-300:]}",
                                   f"docker compose -p {project_name(ctx)} logs; fix, then re-run phase4")
-        seen = wait_for_backend(staged.project.backend_url, lambda b: b == "vllm", ctx.settings.backend.wait_s)
-        if not seen.ok:
-            shown = seen.probe.describe() if seen.probe is not None and not seen.probe.ok else (
-                seen.probe.body if seen.probe is not None else "-")
-            return Outcome.failed(f"staging backend at {seen.url} not on vLLM: {shown}",
-                                  f"check {ctx.settings.deploy.staging_port_variable} in your compose file "
-                                  "(staging sets it to its own port)")
+        proven = self._backend_on_vllm(ctx, staged)
+        if proven is not None:
+            return proven
 
         staged_ctx = ctx.derive(staged)
         checks = IntegrationChecks(ctx.options.get("prompt_file")).check(staged_ctx)
@@ -251,6 +246,29 @@ class Staging(Step):
                               f"{result['completed']}/{spec.requests} requests, P99 TTFT "
                               f"{metrics.get('ttft_p99_ms')} ms, {metrics.get('output_tokens_per_s')} tok/s",
                               **measured)
+
+    @staticmethod
+    def _backend_on_vllm(ctx: Context, staged: Settings) -> Outcome | None:
+        """Staging's backend proven on staging's vLLM as production's will be after the switch (a question
+        through its chat endpoint, counted on that vLLM's /metrics); with no chat path (--accept-unproven),
+        answering is all. None when it is."""
+        from phases.backend import prove_llm, wait_until_answers
+
+        b, wait_s, url = ctx.settings.backend, ctx.settings.backend.wait_s, staged.project.backend_url
+        port_hint = (f"check {ctx.settings.deploy.staging_port_variable} in your compose file "
+                     "(staging sets it to its own port)")
+        if not b.chat_path:
+            seen = wait_until_answers(url, "", wait_s, lambda llm: llm in (None, "vllm"))
+            if seen.ok:
+                return None
+            said = f"reports llm_backend={seen.llm_backend}" if seen.answered else \
+                f"did not answer in {wait_s:g} s ({seen.detail or seen.url})"
+            return Outcome.failed(f"staging backend at {url} {said}", port_hint)
+        proof = prove_llm(url, b.chat_path, b.chat_message_field, staged.vllm.url, "vllm", wait_s, "on staging")
+        if proof.ok:
+            return None
+        return Outcome.failed(f"staging backend at {url}: {proof.message}",
+                              proof.fix if proof.answered else port_hint, **proof.measurements)
 
     def verify(self, ctx: Context) -> Outcome:
         return Outcome.passed()  # apply's own checks and load test are the verification

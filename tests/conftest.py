@@ -68,14 +68,22 @@ def servers(tmp_path):
 
 
 @pytest.fixture
-def sandbox(tmp_path, servers):
+def sandbox_backend_args() -> tuple[str, ...]:
+    """Flags of the sandbox's stand-in backend; a test picks another shape with
+    `@pytest.mark.parametrize("sandbox_backend_args", [("--health", "plain")])`."""
+    return ()
+
+
+@pytest.fixture
+def sandbox(tmp_path, servers, sandbox_backend_args):
     """A GraphRAG-shaped project with the Ollama stand-in and the sandbox backend running."""
     root = tmp_path / "project"
     ollama_port = free_port()
     backend_port = free_port()
     vllm_port = free_port()
     make_sandbox(root, ollama_port, backend_port, vllm_port)
-    assert start_sandbox_servers(root, ollama_port, backend_port, tmp_path / "logs", servers.handles)
+    assert start_sandbox_servers(root, ollama_port, backend_port, tmp_path / "logs", servers.handles,
+                                 tuple(sandbox_backend_args))
     yield root
     # vLLM started by a phase under test: stop it whatever the test did.
     from migrator.core.ledger import Ledger
@@ -111,15 +119,18 @@ def cli(isolated_env):
 QUICK_WATCH = ("--set", "deploy.watch_s=0.5", "--set", "deploy.probe_interval_s=0.25")
 
 
-def prepare_switch(project: Path, *extra: str) -> None:
-    """phase1 and phase3 (vLLM running beside production, still on Ollama), and the small load test
-    phase4's gates read where there is no staging."""
+def prepare_switch(project: Path, *extra: str, bench: bool = True) -> None:
+    """phase1, phase2 (the backend's wiring: phase4 refuses to switch without it) and phase3 (vLLM running
+    beside production, still on Ollama), and the small load test phase4's gates read where there is no
+    staging (`bench=False` leaves it out)."""
     assert run_cli("--project", str(project), *extra, "phase1", "--no-bench").exit_code == 0
-    result = run_cli("--project", str(project), *extra, "phase3")
-    assert result.exit_code == 0, result.stderr
-    bench = run_cli("--project", str(project), *extra, "bench", "--requests", "8", "--concurrency", "2",
-                "--output-tokens", "8")
-    assert bench.exit_code == 0, bench.stderr
+    for phase in ("phase2", "phase3"):
+        result = run_cli("--project", str(project), *extra, phase)
+        assert result.exit_code == 0, result.stderr
+    if bench:
+        done = run_cli("--project", str(project), *extra, "bench", "--requests", "8", "--concurrency", "2",
+                       "--output-tokens", "8")
+        assert done.exit_code == 0, done.stderr
 
 
 def migrate_to_vllm(project: Path, *extra: str) -> None:

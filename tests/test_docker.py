@@ -107,6 +107,7 @@ def test_phase4_switch_and_rollback_recreate_the_compose_backend(sandbox, compos
     assert get(backend_url + "/health").body["llm_backend"] == "ollama"
     before = tree_digest(sandbox)
     api.run_phase("phase1", sandbox, settings)
+    assert api.run_phase("phase2", sandbox, settings).ok  # phase4 switches only after phases 1–3
     assert api.run_phase("phase3", sandbox, settings).ok
     assert get(backend_url + "/health").body["llm_backend"] == "ollama"  # phase3 leaves production alone
     bench.run(sandbox, settings, bench.default_target(settings, "vllm"),

@@ -31,8 +31,9 @@ QUICK_WATCH = ["--set", "deploy.watch_s=1", "--set", "deploy.probe_interval_s=0.
 
 
 def integrate(root) -> dict:
-    """phase1 (Ollama's model unloaded) and phase3: vLLM a compose service, production still on Ollama."""
+    """phase1 (Ollama's model unloaded), phase2 and phase3: vLLM a compose service, production still on Ollama."""
     assert run_cli("--project", str(root), "phase1", "--unload-ollama").exit_code == 0
+    assert run_cli("--project", str(root), "phase2").exit_code == 0  # phase4 switches only after it passed
     result = run_cli("--project", str(root), "phase3")
     assert result.exit_code == 0, result.stderr
     settings = api.settings_for(root)

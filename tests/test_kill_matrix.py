@@ -39,7 +39,8 @@ def test_kill_during_a_step_then_rollback_restores_everything(sandbox, phase, st
                                     timeout=120)
     if phase in ("phase3", "phase4"):
         assert cli("--project", str(sandbox), "phase1", "--unload-ollama").exit_code == 0
-    if phase == "phase4":
+    if phase == "phase4":  # phase4 switches only after phases 1–3 (phase2 passed)
+        assert cli("--project", str(sandbox), "phase2").exit_code == 0
         assert cli("--project", str(sandbox), "phase3").exit_code == 0
         assert cli("--project", str(sandbox), "bench", "--requests", "8", "--concurrency", "2",
                    "--output-tokens", "8").exit_code == 0

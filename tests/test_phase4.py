@@ -18,6 +18,7 @@ def steps(result):
 
 def test_monitoring_files_are_written_validated_and_removed_by_rollback(sandbox, cli):
     before = tree_digest(sandbox)
+    prepare_switch(sandbox, bench=False)  # phases 1–3 (phase4 touches nothing without them), no load test
     result = cli("--project", str(sandbox), "--set", "monitoring.kv_cache_alert=0.85", "phase4")
     assert result.exit_code == 1 and "no load-test result recorded" in result.stderr  # the gates need `bench`
     from migrator.core.ledger import Ledger
@@ -92,6 +93,7 @@ def test_promtool_accepts_the_rendered_rules_and_its_complaint_fails_a_broken_on
     from migrator.app import api
     from phases.phase4 import Monitoring
 
+    prepare_switch(sandbox, bench=False)
     cli("--project", str(sandbox), "phase4")  # writes the monitoring files, then stops at the gates
     ctx = api.context(sandbox, api_settings(sandbox))
     accepted = Monitoring().verify(ctx)

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import tree_digest
+from conftest import prepare_switch, tree_digest
 from migrator.app import api
 from migrator.core.engine import Context
 from migrator.files.envfile import EnvFile
@@ -45,6 +45,7 @@ def test_collisions_with_production_are_refused_before_anything_starts(sandbox, 
     values = {"PRODUCTION": settings.project.backend_url, "PRODUCTION_VLLM": settings.vllm.port,
               "BUSY": f"http://127.0.0.1:{busy.getsockname()[1]}"}
     sets = [f"{k}={values[v]}" for k, v in overrides.items()]
+    prepare_switch(sandbox, bench=False)  # phase4 reaches staging only after phases 1–3
     before = tree_digest(sandbox)
     try:
         result = cli("--project", str(sandbox), "--set", "deploy.staging=on", *[a for s in sets for a in ("--set", s)],
@@ -120,6 +121,7 @@ def test_override_makes_a_published_backend_a_separate_project(sandbox, tmp_path
 
 
 def test_dry_run_shows_the_staging_project_and_writes_nothing(sandbox, cli):
+    prepare_switch(sandbox, bench=False)  # else phase4's prerequisites fail its dry-run too
     before = tree_digest(sandbox)
     result = cli("--project", str(sandbox), "--json", "--set", "deploy.staging=on",
                  "--set", "deploy.staging_requests=7", "phase4", "--dry-run")

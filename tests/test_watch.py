@@ -85,15 +85,20 @@ def test_slow_first_tokens_fail_the_metrics_gate_and_roll_back(sandbox, metric, 
 
 def test_without_staging_the_checks_through_the_backend_run_after_the_switch(sandbox, cli):
     """No staging (vLLM a process): the backend-through checks run on production right after the switch;
-    a failure there rolls back at once, before the window."""
+    a failure there rolls back at once, before the window. (A wrong chat path fails earlier, the switch's
+    proof: test_switch_proof. Here the chat works and the history endpoint the checks read does not.)"""
     before = tree_digest(sandbox)
     migrate(sandbox)
-    result = cli("--project", str(sandbox), *WATCH, "--set", "backend.chat_path=/no-such-chat", "phase4")
+    result = cli("--project", str(sandbox), *WATCH, "--set", "backend.history_path=/no-such-history/{session}",
+                 "phase4")
     assert result.exit_code == 1
-    assert "integration checks through the backend: backend /no-such-chat: HTTP 404" in result.stderr
+    assert "integration checks through the backend: history: 0 turns kept after two questions" in result.stderr
     assert "rolled back automatically (back on Ollama)" in result.stderr
-    watch = Ledger(sandbox).read_state()["phases"]["phase4"]["steps"]["phase4.watch"]
-    assert watch["measurements"]["backend_status"] == 404 and "watched_s" not in watch["measurements"]
+    steps = Ledger(sandbox).read_state()["phases"]["phase4"]["steps"]
+    assert steps["phase4.backend"]["measurements"]["vllm_requests_delta"] >= 1  # the switch itself was proven
+    watch = steps["phase4.watch"]
+    assert watch["measurements"]["backend_status"] == 200 and watch["measurements"]["history_turns"] == 0
+    assert "watched_s" not in watch["measurements"]
     assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
     assert tree_digest(sandbox) == before
 

@@ -302,10 +302,11 @@ def _vllm_cpu_sandbox(root: Path, ollama_port: int, backend_port: int, vllm_port
 
 
 def start_sandbox_servers(root: Path, ollama_port: int, backend_port: int, logs: Path,
-                          started: list) -> bool:
+                          started: list, backend_args: tuple[str, ...] = ()) -> bool:
     """Start the Ollama stand-in (its model loaded) and the sandbox backend on loopback. Each handle is
     appended to `started` as soon as it exists, so the caller stops them whatever happens next.
-    True once both accept connections."""
+    `backend_args` give the stand-in backend another real-world shape (`--health plain|none`,
+    `--ignore-llm-backend`); the compose-run backend keeps its own. True once both accept connections."""
     package_root = Path(__file__).resolve().parents[3]  # `python -m migrator…` works from here
     started.append(process.start_detached(
         [sys.executable, "-m", "migrator.sim.ollama", "--port", str(ollama_port), "--preload"],
@@ -324,7 +325,7 @@ def start_sandbox_servers(root: Path, ollama_port: int, backend_port: int, logs:
         return wait_port(ollama_port) and wait_port(backend_port, 30)
     started.append(process.start_detached(
         [sys.executable, "-m", "migrator.sim.backend", "--env-file", str(root / "docker" / ".env"),
-         "--port", str(backend_port)], logs / "backend.log", cwd=package_root))
+         "--port", str(backend_port), *backend_args], logs / "backend.log", cwd=package_root))
     return wait_port(ollama_port) and wait_port(backend_port)
 
 
@@ -402,11 +403,10 @@ def rehearse(out: Reporter, keep: bool = False, directory: Path | None = None, s
                                f"{done['trust'].get('client_overhead_ms')} ms, concurrency sustained "
                                f"{done['trust'].get('concurrency_ratio', 0):.0%}")
                     continue
-                if name == "phase2":
-                    report = api.check_phase(name, root, settings, out)
-                else:  # phase1 frees Ollama's chat model as an operator would with --unload-ollama
-                    report = api.run_phase(name, root, settings, out, command=f"rehearse {name}",
-                                           options={"unload_ollama": name == "phase1"})
+                # phase1 frees Ollama's chat model as an operator would with --unload-ollama; phase2 (checks
+                # only, no --scaffold) is run, not just checked, so that phase4 finds it passed in the ledger.
+                report = api.run_phase(name, root, settings, out, command=f"rehearse {name}",
+                                       options={"unload_ollama": name == "phase1"})
                 detail = "; ".join(f"{s.title}: {s.status}" for s in report.steps)
                 result.add(name, report.ok, detail)
                 if name == "phase3":  # the switch is phase4's, after staging and the gates

@@ -82,13 +82,18 @@ def phase3(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
 
 
 @command
-def phase4(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False, confirm: ConfirmOpt = False):
+def phase4(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False, confirm: ConfirmOpt = False,
+           accept_failed: Annotated[Optional[list[str]], typer.Option("--accept-failed", metavar="PHASE", help="Switch although this phase did not pass (phase2 only); a warning, written to the audit log.")] = None,
+           accept_unproven: Annotated[bool, typer.Option("--accept-unproven", help="Switch without backend.chat_path: the backend is then judged by its health alone (the switch unproven); written to the audit log.")] = False):
     """Deploy: monitoring files, staging (a separate compose project: checks and load test), the plan's
-    §7.1 gates — then, only if they pass, the production switch (LLM_BACKEND=vllm, backend recreated),
-    watched for deploy.watch_s. Anything failing after the switch rolls back automatically.
+    §7.1 gates — then, only if they pass, the production switch (LLM_BACKEND=vllm, backend recreated
+    and proven on vLLM by a question through its chat endpoint that vLLM's counters must show),
+    watched for deploy.watch_s. Anything failing after the switch rolls back automatically. Refused
+    before anything is touched unless phases 1–3 completed and phase2 passed.
 
     Touches: writes monitoring/ (Prometheus, alert rules, Grafana); the staging project (removed when
     done); the env file's LLM_BACKEND (backed up first) and the backend service. With --confirm, asks
     once before the switch.
     """
-    return run_phase_command(ctx, "phase4", check, dry_run, options={"confirm": confirm})
+    return run_phase_command(ctx, "phase4", check, dry_run, options={
+        "confirm": confirm, "accept_failed": list(accept_failed or []), "accept_unproven": accept_unproven})

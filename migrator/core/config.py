@@ -131,7 +131,7 @@ class BackendSettings:
         "python3 -m pytest -q -p no:cacheprovider", help="the backend's unit tests, run in backend.dir; empty = skip"
     )
     python: str = _setting("python3", help="python with the backend's packages (phase2's ChatOpenAI check)")
-    chat_path: str = _setting("", help="the backend's streaming chat endpoint probed once it is on vLLM (e.g. /chat); empty = skip")
+    chat_path: str = _setting("", help="the backend's chat endpoint phase4 proves the switch through, then checks (e.g. /chat); empty = phase4 refuses to switch unless --accept-unproven")
     chat_message_field: str = _setting("message", help="JSON field of the question in that endpoint's body")
     chat_session_field: str = _setting("session_id", help="JSON field that keeps a conversation together")
     history_path: str = _setting("", help="endpoint returning a session's turns ({session} is replaced); empty = skip")

@@ -97,12 +97,21 @@ class Context:
         self.writer = FileWriter(ledger, dry_run=dry_run)
         self.memo: dict[str, Any] = {}  # values several steps need in one run (model metadata)
         self.state_known = True  # rollback: False when state.json was lost or corrupt
+        self.mode = "dry-run" if dry_run else "apply"  # check | dry-run | apply: set by the runner
         self._docker = None
 
     def derive(self, settings: Settings) -> "Context":
         """The same project, ledger, reporter and ports under other settings (staging's)."""
-        return Context(self.project, settings, self.ledger, self.out, self.dry_run, self.yes, self.options,
-                       self.wiring)
+        derived = Context(self.project, settings, self.ledger, self.out, self.dry_run, self.yes, self.options,
+                          self.wiring)
+        derived.mode = self.mode
+        return derived
+
+    @property
+    def recording(self) -> bool:
+        """A real run: a read-only check may then write to the audit log (an acceptance), never in
+        --check or --dry-run, which write nothing."""
+        return self.mode == "apply" and not self.dry_run
 
     def path(self, rel: str) -> Path:
         p = Path(rel)
@@ -279,6 +288,7 @@ def _safe(fn: Callable[[], Outcome], step: Step) -> Outcome:
 def check_phase(phase: Phase, ctx: Context) -> PhaseReport:
     """`--check`: only the read-only checks; writes nothing, not even the ledger."""
     report = PhaseReport(phase.name, "check")
+    ctx.mode = report.mode
     for step in phase.steps:
         res = _safe(lambda: step.check(ctx), step)
         status = (StepStatus.WARN if res.warning else StepStatus.OK) if res.ok else StepStatus.MISSING
@@ -290,6 +300,7 @@ def check_phase(phase: Phase, ctx: Context) -> PhaseReport:
 def dry_run_phase(phase: Phase, ctx: Context) -> PhaseReport:
     """`--dry-run`: the ordered steps, which are satisfied, and the diff of every file to be written."""
     report = PhaseReport(phase.name, "dry-run")
+    ctx.mode = report.mode
     pending = False  # a step before this one would change something: later checks cannot be judged yet
     for step in phase.steps:
         res = _safe(lambda: step.check(ctx), step)
@@ -351,6 +362,7 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised through subproce
 def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
     """Apply a phase: skip what is in place, apply and verify the rest, record every outcome."""
     report = PhaseReport(phase.name, "apply")
+    ctx.mode = report.mode
     ledger = ctx.ledger
     record = ledger.phase(phase.name)
     record.update({"status": "in_progress", "started_at": now_iso()})

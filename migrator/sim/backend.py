@@ -3,6 +3,11 @@
 It re-reads the env file on every request (so `backend_runtime: none` applies: no recreate needed),
 answers /health with the active `llm_backend` and model, and proxies /chat to vLLM (OpenAI API) or
 Ollama (native API) by LLM_BACKEND, as the real backend's ChatOpenAI / ChatOllama switch does.
+
+Real backends come in other shapes, and phase4 must prove the switch on each: `--health plain` answers
+`{"status": "ok"}` (most FastAPI apps), `--health none` has no /health at all (404), and
+`--ignore-llm-backend` is a mis-wired backend that talks to Ollama whatever LLM_BACKEND says — while its
+/health (default `llm-field`) still claims the env file's value, the lie a /health-only check believes.
 """
 
 from __future__ import annotations
@@ -54,16 +59,21 @@ def _plain_env(text: str) -> dict[str, str]:
     return values
 
 
-def make_handler(env_path: Path | None):
+HEALTH_SHAPES = ("llm-field", "plain", "none")
+
+
+def make_handler(env_path: Path | None, health: str = "llm-field", ignore_llm_backend: bool = False):
     async def handle(req: Request) -> Response:
         env = read_env(env_path)
-        backend = env.get("LLM_BACKEND", "ollama") or "ollama"
-        if req.path == "/health":
+        backend = env.get("LLM_BACKEND", "ollama") or "ollama"  # what the backend believes (and reports)
+        if req.path == "/health" and health != "none":
+            if health == "plain":
+                return Response.json({"status": "ok"})
             model = env.get("VLLM_MODEL") if backend == "vllm" else env.get("OLLAMA_MODEL", "qwen3:32b")
             return Response.json({"status": "ok", "llm_backend": backend, "model": model})
         if req.path == "/chat" and req.method == "POST":
             question = (req.json() or {}).get("message", "")
-            if backend == "vllm":
+            if backend == "vllm" and not ignore_llm_backend:
                 url = env.get("VLLM_BASE_URL", "").rstrip("/") + "/chat/completions"
                 body = {"model": env.get("VLLM_MODEL"), "max_tokens": 16,
                         "messages": [{"role": "user", "content": question}]}
@@ -89,10 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env-file", type=Path, default=None,
                    help="re-read this file on every request (default: use the process environment)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--health", choices=HEALTH_SHAPES, default="llm-field",
+                   help="/health's shape: llm-field (status, llm_backend, model), plain ({status: ok}), none (404)")
+    p.add_argument("--ignore-llm-backend", action="store_true",
+                   help="mis-wired: /chat always goes to Ollama, whatever LLM_BACKEND says (/health still claims it)")
     args = p.parse_args(argv)
 
     async def start() -> None:
-        server = HTTPServer(make_handler(args.env_file), {"x-stand-in": "graphrag-migrate sandbox backend"})
+        server = HTTPServer(make_handler(args.env_file, args.health, args.ignore_llm_backend),
+                            {"x-stand-in": "graphrag-migrate sandbox backend"})
         await server.start("127.0.0.1", args.port)
         print(f"sandbox backend on 127.0.0.1:{args.port} reading {args.env_file or 'its environment'}", file=sys.stderr, flush=True)
 
