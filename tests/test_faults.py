@@ -2,10 +2,13 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from conftest import REPO, tree_digest
 from migrator.core.errors import ExitCode
@@ -99,3 +102,76 @@ def test_phase1_explains_a_vllm_start_up_failure_and_its_fix(sandbox, cli):
     assert "lower vllm.max_model_len" in result.stderr and "estimated maximum model length is 8576" in result.stderr
     state = Ledger(sandbox).read_state()
     assert state["phases"]["phase1"]["failed_step"] == "phase1.start-vllm"
+
+
+# ---- rollback and the ledger under faults ---------------------------------------------------------------
+def _on_vllm_beside_ollama(sandbox, cli) -> None:
+    """phase1 (vLLM started) and phase3 (the env file edited): what a rollback has to undo."""
+    assert cli("--project", str(sandbox), "phase1", "--no-bench").exit_code == 0
+    phase3 = cli("--project", str(sandbox), "phase3")
+    assert phase3.exit_code == 0, phase3.stderr
+
+
+@pytest.mark.parametrize("fault", ["immutable", "directory"])
+def test_rollback_attempts_every_action_when_the_env_file_cannot_be_written(sandbox, cli, fault):
+    """An OS error on the env file fails that action (exit 3), and vLLM is still stopped, the rest attempted."""
+    before = tree_digest(sandbox)
+    _on_vllm_beside_ollama(sandbox, cli)
+    env, aside = sandbox / "docker" / ".env", sandbox.parent / "env.aside"
+    if fault == "immutable":
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(env)]).returncode != 0:
+            pytest.skip("chattr +i is not available here")
+    else:
+        env.rename(aside)
+        env.mkdir()
+    try:
+        result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "5")
+    finally:
+        if fault == "immutable":
+            subprocess.run(["chattr", "-i", str(env)], check=True)
+        else:
+            env.rmdir()
+            aside.rename(env)
+    doc = json.loads(result.stdout)
+    assert result.exit_code == ExitCode.ENVIRONMENT, doc
+    env_action = next(a for a in doc["actions"] if a["name"] == "env file")
+    errno_words = "Operation not permitted" if fault == "immutable" else "Is a directory"
+    assert not env_action["ok"] and env_action["environment"] and "docker/.env" in env_action["result"]
+    assert errno_words in env_action["result"] and "internal error" not in result.stdout + result.stderr
+    stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
+    assert stop["ok"] and "stopped" in stop["result"]
+    assert {"reload Ollama models", "Ollama answers"} <= {a["name"] for a in doc["actions"]}  # the rest attempted
+    again = cli("--project", str(sandbox), "--json", "rollback", "--wait", "5")
+    assert again.exit_code == 0, again.stdout
+    assert tree_digest(sandbox) == before
+
+
+def test_the_state_directory_stays_out_of_git_and_is_private(sandbox, cli):
+    subprocess.run(["git", "init", "-q", str(sandbox)], check=True)
+    assert cli("--project", str(sandbox), "phase1", "--no-bench").exit_code == 0
+    bench = cli("--project", str(sandbox), "bench", "--requests", "2", "--concurrency", "1", "--output-tokens", "4")
+    assert bench.exit_code == 0, bench.stderr
+    root = sandbox / ".graphrag-migrate"
+    assert (root / "logs" / "vllm.log").is_file() and list((root / "bench").glob("*.json"))
+    subprocess.run(["git", "-C", str(sandbox), "add", "-A"], check=True)
+    porcelain = subprocess.run(["git", "-C", str(sandbox), "status", "--porcelain"], capture_output=True,
+                               text=True, check=True).stdout
+    assert "docker/.env" in porcelain and ".graphrag-migrate" not in porcelain, porcelain
+    assert (root / ".gitignore").read_text() == "*\n"
+    wrong = {str(p.relative_to(sandbox)): oct(p.stat().st_mode & 0o777) for p in [root, *root.rglob("*")]
+             if p.stat().st_mode & 0o777 != (0o700 if p.is_dir() else 0o600)}
+    assert wrong == {}
+    cli("--project", str(sandbox), "rollback", "--wait", "5")
+
+
+def test_an_empty_lock_left_by_a_full_disk_does_not_block_the_next_run(sandbox, cli):
+    ledger = Ledger(sandbox)
+    ledger.root.mkdir(exist_ok=True)
+    ledger.lock_path.write_bytes(b"")
+    phase1 = cli("--project", str(sandbox), "phase1", "--no-bench")
+    assert phase1.exit_code == 0, phase1.stderr
+    assert "took over an empty lock file" in phase1.stderr
+    ledger.lock_path.write_bytes(b"\x00\x00")
+    rollback = json.loads(cli("--project", str(sandbox), "--json", "rollback", "--wait", "5").stdout)
+    assert any(a["name"] == "lock" and "unreadable lock file" in a["result"] for a in rollback["actions"])
+    assert Ledger(sandbox).read_lock() is None

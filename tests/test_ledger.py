@@ -18,7 +18,7 @@ def test_state_round_trips_and_leaves_no_temp_files(tmp_path):
     ledger.state["phases"]["phase1"] = {"status": "completed", "steps": {}}
     ledger.save()
     assert Ledger(tmp_path).read_state()["phases"]["phase1"]["status"] == "completed"
-    assert sorted(p.name for p in ledger.root.iterdir()) == ["state.json"]
+    assert sorted(p.name for p in ledger.root.iterdir()) == [".gitignore", "state.json"]
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"schema": 99}', b"", b'{"schema": 1, "phases": []}'])
@@ -60,6 +60,10 @@ def test_force_unlock_needs_the_right_id(tmp_path):
     info = holder.acquire_lock("phase1")
     with pytest.raises(LockedError, match=f"pass --force-unlock {info.id}"):
         Ledger(tmp_path).force_unlock("wrong")
+    with pytest.raises(LockedError, match=f"pid {os.getpid()}"):  # its holder (this process) still runs
+        Ledger(tmp_path).force_unlock(info.id)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    holder.lock_path.write_text(json.dumps({**json.loads(holder.lock_path.read_text()), "pid": int(dead.stdout)}))
     Ledger(tmp_path).force_unlock(info.id)
     assert Ledger(tmp_path).read_lock() is None
 

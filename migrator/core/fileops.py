@@ -3,11 +3,14 @@
 Every write: (1) in dry-run, only records a unified diff; (2) otherwise backs the file up the first
 time the tool changes it, records the intended checksum in the ledger, writes atomically (temp file,
 fsync, rename) keeping the file's mode, and writes through a symlink to its target; (3) logs the
-before/after checksums to the audit log. Rollback restores from the same records.
+before/after checksums to the audit log. Rollback restores from the same records. An OS failure
+(permissions, an immutable file, a full disk, a directory in the file's place) is an EnvironmentMissing
+naming the file, raised before the file is touched or after it is whole again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -15,7 +18,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrator.core.errors import EnvironmentMissing
+from migrator.core.errors import EnvironmentMissing, from_os_error
 from migrator.core.ledger import Ledger, atomic_write_bytes, now_iso, sha256_bytes
 from migrator.core.secrets import MASK, is_secret_name, redact
 
@@ -70,6 +73,15 @@ def _target(path: Path) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
+@contextlib.contextmanager
+def _os_faults(doing: str, path: Path):
+    """An OSError inside becomes the environment error naming `path` (see errors.from_os_error)."""
+    try:
+        yield
+    except OSError as exc:
+        raise from_os_error(exc, doing, path) from None
+
+
 @dataclass
 class FileWriter:
     ledger: Ledger
@@ -86,10 +98,13 @@ class FileWriter:
             return _target(path).read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise from_os_error(exc, "reading", path) from None
 
     def write(self, path: Path, data: bytes, step: str) -> FileChange | None:
         """Write `data` to `path` (see module doc). Returns the change, or None when nothing changes."""
-        target = _target(path)
+        with _os_faults("writing", path):
+            target = _target(path)
         before = self.read(path)
         rel = self.ledger.relpath(path)
         if before == data:
@@ -111,7 +126,8 @@ class FileWriter:
                 record["created_dir"] = self.ledger.relpath(created)
             if before is not None:
                 backup = self.ledger.backup_path(rel)
-                atomic_write_bytes(backup, before, mode=0o600)
+                with _os_faults(f"backing up {rel} to", backup):
+                    atomic_write_bytes(backup, before, mode=0o600)
                 record["backup"] = str(backup.relative_to(self.ledger.root))
                 record["original_sha256"] = sha256_bytes(before)
             files[rel] = record
@@ -119,9 +135,11 @@ class FileWriter:
         record["written_sha256"] = sha256_bytes(data)
         record["written_at"] = now_iso()
         self.ledger.save()
-        mode = stat.S_IMODE(target.stat().st_mode) if before is not None else None
-        atomic_write_bytes(target, data, mode=mode)
-        if target.read_bytes() != data:  # verify every write by reading it back
+        with _os_faults("writing", path):
+            mode = stat.S_IMODE(target.stat().st_mode) if before is not None else None
+            atomic_write_bytes(target, data, mode=mode)
+            written = target.read_bytes()
+        if written != data:  # verify every write by reading it back
             raise EnvironmentMissing(f"{path} does not read back what was written",
                                      f"check the disk; the original is in {self.ledger.root.name}/backups")
         self.ledger.audit(
@@ -144,14 +162,17 @@ class FileWriter:
                 original = backup.read_bytes()
             except FileNotFoundError:
                 return f"backup {backup} is missing: left as it is"
+            except OSError as exc:
+                raise from_os_error(exc, "reading the backup", backup) from None
             if current == original:
                 return "already as before"
             if self.dry_run:
                 self.planned.append(FileChange(path, rel, current, original))
                 return "would restore"
-            target = _target(path)
-            mode = stat.S_IMODE(target.stat().st_mode) if current is not None else None
-            atomic_write_bytes(target, original, mode=mode)
+            with _os_faults("restoring", path):
+                target = _target(path)
+                mode = stat.S_IMODE(target.stat().st_mode) if current is not None else None
+                atomic_write_bytes(target, original, mode=mode)
             self.ledger.audit(step, "restore", "ok", file=rel,
                               before_sha256=sha256_bytes(current) if current is not None else None,
                               after_sha256=sha256_bytes(original))
@@ -164,7 +185,8 @@ class FileWriter:
         if self.dry_run:
             self.planned.append(FileChange(path, rel, current, None))
             return "would remove"
-        os.unlink(path)
+        with _os_faults("removing", path):
+            os.unlink(path)
         self.ledger.audit(step, "remove", "ok", file=rel, before_sha256=sha256_bytes(current))
         return "removed (graphrag-migrate created it)"
 
@@ -175,9 +197,13 @@ class FileWriter:
             created = record.get("created_dir")
             top = self.ledger.project / created if created else None
             if top is not None and top.is_dir() and not any(p.is_file() for p in top.rglob("*")):
-                for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-                    d.rmdir()
-                top.rmdir()
+                try:
+                    for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                                    reverse=True):
+                        d.rmdir()
+                    top.rmdir()
+                except OSError:  # busy or read-only: an empty directory left is harmless, the rollback goes on
+                    continue
                 removed.append(created)
         return removed
 
