@@ -123,11 +123,13 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
         ctx.resources["ollama_unloaded"] = _unloaded_from_audit(ledger.read_audit())
         recovered, left_out = ledger.files_from_audit()
         ledger.state["files"] = recovered
-        if recovered or left_out:
+        if recovered or left_out or ledger.audit_skipped:
             report.add("file records", not left_out,
                        f"{len(recovered)} rebuilt from the audit log"
                        + (f"; not restorable (backup missing or not the logged original): {', '.join(left_out)}"
-                          if left_out else ""))
+                          if left_out else "")
+                       + (f"; {ledger.audit_skipped} unreadable lines of {ledger.audit_path.name} skipped"
+                          if ledger.audit_skipped else ""))
 
     files_seen_before = set(ledger.state["files"])
     undos = ordered_undos(phases)

@@ -146,6 +146,41 @@ def test_rollback_attempts_every_action_when_the_env_file_cannot_be_written(sand
     assert tree_digest(sandbox) == before
 
 
+def test_rollback_without_state_skips_and_counts_unreadable_audit_lines(sandbox, cli):
+    before = tree_digest(sandbox)
+    _on_vllm_beside_ollama(sandbox, cli)
+    ledger = Ledger(sandbox)
+    ledger.state_path.unlink()
+    with open(ledger.audit_path, "ab") as f:
+        f.write(b"\xff\xfe not UTF-8\n[1, 2, 3]\n\"a string\"\n{\"time\": \"2026-11-25T02:1")  # the last one cut short
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "5")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0, doc
+    records = next(a for a in doc["actions"] if a["name"] == "file records")
+    assert "rebuilt from the audit log" in records["result"] and "4 unreadable lines" in records["result"]
+    assert tree_digest(sandbox) == before
+    last = json.loads(ledger.audit_path.read_bytes().splitlines()[-1])
+    assert last["action"] == "rollback"  # written whole after the cut line
+
+
+@pytest.mark.parametrize("inner", ['{"phase1": "completed"}',
+                                   '{"phase1": {"status": "completed", "steps": {"phase1.start-vllm": "passed"}}}'],
+                         ids=["phase-str", "step-str"])
+def test_state_with_wrong_inner_types_is_exit_5_and_rollback_sets_it_aside(sandbox, cli, inner):
+    ledger = Ledger(sandbox)
+    ledger.root.mkdir(exist_ok=True)
+    ledger.state_path.write_text(f'{{"schema": 1, "phases": {inner}, "files": {{}}, "resources": {{}}}}')
+    for command in (["status"], ["phase1", "--check"], ["phase3", "--dry-run"]):
+        result = cli("--project", str(sandbox), *command)
+        assert result.exit_code == ExitCode.STATE, (command, result.stderr)
+        assert "state.json" in result.stderr + result.stdout and "internal error" not in result.stderr
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "5")
+    doc = json.loads(result.stdout)
+    assert any(a["name"] == "state" and "set aside" in a["result"] for a in doc["actions"]), doc
+    assert result.exit_code != ExitCode.INTERNAL
+    Ledger(sandbox).read_state()  # a fresh, readable state
+
+
 def test_the_state_directory_stays_out_of_git_and_is_private(sandbox, cli):
     subprocess.run(["git", "init", "-q", str(sandbox)], check=True)
     assert cli("--project", str(sandbox), "phase1", "--no-bench").exit_code == 0

@@ -114,3 +114,34 @@ def test_secret_names_are_whole_segments():
         assert secrets.is_secret_name(name), name
     for name in ("max_tokens", "kv_cache_size_tokens", "prompt_tokens", "api_key_env", "tokenizer", "keyboard"):
         assert not secrets.is_secret_name(name), name
+
+
+def test_audit_lines_that_cannot_be_read_are_skipped_and_counted(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.audit("phase3.env", "write", "ok", file="docker/.env", before_sha256=None, after_sha256="ab")
+    with open(ledger.audit_path, "ab") as f:
+        f.write(b"\xff\xfe\xfd not utf-8\n[1, 2, 3]\n\"a string\"\n42\n{\"time\": \"2026-11-")  # cut by a crash
+    entries = ledger.read_audit()
+    assert [e["action"] for e in entries] == ["write"] and ledger.audit_skipped == 5
+    files, left_out = ledger.files_from_audit()
+    assert list(files) == ["docker/.env"] and left_out == []
+    ledger.audit("rollback", "rollback", "ok")  # after a cut line: this one still reads back whole
+    assert [e["action"] for e in ledger.read_audit()] == ["write", "rollback"] and ledger.audit_skipped == 5
+
+
+@pytest.mark.parametrize("content", [
+    {"files": []}, {"phases": "x"}, {"resources": []},
+    {"phases": {"phase1": "completed"}},
+    {"phases": {"phase1": {"status": "completed", "steps": []}}},
+    {"phases": {"phase1": {"status": "completed", "steps": {"phase1.start-vllm": "passed"}}}},
+    {"phases": {"phase1": {"status": 3, "steps": {}}}},
+    {"files": {"docker/.env": "restored"}},
+], ids=["files-list", "phases-str", "resources-list", "phase-str", "steps-list", "step-str", "status-int",
+        "file-str"])
+def test_state_with_wrong_inner_types_is_corrupt(tmp_path, content):
+    ledger = Ledger(tmp_path)
+    ledger.root.mkdir()
+    ledger.state_path.write_text(json.dumps({"schema": 1, "phases": {}, "files": {}, "resources": {}, **content}))
+    with pytest.raises(StateCorrupt) as err:
+        ledger.read_state()
+    assert "state.json" in err.value.message and "rollback" in err.value.fix

@@ -103,6 +103,27 @@ def empty_state() -> dict:
     return {"schema": SCHEMA_VERSION, "phases": {}, "files": {}, "resources": {}}
 
 
+def _check_shape(state: Any) -> None:
+    """The inner shape every reader relies on (ValueError naming the first part that is wrong): a state
+    whose top level looks right but holds a string where a step should be is as corrupt as a cut one."""
+    if not isinstance(state, dict) or state.get("schema") != SCHEMA_VERSION:
+        raise ValueError("not a graphrag-migrate state of schema 1")
+    for key in ("phases", "files", "resources"):
+        if not isinstance(state.get(key), dict):
+            raise ValueError(f"'{key}' is missing or not a mapping")
+    for name, phase in state["phases"].items():
+        if not isinstance(phase, dict) or not isinstance(phase.get("steps", {}), dict):
+            raise ValueError(f"phase '{str(name)[:40]}' is not a mapping with 'steps'")
+        if not isinstance(phase.get("status", ""), str):
+            raise ValueError(f"phase '{str(name)[:40]}' has a status that is not a string")
+        for step, entry in phase.get("steps", {}).items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("status", ""), str):
+                raise ValueError(f"step '{str(step)[:60]}' is not a mapping with a status")
+    for rel, record in state["files"].items():
+        if not isinstance(record, dict):
+            raise ValueError(f"file record '{str(rel)[:60]}' is not a mapping")
+
+
 @dataclass
 class LockInfo:
     id: str
@@ -187,9 +208,7 @@ class Ledger:
             state = json.loads(raw)
             if not isinstance(state, dict) or state.get("schema") != SCHEMA_VERSION:
                 raise ValueError("not a graphrag-migrate state of schema 1")
-            for key in ("phases", "files", "resources"):
-                if not isinstance(state.get(key), dict):
-                    raise ValueError(f"'{key}' is missing")
+            _check_shape(state)
         except ValueError as exc:  # JSONDecodeError is a ValueError
             raise StateCorrupt(
                 f"{self.state_path} is corrupt ({str(exc)[:80]})",
@@ -254,14 +273,28 @@ class Ledger:
             os.close(fd)
 
     def read_audit(self) -> list[dict]:
+        """Every entry of the audit log that can be read. A line that cannot — cut short by a crash or a
+        full disk, not UTF-8, JSON but not an object — is skipped and counted (`audit_skipped`): a rollback
+        without state.json must still get what the rest of the log says."""
+        self.audit_skipped = 0
         try:
-            lines = self.audit_path.read_text().splitlines()
+            raw = self.audit_path.read_bytes()
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise from_os_error(exc, "reading the audit log", self.audit_path) from None
         out = []
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
+        for line in raw.splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line.decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                entry = None
+            if isinstance(entry, dict):
+                out.append(entry)
+            else:
+                self.audit_skipped += 1
         return out
 
     # ---- lock --------------------------------------------------------------------------------
