@@ -116,6 +116,40 @@ def test_secret_names_are_whole_segments():
         assert not secrets.is_secret_name(name), name
 
 
+def test_secret_names_run_together_or_as_a_segment_are_masked():
+    for name in ("NEO4J_KEY", "ENCRYPTION_KEY", "JWT_SIGNING_KEY", "SECRETKEY", "DBPASSWORD", "APIKEY",
+                 "DB_PWD", "NEO4J_PASSWD", "GOOGLE_CREDENTIAL", "SSH_PRIVATE", "PRIVATE_KEY", "neo4j_auth"):
+        assert secrets.is_secret_name(name), name
+    for name in ("kv_bytes_per_token", "KV_BYTES_PER_TOKEN", "tokens_per_s", "max_tokens", "keyboard",
+                 "tokenizer", "PWD", "OLDPWD", "api_key_env"):
+        assert not secrets.is_secret_name(name), name
+    masked = secrets.redact({"kv_bytes_per_token": 131072, "NEO4J_KEY": "n30j-k3y", "DBPASSWORD": ""})
+    assert masked == {"kv_bytes_per_token": 131072, "NEO4J_KEY": "***", "DBPASSWORD": ""}
+
+
+def test_the_working_directory_is_never_taken_for_a_secret(monkeypatch, tmp_path):
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.setenv("OLDPWD", str(tmp_path))
+    secrets.register_from_environ()
+    assert secrets.redact(f"wrote {tmp_path}/docker/.env") == f"wrote {tmp_path}/docker/.env"
+
+
+def test_env_diff_masks_multi_line_secrets_and_shows_empty_values_empty():
+    from migrator.core.fileops import unified_diff
+
+    before = (b'JWT_SIGNING_KEY="-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n'
+              b'kv8Rb2Z0Yzc5NzQ4\n-----END PRIVATE KEY-----"\nNEO4J_KEY=\nDBPASSWORD=""\nLLM_BACKEND=ollama\n')
+    after = before.replace(b"LLM_BACKEND=ollama", b"LLM_BACKEND=vllm\nSECRETKEY='line one\nline two'")
+    diff = unified_diff("docker/.env", before, after)
+    for leaked in ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "kv8Rb2Z0Yzc5NzQ4", "END PRIVATE", "line one", "line two"):
+        assert leaked not in diff, diff
+    assert "+LLM_BACKEND=vllm" in diff and "-LLM_BACKEND=ollama" in diff
+    assert " NEO4J_KEY=\n" in diff and ' DBPASSWORD=""\n' in diff  # empty, not ***
+    assert "+SECRETKEY=***\n" in diff  # the head of the value masked as any secret's
+    # The continuation of JWT_SIGNING_KEY's value is in the context although its first line is not.
+    assert " ***\n" in diff
+
+
 def test_audit_lines_that_cannot_be_read_are_skipped_and_counted(tmp_path):
     ledger = Ledger(tmp_path)
     ledger.audit("phase3.env", "write", "ok", file="docker/.env", before_sha256=None, after_sha256="ab")

@@ -22,7 +22,9 @@ from migrator.core.errors import EnvironmentMissing, from_os_error
 from migrator.core.ledger import Ledger, atomic_write_bytes, now_iso, sha256_bytes
 from migrator.core.secrets import MASK, is_secret_name, redact
 
-_ENV_ASSIGN_RE = re.compile(r"^(?P<head>[+\- ]?\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)\s*=).*$")
+_ENV_ASSIGN_RE = re.compile(r"^(?P<head>\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)\s*=)(?P<value>.*)$",
+                            re.S)
+_EMPTY_VALUE_RE = re.compile(r"""\s*(""|''|)\s*(\s#.*)?""", re.S)
 
 
 @dataclass
@@ -36,25 +38,73 @@ class FileChange:
         return unified_diff(self.rel, self.before, self.after)
 
 
-def _mask_line(line: str) -> str:
-    m = _ENV_ASSIGN_RE.match(line)
-    if m and is_secret_name(m["key"]):
-        return m["head"] + MASK
-    return redact(line)
+def _closes(text: str, quote: str) -> bool:
+    return bool(re.search(r'(?<!\\)"', text)) if quote == '"' else quote in text
+
+
+def _secret_lines(lines: list[str]) -> dict[int, str]:
+    """Which lines of a file hold a secret's value: {index: "head"} for `NAME=value` with a secret NAME
+    (an empty value excepted: shown as it is) and {index: "more"} for the further lines of a quoted value
+    that spans several (a PEM key), so that no diff shows them, even as context without their first line."""
+    found: dict[int, str] = {}
+    i = 0
+    while i < len(lines):
+        m = _ENV_ASSIGN_RE.match(lines[i].rstrip("\r\n"))
+        if m is None:
+            i += 1
+            continue
+        value = m["value"].lstrip()
+        end = i
+        if value[:1] in ('"', "'") and not _closes(value[1:], value[0]):
+            end = i + 1
+            while end < len(lines) - 1 and not _closes(lines[end], value[0]):
+                end += 1
+            end = min(end, len(lines) - 1)
+        if is_secret_name(m["key"]) and not (end == i and _EMPTY_VALUE_RE.fullmatch(value)):
+            found[i] = "head"
+            found.update({k: "more" for k in range(i + 1, end + 1)})
+        i = end + 1
+    return found
+
+
+def _diff_line(sign: str, line: str, secret: str | None) -> str:
+    body = line[:-1] if line.endswith("\n") else line
+    if secret == "head":
+        body = _ENV_ASSIGN_RE.match(body.rstrip("\r"))["head"] + MASK
+    elif secret == "more":
+        body = MASK
+    else:
+        body = redact(body)
+    return f"{sign}{body}\n" + ("" if line.endswith("\n") else "\\ No newline at end of file\n")
+
+
+def _range(start: int, stop: int) -> str:
+    """A hunk's range as `diff -u` writes it."""
+    length = stop - start
+    if length == 1:
+        return str(start + 1)
+    return f"{start + 1 if length else start},{length}"
 
 
 def unified_diff(rel: str, before: bytes | None, after: bytes | None) -> str:
+    """`diff -u` of the two versions, secrets masked: values of secret names (the whole of a multi-line
+    one), known secret values and token shapes."""
     old = (before or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
     new = (after or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
-    lines = difflib.unified_diff(
-        old, new,
-        fromfile=f"a/{rel}" if before is not None else "/dev/null",
-        tofile=f"b/{rel}" if after is not None else "/dev/null",
-    )
-    out = []
-    for line in lines:
-        text = line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
-        out.append(_mask_line(text.rstrip("\n")) + "\n")
+    groups = list(difflib.SequenceMatcher(None, old, new).get_grouped_opcodes(3))
+    if not groups or old == new:
+        return ""
+    old_secret, new_secret = _secret_lines(old), _secret_lines(new)
+    out = [f"--- {f'a/{rel}' if before is not None else '/dev/null'}\n",
+           f"+++ {f'b/{rel}' if after is not None else '/dev/null'}\n"]
+    for group in groups:
+        out.append(f"@@ -{_range(group[0][1], group[-1][2])} +{_range(group[0][3], group[-1][4])} @@\n")
+        for tag, a1, a2, b1, b2 in group:
+            if tag == "equal":
+                out += [_diff_line(" ", old[i], old_secret.get(i)) for i in range(a1, a2)]
+                continue
+            out += [_diff_line("-", old[i], old_secret.get(i)) for i in range(a1, a2)]
+            out += [_diff_line("+", new[j], new_secret.get(j)) for j in range(b1, b2)]
     return "".join(out)
 
 
