@@ -199,6 +199,33 @@ def test_the_state_directory_stays_out_of_git_and_is_private(sandbox, cli):
     cli("--project", str(sandbox), "rollback", "--wait", "5")
 
 
+def test_the_client_check_passes_the_api_key_in_the_environment_not_argv(tmp_path, monkeypatch):
+    """phase2 runs backend.python with a script: `ps` must never show vLLM's API key."""
+    from types import SimpleNamespace
+
+    import migrator.adapters.http
+    from migrator.core.config import Settings
+    from migrator.core.engine import Context
+    from phases.phase2 import ClientContract
+
+    key = "sk-" + "vllmkey0123456789abcdef"
+    monkeypatch.setenv("MY_VLLM_KEY", key)
+    settings = Settings()
+    settings.vllm.api_key_env = "MY_VLLM_KEY"
+    seen = {}
+
+    def fake_run(argv, **kwargs):
+        seen.update(argv=list(argv), env=kwargs.get("env"))
+        return subprocess.CompletedProcess(argv, 0, '{"chunks": 2, "ttft_ms": 5.0}\n', "")
+
+    monkeypatch.setattr(migrator.adapters.http.OpenAIServer, "health", lambda self, timeout=2: SimpleNamespace(ok=True))
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    outcome = ClientContract().check(Context(tmp_path, settings, Ledger(tmp_path)))
+    assert outcome.ok, outcome.message
+    assert not any(key in arg for arg in seen["argv"]), seen["argv"]
+    assert seen["env"] is not None and seen["env"].get("VLLM_API_KEY") == key
+
+
 def test_an_empty_lock_left_by_a_full_disk_does_not_block_the_next_run(sandbox, cli):
     ledger = Ledger(sandbox)
     ledger.root.mkdir(exist_ok=True)
