@@ -60,11 +60,7 @@ def test_force_unlock_needs_the_right_id(tmp_path):
     info = holder.acquire_lock("phase1")
     with pytest.raises(LockedError, match=f"pass --force-unlock {info.id}"):
         Ledger(tmp_path).force_unlock("wrong")
-    with pytest.raises(LockedError, match=f"pid {os.getpid()}"):  # its holder (this process) still runs
-        Ledger(tmp_path).force_unlock(info.id)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    holder.lock_path.write_text(json.dumps({**json.loads(holder.lock_path.read_text()), "pid": int(dead.stdout)}))
-    Ledger(tmp_path).force_unlock(info.id)
+    Ledger(tmp_path).force_unlock(info.id)  # held by this very process: no other run (live holders: test_faults_os)
     assert Ledger(tmp_path).read_lock() is None
 
 

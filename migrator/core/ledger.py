@@ -402,7 +402,8 @@ class Ledger:
             raise LockedError(f"{self.project} is not locked", "nothing to unlock")
         if held.id != lock_id:
             raise LockedError(f"the lock is {held.id}, not {lock_id}", f"pass --force-unlock {held.id}")
-        if not held.problem and held.host == socket.gethostname() and _holder_running(held):
+        if (not held.problem and held.host == socket.gethostname() and held.pid != os.getpid()
+                and _holder_running(held)):  # (this process holding it is no other run)
             raise LockedError(
                 f"{held.describe()} is held by a live process: pid {held.pid} ('{held.command}') still runs here",
                 f"wait for it to finish, or stop it (kill {held.pid}) and run --force-unlock {held.id} again")
