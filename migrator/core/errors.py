@@ -82,7 +82,7 @@ _OS_FIXES = {
     "EDQUOT": "the disk quota is used up: free space or raise the quota, then re-run",
     "EROFS": "that file system is read-only: remount it read-write (or work on a writable copy), then re-run",
     "ENAMETOOLONG": "the path is too long for the file system: use a shorter project path or file name",
-    "ENOENT": "a directory on the path is missing: create it or fix the path, then re-run",
+    "ENOENT": "it, or a directory on its path, is missing: fix the path (migrate.yaml), then re-run",
     "EMFILE": "too many open files: raise `ulimit -n`, then re-run",
     "ENFILE": "the system is out of file handles: close other programs, then re-run",
     "EIO": "the disk reports an I/O error: check it (`dmesg`) before anything else",

@@ -149,14 +149,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _boot_time() -> float | None:
+    try:
+        return next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def _process_start(pid: int) -> float | None:
     """When process `pid` started (epoch seconds), from /proc; None where that cannot be read."""
+    boot = _boot_time()
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        return None if boot is None else boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
         return None
 
 
@@ -172,6 +179,9 @@ def _holder_running(info: LockInfo) -> bool:
         taken = datetime.strptime(info.started_at, "%Y-%m-%dT%H:%M:%S%z").timestamp()
     except ValueError:
         return True
+    boot = _boot_time()
+    if boot is not None and taken < boot - 60:
+        return False  # taken before this boot: whatever has the pid now is not the holder
     # A minute's slack: /proc's boot time and the lock's stamp are whole seconds, and NTP may step the clock.
     return started is None or started <= taken + 60
 
@@ -265,7 +275,8 @@ class Ledger:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.audit_path))
                 os.fsync(fd)
             except OSError:
-                os.ftruncate(fd, size)  # no half line: the log stays one JSON object a line
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)  # no half line: the log stays one JSON object a line
                 raise
         except OSError as exc:
             raise from_os_error(exc, "writing the audit log", self.audit_path) from None
