@@ -9,6 +9,7 @@ then the backend's own unit tests, and a streamed answer through the same client
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 from migrator.core.config import Settings
@@ -237,10 +238,12 @@ class BackendUnitTests(Step):
         return Outcome.passed(f"`{command}`: {tail}", tests_exit_code=0)
 
 
+# The API key comes in through the environment, never argv: `ps` shows every process's command line.
 CONTRACT_SCRIPT = """
-import json, sys, time
+import json, os, sys, time
 from langchain_openai import ChatOpenAI
-llm = ChatOpenAI(base_url=sys.argv[1], model=sys.argv[2], api_key=sys.argv[3] or "EMPTY", max_tokens=8, streaming=True)
+llm = ChatOpenAI(base_url=sys.argv[1], model=sys.argv[2], api_key=os.environ.get("VLLM_API_KEY") or "EMPTY",
+                 max_tokens=8, streaming=True)
 start, first, chunks = time.perf_counter(), None, 0
 for chunk in llm.stream([("human", "Say hello.")]):
     if chunk.content:
@@ -267,10 +270,10 @@ class ClientContract(Step):
         if not OpenAIServer(base).health(timeout=2).ok:
             return Outcome.failed(f"vLLM does not answer at {base}", "run phase1 first")
         python = ctx.settings.backend.python
+        env = {**os.environ, "VLLM_API_KEY": vllm_launch.api_key(ctx.settings) or ""}
         try:
-            proc = subprocess.run([python, "-c", CONTRACT_SCRIPT, base + "/v1", ctx.settings.model.served_name,
-                                   vllm_launch.api_key(ctx.settings) or ""],
-                                  capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            proc = subprocess.run([python, "-c", CONTRACT_SCRIPT, base + "/v1", ctx.settings.model.served_name],
+                                  capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env)
         except FileNotFoundError:
             proc, why = None, f"{python} not found (backend.python)"
         except subprocess.TimeoutExpired:

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 from migrator.core.engine import Context, Phase, Undo, UndoStage, restore_files
-from migrator.core.errors import DockerUnavailable, EnvironmentMissing, ExitCode, MigrateError, StateCorrupt
+from migrator.core.errors import (DockerUnavailable, EnvironmentMissing, ExitCode, MigrateError, StateCorrupt,
+                                   from_os_error)
 from migrator.core.ledger import now_iso
 
 
@@ -58,11 +59,15 @@ class RollbackReport:
 
 
 def _attempt(report: RollbackReport, undo: Undo, ctx: Context) -> None:
-    """Run one undo; what it raises is a failed action, never the end of the rollback."""
+    """Run one undo; what it raises is a failed action, never the end of the rollback (an OS error too:
+    an immutable env file must not keep vLLM running)."""
     try:
         result = undo.run(ctx)
     except (DockerUnavailable, EnvironmentMissing) as exc:
         report.add(undo.name, False, exc.one_line(), environment=True)
+        return
+    except OSError as exc:
+        report.add(undo.name, False, from_os_error(exc).one_line(), environment=True)
         return
     except MigrateError as exc:
         report.add(undo.name, False, exc.one_line())
@@ -70,8 +75,8 @@ def _attempt(report: RollbackReport, undo: Undo, ctx: Context) -> None:
     if result is None:
         return  # nothing of this kind was ever done: nothing to say
     if isinstance(result, list):
-        for name, ok, text in result:
-            report.add(name, ok, text)
+        for name, ok, text, *environment in result:  # (name, ok, text[, environment])
+            report.add(name, ok, text, *environment)
     else:
         report.add(undo.name, *result)
 
@@ -97,6 +102,8 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
     report = RollbackReport(started_at=now_iso())
     start = time.monotonic()
     ledger = ctx.ledger
+    report.actions += [Action("lock", True, note) for note in ledger.notices]  # a stale lock taken over
+    ledger.notices.clear()
     try:
         ledger.load()
         # state.json gone but the audit log shows earlier runs: the state was lost, not never written.
@@ -116,11 +123,13 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
         ctx.resources["ollama_unloaded"] = _unloaded_from_audit(ledger.read_audit())
         recovered, left_out = ledger.files_from_audit()
         ledger.state["files"] = recovered
-        if recovered or left_out:
+        if recovered or left_out or ledger.audit_skipped:
             report.add("file records", not left_out,
                        f"{len(recovered)} rebuilt from the audit log"
                        + (f"; not restorable (backup missing or not the logged original): {', '.join(left_out)}"
-                          if left_out else ""))
+                          if left_out else "")
+                       + (f"; {ledger.audit_skipped} unreadable lines of {ledger.audit_path.name} skipped"
+                          if ledger.audit_skipped else ""))
 
     files_seen_before = set(ledger.state["files"])
     undos = ordered_undos(phases)
@@ -129,8 +138,9 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
     # A file no step claims (written by an older version, or recorded under another id): restored too.
     handled = {a.name.removeprefix("file ") for a in report.actions if a.name.startswith("file ")}
     env_rel = ledger.relpath(ctx.env_path)
-    for name, ok, text in restore_files(ctx, [rel for rel in files_seen_before if rel not in handled and rel != env_rel]):
-        report.add(name, ok, text)
+    for name, ok, text, *environment in restore_files(
+            ctx, [rel for rel in files_seen_before if rel not in handled and rel != env_rel]):
+        report.add(name, ok, text, *environment)
     for created in ctx.writer.remove_created_dirs():
         report.add(f"directory {created}", True, "removed (graphrag-migrate created it; now empty)")
     for undo in (u for u in undos if u.stage != UndoStage.FILES):
@@ -141,9 +151,12 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
             record["status"] = "rolled_back"
     ledger.state["last_rollback"] = {"at": report.started_at, "ok": report.exit_code == ExitCode.OK,
                                      "actions": [a.to_dict() for a in report.actions]}
-    ledger.save()
-    ledger.audit("rollback", "rollback", "ok" if report.exit_code == ExitCode.OK else "incomplete",
-                 actions=[a.to_dict() for a in report.actions])
+    try:
+        ledger.save()
+        ledger.audit("rollback", "rollback", "ok" if report.exit_code == ExitCode.OK else "incomplete",
+                     actions=[a.to_dict() for a in report.actions])
+    except EnvironmentMissing as exc:  # a full or read-only disk: what was done is still reported
+        report.add("ledger", False, exc.one_line(), environment=True)
     report.seconds = time.monotonic() - start
     return report
 

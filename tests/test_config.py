@@ -103,3 +103,72 @@ def test_explicit_config_path_must_exist(tmp_path):
 def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path):
     with pytest.raises(ConfigError, match="key 'vllm' appears twice"):
         load_settings(write(tmp_path, "vllm:\n  port: 1\nvllm:\n  port: 2\n"), environ={})
+
+
+ALIAS_BOMB = """\
+vllm:
+  extra_args: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+"""
+
+
+@pytest.mark.parametrize("text, line", [
+    (ALIAS_BOMB, 2),
+    ("vllm: &v\n  port: 9000\nmodel:\n  <<: *v\n", 1),
+    ("vllm:\n  port: 9000\n  max_model_len: &n 4096\n  tensor_parallel_size: *n\n", 3),
+], ids=["alias-bomb", "merge-key", "anchor-and-alias"])
+def test_yaml_aliases_are_refused(tmp_path, text, line):
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text), environ={})
+    assert f"migrate.yaml line {line}: YAML aliases are not allowed" in err.value.message
+    assert err.value.exit_code == ExitCode.USAGE and err.value.fix
+
+
+def test_a_long_value_is_never_echoed_whole(tmp_path):
+    long = "x" * 5000
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, f"vllm:\n  port: '{long}'\n"), environ={})
+    line = err.value.one_line()
+    assert "vllm.port" in line and "…" in line and len(line) < 300 and "\n" not in line
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, f"vllm:\n  {long}: 1\n"), environ={})
+    assert len(err.value.one_line()) < 600
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "vllm:\n  port: |\n    one\n    two\n    three\n"), environ={})
+    assert "\n" not in err.value.one_line()
+
+
+@pytest.mark.parametrize("value", ["hf_" + "Qz8Xw7Vu6Ts5Rq4Po3Nm2Lk1", "sk-proj-" + "aB3dE5gH7jK9mN1pQ3sT5vW7",
+                                   "dGhpcyBpcyBhIHNlY3JldCBrZXkgdmFsdWU="], ids=["hf", "sk", "base64"])
+def test_a_key_given_for_api_key_env_is_refused_and_never_echoed(tmp_path, value):
+    for source in ({"config": f"vllm:\n  api_key_env: '{value}'\n"}, {"set": value}):
+        with pytest.raises(ConfigError) as err:
+            if "config" in source:
+                load_settings(write(tmp_path, source["config"]), environ={})
+            else:
+                load_settings(None, environ={}, overrides={"vllm.api_key_env": value})
+        text = err.value.one_line()
+        assert value not in text and value[:12] not in text
+        assert "that looks like a key itself; give the NAME of the variable that holds it" in text
+    assert load_settings(None, environ={}, overrides={"vllm.api_key_env": "VLLM_API_KEY"}).vllm.api_key_env
+
+
+@pytest.mark.parametrize("extra_args", [
+    "vllm:\n  extra_args: ['--api-key', 'sk-live-0123456789abcdef']\n",
+    "vllm:\n  extra_args: ['--api-key=sk-live-0123456789abcdef']\n",
+    "vllm:\n  extra_args: '--enforce-eager --api-key sk-live-0123456789abcdef'\n",
+], ids=["list", "equals", "string"])
+def test_an_api_key_on_vllms_command_line_is_refused_at_load(tmp_path, extra_args):
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, extra_args), environ={})
+    text = err.value.one_line()
+    assert "--api-key" in text and "vllm.api_key_env" in err.value.fix
+    assert "sk-live-0123456789abcdef" not in text and "0123456789" not in text
+    with pytest.raises(ConfigError):
+        load_settings(None, environ={"GRAPHRAG_MIGRATE_VLLM__EXTRA_ARGS": "--api-key=abc123456789"})

@@ -18,7 +18,7 @@ def test_state_round_trips_and_leaves_no_temp_files(tmp_path):
     ledger.state["phases"]["phase1"] = {"status": "completed", "steps": {}}
     ledger.save()
     assert Ledger(tmp_path).read_state()["phases"]["phase1"]["status"] == "completed"
-    assert sorted(p.name for p in ledger.root.iterdir()) == ["state.json"]
+    assert sorted(p.name for p in ledger.root.iterdir()) == [".gitignore", "state.json"]
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"schema": 99}', b"", b'{"schema": 1, "phases": []}'])
@@ -60,7 +60,7 @@ def test_force_unlock_needs_the_right_id(tmp_path):
     info = holder.acquire_lock("phase1")
     with pytest.raises(LockedError, match=f"pass --force-unlock {info.id}"):
         Ledger(tmp_path).force_unlock("wrong")
-    Ledger(tmp_path).force_unlock(info.id)
+    Ledger(tmp_path).force_unlock(info.id)  # held by this very process: no other run (live holders: test_faults_os)
     assert Ledger(tmp_path).read_lock() is None
 
 
@@ -110,3 +110,68 @@ def test_secret_names_are_whole_segments():
         assert secrets.is_secret_name(name), name
     for name in ("max_tokens", "kv_cache_size_tokens", "prompt_tokens", "api_key_env", "tokenizer", "keyboard"):
         assert not secrets.is_secret_name(name), name
+
+
+def test_secret_names_run_together_or_as_a_segment_are_masked():
+    for name in ("NEO4J_KEY", "ENCRYPTION_KEY", "JWT_SIGNING_KEY", "SECRETKEY", "DBPASSWORD", "APIKEY",
+                 "DB_PWD", "NEO4J_PASSWD", "GOOGLE_CREDENTIAL", "SSH_PRIVATE", "PRIVATE_KEY", "neo4j_auth"):
+        assert secrets.is_secret_name(name), name
+    for name in ("kv_bytes_per_token", "KV_BYTES_PER_TOKEN", "tokens_per_s", "max_tokens", "keyboard",
+                 "tokenizer", "PWD", "OLDPWD", "api_key_env"):
+        assert not secrets.is_secret_name(name), name
+    masked = secrets.redact({"kv_bytes_per_token": 131072, "NEO4J_KEY": "n30j-k3y", "DBPASSWORD": ""})
+    assert masked == {"kv_bytes_per_token": 131072, "NEO4J_KEY": "***", "DBPASSWORD": ""}
+
+
+def test_the_working_directory_is_never_taken_for_a_secret(monkeypatch, tmp_path):
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.setenv("OLDPWD", str(tmp_path))
+    secrets.register_from_environ()
+    assert secrets.redact(f"wrote {tmp_path}/docker/.env") == f"wrote {tmp_path}/docker/.env"
+
+
+def test_env_diff_masks_multi_line_secrets_and_shows_empty_values_empty():
+    from migrator.core.fileops import unified_diff
+
+    before = (b'JWT_SIGNING_KEY="-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n'
+              b'kv8Rb2Z0Yzc5NzQ4\n-----END PRIVATE KEY-----"\nNEO4J_KEY=\nDBPASSWORD=""\nLLM_BACKEND=ollama\n')
+    after = before.replace(b"LLM_BACKEND=ollama", b"LLM_BACKEND=vllm\nSECRETKEY='line one\nline two'")
+    diff = unified_diff("docker/.env", before, after)
+    for leaked in ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "kv8Rb2Z0Yzc5NzQ4", "END PRIVATE", "line one", "line two"):
+        assert leaked not in diff, diff
+    assert "+LLM_BACKEND=vllm" in diff and "-LLM_BACKEND=ollama" in diff
+    assert " NEO4J_KEY=\n" in diff and ' DBPASSWORD=""\n' in diff  # empty, not ***
+    assert "+SECRETKEY=***\n" in diff  # the head of the value masked as any secret's
+    # The continuation of JWT_SIGNING_KEY's value is in the context although its first line is not.
+    assert " ***\n" in diff
+
+
+def test_audit_lines_that_cannot_be_read_are_skipped_and_counted(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.audit("phase3.env", "write", "ok", file="docker/.env", before_sha256=None, after_sha256="ab")
+    with open(ledger.audit_path, "ab") as f:
+        f.write(b"\xff\xfe\xfd not utf-8\n[1, 2, 3]\n\"a string\"\n42\n{\"time\": \"2026-11-")  # cut by a crash
+    entries = ledger.read_audit()
+    assert [e["action"] for e in entries] == ["write"] and ledger.audit_skipped == 5
+    files, left_out = ledger.files_from_audit()
+    assert list(files) == ["docker/.env"] and left_out == []
+    ledger.audit("rollback", "rollback", "ok")  # after a cut line: this one still reads back whole
+    assert [e["action"] for e in ledger.read_audit()] == ["write", "rollback"] and ledger.audit_skipped == 5
+
+
+@pytest.mark.parametrize("content", [
+    {"files": []}, {"phases": "x"}, {"resources": []},
+    {"phases": {"phase1": "completed"}},
+    {"phases": {"phase1": {"status": "completed", "steps": []}}},
+    {"phases": {"phase1": {"status": "completed", "steps": {"phase1.start-vllm": "passed"}}}},
+    {"phases": {"phase1": {"status": 3, "steps": {}}}},
+    {"files": {"docker/.env": "restored"}},
+], ids=["files-list", "phases-str", "resources-list", "phase-str", "steps-list", "step-str", "status-int",
+        "file-str"])
+def test_state_with_wrong_inner_types_is_corrupt(tmp_path, content):
+    ledger = Ledger(tmp_path)
+    ledger.root.mkdir()
+    ledger.state_path.write_text(json.dumps({"schema": 1, "phases": {}, "files": {}, "resources": {}, **content}))
+    with pytest.raises(StateCorrupt) as err:
+        ledger.read_state()
+    assert "state.json" in err.value.message and "rollback" in err.value.fix

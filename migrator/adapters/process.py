@@ -64,10 +64,12 @@ def start_detached(command: list[str], log_path: Path, env: dict | None = None,
                    cwd: Path | None = None, cpuset: str = "") -> ProcessHandle:
     """Start a process in its own session, output to `log_path`; it outlives this CLI run.
     With `cpuset`, it and its children run on those CPUs only."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    from migrator.core.ledger import make_dirs
+
+    make_dirs(log_path.parent)  # under .graphrag-migrate/: private, as the log itself (0600)
     cpus = parse_cpuset(cpuset)
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    with open(log_path, "ab") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, cwd=cwd, start_new_session=True, preexec_fn=pin)
     return ProcessHandle(proc.pid, _start_ticks(proc.pid), command, str(log_path))

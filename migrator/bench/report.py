@@ -158,7 +158,7 @@ def write(directory: Path, runs: dict[str, dict], rows: list[dict] | None, slo: 
 
     written = {}
     page = directory / "report.html"
-    atomic_write_bytes(page, render_html(runs, rows, slo).encode(), mode=0o644)
+    atomic_write_bytes(page, render_html(runs, rows, slo).encode())  # 0600, as everything in the ledger
     written["html"] = str(page)
     if render_png(runs, slo, directory / "report.png"):
         written["png"] = str(directory / "report.png")

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from typer.core import TyperGroup
 
-from migrator.core.errors import ExitCode, MigrateError
+from migrator.core.errors import ExitCode, MigrateError, from_os_error
 from migrator.cli.output import Output
 
 # ---- the global options, declared once ------------------------------------------------------------
@@ -176,8 +176,9 @@ def exit_code_of(result: Any) -> ExitCode:
 
 def run_command(options: GlobalOptions, ctx: typer.Context, call: Callable[[], Any]) -> None:
     """Build the state, run the command, exit with its result's code; domain errors become one message
-    on stderr (and one JSON document with --json), a bug becomes exit 70. Usage errors (typer's) pass
-    through to `CliGroup`, which reports them."""
+    on stderr (and one JSON document with --json), an OS error nothing below mapped (permissions, a full
+    disk) exit 3 with its file and errno, a bug exit 70. Usage errors (typer's) pass through to
+    `CliGroup`, which reports them."""
     out = Output(options.json, options.verbose)
     try:
         ctx.obj = build_state(options, out)
@@ -192,6 +193,11 @@ def run_command(options: GlobalOptions, ctx: typer.Context, call: Callable[[], A
         code = ExitCode.INTERRUPTED
     except (typer.Exit, typer.Abort, typer.TyperException):
         raise
+    except OSError as exc:  # the environment's, not a bug: the file, the errno in words, the fix
+        err = from_os_error(exc)
+        out.error(err.one_line())
+        _error_data(out, err.message, err.fix, err.exit_code)
+        code = err.exit_code
     except Exception as exc:  # a bug: say so plainly, keep the traceback for --verbose
         if out.verbose:
             import traceback

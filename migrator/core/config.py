@@ -4,7 +4,9 @@ Precedence, lowest first: built-in defaults < migrate.yaml < environment variabl
 (`GRAPHRAG_MIGRATE_<SECTION>__<KEY>`, e.g. `GRAPHRAG_MIGRATE_VLLM__PORT=8002`) < command-line flags
 (`--set vllm.port=8002`, and the named flags some commands have). A missing migrate.yaml means
 "defaults". Every bad value fails with the key, the value and what is allowed; unknown keys fail too,
-so a typo never silently falls back to a default.
+so a typo never silently falls back to a default. An error message never echoes more than a short line
+of a value, and never one that looks like a secret; YAML anchors and aliases are refused (an alias bomb
+of a few lines expands to gigabytes).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from migrator.core.errors import ConfigError
+from migrator.core.secrets import looks_like_secret, redact, register_secret
 
 ENV_PREFIX = "GRAPHRAG_MIGRATE_"
 CONFIG_FILENAME = "migrate.yaml"
@@ -30,6 +33,18 @@ _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:\-]*(@sha256:[0-9a-f]{64})?$")
 _SERVICE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _ENVVAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_API_KEY_ARG_RE = re.compile(r"^--api[-_]key(=|\s|$)")
+_SHOWN_MAX = 60  # characters of a value an error message may echo
+
+
+def _cut(text: str, limit: int = _SHOWN_MAX) -> str:
+    text = " ".join(str(text).split())  # one line
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _shown(raw: Any) -> str:
+    """A value as an error message shows it: its repr, secrets masked, cut to ~60 characters."""
+    return _cut(redact(repr(raw)))
 
 
 def _choices(*allowed: str):
@@ -354,16 +369,16 @@ def describe_keys() -> list[tuple[str, Any, str]]:
 
 
 def _unknown(key: str, allowed: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, allowed, n=1)
+    close = difflib.get_close_matches(key, allowed, n=1) if len(key) <= 200 else []
     hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(allowed))}"
-    return ConfigError(f"unknown key '{key}' in {where}", hint)
+    return ConfigError(f"unknown key '{_cut(redact(key))}' in {where}", hint)
 
 
 def _coerce(key: str, raw: Any, target: type, where: str) -> Any:
     """Turn a YAML or string value into the field's type, or fail naming key and value."""
 
     def bad(allowed: str) -> ConfigError:
-        return ConfigError(f"{where}: {key} = {raw!r} is not valid", f"expected {allowed}")
+        return ConfigError(f"{where}: {key} = {_shown(raw)} is not valid", f"expected {allowed}")
 
     if target is bool:
         if isinstance(raw, bool):
@@ -417,12 +432,33 @@ def _set_value(settings: Settings, dotted: str, raw: Any, where: str) -> None:
     if key not in names:
         raise _unknown(key, names, f"{where} section '{section}'")
     value = _coerce(dotted, raw, _field_type(cls, key), where)
+    _refuse_secrets(dotted, value, where)
     check = {f.name: f for f in dataclasses.fields(cls)}[key].metadata.get("check")
     if check is not None:
         problem = check(value)
         if problem:
-            raise ConfigError(f"{where}: {dotted} = {raw!r} is not valid", f"expected {problem}")
+            raise ConfigError(f"{where}: {dotted} = {_shown(raw)} is not valid", f"expected {problem}")
     setattr(getattr(settings, section), key, value)
+
+
+def _refuse_secrets(dotted: str, value: Any, where: str) -> None:
+    """A key where a variable's NAME belongs, or on vLLM's command line (`ps`, state.json and
+    `status --json` would show it): refused without echoing it, and masked wherever else it shows up."""
+    if dotted == "vllm.api_key_env" and looks_like_secret(str(value)):
+        register_secret(str(value))
+        raise ConfigError(f"{where}: vllm.api_key_env is not valid: that looks like a key itself; give the NAME "
+                          "of the variable that holds it",
+                          "put the key in an environment variable (export VLLM_API_KEY=…) and set "
+                          "vllm.api_key_env: VLLM_API_KEY")
+    if dotted == "vllm.extra_args":
+        for i, arg in enumerate(value):
+            if _API_KEY_ARG_RE.match(arg):
+                register_secret(arg.partition("=")[2] or arg[9:].strip() or
+                                (value[i + 1] if i + 1 < len(value) else None))
+                raise ConfigError(f"{where}: vllm.extra_args passes --api-key to vLLM, where `ps`, state.json "
+                                  "and `status --json` would show the key",
+                                  "take it out of extra_args: put the key in an environment variable and name "
+                                  "that variable in vllm.api_key_env (vLLM gets it through its environment)")
 
 
 def _parse_gates(raw: Any, where: str) -> list[Gate]:
@@ -437,36 +473,47 @@ def _parse_gates(raw: Any, where: str) -> list[Gate]:
         if unknown:
             raise _unknown(sorted(unknown)[0], keys, f"{where} gates[{i}]")
         if item.get("source", "bench") not in ("bench", "metrics"):
-            raise ConfigError(f"{where}: gates[{i}].source = {item['source']!r} is not valid", "bench or metrics")
+            raise ConfigError(f"{where}: gates[{i}].source = {_shown(item['source'])} is not valid", "bench or metrics")
         missing = {"metric", "op", "threshold"} - set(item)
         if missing:
             raise ConfigError(f"{where}: gates[{i}] lacks {', '.join(sorted(missing))}", "keys: name, metric, op, threshold")
         if item["op"] not in _GATE_OPS:
-            raise ConfigError(f"{where}: gates[{i}].op = {item['op']!r} is not valid", f"expected one of {' '.join(_GATE_OPS)}")
+            raise ConfigError(f"{where}: gates[{i}].op = {_shown(item['op'])} is not valid", f"expected one of {' '.join(_GATE_OPS)}")
         threshold = _coerce(f"gates[{i}].threshold", item["threshold"], float, where)
         from migrator.core.gates import metric_problem
 
         problem = metric_problem(str(item["metric"]), str(item.get("source", "bench")))
         if problem:
-            raise ConfigError(f"{where}: gates[{i}].metric: {problem}", "fix the gate's metric in migrate.yaml")
+            raise ConfigError(f"{where}: gates[{i}].metric: {_cut(redact(problem), 400)}",
+                              "fix the gate's metric in migrate.yaml")
         gates.append(Gate(str(item.get("name", item["metric"])), str(item["metric"]), item["op"], threshold,
                           str(item.get("source", "bench")),
                           _coerce(f"gates[{i}].observe_only", item.get("observe_only", False), bool, where)))
     return gates
 
 
+_NO_ALIASES = "YAML aliases are not allowed"
+
+
 def _unique_key_loader():
-    """PyYAML's SafeLoader, except that a key given twice is an error (PyYAML keeps the last one silently)."""
+    """PyYAML's SafeLoader, except that a key given twice is an error (PyYAML keeps the last one silently)
+    and that anchors and aliases are refused as they are read, before anything is built from them."""
     import yaml
 
     class UniqueKeyLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.composer.ComposerError(None, None, _NO_ALIASES, event.start_mark)
+            return super().compose_node(parent, index)
+
         def construct_mapping(self, node, deep=False):
             seen = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key '{key}' appears twice", key_node.start_mark)
+                        None, None, f"key '{_cut(redact(str(key)))}' appears twice", key_node.start_mark)
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
@@ -490,7 +537,11 @@ def load_settings(
             mark = getattr(exc, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or "syntax error"
-            raise ConfigError(f"{config_path} is not valid YAML{at}: {problem}",
+            if problem == _NO_ALIASES:
+                raise ConfigError(f"{config_path} line {mark.line + 1}: {_NO_ALIASES}",
+                                  "write each value out: anchors (&name), aliases (*name) and merge keys (<<) "
+                                  "are refused") from None
+            raise ConfigError(f"{config_path} is not valid YAML{at}: {_cut(problem, 120)}",
                               "fix it, or delete the file to use defaults") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {config_path}: {exc}", "check the path and its permissions") from None
@@ -534,6 +585,6 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
-            raise ConfigError(f"--set {item!r} is not section.key=value", "e.g. --set vllm.port=8002")
+            raise ConfigError(f"--set {_shown(item)} is not section.key=value", "e.g. --set vllm.port=8002")
         out[key.strip()] = value
     return out

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from migrator.core.config import Settings
-from migrator.core.errors import CheckFailed, EnvironmentMissing, Interrupted, MigrateError
+from migrator.core.errors import CheckFailed, EnvironmentMissing, Interrupted, MigrateError, from_os_error
 from migrator.core.fileops import FileChange, FileWriter
 from migrator.core.ledger import Ledger, now_iso
 from migrator.core.ports import QuietReporter, Reporter, Wiring
@@ -220,7 +220,7 @@ class Step:
             return []
         return [Undo(UndoStage.FILES, f"{self.id} files", self.restore_own_files)]
 
-    def restore_own_files(self, ctx: Context) -> list[tuple[str, bool, str]]:
+    def restore_own_files(self, ctx: Context) -> list[tuple]:
         return restore_files(ctx, [rel for rel, record in ctx.ledger.state["files"].items()
                                    if record.get("step") == self.id])
 
@@ -278,11 +278,15 @@ class PhaseReport:
 
 
 def _safe(fn: Callable[[], Outcome], step: Step) -> Outcome:
-    """A domain error inside a check (daemon down, file unreadable) is a failed check, not a crash."""
+    """A domain error inside a check (daemon down, file unreadable) is a failed check, not a crash;
+    so is an OS error (a directory where the env file should be)."""
     try:
         return fn()
     except MigrateError as exc:
         return Outcome.failed(exc.message, exc.fix or "")
+    except OSError as exc:
+        err = from_os_error(exc)
+        return Outcome.failed(err.message, err.fix or "")
 
 
 def check_phase(phase: Phase, ctx: Context) -> PhaseReport:
@@ -317,8 +321,9 @@ def dry_run_phase(phase: Phase, ctx: Context) -> PhaseReport:
             plan = step.plan(ctx)
             for path, data in step.files(ctx).items():
                 ctx.writer.write(path, data, step.id)
-        except MigrateError as exc:
-            report.steps.append(StepReport(step.id, step.title, StepStatus.FAILED, exc.message, exc.fix or ""))
+        except (MigrateError, OSError) as exc:
+            err = exc if isinstance(exc, MigrateError) else from_os_error(exc)
+            report.steps.append(StepReport(step.id, step.title, StepStatus.FAILED, err.message, err.fix or ""))
             continue
         report.steps.append(StepReport(step.id, step.title, StepStatus.WOULD_RUN, res.message, plan=plan))
     report.changes = list(ctx.writer.planned)
@@ -364,6 +369,9 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
     report = PhaseReport(phase.name, "apply")
     ctx.mode = report.mode
     ledger = ctx.ledger
+    for note in ledger.notices:  # a stale lock taken over: the operator hears of it
+        ctx.out.warn(note)
+    ledger.notices.clear()
     record = ledger.phase(phase.name)
     record.update({"status": "in_progress", "started_at": now_iso()})
     record.pop("finished_at", None)
@@ -397,8 +405,9 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
                     ctx.out.detail(f"    {line}")
             try:
                 applied = step.apply(ctx)
-            except MigrateError as exc:
-                _fail(ctx, phase, step, report, Outcome.failed(exc.message, exc.fix or ""), exc)
+            except (MigrateError, OSError) as exc:  # an OS error is the environment's: recorded, not "applying"
+                err = exc if isinstance(exc, MigrateError) else from_os_error(exc)
+                _fail(ctx, phase, step, report, Outcome.failed(err.message, err.fix or ""), err)
             if applied is not None and not applied.ok:
                 _fail(ctx, phase, step, report, applied)
             verified = _safe(lambda: step.verify(ctx), step)
@@ -429,12 +438,17 @@ def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
 
 def _fail(ctx: Context, phase: Phase, step: Step, report: PhaseReport, res: Outcome,
           cause: MigrateError | None = None) -> None:
-    ctx.ledger.record_step(phase.name, step.id, StepStatus.FAILED, res.message, fix=res.fix or None,
-                           measurements=res.measurements or None)
-    record = ctx.ledger.phase(phase.name)
-    record.update({"status": "failed", "finished_at": now_iso(), "failed_step": step.id})
-    ctx.ledger.save()
-    ctx.ledger.audit(phase.name, "phase-end", "failed", failed_step=step.id)
+    try:
+        ctx.ledger.record_step(phase.name, step.id, StepStatus.FAILED, res.message, fix=res.fix or None,
+                               measurements=res.measurements or None)
+        record = ctx.ledger.phase(phase.name)
+        record.update({"status": "failed", "finished_at": now_iso(), "failed_step": step.id})
+        ctx.ledger.save()
+        ctx.ledger.audit(phase.name, "phase-end", "failed", failed_step=step.id)
+    except MigrateError as unrecorded:  # the ledger cannot be written either (a full disk): keep the cause
+        if cause is None:
+            raise
+        cause.fix = f"{cause.fix or 'fix it and re-run'} (not recorded: {unrecorded.message})"
     ctx.out.step(StepStatus.FAILED, step.title, res.message)
     report.steps.append(StepReport(step.id, step.title, StepStatus.FAILED, res.message, res.fix, res.measurements))
     if cause is not None:
@@ -443,10 +457,16 @@ def _fail(ctx: Context, phase: Phase, step: Step, report: PhaseReport, res: Outc
                       res.fix or f"fix it and re-run `graphrag-migrate {phase.name}` (it resumes here)")
 
 
-def restore_files(ctx: Context, rels: list[str]) -> list[tuple[str, bool, str]]:
-    """Restore these recorded files (see FileWriter.restore), one action each, named `file <rel>`."""
-    out = []
+def restore_files(ctx: Context, rels: list[str]) -> list[tuple]:
+    """Restore these recorded files (see FileWriter.restore), one action each, named `file <rel>`: a file
+    that cannot be written (immutable, full disk) is a failed action of the environment's, the next one
+    is still restored — (name, False, why, True)."""
+    out: list[tuple] = []
     for rel in sorted(rels):
-        result = ctx.writer.restore(rel)
+        try:
+            result = ctx.writer.restore(rel)
+        except MigrateError as exc:
+            out.append((f"file {rel}", False, exc.one_line(), isinstance(exc, EnvironmentMissing)))
+            continue
         out.append((f"file {rel}", "missing" not in result, result))
     return out

@@ -3,11 +3,14 @@
 Every write: (1) in dry-run, only records a unified diff; (2) otherwise backs the file up the first
 time the tool changes it, records the intended checksum in the ledger, writes atomically (temp file,
 fsync, rename) keeping the file's mode, and writes through a symlink to its target; (3) logs the
-before/after checksums to the audit log. Rollback restores from the same records.
+before/after checksums to the audit log. Rollback restores from the same records. An OS failure
+(permissions, an immutable file, a full disk, a directory in the file's place) is an EnvironmentMissing
+naming the file, raised before the file is touched or after it is whole again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -15,11 +18,13 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrator.core.errors import EnvironmentMissing
+from migrator.core.errors import EnvironmentMissing, from_os_error
 from migrator.core.ledger import Ledger, atomic_write_bytes, now_iso, sha256_bytes
 from migrator.core.secrets import MASK, is_secret_name, redact
 
-_ENV_ASSIGN_RE = re.compile(r"^(?P<head>[+\- ]?\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)\s*=).*$")
+_ENV_ASSIGN_RE = re.compile(r"^(?P<head>\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)\s*=)(?P<value>.*)$",
+                            re.S)
+_EMPTY_VALUE_RE = re.compile(r"""\s*(""|''|)\s*(\s#.*)?""", re.S)
 
 
 @dataclass
@@ -33,25 +38,73 @@ class FileChange:
         return unified_diff(self.rel, self.before, self.after)
 
 
-def _mask_line(line: str) -> str:
-    m = _ENV_ASSIGN_RE.match(line)
-    if m and is_secret_name(m["key"]):
-        return m["head"] + MASK
-    return redact(line)
+def _closes(text: str, quote: str) -> bool:
+    return bool(re.search(r'(?<!\\)"', text)) if quote == '"' else quote in text
+
+
+def _secret_lines(lines: list[str]) -> dict[int, str]:
+    """Which lines of a file hold a secret's value: {index: "head"} for `NAME=value` with a secret NAME
+    (an empty value excepted: shown as it is) and {index: "more"} for the further lines of a quoted value
+    that spans several (a PEM key), so that no diff shows them, even as context without their first line."""
+    found: dict[int, str] = {}
+    i = 0
+    while i < len(lines):
+        m = _ENV_ASSIGN_RE.match(lines[i].rstrip("\r\n"))
+        if m is None:
+            i += 1
+            continue
+        value = m["value"].lstrip()
+        end = i
+        if value[:1] in ('"', "'") and not _closes(value[1:], value[0]):
+            end = i + 1
+            while end < len(lines) - 1 and not _closes(lines[end], value[0]):
+                end += 1
+            end = min(end, len(lines) - 1)
+        if is_secret_name(m["key"]) and not (end == i and _EMPTY_VALUE_RE.fullmatch(value)):
+            found[i] = "head"
+            found.update({k: "more" for k in range(i + 1, end + 1)})
+        i = end + 1
+    return found
+
+
+def _diff_line(sign: str, line: str, secret: str | None) -> str:
+    body = line[:-1] if line.endswith("\n") else line
+    if secret == "head":
+        body = _ENV_ASSIGN_RE.match(body.rstrip("\r"))["head"] + MASK
+    elif secret == "more":
+        body = MASK
+    else:
+        body = redact(body)
+    return f"{sign}{body}\n" + ("" if line.endswith("\n") else "\\ No newline at end of file\n")
+
+
+def _range(start: int, stop: int) -> str:
+    """A hunk's range as `diff -u` writes it."""
+    length = stop - start
+    if length == 1:
+        return str(start + 1)
+    return f"{start + 1 if length else start},{length}"
 
 
 def unified_diff(rel: str, before: bytes | None, after: bytes | None) -> str:
+    """`diff -u` of the two versions, secrets masked: values of secret names (the whole of a multi-line
+    one), known secret values and token shapes."""
     old = (before or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
     new = (after or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
-    lines = difflib.unified_diff(
-        old, new,
-        fromfile=f"a/{rel}" if before is not None else "/dev/null",
-        tofile=f"b/{rel}" if after is not None else "/dev/null",
-    )
-    out = []
-    for line in lines:
-        text = line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
-        out.append(_mask_line(text.rstrip("\n")) + "\n")
+    groups = list(difflib.SequenceMatcher(None, old, new).get_grouped_opcodes(3))
+    if not groups or old == new:
+        return ""
+    old_secret, new_secret = _secret_lines(old), _secret_lines(new)
+    out = [f"--- {f'a/{rel}' if before is not None else '/dev/null'}\n",
+           f"+++ {f'b/{rel}' if after is not None else '/dev/null'}\n"]
+    for group in groups:
+        out.append(f"@@ -{_range(group[0][1], group[-1][2])} +{_range(group[0][3], group[-1][4])} @@\n")
+        for tag, a1, a2, b1, b2 in group:
+            if tag == "equal":
+                out += [_diff_line(" ", old[i], old_secret.get(i)) for i in range(a1, a2)]
+                continue
+            out += [_diff_line("-", old[i], old_secret.get(i)) for i in range(a1, a2)]
+            out += [_diff_line("+", new[j], new_secret.get(j)) for j in range(b1, b2)]
     return "".join(out)
 
 
@@ -70,6 +123,15 @@ def _target(path: Path) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
+@contextlib.contextmanager
+def _os_faults(doing: str, path: Path):
+    """An OSError inside becomes the environment error naming `path` (see errors.from_os_error)."""
+    try:
+        yield
+    except OSError as exc:
+        raise from_os_error(exc, doing, path) from None
+
+
 @dataclass
 class FileWriter:
     ledger: Ledger
@@ -86,10 +148,13 @@ class FileWriter:
             return _target(path).read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise from_os_error(exc, "reading", path) from None
 
     def write(self, path: Path, data: bytes, step: str) -> FileChange | None:
         """Write `data` to `path` (see module doc). Returns the change, or None when nothing changes."""
-        target = _target(path)
+        with _os_faults("writing", path):
+            target = _target(path)
         before = self.read(path)
         rel = self.ledger.relpath(path)
         if before == data:
@@ -111,7 +176,8 @@ class FileWriter:
                 record["created_dir"] = self.ledger.relpath(created)
             if before is not None:
                 backup = self.ledger.backup_path(rel)
-                atomic_write_bytes(backup, before, mode=0o600)
+                with _os_faults(f"backing up {rel} to", backup):
+                    atomic_write_bytes(backup, before, mode=0o600)
                 record["backup"] = str(backup.relative_to(self.ledger.root))
                 record["original_sha256"] = sha256_bytes(before)
             files[rel] = record
@@ -119,9 +185,11 @@ class FileWriter:
         record["written_sha256"] = sha256_bytes(data)
         record["written_at"] = now_iso()
         self.ledger.save()
-        mode = stat.S_IMODE(target.stat().st_mode) if before is not None else None
-        atomic_write_bytes(target, data, mode=mode)
-        if target.read_bytes() != data:  # verify every write by reading it back
+        with _os_faults("writing", path):
+            mode = stat.S_IMODE(target.stat().st_mode) if before is not None else None
+            atomic_write_bytes(target, data, mode=mode)
+            written = target.read_bytes()
+        if written != data:  # verify every write by reading it back
             raise EnvironmentMissing(f"{path} does not read back what was written",
                                      f"check the disk; the original is in {self.ledger.root.name}/backups")
         self.ledger.audit(
@@ -144,14 +212,17 @@ class FileWriter:
                 original = backup.read_bytes()
             except FileNotFoundError:
                 return f"backup {backup} is missing: left as it is"
+            except OSError as exc:
+                raise from_os_error(exc, "reading the backup", backup) from None
             if current == original:
                 return "already as before"
             if self.dry_run:
                 self.planned.append(FileChange(path, rel, current, original))
                 return "would restore"
-            target = _target(path)
-            mode = stat.S_IMODE(target.stat().st_mode) if current is not None else None
-            atomic_write_bytes(target, original, mode=mode)
+            with _os_faults("restoring", path):
+                target = _target(path)
+                mode = stat.S_IMODE(target.stat().st_mode) if current is not None else None
+                atomic_write_bytes(target, original, mode=mode)
             self.ledger.audit(step, "restore", "ok", file=rel,
                               before_sha256=sha256_bytes(current) if current is not None else None,
                               after_sha256=sha256_bytes(original))
@@ -164,7 +235,8 @@ class FileWriter:
         if self.dry_run:
             self.planned.append(FileChange(path, rel, current, None))
             return "would remove"
-        os.unlink(path)
+        with _os_faults("removing", path):
+            os.unlink(path)
         self.ledger.audit(step, "remove", "ok", file=rel, before_sha256=sha256_bytes(current))
         return "removed (graphrag-migrate created it)"
 
@@ -175,9 +247,13 @@ class FileWriter:
             created = record.get("created_dir")
             top = self.ledger.project / created if created else None
             if top is not None and top.is_dir() and not any(p.is_file() for p in top.rglob("*")):
-                for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-                    d.rmdir()
-                top.rmdir()
+                try:
+                    for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                                    reverse=True):
+                        d.rmdir()
+                    top.rmdir()
+                except OSError:  # busy or read-only: an empty directory left is harmless, the rollback goes on
+                    continue
                 removed.append(created)
         return removed
 
