@@ -50,7 +50,7 @@ def phase1(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
     overrides = {"model.id": model, "vllm.port": port, "vllm.runtime": runtime,
                  "host.assume_gpu_memory": assume_gpu_memory, "host.assume_unified": assume_unified or None}
     return run_phase_command(ctx, "phase1", check, dry_run, overrides,
-                      {"unload_ollama": unload_ollama or state_of(ctx).yes, "no_bench": no_bench})
+                      {"unload_ollama": unload_ollama, "no_bench": no_bench})
 
 
 @command
