@@ -94,6 +94,9 @@ class ComposeFileInEnv(Step):
             return Outcome.passed(f"COMPOSE_FILE={value}")
         return Outcome.failed(f"COMPOSE_FILE={value or '(not set)'}")
 
+    def keys_written(self, ctx: Context, path: Path) -> list[str]:
+        return ["COMPOSE_FILE"]
+
     def files(self, ctx: Context) -> dict[Path, bytes]:
         env = read_project_env(ctx)
         if env is None:
@@ -196,17 +199,21 @@ def desired_env(ctx: Context, settings: Settings | None = None) -> dict[str, str
 
 
 OLLAMA = "ollama"
+BACKEND_KEY = "LLM_BACKEND"
 
 
 def restore_env(ctx: Context) -> tuple[bool, str]:
     """The env file back to Ollama: byte for byte from its backup when nobody edited it since the tool
-    wrote it; otherwise the operator's edits are kept and only LLM_BACKEND (and COMPOSE_FILE's vLLM
-    entry) are changed back."""
+    wrote it — nothing added, since an LLM_BACKEND the file never had is the backend's own default
+    (Ollama), as before the migration. Otherwise the operator's edits are kept and only what points
+    at vLLM is changed back: LLM_BACKEND=ollama where the key has another value, or is absent although
+    the tool had set it; COMPOSE_FILE's vLLM entry taken out."""
     from migrator.core.ledger import sha256_bytes
 
     path, writer, ledger = ctx.env_path, ctx.writer, ctx.ledger
     rel = ledger.relpath(path)
     record = ledger.state["files"].get(rel)
+    tool_set_backend = record is not None and BACKEND_KEY in (record.get("keys_set") or ())
     notes, as_before, backup_lost = [], False, False
     current = writer.read(path)
     if record is not None:
@@ -226,20 +233,26 @@ def restore_env(ctx: Context) -> tuple[bool, str]:
     if current is None:
         return False, f"{path} does not exist and there is no backup: create it with LLM_BACKEND=ollama"
     env = EnvFile.from_bytes(current)
-    updated = env
-    if env.get("LLM_BACKEND") != OLLAMA:
-        updated = updated.set("LLM_BACKEND", OLLAMA)
-        notes.append("LLM_BACKEND=ollama set")
-    else:
+    updated, keys = env, []
+    value = env.get(BACKEND_KEY)
+    if value == OLLAMA:
         notes.append("LLM_BACKEND=ollama")
+    elif value is None and (as_before or not tool_set_backend):
+        notes.append("LLM_BACKEND not set, as before the migration (the backend's default: Ollama)" if as_before
+                     else "LLM_BACKEND not set and graphrag-migrate never set it (the backend's default: Ollama)")
+    else:
+        updated, keys = updated.set(BACKEND_KEY, OLLAMA), [BACKEND_KEY]
+        notes.append("LLM_BACKEND=ollama set" + (f" (was {value})" if value is not None else
+                                                 " (graphrag-migrate had set it; the line was gone)"))
     if not as_before:  # not the pre-migration bytes: phase3's compose file must leave COMPOSE_FILE too
         updated, dropped = without_vllm_compose(updated)
         if dropped:
+            keys.append("COMPOSE_FILE")
             notes.append(f"{dropped} taken out of COMPOSE_FILE (plain `docker compose` would start vLLM again)")
     if updated is not env:
-        writer.write(path, updated.to_bytes(), "rollback")
-        if EnvFile.from_bytes(writer.read(path) or b"").get("LLM_BACKEND") != OLLAMA:
-            return False, f"wrote LLM_BACKEND=ollama to {path} but it does not read back"
+        writer.write(path, updated.to_bytes(), "rollback", keys=keys)
+        if EnvFile.from_bytes(writer.read(path) or b"").get(BACKEND_KEY) != updated.get(BACKEND_KEY):
+            return False, f"wrote {path} but LLM_BACKEND does not read back as {updated.get(BACKEND_KEY)}"
     if backup_lost:
         notes.append("the rest of the file is as graphrag-migrate left it: compare it with your own copy")
     return not backup_lost, "; ".join(notes)
@@ -266,6 +279,10 @@ class EnvKeyStep(Step):
         if wrong:
             return Outcome.failed("to set: " + ", ".join(wrong))
         return Outcome.passed(", ".join(f"{k}={v}" for k, v in self.wanted(ctx).items()))
+
+    def keys_written(self, ctx: Context, path: Path) -> list[str]:
+        env = read_project_env(ctx)
+        return [k for k, v in self.wanted(ctx).items() if env is None or env.get(k) != v]
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
         env = read_project_env(ctx)

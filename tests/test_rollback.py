@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import migrate_to_vllm, tree_digest
+from conftest import migrate_to_vllm, prepare_switch, tree_digest
 from migrator.app import api
 from migrator.files.envfile import EnvFile
 from migrator.core.errors import ExitCode
@@ -163,3 +163,59 @@ def test_deleted_state_and_a_tampered_backup_keeps_that_file_and_says_so(sandbox
     env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
     assert env.get("LLM_BACKEND") == "ollama" and env.get("VLLM_MODEL")  # fixed, not overwritten by the backup
     assert not (sandbox / "docker" / "docker-compose.vllm.yml").exists()  # created by the tool: removed
+
+
+# ---- an env file that never had LLM_BACKEND -------------------------------------------------------------
+def sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def without_llm_backend(sandbox):
+    """The sandbox's env file with no LLM_BACKEND line (the backend's default, Ollama, is what it runs on)."""
+    env = sandbox / "docker" / ".env"
+    env.write_text("".join(line for line in env.read_text().splitlines(keepends=True)
+                           if not line.startswith("LLM_BACKEND=")))
+    assert EnvFile.from_bytes(env.read_bytes()).get("LLM_BACKEND") is None
+    return env
+
+
+def env_action(result) -> dict:
+    return next(a for a in json.loads(result.stdout)["actions"] if a["name"] == "env file")
+
+
+def test_env_file_without_llm_backend_is_byte_identical_after_rollback(sandbox, cli):
+    env = without_llm_backend(sandbox)
+    original = sha256(env)
+    migrate(sandbox)  # phase1 → phase3 → phase4: the switch adds LLM_BACKEND=vllm
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    assert result.exit_code == 0, result.stdout
+    assert sha256(env) == original  # nothing appended
+    action = env_action(result)
+    assert action["ok"] and action["result"].startswith("restored from backup"), action
+    assert "LLM_BACKEND not set, as before the migration" in action["result"]
+
+
+def test_hand_edited_env_without_llm_backend_gets_it_only_if_the_tool_had_set_it(sandbox, cli):
+    env = without_llm_backend(sandbox)
+    prepare_switch(sandbox)  # phase1 and phase3: vLLM's endpoint in the env file, LLM_BACKEND never written
+    env.write_bytes(env.read_bytes() + b"OPERATOR_NOTE=keep me\n")
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    assert result.exit_code == 0, result.stdout
+    after = EnvFile.from_bytes(env.read_bytes())
+    assert after.get("OPERATOR_NOTE") == "keep me" and after.get("LLM_BACKEND") is None
+    assert "graphrag-migrate never set it" in env_action(result)["result"]
+
+
+def test_hand_edited_env_whose_llm_backend_line_was_removed_after_the_switch_is_set_back(sandbox, cli):
+    env = without_llm_backend(sandbox)
+    migrate(sandbox)
+    without_llm_backend(sandbox)  # the operator took the switch's line out again, by hand
+    env.write_bytes(env.read_bytes() + b"OPERATOR_NOTE=keep me\n")
+    result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    assert result.exit_code == 0, result.stdout
+    after = EnvFile.from_bytes(env.read_bytes())
+    assert after.get("OPERATOR_NOTE") == "keep me" and after.get("LLM_BACKEND") == "ollama"
+    assert "graphrag-migrate had set it" in env_action(result)["result"]
+

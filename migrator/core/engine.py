@@ -196,8 +196,13 @@ class Step:
             before = ctx.writer.read(path)
             if before != data:  # the operator sees each change before it lands (secrets masked)
                 ctx.out.info(unified_diff(ctx.ledger.relpath(path), before, data).rstrip("\n"))
-            ctx.writer.write(path, data, self.id)
+            ctx.writer.write(path, data, self.id, keys=self.keys_written(ctx, path) if before != data else ())
         return None
+
+    def keys_written(self, ctx: Context, path: Path) -> list[str]:
+        """The settings (env keys) a write to `path` sets: recorded, so that a rollback that cannot
+        restore the file verbatim takes back only what the tool changed."""
+        return []
 
     def verify(self, ctx: Context) -> Outcome:
         return self.check(ctx)

@@ -14,6 +14,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from migrator.core.errors import EnvironmentMissing
 from migrator.core.ledger import Ledger, atomic_write_bytes, now_iso, sha256_bytes
@@ -87,8 +88,11 @@ class FileWriter:
         except FileNotFoundError:
             return None
 
-    def write(self, path: Path, data: bytes, step: str) -> FileChange | None:
-        """Write `data` to `path` (see module doc). Returns the change, or None when nothing changes."""
+    def write(self, path: Path, data: bytes, step: str, keys: Iterable[str] = ()) -> FileChange | None:
+        """Write `data` to `path` (see module doc). Returns the change, or None when nothing changes.
+
+        `keys`: the settings this write sets (env keys), recorded so that a rollback that cannot restore
+        the file verbatim knows what the tool changed and what was the operator's."""
         target = _target(path)
         before = self.read(path)
         rel = self.ledger.relpath(path)
@@ -118,6 +122,8 @@ class FileWriter:
         # Record the intent before the write: after a crash the file is either as before or as intended.
         record["written_sha256"] = sha256_bytes(data)
         record["written_at"] = now_iso()
+        if keys:
+            record["keys_set"] = sorted(set(record.get("keys_set") or ()) | set(keys))
         self.ledger.save()
         mode = stat.S_IMODE(target.stat().st_mode) if before is not None else None
         atomic_write_bytes(target, data, mode=mode)
@@ -128,6 +134,7 @@ class FileWriter:
             step, "write", "ok", file=rel,
             before_sha256=sha256_bytes(before) if before is not None else None,
             after_sha256=sha256_bytes(data), created_dir=record.get("created_dir"),
+            **({"keys_set": sorted(set(keys))} if keys else {}),
         )
         return change
 
