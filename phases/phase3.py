@@ -207,16 +207,18 @@ def restore_env(ctx: Context) -> tuple[bool, str]:
     wrote it — nothing added, since an LLM_BACKEND the file never had is the backend's own default
     (Ollama), as before the migration. Otherwise the operator's edits are kept and only what points
     at vLLM is changed back: LLM_BACKEND=ollama where the key has another value, or is absent although
-    the tool had set it; COMPOSE_FILE's vLLM entry taken out."""
+    the tool had set it; COMPOSE_FILE's vLLM entry taken out. Then the file is released (the
+    operator's again: not drift, not restored a second time)."""
     from migrator.core.ledger import sha256_bytes
 
     path, writer, ledger = ctx.env_path, ctx.writer, ctx.ledger
     rel = ledger.relpath(path)
     record = ledger.state["files"].get(rel)
-    tool_set_backend = record is not None and BACKEND_KEY in (record.get("keys_set") or ())
+    owned = record is not None and not record.get("released_at")
+    tool_set_backend = owned and BACKEND_KEY in (record.get("keys_set") or ())
     notes, as_before, backup_lost = [], False, False
     current = writer.read(path)
-    if record is not None:
+    if owned:
         unchanged_since_write = current is not None and sha256_bytes(current) == record.get("written_sha256")
         if unchanged_since_write or current is None:
             result = writer.restore(rel)
@@ -230,6 +232,9 @@ def restore_env(ctx: Context) -> tuple[bool, str]:
             notes.append("edited by hand since graphrag-migrate wrote it: your edits are kept"
                          f" (pre-migration copy: {ledger.root.name}/{record.get('backup', '-')})")
         current = writer.read(path)
+    elif record is not None:
+        notes.append(f"already rolled back ({record.get('released', 'released')})")
+        as_before = current is not None and sha256_bytes(current) == record.get("original_sha256")
     if current is None:
         return False, f"{path} does not exist and there is no backup: create it with LLM_BACKEND=ollama"
     env = EnvFile.from_bytes(current)
@@ -255,6 +260,8 @@ def restore_env(ctx: Context) -> tuple[bool, str]:
             return False, f"wrote {path} but LLM_BACKEND does not read back as {updated.get(BACKEND_KEY)}"
     if backup_lost:
         notes.append("the rest of the file is as graphrag-migrate left it: compare it with your own copy")
+    else:
+        writer.release(rel, "restored from backup" if as_before and updated is env else "rolled back in place")
     return not backup_lost, "; ".join(notes)
 
 

@@ -165,7 +165,7 @@ def test_deleted_state_and_a_tampered_backup_keeps_that_file_and_says_so(sandbox
     assert not (sandbox / "docker" / "docker-compose.vllm.yml").exists()  # created by the tool: removed
 
 
-# ---- an env file that never had LLM_BACKEND -------------------------------------------------------------
+# ---- an env file that never had LLM_BACKEND; files rollback put back are the operator's again ----------
 def sha256(path) -> str:
     import hashlib
 
@@ -219,3 +219,49 @@ def test_hand_edited_env_whose_llm_backend_line_was_removed_after_the_switch_is_
     assert after.get("OPERATOR_NOTE") == "keep me" and after.get("LLM_BACKEND") == "ollama"
     assert "graphrag-migrate had set it" in env_action(result)["result"]
 
+
+def test_status_after_a_clean_rollback_is_ok_and_the_files_are_the_operators_again(sandbox, cli):
+    migrate(sandbox)
+    assert cli("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    status = cli("--project", str(sandbox), "--json", "status")
+    doc = json.loads(status.stdout)
+    assert status.exit_code == 0 and doc["drift"] == {} and doc["problems"] == [], doc["problems"]
+    # Released: editing a restored file by hand is the operator's business, not drift.
+    env = sandbox / "docker" / ".env"
+    env.write_bytes(env.read_bytes() + b"OPERATOR_NOTE=mine now\n")
+    edited = env.read_bytes()
+    status = cli("--project", str(sandbox), "--json", "status")
+    assert status.exit_code == 0 and json.loads(status.stdout)["drift"] == {}
+    # ... and a second rollback, or one with the state lost (records rebuilt from the audit log), leaves it be.
+    again = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
+    assert again.exit_code == 0 and env.read_bytes() == edited
+    assert env_action(again)["result"].startswith("already rolled back")
+    (sandbox / ".graphrag-migrate" / "state.json").unlink()
+    assert cli("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    assert env.read_bytes() == edited
+
+
+def test_a_second_rollback_keeps_the_edits_the_first_one_kept(sandbox, cli):
+    """The first rollback keeps the operator's edits and writes LLM_BACKEND=ollama; the second must not then
+    take that for the tool's own write and restore the pre-migration backup over the edits."""
+    migrate(sandbox)
+    env = sandbox / "docker" / ".env"
+    env.write_bytes(env.read_bytes() + b"OPERATOR_NOTE=keep me\n")
+    assert cli("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    kept = env.read_bytes()
+    assert EnvFile.from_bytes(kept).get("OPERATOR_NOTE") == "keep me"
+    assert cli("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    assert env.read_bytes() == kept
+    assert cli("--project", str(sandbox), "status").exit_code == 0
+
+
+def test_a_second_migration_backs_up_the_file_as_the_operator_left_it(sandbox, cli):
+    """Edits made between a rollback and the next migration are what that migration's rollback returns to."""
+    migrate(sandbox)
+    assert cli("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    env = sandbox / "docker" / ".env"
+    env.write_bytes(env.read_bytes() + b"OPERATOR_NOTE=added between migrations\n")
+    between = tree_digest(sandbox)
+    migrate(sandbox)
+    assert cli("--project", str(sandbox), "rollback", "--wait", "10").exit_code == 0
+    assert tree_digest(sandbox) == between
