@@ -1,7 +1,7 @@
 """phase3 — integrate: vLLM as a compose service beside the user's stack, production still on Ollama.
 
 Steps: the vLLM service rendered into its own compose file (the user's docker-compose.yml is never
-touched) → COMPOSE_FILE in the env file merges both → `docker compose config -q` on the merge → vLLM
+touched; nothing with a runtime that is not compose) → COMPOSE_FILE in the env file merges both → `docker compose config -q` on the merge → vLLM
 brought up under compose (runtime docker) → VLLM_BASE_URL/VLLM_MODEL in the env file (LLM_BACKEND is
 left alone) → integration checks against vLLM, each with its measurement.
 
@@ -50,11 +50,22 @@ def compose(ctx: Context, with_vllm: bool = True):
     return project_compose(ctx, [vllm_compose_path(ctx)] if with_vllm and vllm_compose_path(ctx).exists() else [])
 
 
+def not_under_compose(ctx: Context) -> Outcome | None:
+    """With a runtime that is not compose (a local process), there is no vLLM service to render,
+    merge or validate: the compose steps are satisfied and write nothing."""
+    if ctx.vllm_runtime.under_compose:
+        return None
+    return Outcome.passed(f"runtime {ctx.vllm_runtime.name}: vLLM is not a compose service")
+
+
 class VllmComposeFile(Step):
     id = "phase3.compose-file"
     title = "vLLM service in its own compose file"
 
     def check(self, ctx: Context) -> Outcome:
+        skipped = not_under_compose(ctx)
+        if skipped is not None:
+            return skipped
         if ctx.options.get("inline"):
             current = (ctx.writer.read(ctx.compose_path) or b"").decode("utf-8", errors="surrogateescape")
             if "org.graphrag-migrate.managed" in current:
@@ -69,6 +80,8 @@ class VllmComposeFile(Step):
         return Outcome.passed(f"{path.name} (service '{ctx.settings.vllm.service_name}')")
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
+        if not ctx.vllm_runtime.under_compose:
+            return {}
         if ctx.options.get("inline"):
             data = ctx.writer.read(ctx.compose_path)
             if data is None:
@@ -84,6 +97,9 @@ class ComposeFileInEnv(Step):
     title = "COMPOSE_FILE merges the vLLM file"
 
     def check(self, ctx: Context) -> Outcome:
+        skipped = not_under_compose(ctx)
+        if skipped is not None:
+            return skipped
         if ctx.options.get("inline"):
             return Outcome.passed("--inline: the service is in your compose file, COMPOSE_FILE not needed")
         env = read_project_env(ctx)
@@ -99,7 +115,7 @@ class ComposeFileInEnv(Step):
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
         env = read_project_env(ctx)
-        if env is None:
+        if env is None or not ctx.vllm_runtime.under_compose:
             return {}
         return {ctx.env_path: env.set("COMPOSE_FILE", compose_file_value(env.get("COMPOSE_FILE"),
                                                                        ctx.compose_path.name)).to_bytes()}
@@ -114,13 +130,14 @@ class ComposeConfigValid(Step):
     read_only = True
 
     def check(self, ctx: Context) -> Outcome:
+        skipped = not_under_compose(ctx)
+        if skipped is not None:
+            return skipped
         if not vllm_compose_path(ctx).exists() and not ctx.options.get("inline"):
             return Outcome.failed(f"{VLLM_COMPOSE_NAME} not written yet")
         try:
             proc = compose(ctx).run("config", "-q", timeout=60)
         except EnvironmentMissing as exc:
-            if not ctx.vllm_runtime.under_compose:
-                return Outcome.warn(f"not validated: {exc.message}")
             return Outcome.failed(exc.message, exc.fix or "")
         if proc.returncode != 0:
             return Outcome.failed(f"docker compose config: {proc.stderr.strip()[:300]}",

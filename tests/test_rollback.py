@@ -152,17 +152,18 @@ def test_rollback_with_deleted_state_still_stops_vllm(sandbox, cli):
 def test_deleted_state_and_a_tampered_backup_keeps_that_file_and_says_so(sandbox, cli):
     """A backup whose checksum the audit log never saw is not trusted: the file is left, the env still fixed."""
     migrate(sandbox)
+    created = [rel for rel, record in Ledger(sandbox).read_state()["files"].items() if not record["existed"]]
     (sandbox / ".graphrag-migrate" / "state.json").unlink()
     backup = sandbox / ".graphrag-migrate" / "backups" / "docker" / ".env"
     backup.write_bytes(b"LLM_BACKEND=somewhere-else\n")
-    assert (sandbox / "docker" / "docker-compose.vllm.yml").exists()
+    assert created and all((sandbox / rel).exists() for rel in created)  # phase4's monitoring files
     result = cli("--project", str(sandbox), "--json", "rollback", "--wait", "10")
     doc = json.loads(result.stdout)
     records = next(a for a in doc["actions"] if a["name"] == "file records")
     assert not records["ok"] and "docker/.env" in records["result"] and result.exit_code == ExitCode.CHECK_FAILED
     env = EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes())
     assert env.get("LLM_BACKEND") == "ollama" and env.get("VLLM_MODEL")  # fixed, not overwritten by the backup
-    assert not (sandbox / "docker" / "docker-compose.vllm.yml").exists()  # created by the tool: removed
+    assert not any((sandbox / rel).exists() for rel in created)  # created by the tool: removed
 
 
 # ---- an env file that never had LLM_BACKEND; files rollback put back are the operator's again ----------
