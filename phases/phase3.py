@@ -1,7 +1,8 @@
 """phase3 — integrate: vLLM as a compose service beside the user's stack, production still on Ollama.
 
-Steps: the vLLM service rendered into its own compose file (the user's docker-compose.yml is never
-touched; nothing with a runtime that is not compose) → COMPOSE_FILE in the env file merges both → `docker compose config -q` on the merge → vLLM
+Steps: the env file exists (read-only, before anything is written) → the vLLM service rendered into
+its own compose file (the user's docker-compose.yml is never touched; nothing with a runtime that is
+not compose) → COMPOSE_FILE in the env file merges both → `docker compose config -q` on the merge → vLLM
 brought up under compose (runtime docker) → VLLM_BASE_URL/VLLM_MODEL in the env file (LLM_BACKEND is
 left alone) → integration checks against vLLM, each with its measurement.
 
@@ -19,7 +20,7 @@ from migrator.core.config import Settings
 from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
 from migrator.core.errors import CheckFailed, EnvironmentMissing
 from migrator.files.compose_text import VLLM_COMPOSE_NAME, compose_file_value, inline_service, without_vllm_compose
-from migrator.files.envfile import EnvFile, read_project_env
+from migrator.files.envfile import EnvFile, missing_env_file, read_project_env
 from phases.phase1 import STOP_VLLM, stop_vllm
 
 
@@ -48,6 +49,21 @@ def render_vllm_service(ctx: Context) -> str:
 def compose(ctx: Context, with_vllm: bool = True):
     """The user's stack with phase3's vLLM file merged (once it exists)."""
     return project_compose(ctx, [vllm_compose_path(ctx)] if with_vllm and vllm_compose_path(ctx).exists() else [])
+
+
+class EnvFilePresent(Step):
+    """First, and read-only: a missing env file (only a template shipped) stops phase3 before it
+    writes anything, in a dry-run as in an apply — not after the compose file was written."""
+
+    id = "phase3.env-file"
+    title = "env file exists"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        problem = missing_env_file(ctx.project, ctx.env_path)
+        if problem is not None:
+            return Outcome.failed(*problem)
+        return Outcome.passed(ctx.ledger.relpath(ctx.env_path))
 
 
 def not_under_compose(ctx: Context) -> Outcome | None:
@@ -329,6 +345,6 @@ class EnvKnowsVllm(EnvKeyStep):
 def build(settings: Settings, options: dict) -> Phase:
     from phases.integration import IntegrationChecks
 
-    return Phase("phase3", "integrate", [VllmComposeFile(), ComposeFileInEnv(), ComposeConfigValid(),
+    return Phase("phase3", "integrate", [EnvFilePresent(), VllmComposeFile(), ComposeFileInEnv(), ComposeConfigValid(),
                                          VllmUnderCompose(), EnvKnowsVllm(),
                                          IntegrationChecks(options.get("prompt_file"), through_backend=False)])
