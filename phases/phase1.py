@@ -1,7 +1,8 @@
 """phase1 — prepare: preflight, then vLLM running alone next to Ollama, proven to answer.
 
 Steps: GPU → system memory → runtime reachable → port free → Ollama answers → memory-fit verdict
-(before any download) → disk space → download (pinned, verified, resumable) → unload Ollama's chat
+(before any download; "fits with changes" stops, naming the values to re-run with) → the advised values
+adopted (only with --apply-fit-advice) → disk space → download (pinned, verified, resumable) → unload Ollama's chat
 model (only with consent) → start vLLM with tiered readiness, recording predicted vs actual KV cache
 → a short benchmark of vLLM alone.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from migrator.core import fit
 from migrator.adapters import gpu, vllm as vllm_launch
 from migrator.core.config import Settings, parse_size
-from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
+from migrator.core.engine import ADOPTED_SETTINGS, Context, Outcome, Phase, Step, Undo, UndoStage, adopt_settings
 from migrator.core.errors import EnvironmentMissing
 from migrator.files.envfile import read_project_env
 
@@ -175,17 +176,39 @@ def _model_info(ctx: Context) -> fit.ModelInfo:
     return found
 
 
+def _kv_dtype(ctx: Context) -> str:
+    return "fp8" if "fp8" in " ".join(ctx.settings.vllm.extra_args) else "auto"
+
+
+def _fit(ctx: Context, unload: bool | None = None) -> tuple[fit.ModelInfo, fit.Budget, dict, fit.Verdict]:
+    """The verdict for the settings in force, and the settings that would make it "fits" ({} if none)."""
+    model, budget = _model_info(ctx), _budget(ctx)
+    v = ctx.settings.vllm
+    may_unload = bool(ctx.options.get("unload_ollama")) if unload is None else unload
+    verdict = fit.assess(model, budget, v.gpu_memory_utilization, v.max_model_len, _kv_dtype(ctx), may_unload)
+    changes: dict = {}
+    if verdict.verdict == "fits with changes":
+        changes, after = fit.advised_settings(model, budget, v.gpu_memory_utilization, v.max_model_len,
+                                              _kv_dtype(ctx), may_unload)
+        changes = changes if after.verdict == "fits" else {}
+    return model, budget, changes, verdict
+
+
+def _as_sets(changes: dict) -> str:
+    return " ".join(f"--set {key}={value}" for key, value in changes.items())
+
+
 class MemoryFit(Step):
+    """The verdict before any download. "Fits with changes" stops here: vLLM started with the unsafe
+    value would fail (or starve Ollama) later; the failure names the exact values to re-run with —
+    or, with --apply-fit-advice, the next step adopts them."""
+
     id = "phase1.fit"
     title = "model fits in memory (verdict before download)"
     read_only = True
 
     def check(self, ctx: Context) -> Outcome:
-        model = _model_info(ctx)
-        budget = _budget(ctx)
-        kv_dtype = "fp8" if "fp8" in " ".join(ctx.settings.vllm.extra_args) else "auto"
-        v = fit.assess(model, budget, ctx.settings.vllm.gpu_memory_utilization, ctx.settings.vllm.max_model_len,
-                       kv_dtype, may_unload_ollama=bool(ctx.options.get("unload_ollama")))
+        model, budget, changes, v = _fit(ctx)
         f = v.figures
         summary = (f"{v.verdict}: {model.name} {f['weight_gib']} GiB weights, {f['budget_gib']} GiB for vLLM "
                    f"({budget.source}), KV room for {f['kv_tokens']:,} tokens = "
@@ -193,10 +216,73 @@ class MemoryFit(Step):
         measurements = {**f, "verdict": v.verdict, "model": model.name, "model_source": model.source}
         if v.verdict == "does not fit":
             return Outcome.failed(summary + ". " + "; ".join(v.reasons), "; ".join(v.advice), **measurements)
-        out = Outcome.passed(summary + (". " + "; ".join(v.reasons + v.advice) if v.reasons else ""),
-                             **measurements)
-        out.warning = v.verdict == "fits with changes"
-        return out
+        if v.verdict == "fits":
+            return Outcome.passed(summary, **measurements)
+        measurements["advised"] = changes
+        if changes and ctx.options.get("apply_fit_advice"):
+            return Outcome.warn(summary + ". " + "; ".join(v.reasons)
+                                + f"; --apply-fit-advice: {', '.join(f'{k}={x}' for k, x in changes.items())} "
+                                "adopted by the next step", **measurements)
+        if not changes:
+            return Outcome.failed(summary + ". " + "; ".join(v.reasons), "; ".join(v.advice), **measurements)
+        ways = [f"re-run with {_as_sets(changes)} (and put the same in migrate.yaml: phase3 renders vLLM's "
+                "service from it)"]
+        if not ctx.options.get("unload_ollama") and budget.held_by_ollama \
+                and _fit(ctx, unload=True)[3].verdict == "fits":
+            ways.append("or with --unload-ollama (rollback reloads it)")
+        ways.append("or with --apply-fit-advice to use the advised values for this migration (recorded)")
+        return Outcome.failed(summary + ". " + "; ".join(v.reasons) + ": phase1 stops here rather than start "
+                              "vLLM with a value that does not fit", "; ".join(ways), **measurements)
+
+
+class AdoptFitAdvice(Step):
+    """--apply-fit-advice: the fit's advised values used instead of migrate.yaml's, and recorded, so that
+    phase1's vLLM, phase3's compose service and staging all run with them (migrate.yaml is not edited)."""
+
+    id = "phase1.fit-advice"
+    title = "the fit's advised settings adopted (only with --apply-fit-advice)"
+
+    def _changes(self, ctx: Context) -> dict:
+        return _fit(ctx)[2] if ctx.options.get("apply_fit_advice") else {}
+
+    def check(self, ctx: Context) -> Outcome:
+        adopted = ctx.resources.get(ADOPTED_SETTINGS) or {}
+        changes = self._changes(ctx)
+        if changes:
+            return Outcome.failed("to adopt: " + ", ".join(f"{k}={x}" for k, x in changes.items()))
+        if adopted:
+            return Outcome.passed("in use: " + ", ".join(f"{k}={e['value']} (migrate.yaml: {e['configured']})"
+                                                         for k, e in adopted.items()))
+        if not ctx.options.get("apply_fit_advice"):
+            return Outcome.passed("not requested (--apply-fit-advice): migrate.yaml's values")
+        return Outcome.passed("nothing to adopt: the configured values fit")
+
+    def plan(self, ctx: Context) -> list[str]:
+        changes, lines = self._changes(ctx), []
+        for key, value in changes.items():
+            section, name = key.split(".", 1)
+            lines.append(f"use {key}={value} instead of {getattr(getattr(ctx.settings, section), name)} for this "
+                         "migration (recorded in the ledger; migrate.yaml unchanged; rollback forgets it)")
+            if ctx.dry_run:  # in memory only: the later steps' plans (vLLM's command) show what the run would use
+                setattr(getattr(ctx.settings, section), name, value)
+        return lines
+
+    def apply(self, ctx: Context) -> Outcome:
+        changes = self._changes(ctx)
+        adopt_settings(ctx, changes, self.id)
+        return Outcome.passed("adopted " + ", ".join(f"{k}={x}" for k, x in changes.items()), adopted=changes)
+
+    def undos(self) -> list[Undo]:
+        return [Undo(UndoStage.FILES, "adopted settings", forget_adopted_settings)]
+
+
+def forget_adopted_settings(ctx: Context) -> tuple[bool, str] | None:
+    """Rollback: the next migration judges migrate.yaml's values afresh."""
+    adopted = ctx.resources.pop(ADOPTED_SETTINGS, None)
+    if not adopted:
+        return None
+    ctx.ledger.save()
+    return True, "forgot " + ", ".join(f"{k}={e['value']}" for k, e in adopted.items()) + " (migrate.yaml's values hold again)"
 
 
 class DiskSpace(Step):
@@ -466,5 +552,5 @@ class Benchmark(Step):
 
 def build(settings: Settings, options: dict) -> Phase:
     return Phase("phase1", "prepare", [GpuPresent(), SystemMemory(), RuntimeReachable(), PortFree(), OllamaAnswers(), MemoryFit(),
-                                       DiskSpace(), DownloadModel(), UnloadOllama(), StartVllm(), Benchmark()])
+                                       AdoptFitAdvice(), DiskSpace(), DownloadModel(), UnloadOllama(), StartVllm(), Benchmark()])
 

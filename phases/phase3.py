@@ -1,7 +1,8 @@
 """phase3 — integrate: vLLM as a compose service beside the user's stack, production still on Ollama.
 
-Steps: the vLLM service rendered into its own compose file (the user's docker-compose.yml is never
-touched) → COMPOSE_FILE in the env file merges both → `docker compose config -q` on the merge → vLLM
+Steps: the env file exists (read-only, before anything is written) → the vLLM service rendered into
+its own compose file (the user's docker-compose.yml is never touched; nothing with a runtime that is
+not compose) → COMPOSE_FILE in the env file merges both → `docker compose config -q` on the merge → vLLM
 brought up under compose (runtime docker) → VLLM_BASE_URL/VLLM_MODEL in the env file (LLM_BACKEND is
 left alone) → integration checks against vLLM, each with its measurement.
 
@@ -19,7 +20,7 @@ from migrator.core.config import Settings
 from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
 from migrator.core.errors import CheckFailed, EnvironmentMissing
 from migrator.files.compose_text import VLLM_COMPOSE_NAME, compose_file_value, inline_service, without_vllm_compose
-from migrator.files.envfile import EnvFile, read_project_env
+from migrator.files.envfile import EnvFile, missing_env_file, read_project_env
 from phases.phase1 import STOP_VLLM, stop_vllm
 
 
@@ -50,11 +51,37 @@ def compose(ctx: Context, with_vllm: bool = True):
     return project_compose(ctx, [vllm_compose_path(ctx)] if with_vllm and vllm_compose_path(ctx).exists() else [])
 
 
+class EnvFilePresent(Step):
+    """First, and read-only: a missing env file (only a template shipped) stops phase3 before it
+    writes anything, in a dry-run as in an apply — not after the compose file was written."""
+
+    id = "phase3.env-file"
+    title = "env file exists"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        problem = missing_env_file(ctx.project, ctx.env_path)
+        if problem is not None:
+            return Outcome.failed(*problem)
+        return Outcome.passed(ctx.ledger.relpath(ctx.env_path))
+
+
+def not_under_compose(ctx: Context) -> Outcome | None:
+    """With a runtime that is not compose (a local process), there is no vLLM service to render,
+    merge or validate: the compose steps are satisfied and write nothing."""
+    if ctx.vllm_runtime.under_compose:
+        return None
+    return Outcome.passed(f"runtime {ctx.vllm_runtime.name}: vLLM is not a compose service")
+
+
 class VllmComposeFile(Step):
     id = "phase3.compose-file"
     title = "vLLM service in its own compose file"
 
     def check(self, ctx: Context) -> Outcome:
+        skipped = not_under_compose(ctx)
+        if skipped is not None:
+            return skipped
         if ctx.options.get("inline"):
             current = (ctx.writer.read(ctx.compose_path) or b"").decode("utf-8", errors="surrogateescape")
             if "org.graphrag-migrate.managed" in current:
@@ -69,6 +96,8 @@ class VllmComposeFile(Step):
         return Outcome.passed(f"{path.name} (service '{ctx.settings.vllm.service_name}')")
 
     def files(self, ctx: Context) -> dict[Path, bytes]:
+        if not ctx.vllm_runtime.under_compose:
+            return {}
         if ctx.options.get("inline"):
             data = ctx.writer.read(ctx.compose_path)
             if data is None:
@@ -84,6 +113,9 @@ class ComposeFileInEnv(Step):
     title = "COMPOSE_FILE merges the vLLM file"
 
     def check(self, ctx: Context) -> Outcome:
+        skipped = not_under_compose(ctx)
+        if skipped is not None:
+            return skipped
         if ctx.options.get("inline"):
             return Outcome.passed("--inline: the service is in your compose file, COMPOSE_FILE not needed")
         env = read_project_env(ctx)
@@ -94,9 +126,12 @@ class ComposeFileInEnv(Step):
             return Outcome.passed(f"COMPOSE_FILE={value}")
         return Outcome.failed(f"COMPOSE_FILE={value or '(not set)'}")
 
+    def keys_written(self, ctx: Context, path: Path) -> list[str]:
+        return ["COMPOSE_FILE"]
+
     def files(self, ctx: Context) -> dict[Path, bytes]:
         env = read_project_env(ctx)
-        if env is None:
+        if env is None or not ctx.vllm_runtime.under_compose:
             return {}
         return {ctx.env_path: env.set("COMPOSE_FILE", compose_file_value(env.get("COMPOSE_FILE"),
                                                                        ctx.compose_path.name)).to_bytes()}
@@ -111,13 +146,14 @@ class ComposeConfigValid(Step):
     read_only = True
 
     def check(self, ctx: Context) -> Outcome:
+        skipped = not_under_compose(ctx)
+        if skipped is not None:
+            return skipped
         if not vllm_compose_path(ctx).exists() and not ctx.options.get("inline"):
             return Outcome.failed(f"{VLLM_COMPOSE_NAME} not written yet")
         try:
             proc = compose(ctx).run("config", "-q", timeout=60)
         except EnvironmentMissing as exc:
-            if not ctx.vllm_runtime.under_compose:
-                return Outcome.warn(f"not validated: {exc.message}")
             return Outcome.failed(exc.message, exc.fix or "")
         if proc.returncode != 0:
             return Outcome.failed(f"docker compose config: {proc.stderr.strip()[:300]}",
@@ -196,20 +232,26 @@ def desired_env(ctx: Context, settings: Settings | None = None) -> dict[str, str
 
 
 OLLAMA = "ollama"
+BACKEND_KEY = "LLM_BACKEND"
 
 
 def restore_env(ctx: Context) -> tuple[bool, str]:
     """The env file back to Ollama: byte for byte from its backup when nobody edited it since the tool
-    wrote it; otherwise the operator's edits are kept and only LLM_BACKEND (and COMPOSE_FILE's vLLM
-    entry) are changed back."""
+    wrote it — nothing added, since an LLM_BACKEND the file never had is the backend's own default
+    (Ollama), as before the migration. Otherwise the operator's edits are kept and only what points
+    at vLLM is changed back: LLM_BACKEND=ollama where the key has another value, or is absent although
+    the tool had set it; COMPOSE_FILE's vLLM entry taken out. Then the file is released (the
+    operator's again: not drift, not restored a second time)."""
     from migrator.core.ledger import sha256_bytes
 
     path, writer, ledger = ctx.env_path, ctx.writer, ctx.ledger
     rel = ledger.relpath(path)
     record = ledger.state["files"].get(rel)
+    owned = record is not None and not record.get("released_at")
+    tool_set_backend = owned and BACKEND_KEY in (record.get("keys_set") or ())
     notes, as_before, backup_lost = [], False, False
     current = writer.read(path)
-    if record is not None:
+    if owned:
         unchanged_since_write = current is not None and sha256_bytes(current) == record.get("written_sha256")
         if unchanged_since_write or current is None:
             result = writer.restore(rel)
@@ -223,25 +265,36 @@ def restore_env(ctx: Context) -> tuple[bool, str]:
             notes.append("edited by hand since graphrag-migrate wrote it: your edits are kept"
                          f" (pre-migration copy: {ledger.root.name}/{record.get('backup', '-')})")
         current = writer.read(path)
+    elif record is not None:
+        notes.append(f"already rolled back ({record.get('released', 'released')})")
+        as_before = current is not None and sha256_bytes(current) == record.get("original_sha256")
     if current is None:
         return False, f"{path} does not exist and there is no backup: create it with LLM_BACKEND=ollama"
     env = EnvFile.from_bytes(current)
-    updated = env
-    if env.get("LLM_BACKEND") != OLLAMA:
-        updated = updated.set("LLM_BACKEND", OLLAMA)
-        notes.append("LLM_BACKEND=ollama set")
-    else:
+    updated, keys = env, []
+    value = env.get(BACKEND_KEY)
+    if value == OLLAMA:
         notes.append("LLM_BACKEND=ollama")
+    elif value is None and (as_before or not tool_set_backend):
+        notes.append("LLM_BACKEND not set, as before the migration (the backend's default: Ollama)" if as_before
+                     else "LLM_BACKEND not set and graphrag-migrate never set it (the backend's default: Ollama)")
+    else:
+        updated, keys = updated.set(BACKEND_KEY, OLLAMA), [BACKEND_KEY]
+        notes.append("LLM_BACKEND=ollama set" + (f" (was {value})" if value is not None else
+                                                 " (graphrag-migrate had set it; the line was gone)"))
     if not as_before:  # not the pre-migration bytes: phase3's compose file must leave COMPOSE_FILE too
         updated, dropped = without_vllm_compose(updated)
         if dropped:
+            keys.append("COMPOSE_FILE")
             notes.append(f"{dropped} taken out of COMPOSE_FILE (plain `docker compose` would start vLLM again)")
     if updated is not env:
-        writer.write(path, updated.to_bytes(), "rollback")
-        if EnvFile.from_bytes(writer.read(path) or b"").get("LLM_BACKEND") != OLLAMA:
-            return False, f"wrote LLM_BACKEND=ollama to {path} but it does not read back"
+        writer.write(path, updated.to_bytes(), "rollback", keys=keys)
+        if EnvFile.from_bytes(writer.read(path) or b"").get(BACKEND_KEY) != updated.get(BACKEND_KEY):
+            return False, f"wrote {path} but LLM_BACKEND does not read back as {updated.get(BACKEND_KEY)}"
     if backup_lost:
         notes.append("the rest of the file is as graphrag-migrate left it: compare it with your own copy")
+    else:
+        writer.release(rel, "restored from backup" if as_before and updated is env else "rolled back in place")
     return not backup_lost, "; ".join(notes)
 
 
@@ -267,6 +320,10 @@ class EnvKeyStep(Step):
             return Outcome.failed("to set: " + ", ".join(wrong))
         return Outcome.passed(", ".join(f"{k}={v}" for k, v in self.wanted(ctx).items()))
 
+    def keys_written(self, ctx: Context, path: Path) -> list[str]:
+        env = read_project_env(ctx)
+        return [k for k, v in self.wanted(ctx).items() if env is None or env.get(k) != v]
+
     def files(self, ctx: Context) -> dict[Path, bytes]:
         env = read_project_env(ctx)
         if env is None:
@@ -288,6 +345,6 @@ class EnvKnowsVllm(EnvKeyStep):
 def build(settings: Settings, options: dict) -> Phase:
     from phases.integration import IntegrationChecks
 
-    return Phase("phase3", "integrate", [VllmComposeFile(), ComposeFileInEnv(), ComposeConfigValid(),
+    return Phase("phase3", "integrate", [EnvFilePresent(), VllmComposeFile(), ComposeFileInEnv(), ComposeConfigValid(),
                                          VllmUnderCompose(), EnvKnowsVllm(),
                                          IntegrationChecks(options.get("prompt_file"), through_backend=False)])

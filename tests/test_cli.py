@@ -72,12 +72,14 @@ def test_locked_project_exits_with_locked_code(sandbox, cli):
 
 
 def test_phase3_check_and_dry_run_write_nothing(sandbox, cli):
+    """Under the docker runtime (the compose file is rendered; no daemon is needed to plan it)."""
     before = tree_digest(sandbox)
-    check = cli("--project", str(sandbox), "--json", "phase3", "--check")
+    docker = ("--set", "vllm.runtime=docker")
+    check = cli("--project", str(sandbox), *docker, "--json", "phase3", "--check")
     assert check.exit_code == ExitCode.CHECK_FAILED
     steps = {s["id"]: s for s in json.loads(check.stdout)["steps"]}
     assert steps["phase3.env"]["status"] == "missing" and steps["phase3.compose-file"]["status"] == "missing"
-    dry = cli("--project", str(sandbox), "--json", "phase3", "--dry-run")
+    dry = cli("--project", str(sandbox), *docker, "--json", "phase3", "--dry-run")
     doc = json.loads(dry.stdout)
     steps = {s["id"]: s for s in doc["steps"]}
     assert dry.exit_code == 0 and steps["phase3.env"]["status"] == "would run"

@@ -78,11 +78,32 @@ def test_config_after_the_verb_is_read(sandbox, cli):
     assert "+VLLM_MODEL=from-the-config-file" in env_diff
 
 
-def test_yes_after_the_verb_answers_phase1s_unload_question(sandbox, cli):
-    plain = {s["id"]: s for s in json.loads(cli("phase1", "--dry-run", "-p", str(sandbox), "--json").stdout)["steps"]}
-    agreed = {s["id"]: s for s in json.loads(cli("phase1", "--dry-run", "-p", str(sandbox), "--json", "-y").stdout)["steps"]}
-    assert plain["phase1.unload-ollama"]["message"].startswith("not requested")
-    assert not agreed["phase1.unload-ollama"]["message"].startswith("not requested")
+def test_yes_never_implies_unload_ollama_only_the_flag_does(sandbox, cli):
+    """README: only --unload-ollama unloads Ollama's chat model; --yes answers questions, it consents to nothing else."""
+    def unload_step(*args):
+        doc = json.loads(cli("phase1", "--dry-run", "-p", str(sandbox), "--json", *args).stdout)
+        return next(s for s in doc["steps"] if s["id"] == "phase1.unload-ollama")
+
+    assert unload_step()["message"].startswith("not requested")
+    assert unload_step("-y")["message"].startswith("not requested")
+    assert unload_step("--yes")["message"].startswith("not requested")
+    assert unload_step("--unload-ollama")["status"] == "would run"
+
+
+def test_phase1_yes_leaves_ollamas_model_loaded_and_unload_ollama_unloads_it(sandbox, cli):
+    from migrator.adapters.http import OllamaServer
+    from migrator.app import api
+
+    ollama = OllamaServer(api.settings_for(sandbox).ollama.url)
+    loaded = lambda: [m["name"] for m in ollama.loaded().body["models"]]  # noqa: E731 (its /api/ps)
+    assert loaded() == ["qwen3:32b"]
+    assert cli("--project", str(sandbox), "--yes", "phase1", "--no-bench").exit_code == 0
+    assert loaded() == ["qwen3:32b"]
+    assert cli("--project", str(sandbox), "rollback", "--wait", "5").exit_code == 0
+    assert cli("--project", str(sandbox), "phase1", "--no-bench", "--unload-ollama").exit_code == 0
+    assert loaded() == []
+    assert cli("--project", str(sandbox), "rollback", "--wait", "5").exit_code == 0
+    assert loaded() == ["qwen3:32b"]
 
 
 def test_force_unlock_after_the_verb_removes_the_lock_then_runs_the_command(sandbox, cli):

@@ -10,6 +10,7 @@ import pytest
 from migrator.core import fit
 from migrator.adapters import gpu
 from migrator.core.errors import ExitCode
+from migrator.core.ledger import Ledger
 from migrator.app.harness.model_stub import write_metadata_only
 from migrator.app.harness.tiny_model import build as build_tiny
 
@@ -163,3 +164,74 @@ def test_image_platform_against_an_aarch64_host(monkeypatch, tmp_path, local, re
     ctx._docker = FakeDocker(local, remote).mock
     result = phase1.RuntimeReachable().check(ctx)
     assert result.ok is status and words in result.message + result.fix
+
+
+# ---- "fits with changes": phase1 stops naming the values, or adopts them with --apply-fit-advice ------
+def test_advised_settings_are_ones_that_fit(qwen32b):
+    changes, after = fit.advised_settings(qwen32b, fit.Budget(80 * GiB, 80 * GiB, False), 0.9, 32768)
+    assert set(changes) == {"vllm.max_model_len"} and after.verdict == "fits"
+    # Ollama's 20 GiB and a long context: a lower utilisation first, then the length judged under it.
+    budget = fit.Budget(119 * GiB, 100 * GiB, unified=True, held_by_ollama=20 * GiB)
+    changes, after = fit.advised_settings(qwen32b, budget, 0.9, 131072)
+    assert set(changes) == {"vllm.gpu_memory_utilization", "vllm.max_model_len"} and after.verdict == "fits"
+    again = fit.assess(qwen32b, budget, changes["vllm.gpu_memory_utilization"], changes["vllm.max_model_len"])
+    assert again.verdict == "fits"
+
+
+UNSAFE = ("--set", "vllm.gpu_memory_utilization=0.9")  # the sandbox: 119 GiB, Ollama holding 20 → 0.76 advised
+
+
+def test_fits_with_changes_stops_phase1_naming_the_exact_set(sandbox, cli):
+    result = cli("--project", str(sandbox), "--json", *UNSAFE, "phase1", "--no-bench")
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    doc = json.loads(result.stdout)
+    assert "fits with changes" in doc["error"] and "phase1 stops here" in doc["error"]
+    assert "--set vllm.gpu_memory_utilization=0.76" in doc["fix"], doc["fix"]
+    assert "--unload-ollama" in doc["fix"] and "--apply-fit-advice" in doc["fix"]
+    state = Ledger(sandbox).read_state()
+    assert state["phases"]["phase1"]["failed_step"] == "phase1.fit" and "vllm" not in state["resources"]
+    assert state["phases"]["phase1"]["steps"]["phase1.fit"]["measurements"]["advised"] == {
+        "vllm.gpu_memory_utilization": 0.76}
+    # The value it names is one that fits.
+    check = cli("--project", str(sandbox), "--json", "--set", "vllm.gpu_memory_utilization=0.76", "phase1", "--check")
+    assert {s["id"]: s for s in json.loads(check.stdout)["steps"]}["phase1.fit"]["status"] == "ok"
+
+
+def test_fits_with_changes_names_max_model_len_too(sandbox, cli):
+    import re
+
+    result = cli("--project", str(sandbox), "--json", "--set", "vllm.max_model_len=200000", "phase1", "--check")
+    fix = {s["id"]: s for s in json.loads(result.stdout)["steps"]}["phase1.fit"]["fix"]
+    longest = int(re.search(r"--set vllm\.max_model_len=(\d+)", fix)[1])
+    assert 8192 < longest < 200000
+    ok = cli("--project", str(sandbox), "--json", "--set", f"vllm.max_model_len={longest}", "phase1", "--check")
+    assert {s["id"]: s for s in json.loads(ok.stdout)["steps"]}["phase1.fit"]["status"] == "ok"
+
+
+def test_apply_fit_advice_starts_vllm_with_the_advised_value_and_records_it(sandbox, cli):
+    dry = json.loads(cli("--project", str(sandbox), "--json", *UNSAFE, "phase1", "--dry-run", "--apply-fit-advice").stdout)
+    planned = {s["id"]: s for s in dry["steps"]}
+    assert planned["phase1.fit-advice"]["status"] == "would run"
+    assert "--gpu-memory-utilization 0.76" in planned["phase1.start-vllm"]["plan"][0]
+    assert "adopted_settings" not in Ledger(sandbox).read_state()["resources"]  # a dry-run records nothing
+    result = cli("--project", str(sandbox), "--json", *UNSAFE, "phase1", "--no-bench", "--apply-fit-advice")
+    assert result.exit_code == 0, result.stdout
+    steps = {s["id"]: s for s in json.loads(result.stdout)["steps"]}
+    assert steps["phase1.fit"]["measurements"]["advised"] == {"vllm.gpu_memory_utilization": 0.76}
+    assert steps["phase1.fit-advice"]["status"] == "passed"
+    state = Ledger(sandbox).read_state()
+    adopted = state["resources"]["adopted_settings"]["vllm.gpu_memory_utilization"]
+    assert adopted["value"] == 0.76 and adopted["configured"] == 0.9
+    command = state["resources"]["vllm"]["command"]
+    assert command[command.index("--gpu-memory-utilization") + 1] == "0.76"
+    # Later runs use it while migrate.yaml (here: --set) still says 0.9; a value the operator changed wins.
+    later = cli("--project", str(sandbox), "--json", *UNSAFE, "phase1", "--check")
+    fit_step = {s["id"]: s for s in json.loads(later.stdout)["steps"]}["phase1.fit"]
+    assert fit_step["status"] == "ok" and fit_step["measurements"]["configured_gib"] == round(0.76 * 119, 2)
+    changed = cli("--project", str(sandbox), "--json", "--set", "vllm.gpu_memory_utilization=0.8", "phase1", "--check")
+    assert {s["id"]: s for s in json.loads(changed.stdout)["steps"]}["phase1.fit"]["status"] == "missing"
+    # Rollback forgets it: the next migration judges migrate.yaml afresh.
+    back = cli("--project", str(sandbox), "--json", *UNSAFE, "rollback", "--wait", "5")
+    forgot = next(a for a in json.loads(back.stdout)["actions"] if a["name"] == "adopted settings")
+    assert forgot["ok"] and "forgot vllm.gpu_memory_utilization=0.76" in forgot["result"]
+    assert "adopted_settings" not in Ledger(sandbox).read_state()["resources"]

@@ -45,7 +45,10 @@ def test_kill_during_a_step_then_rollback_restores_everything(sandbox, phase, st
         assert cli("--project", str(sandbox), "bench", "--requests", "8", "--concurrency", "2",
                    "--output-tokens", "8").exit_code == 0
     extra = {"phase1": ["--unload-ollama"], "phase2": ["--scaffold"]}.get(phase, [])
-    killed = run(step, when, "--", "--project", str(sandbox), *QUICK_WATCH, phase, *extra)
+    # The compose file and COMPOSE_FILE are written only for a runtime under compose (the sandbox's vLLM is a
+    # process): the killed run plans vLLM as a docker service; it dies before anything would need the daemon.
+    runtime = ["--set", "vllm.runtime=docker"] if step in ("phase3.compose-file", "phase3.compose-env") else []
+    killed = run(step, when, "--", "--project", str(sandbox), *QUICK_WATCH, *runtime, phase, *extra)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = Ledger(sandbox).read_state()
     assert state["phases"][phase]["status"] == "in_progress"  # the crash is visible

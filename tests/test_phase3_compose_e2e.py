@@ -45,7 +45,7 @@ def test_phase1_then_phase3_under_compose_then_rollback(tmp_path, servers, backe
     with reference_stack(tmp_path, servers, backend_image, ["--model-size", str(2**30)], settings_yaml) as (root, url):
         try:
             before = tree_digest(root)
-            assert api.run_phase("phase1", root).ok
+            assert api.run_phase("phase1", root, options={"apply_fit_advice": True}).ok  # real RAM: fits with changes
             assert api.run_phase("phase2", root).ok  # phase4 switches only after phases 1–3
             standalone = docker.client.containers.get(name)
             assert "com.docker.compose.service" not in standalone.labels

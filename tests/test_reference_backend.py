@@ -64,7 +64,8 @@ def test_backend_switches_from_ollama_to_vllm_and_back(reference_project):
     assert checks["wrong_model_status"] == 404 and checks["over_long_status"] == 400
     assert 0 < checks["longest_prompt_tokens"] < VLLM_MAX_LEN and checks["prompts_checked"] == 2
     assert "backend_status" not in checks  # the backend is still on Ollama: nothing of vLLM to check through it
-    assert (reference_project / "docker" / "docker-compose.vllm.yml").exists()
+    # vLLM is a process here (vllm.runtime: process): no compose service rendered, COMPOSE_FILE left alone.
+    assert not (reference_project / "docker" / "docker-compose.vllm.yml").exists()
     assert httpx.get(url + "/health").json()["llm_backend"] == "ollama"
 
     report = api.run_phase("phase4", reference_project)

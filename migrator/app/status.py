@@ -1,7 +1,8 @@
 """`status`: where the migration stands. Reads only; never creates or changes a file.
 
-Non-zero exit when a phase failed, state is unreadable, or a file the tool wrote has drifted, so it
-can gate CI or a cron check.
+Non-zero exit when a phase failed, state is unreadable, the env file is missing, or a file the tool
+still owns has drifted (a file a rollback put back is the operator's again), so it can gate CI or a
+cron check.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from migrator.core.config import Settings
-from migrator.files.envfile import EnvFile
+from migrator.files.envfile import EnvFile, missing_env_file
 from migrator.core.errors import ExitCode, StateCorrupt
 from migrator.core.fileops import FileWriter
 from migrator.core.ledger import Ledger
@@ -25,6 +26,7 @@ class StatusReport:
     llm_backend: str | None = None
     env_file: str = ""
     env_file_exists: bool = False
+    env_file_problem: str = ""  # missing: what to do (a template to copy), as phase3 would stop on it
     vllm: dict = field(default_factory=dict)
     ollama: dict = field(default_factory=dict)
     drift: dict = field(default_factory=dict)
@@ -43,6 +45,8 @@ class StatusReport:
                 out.append(f"{name} {phase['status']}")
         for rel, what in self.drift.items():
             out.append(f"{rel}: {what}")
+        if self.env_file_problem:
+            out.append(self.env_file_problem)
         return out
 
     @property
@@ -83,7 +87,9 @@ def gather_status(project, settings: Settings, probe: bool = True) -> StatusRepo
         report.env_file_exists = True
         report.llm_backend = env.get("LLM_BACKEND")
     except FileNotFoundError:
-        pass
+        problem = missing_env_file(project, env_path)
+        if problem is not None:
+            report.env_file_problem = f"{problem[0]}: {problem[1]}"
     except OSError as exc:
         report.state_error = report.state_error or f"cannot read {env_path}: {exc.strerror}"
     resources = (state or {}).get("resources", {})

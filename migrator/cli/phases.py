@@ -40,7 +40,8 @@ def phase1(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
            assume_gpu_memory: Annotated[Optional[str], typer.Option("--assume-gpu-memory", metavar="SIZE", help="Plan for a GPU of this size (e.g. 26GiB) instead of reading this host's.")] = None,
            assume_unified: Annotated[bool, typer.Option("--assume-unified", help="With --assume-gpu-memory: the size is a unified memory pool (GB10).")] = False,
            unload_ollama: Annotated[bool, typer.Option("--unload-ollama", help="Unload Ollama's chat model to free its memory; rollback reloads it.")] = False,
-           no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the short benchmark of vLLM alone at the end.")] = False):
+           no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the short benchmark of vLLM alone at the end.")] = False,
+           apply_fit_advice: Annotated[bool, typer.Option("--apply-fit-advice", help="When the fit verdict is 'fits with changes': use its advised gpu_memory_utilization / max_model_len for this migration (recorded) instead of stopping.")] = False):
     """Prepare: preflight (GPU, runtime, port, Ollama), memory-fit verdict before any download, disk,
     then start vLLM alone next to Ollama and prove it answers.
 
@@ -50,7 +51,7 @@ def phase1(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
     overrides = {"model.id": model, "vllm.port": port, "vllm.runtime": runtime,
                  "host.assume_gpu_memory": assume_gpu_memory, "host.assume_unified": assume_unified or None}
     return run_phase_command(ctx, "phase1", check, dry_run, overrides,
-                      {"unload_ollama": unload_ollama or state_of(ctx).yes, "no_bench": no_bench})
+                      {"unload_ollama": unload_ollama, "no_bench": no_bench, "apply_fit_advice": apply_fit_advice})
 
 
 @command

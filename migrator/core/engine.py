@@ -205,8 +205,13 @@ class Step:
             before = ctx.writer.read(path)
             if before != data:  # the operator sees each change before it lands (secrets masked)
                 ctx.out.info(unified_diff(ctx.ledger.relpath(path), before, data).rstrip("\n"))
-            ctx.writer.write(path, data, self.id)
+            ctx.writer.write(path, data, self.id, keys=self.keys_written(ctx, path) if before != data else ())
         return None
+
+    def keys_written(self, ctx: Context, path: Path) -> list[str]:
+        """The settings (env keys) a write to `path` sets: recorded, so that a rollback that cannot
+        restore the file verbatim takes back only what the tool changed."""
+        return []
 
     def verify(self, ctx: Context) -> Outcome:
         return self.check(ctx)
@@ -291,6 +296,7 @@ def _safe(fn: Callable[[], Outcome], step: Step) -> Outcome:
 
 def check_phase(phase: Phase, ctx: Context) -> PhaseReport:
     """`--check`: only the read-only checks; writes nothing, not even the ledger."""
+    apply_adopted_settings(ctx)
     report = PhaseReport(phase.name, "check")
     ctx.mode = report.mode
     for step in phase.steps:
@@ -303,6 +309,7 @@ def check_phase(phase: Phase, ctx: Context) -> PhaseReport:
 
 def dry_run_phase(phase: Phase, ctx: Context) -> PhaseReport:
     """`--dry-run`: the ordered steps, which are satisfied, and the diff of every file to be written."""
+    apply_adopted_settings(ctx)
     report = PhaseReport(phase.name, "dry-run")
     ctx.mode = report.mode
     pending = False  # a step before this one would change something: later checks cannot be judged yet
@@ -366,6 +373,7 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised through subproce
 
 def run_phase(phase: Phase, ctx: Context) -> PhaseReport:
     """Apply a phase: skip what is in place, apply and verify the rest, record every outcome."""
+    apply_adopted_settings(ctx)
     report = PhaseReport(phase.name, "apply")
     ctx.mode = report.mode
     ledger = ctx.ledger
@@ -455,6 +463,36 @@ def _fail(ctx: Context, phase: Phase, step: Step, report: PhaseReport, res: Outc
         raise cause
     raise CheckFailed(f"{phase.name}: {step.title} failed: {res.message}",
                       res.fix or f"fix it and re-run `graphrag-migrate {phase.name}` (it resumes here)")
+
+
+ADOPTED_SETTINGS = "adopted_settings"  # ledger resource: settings a step adopted in place of migrate.yaml's
+
+
+def adopt_settings(ctx: Context, changes: dict, step: str) -> None:
+    """Use these values ({"vllm.KEY": value}) instead of migrate.yaml's for the rest of the migration
+    (phase1 --apply-fit-advice). Recorded with the value each replaces: later runs use them for as long
+    as migrate.yaml still says that value (an operator who edits it is obeyed), and a rollback forgets them."""
+    adopted = ctx.resources.setdefault(ADOPTED_SETTINGS, {})
+    configured = ctx.memo.setdefault("configured_settings", {})
+    for key, value in changes.items():
+        section, name = key.split(".", 1)
+        holder = getattr(ctx.settings, section)
+        configured.setdefault(key, getattr(holder, name))
+        adopted[key] = {"configured": configured[key], "value": value, "step": step, "at": now_iso()}
+        setattr(holder, name, value)
+    ctx.ledger.save()
+    ctx.ledger.audit(step, "settings-adopted", "ok", settings={k: v["value"] for k, v in adopted.items()})
+
+
+def apply_adopted_settings(ctx: Context) -> None:
+    """At the start of every phase run: the recorded adopted settings, where migrate.yaml still says
+    what it said when they were adopted."""
+    for key, entry in (ctx.resources.get(ADOPTED_SETTINGS) or {}).items():
+        section, name = key.split(".", 1)
+        holder = getattr(ctx.settings, section, None)
+        if holder is not None and getattr(holder, name, None) == entry.get("configured"):
+            ctx.memo.setdefault("configured_settings", {})[key] = entry["configured"]
+            setattr(holder, name, entry["value"])
 
 
 def restore_files(ctx: Context, rels: list[str]) -> list[tuple]:

@@ -3,9 +3,12 @@
 Every write: (1) in dry-run, only records a unified diff; (2) otherwise backs the file up the first
 time the tool changes it, records the intended checksum in the ledger, writes atomically (temp file,
 fsync, rename) keeping the file's mode, and writes through a symlink to its target; (3) logs the
-before/after checksums to the audit log. Rollback restores from the same records. An OS failure
-(permissions, an immutable file, a full disk, a directory in the file's place) is an EnvironmentMissing
-naming the file, raised before the file is touched or after it is whole again.
+before/after checksums to the audit log. Rollback restores from the same records, then *releases*
+each file it put back (`released_at` in its record, a `release` line in the audit log): from then on
+the file is the operator's again — not drift, not restored twice, and backed up afresh should a new
+migration change it. An OS failure (permissions, an immutable file, a full disk, a directory in the
+file's place) is an EnvironmentMissing naming the file, raised before the file is touched or after it
+is whole again.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import difflib
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from migrator.core.errors import EnvironmentMissing, from_os_error
 from migrator.core.ledger import Ledger, atomic_write_bytes, now_iso, sha256_bytes
@@ -118,6 +123,17 @@ def _first_missing_dir(directory: Path, project: Path) -> Path | None:
     return missing
 
 
+def _keep_older_backup(backup: Path, before: bytes) -> None:
+    """A second migration backs the file up again; an older backup holding other bytes (the
+    pre-migration copy a rollback that kept the operator's edits pointed to) is set aside, not lost."""
+    try:
+        older = backup.read_bytes()
+    except FileNotFoundError:
+        return
+    if older != before:
+        os.replace(backup, backup.with_name(f"{backup.name}.{time.strftime('%Y%m%dT%H%M%S')}"))
+
+
 def _target(path: Path) -> Path:
     """The file a write really lands in: a symlinked .env is written through, the link kept."""
     return Path(os.path.realpath(path)) if path.is_symlink() else path
@@ -151,8 +167,11 @@ class FileWriter:
         except OSError as exc:
             raise from_os_error(exc, "reading", path) from None
 
-    def write(self, path: Path, data: bytes, step: str) -> FileChange | None:
-        """Write `data` to `path` (see module doc). Returns the change, or None when nothing changes."""
+    def write(self, path: Path, data: bytes, step: str, keys: Iterable[str] = ()) -> FileChange | None:
+        """Write `data` to `path` (see module doc). Returns the change, or None when nothing changes.
+
+        `keys`: the settings this write sets (env keys), recorded so that a rollback that cannot restore
+        the file verbatim knows what the tool changed and what was the operator's."""
         with _os_faults("writing", path):
             target = _target(path)
         before = self.read(path)
@@ -169,7 +188,7 @@ class FileWriter:
             return change
         files = self.ledger.state["files"]
         record = files.get(rel)
-        if record is None:
+        if record is None or record.get("released_at"):  # a released file is the operator's: back it up anew
             record = {"existed": before is not None, "first_changed_at": now_iso(), "step": step}
             created = _first_missing_dir(target.parent, self.ledger.project)
             if created is not None:  # remembered so that rollback removes only what the tool created
@@ -177,6 +196,7 @@ class FileWriter:
             if before is not None:
                 backup = self.ledger.backup_path(rel)
                 with _os_faults(f"backing up {rel} to", backup):
+                    _keep_older_backup(backup, before)
                     atomic_write_bytes(backup, before, mode=0o600)
                 record["backup"] = str(backup.relative_to(self.ledger.root))
                 record["original_sha256"] = sha256_bytes(before)
@@ -184,6 +204,8 @@ class FileWriter:
         # Record the intent before the write: after a crash the file is either as before or as intended.
         record["written_sha256"] = sha256_bytes(data)
         record["written_at"] = now_iso()
+        if keys:
+            record["keys_set"] = sorted(set(record.get("keys_set") or ()) | set(keys))
         self.ledger.save()
         with _os_faults("writing", path):
             mode = stat.S_IMODE(target.stat().st_mode) if before is not None else None
@@ -196,6 +218,7 @@ class FileWriter:
             step, "write", "ok", file=rel,
             before_sha256=sha256_bytes(before) if before is not None else None,
             after_sha256=sha256_bytes(data), created_dir=record.get("created_dir"),
+            **({"keys_set": sorted(set(keys))} if keys else {}),
         )
         return change
 
@@ -205,6 +228,8 @@ class FileWriter:
         path = self.ledger.project / rel
         if record is None:
             return "not changed by graphrag-migrate"
+        if record.get("released_at"):
+            return f"already rolled back ({record.get('released', 'released')}); the file is yours since"
         current = self.read(path)
         if record.get("existed"):
             backup = self.ledger.root / record["backup"]
@@ -215,6 +240,7 @@ class FileWriter:
             except OSError as exc:
                 raise from_os_error(exc, "reading the backup", backup) from None
             if current == original:
+                self.release(rel, "already as before", step)
                 return "already as before"
             if self.dry_run:
                 self.planned.append(FileChange(path, rel, current, original))
@@ -226,9 +252,11 @@ class FileWriter:
             self.ledger.audit(step, "restore", "ok", file=rel,
                               before_sha256=sha256_bytes(current) if current is not None else None,
                               after_sha256=sha256_bytes(original))
+            self.release(rel, "restored from backup", step)
             return "restored from backup"
         # The tool created it: remove it, but only if it is still what the tool wrote.
         if current is None:
+            self.release(rel, "already removed", step)
             return "already removed"
         if sha256_bytes(current) != record.get("written_sha256"):
             return "created by graphrag-migrate but edited since: kept"
@@ -238,7 +266,19 @@ class FileWriter:
         with _os_faults("removing", path):
             os.unlink(path)
         self.ledger.audit(step, "remove", "ok", file=rel, before_sha256=sha256_bytes(current))
+        self.release(rel, "removed", step)
         return "removed (graphrag-migrate created it)"
+
+    def release(self, rel: str, how: str, step: str = "rollback") -> None:
+        """The file is back as the operator had it (or, kept edits, theirs to own): the tool no longer
+        owns it. Kept in the ledger (created_dir, the backup's name) and logged, so that a rollback
+        rebuilding its records from the audit log drops it too."""
+        record = self.ledger.state["files"].get(rel)
+        if record is None or record.get("released_at") or self.dry_run:
+            return
+        record.update(released_at=now_iso(), released=how)
+        self.ledger.save()
+        self.ledger.audit(step, "release", "ok", file=rel, how=how)
 
     def remove_created_dirs(self) -> list[str]:
         """After restores: remove the directories the tool created, if nothing else lives in them now."""
@@ -258,9 +298,12 @@ class FileWriter:
         return removed
 
     def drift(self) -> dict[str, str]:
-        """Files whose content changed since the tool last wrote them: rel -> what is seen."""
+        """Files whose content changed since the tool last wrote them: rel -> what is seen. Files a
+        rollback released are the operator's again: whatever they hold is not drift."""
         out = {}
         for rel, record in self.ledger.state["files"].items():
+            if record.get("released_at"):
+                continue
             current = self.read(self.ledger.project / rel)
             cur_sha = sha256_bytes(current) if current is not None else None
             if cur_sha == record.get("written_sha256"):

@@ -61,9 +61,11 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)
     figures: dict = field(default_factory=dict)
+    changes: dict = field(default_factory=dict)  # the settings the advice names, {"vllm.KEY": value}
 
     def to_dict(self) -> dict:
-        return {"verdict": self.verdict, "reasons": self.reasons, "advice": self.advice, "figures": self.figures}
+        return {"verdict": self.verdict, "reasons": self.reasons, "advice": self.advice, "figures": self.figures,
+                "changes": self.changes}
 
 
 # ---- reading model metadata ------------------------------------------------------------------
@@ -162,6 +164,7 @@ def assess(model: ModelInfo, budget: Budget, gpu_memory_utilization: float, max_
             f"{budget.total_bytes / GiB:.0f} GiB {what}, but only {usable_now / GiB:.1f} GiB can be used now"
             + (f" ({held / GiB:.1f} GiB held by Ollama)" if held else ""))
         verdict.advice.append(f"set vllm.gpu_memory_utilization to {safe_util}")
+        verdict.changes["vllm.gpu_memory_utilization"] = safe_util
         if held:
             verdict.advice.append("or let phase1 unload Ollama's chat model first (--unload-ollama)")
     if model.weight_bytes + overhead > vllm_bytes:
@@ -189,8 +192,27 @@ def assess(model: ModelInfo, budget: Budget, gpu_memory_utilization: float, max_
         longest = int(kv_tokens // 256 * 256)
         if longest >= 256:
             verdict.advice.append(f"set vllm.max_model_len to {longest} (or less)")
+            verdict.changes["vllm.max_model_len"] = longest
         if kv_cache_dtype == "auto":
             verdict.advice.append("or add --kv-cache-dtype fp8 (halves the KV cache) to vllm.extra_args")
     elif verdict.reasons:
         verdict.verdict = "fits with changes"
     return verdict
+
+
+def advised_settings(model: ModelInfo, budget: Budget, gpu_memory_utilization: float, max_model_len: int,
+                     kv_cache_dtype: str = "auto", may_unload_ollama: bool = False) -> tuple[dict, Verdict]:
+    """The settings that turn a "fits with changes" verdict into "fits", and the verdict with them.
+
+    Applied one round at a time (a lower gpu_memory_utilization leaves less KV room, so the longest
+    max_model_len is judged again under it), so that the values named are ones that really fit."""
+    util, length, changes = gpu_memory_utilization, max_model_len, {}
+    verdict = assess(model, budget, util, length, kv_cache_dtype, may_unload_ollama)
+    for _ in range(3):
+        if verdict.verdict != "fits with changes" or not verdict.changes:
+            break
+        changes.update(verdict.changes)
+        util = changes.get("vllm.gpu_memory_utilization", util)
+        length = changes.get("vllm.max_model_len", length)
+        verdict = assess(model, budget, util, length, kv_cache_dtype, may_unload_ollama)
+    return changes, verdict

@@ -465,19 +465,27 @@ class Ledger:
 
     def files_from_audit(self) -> tuple[dict[str, dict], list[str]]:
         """The `files` records rebuilt from the audit log, for a rollback whose state.json was lost: a
-        file's first logged write says whether it existed, its last what the tool wrote. A backup is used
-        only if its checksum is one the log recorded as a file's content before a write.
-        Returns (records, files left out because their backup is missing or does not match)."""
+        file's first logged write says whether it existed, its last what the tool wrote, and which keys
+        it set. A file a rollback released is forgotten (it is the operator's again) until the tool
+        writes it anew. A backup is used only if its checksum is one the log recorded as a file's
+        content before a write. Returns (records, files left out because their backup is missing or
+        does not match)."""
         files: dict[str, dict] = {}
         befores: dict[str, set] = {}
         for entry in self.read_audit():
             rel = entry.get("file")
+            if entry.get("action") == "release" and rel:
+                files.pop(rel, None)
+                befores.pop(rel, None)
+                continue
             if entry.get("action") != "write" or not rel:
                 continue
             record = files.setdefault(rel, {"existed": entry.get("before_sha256") is not None,
                                             "step": entry.get("step"), "recovered_from": "audit log"})
             befores.setdefault(rel, set()).add(entry.get("before_sha256"))
             record["written_sha256"] = entry.get("after_sha256")
+            if entry.get("keys_set"):
+                record["keys_set"] = sorted(set(record.get("keys_set", [])) | set(entry["keys_set"]))
             if entry.get("created_dir"):
                 record.setdefault("created_dir", entry["created_dir"])
         left_out = []

@@ -192,3 +192,33 @@ def read_project_env(ctx) -> "EnvFile | None":
     """The project's env file (as planned edits left it, in dry-run), or None if absent."""
     data = ctx.writer.read(ctx.env_path)
     return None if data is None else EnvFile.from_bytes(data)
+
+
+ENV_TEMPLATES = (".env.example", ".env.template", "env.example")
+
+
+def missing_env_file(project, env_path) -> "tuple[str, str] | None":
+    """(what is wrong, the fix) when the env file migrate.yaml names is not there — with the copy to
+    make when only a template was shipped beside it — else None. Read-only: phase3 and status ask it
+    first, so that nothing is written for a project whose env file does not exist yet."""
+    import os
+    from pathlib import Path
+
+    project, env_path = Path(project), Path(env_path)
+    if os.path.exists(env_path):  # a symlink to a missing file is missing too
+        return None
+
+    def shown(path: Path) -> str:
+        try:
+            return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(project)))
+        except ValueError:
+            return str(path)
+
+    templates = [env_path.parent / name for name in ENV_TEMPLATES if (env_path.parent / name).is_file()]
+    if templates:
+        template = shown(templates[0])
+        return (f"env file {shown(env_path)} not found (only the template {template} is there)",
+                f"cp {template} {shown(env_path)} (in {project}) and fill it in, or set project.env_file "
+                "to your env file")
+    return (f"env file {shown(env_path)} not found",
+            "create it (your backend's settings, LLM_BACKEND included), or set project.env_file to your env file")
