@@ -117,7 +117,7 @@ def test_secret_names_run_together_or_as_a_segment_are_masked():
                  "DB_PWD", "NEO4J_PASSWD", "GOOGLE_CREDENTIAL", "SSH_PRIVATE", "PRIVATE_KEY", "neo4j_auth"):
         assert secrets.is_secret_name(name), name
     for name in ("kv_bytes_per_token", "KV_BYTES_PER_TOKEN", "tokens_per_s", "max_tokens", "keyboard",
-                 "tokenizer", "PWD", "OLDPWD", "api_key_env"):
+                 "tokenizer", "PWD", "OLDPWD", "api_key_env", "key"):
         assert not secrets.is_secret_name(name), name
     masked = secrets.redact({"kv_bytes_per_token": 131072, "NEO4J_KEY": "n30j-k3y", "DBPASSWORD": ""})
     assert masked == {"kv_bytes_per_token": 131072, "NEO4J_KEY": "***", "DBPASSWORD": ""}

@@ -17,7 +17,9 @@ MASK = "***"
 _SECRET_WORDS = ("SECRET", "SECRETS", "PASSWORD", "PASSWD", "PWD", "CREDENTIAL", "CREDENTIALS", "PRIVATE", "AUTH")
 # KEY and TOKEN only as the name's last word: num_key_value_heads is model shape, HF_TOKEN_PATH a path.
 _LAST_WORDS = ("KEY", "TOKEN")
-_NOT_SECRET_NAMES = {"PWD", "OLDPWD"}  # the shell's working directories: masking them would hide every path
+# The shell's working directories (masking them would hide every path), and a bare "key": the name of a
+# setting or field in the tool's own documents (init's undecided keys), not a credential.
+_NOT_SECRET_NAMES = {"PWD", "OLDPWD", "KEY"}
 # Token shapes that are secrets even when we do not know the variable's name.
 _TOKEN_SHAPES = [
     re.compile(r"\bhf_[A-Za-z0-9]{20,}\b"),
