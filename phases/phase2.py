@@ -186,6 +186,13 @@ class Requirement(_Scaffoldable):
     def files(self, ctx: Context) -> dict[Path, bytes]:
         b = ctx.settings.backend
         path = ctx.path(b.dir) / b.requirements
+        where = {"pyproject.toml": "[project].dependencies (or [tool.poetry.dependencies])",
+                 "Pipfile": "[packages]"}.get(path.name)
+        if where or path.suffix not in (".txt", ".in"):
+            # Appending a line would break a TOML or Pipfile: only requirements files are edited.
+            raise CheckFailed(f"{path.name} is not a requirements file: --scaffold only appends to those",
+                              f"add langchain-openai to {where or 'your dependency list'} in {path} by hand, "
+                              "then re-run phase2")
         data = ctx.writer.read(path) or b""
         newline = b"\r\n" if b"\r\n" in data else b"\n"
         if data and not data.endswith(b"\n"):

@@ -173,3 +173,21 @@ def test_backend_tests_that_cannot_start_are_a_warning_not_a_failure(sandbox, cl
                  "phase2", "--check")
     unit = steps(result)["phase2.unit-tests"]
     assert unit["status"] == "warn" and "could not start" in unit["message"] and "not run" in unit["message"]
+
+
+@pytest.mark.parametrize("name, text", [
+    ("pyproject.toml", '[project]\nname = "api"\ndependencies = ["fastapi", "langchain-ollama"]\n'),
+    ("Pipfile", '[packages]\nfastapi = "*"\nlangchain-ollama = "*"\n'),
+])
+def test_scaffold_never_appends_a_line_to_a_toml_or_pipfile(sandbox, cli, name, text):
+    """init points backend.requirements at a project's real dependency file; a line appended to it would
+    break the TOML. The scaffold refuses it, names the table to edit, and the file stays byte-identical."""
+    strip_vllm(sandbox)
+    (sandbox / "backend" / "requirements.txt").unlink()
+    (sandbox / "backend" / name).write_text(text)
+    result = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=",
+                 "--set", f"backend.requirements={name}", "phase2", "--scaffold")
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    assert "is not a requirements file" in result.stderr
+    assert ("[packages]" if name == "Pipfile" else "[project].dependencies") in result.stderr
+    assert (sandbox / "backend" / name).read_text() == text
