@@ -78,8 +78,11 @@ def test_phase1_then_phase3_under_compose_then_rollback(tmp_path, servers, backe
             loadtest = state["resources"]["loadtest"]
             assert loadtest["source"] == "staging" and loadtest["metrics"]["error_rate"] == 0
             assert f":{staged_vllm_port(root)}" in loadtest["target"]["url"]
-            # The load test and the checks went to staging: production's vLLM served no request meanwhile.
-            assert _requests_served(port) == production_requests
+            # The load test and the checks went to staging: production's vLLM served none of them — only the
+            # one question phase4 asked through the production backend to prove the switch.
+            proof = next(s for s in report.steps if s.id == "phase4.backend").measurements
+            assert proof["vllm_requests_delta"] >= 1
+            assert _requests_served(port) == production_requests + proof["vllm_requests_delta"]
             # Then, the gates passed, production switched: the backend answers through production's vLLM.
             assert [s.id for s in report.steps][-3:] == ["phase4.switch", "phase4.backend", "phase4.watch"]
             assert httpx.get(url + "/health").json()["llm_backend"] == "vllm"
