@@ -749,14 +749,7 @@ class PyIndex:
 
     def resolve_import(self, module: PyModule, name: str) -> tuple | None:
         if name not in module.imports:
-            top = module.scope
-            if name in top.funcs:
-                return ("func", top.funcs[name].key)
-            if name in top.classes:
-                return ("class", top.classes[name].key)
-            if name in top.locals:
-                return ("var", top.key, name)
-            return None
+            return _defined_in(module.scope, name)
         target, attr = module.imports[name]
         return self.member(target, attr)
 
@@ -767,14 +760,11 @@ class PyIndex:
         found = self.find(target)
         if found is not None:
             top = found.scope
-            if attr in top.funcs:
-                return ("func", top.funcs[attr].key)
-            if attr in top.classes:
-                return ("class", top.classes[attr].key)
-            if attr in top.locals:
-                if attr in found.imports:  # re-exported
-                    return self.member(*found.imports[attr])
-                return ("var", top.key, attr)
+            if attr in top.locals and attr not in top.funcs and attr not in top.classes and attr in found.imports:
+                return self.member(*found.imports[attr])  # re-exported
+            defined = _defined_in(top, attr)
+            if defined is not None:
+                return defined
         sub = self.find(f"{target}.{attr}" if target else attr)
         if sub is not None:
             return ("module", sub.name)
@@ -2327,3 +2317,14 @@ def _notes(d: Discovery) -> None:
         d.notes.append(f"the compose file already has a vLLM service '{name}' "
                        f"({stack.services[name].declared[0] if stack.services[name].declared else ''}); "
                        "graphrag-migrate adds its own")
+
+
+def _defined_in(scope, name: str) -> tuple | None:
+    """What `name` is at the top of a module: a function, a class or a variable (in that order), or None."""
+    if name in scope.funcs:
+        return ("func", scope.funcs[name].key)
+    if name in scope.classes:
+        return ("class", scope.classes[name].key)
+    if name in scope.locals:
+        return ("var", scope.key, name)
+    return None
