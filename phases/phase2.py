@@ -1,216 +1,152 @@
 """phase2 — backend wiring: can the backend switch its LLM by LLM_BACKEND?
 
 Checks of the backend's source, parsed with `ast` (the user's modules are never imported or run to
-inspect them); with --scaffold, the missing pieces written from templates (a VLLMChat module, the settings
-fields inserted into the settings class, the requirements line), each shown as a diff and backed up;
-then the backend's own unit tests, and a streamed answer through the same client the backend uses.
+inspect them): its settings read LLM_BACKEND, VLLM_BASE_URL and VLLM_MODEL, every Ollama model it builds
+is chosen by LLM_BACKEND, langchain-openai is a dependency. With --scaffold, all of it is first wired in
+the project's own style (`migrator.files.pywire`), planned in full before one byte is written, each file
+shown as a diff and backed up. Then the backend's own unit tests, and a streamed answer through the same
+client the backend uses.
 """
 
 from __future__ import annotations
 
-import ast
 import os
 from pathlib import Path
 
 from migrator.core.config import Settings
 from migrator.core.engine import Context, Outcome, Phase, Step
 from migrator.core.errors import CheckFailed
+from migrator.files import pywire
 
-def _fields(ctx: Context) -> list[str]:
+DEFAULT_FIELD_NAMES = ["llm_backend", "vllm_base_url", "vllm_model"]
+
+
+def _defaults(ctx: Context) -> dict[str, str]:
+    """What the new settings default to: Ollama (so the backend starts as before), and where vLLM is."""
+    from phases.phase3 import backend_base_url
+
+    return {"LLM_BACKEND": "ollama", "VLLM_BASE_URL": backend_base_url(ctx),
+            "VLLM_MODEL": ctx.settings.model.served_name}
+
+
+def read_backend(ctx: Context) -> pywire.Source:
+    b = ctx.settings.backend
+    backend = ctx.path(b.dir)
+    settings_file = backend / b.config_module
+    if not backend.is_dir():
+        raise CheckFailed(f"backend.dir {backend} is not a directory", "set backend.dir in migrate.yaml "
+                          "(graphrag-migrate init finds it)")
+    if not settings_file.is_file():
+        raise CheckFailed(f"{settings_file} not found", "set backend.config_module (the file holding the Ollama URL "
+                          "setting) in migrate.yaml")
+    source = pywire.read_source(ctx.project, backend, settings_file,
+                                backend / b.import_root if b.import_root else None)
+    rel = ctx.ledger.relpath(settings_file)
+    if rel in source.index.unparsed:
+        raise CheckFailed(f"{rel} does not parse", "fix it first; nothing was written")
+    return source
+
+
+def field_names(ctx: Context, source: pywire.Source) -> dict[str, str]:
+    """New settings' names: backend.settings_fields when set, else the project's own case convention."""
     names = list(ctx.settings.backend.settings_fields)
     if len(names) != 3:
         raise CheckFailed(f"backend.settings_fields has {len(names)} names", "give three: switch, vLLM URL, vLLM model")
-    return names
+    if names == DEFAULT_FIELD_NAMES and source.settings is not None:
+        return pywire.field_names(source.settings)
+    return dict(zip(pywire.ENV_NAMES, names))
 
 
-def _field_defaults(ctx: Context) -> dict[str, str]:
-    import json
-
-    from phases.phase3 import backend_base_url
-
-    switch, url, model = _fields(ctx)
-    return {switch: '"ollama"', url: json.dumps(backend_base_url(ctx)),
-            model: json.dumps(ctx.settings.model.served_name)}
+def dependency_path(ctx: Context) -> Path:
+    return ctx.path(ctx.settings.backend.dir) / ctx.settings.backend.requirements
 
 
-def settings_with_fields(source: str, path: Path, defaults: dict[str, str]) -> str:
-    """The settings file with the missing fields added after the last annotated field of its settings
-    class. Refuses (CheckFailed, with the lines to add) when it cannot tell where they go."""
-    tree = ast.parse(source)
-    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)
-               and any(isinstance(i, ast.AnnAssign) for i in n.body)]
-    settings_like = [c for c in classes if any(getattr(b, "id", getattr(b, "attr", "")) == "BaseSettings"
-                                               for b in c.bases)] or classes
-    wanted_lines = [f"{name}: str = {default}" for name, default in defaults.items()]
-    if len(settings_like) != 1:
-        raise CheckFailed(f"{path.name}: cannot tell which class holds the settings ({len(settings_like)} candidates)",
-                          "add these lines to it by hand: " + "; ".join(wanted_lines))
-    cls = settings_like[0]
-    declared = {i.target.id for i in cls.body if isinstance(i, ast.AnnAssign) and isinstance(i.target, ast.Name)}
-    missing = {k: v for k, v in defaults.items() if k not in declared}
-    if not missing:
-        return source
-    last = [i for i in cls.body if isinstance(i, ast.AnnAssign)][-1]
-    lines = source.splitlines(keepends=True)
-    indent = lines[last.lineno - 1][: len(lines[last.lineno - 1]) - len(lines[last.lineno - 1].lstrip())]
-    newline = "\r\n" if lines[last.end_lineno - 1].endswith("\r\n") else "\n"
-    added = [f"{indent}{name}: str = {default}{newline}" for name, default in missing.items()]
-    result = "".join(lines[: last.end_lineno] + added + lines[last.end_lineno:])
-    ast.parse(result)  # what we write must still parse
-    return result
+def wiring_plan(ctx: Context) -> pywire.WiringPlan:
+    from migrator.files.templates import render
+
+    source = read_backend(ctx)
+    return pywire.plan_wiring(source, _defaults(ctx), dependency_path(ctx), render("llm_switch.py.j2"),
+                              names=field_names(ctx, source) if source.settings else None)
 
 
-def _parse(path: Path) -> ast.Module | Outcome:
-    try:
-        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except FileNotFoundError:
-        return Outcome.failed(f"{path} not found", "set backend.dir / backend.config_module in migrate.yaml")
-    except SyntaxError as exc:
-        return Outcome.failed(f"{path} does not parse (line {exc.lineno})", "fix the syntax error first")
+class SwitchWiring(Step):
+    """--scaffold: the switch wired in the project's own style — settings, call sites, dependency — in one
+    step, planned in full first: the project is left fully wired or untouched (any refusal writes nothing)."""
 
-
-class _Scaffoldable(Step):
-    """A check that, with --scaffold, also writes what it finds missing."""
-
-    def __init__(self, scaffold: bool = False):
-        self.scaffold = scaffold
-
-    @property
-    def read_only(self):  # type: ignore[override]
-        return not self.scaffold
-
-
-class SettingsFields(_Scaffoldable):
-    id = "phase2.settings"
-    title = "settings declare llm_backend, vllm_base_url, vllm_model"
-
-    def files(self, ctx: Context) -> dict[Path, bytes]:
-        b = ctx.settings.backend
-        path = ctx.path(b.dir) / b.config_module
-        data = ctx.writer.read(path)
-        if data is None:
-            raise CheckFailed(f"{path} not found", "set backend.dir / backend.config_module")
-        try:
-            source = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CheckFailed(f"{path} is not UTF-8 text", "add the fields by hand") from None
-        try:
-            updated = settings_with_fields(source, path, _field_defaults(ctx))
-        except SyntaxError as exc:
-            raise CheckFailed(f"{path} does not parse (line {exc.lineno})", "fix it first; nothing was written") from None
-        return {path: updated.encode("utf-8")}
+    id = "phase2.wiring"
+    title = "the backend wired to choose its LLM by LLM_BACKEND"
 
     def check(self, ctx: Context) -> Outcome:
-        b = ctx.settings.backend
-        path = ctx.path(b.dir) / b.config_module
-        tree = _parse(path)
-        if isinstance(tree, Outcome):
-            return tree
-        declared: dict[str, bool] = {}  # field -> has a default
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef):
-                for item in node.body:
-                    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
-                        declared[item.target.id] = item.value is not None
-        fields = _fields(ctx)
-        missing = [f for f in fields if f not in declared]
-        if missing:
-            return Outcome.failed(f"{path.name} lacks {', '.join(missing)}",
-                                  "add them to the settings class (plan §5.4), or phase2 --scaffold")
-        no_default = [f for f in fields if not declared[f]]
-        if no_default:
-            return Outcome.failed(f"{path.name}: {', '.join(no_default)} have no default",
-                                  "give each a default (e.g. llm_backend = \"ollama\") so the backend starts without them")
-        return Outcome.passed(f"{path.name} declares {', '.join(fields)} with defaults")
+        source = read_backend(ctx)
+        status = pywire.switch_status(source)
+        path = dependency_path(ctx)
+        text = _read_text(path)
+        problems = status.problems + ([] if text is not None and pywire.listed(path, text) else
+                                      [f"{pywire.DEPENDENCY} is not in {ctx.ledger.relpath(path)}"])
+        if problems:
+            return Outcome.failed("; ".join(problems))
+        return Outcome.passed("settings, call sites and dependency in place")
+
+    def plan(self, ctx: Context) -> list[str]:
+        return [f"write {ctx.ledger.relpath(path)}" for path in wiring_plan(ctx).files]
+
+    def files(self, ctx: Context) -> dict[Path, bytes]:
+        plan = wiring_plan(ctx)
+        if plan.problems:
+            first, *rest = plan.problems
+            raise CheckFailed(f"cannot wire the switch ({len(plan.problems)} problem"
+                              f"{'s' if rest else ''}; nothing was written): {first}",
+                              "; ".join(rest) or "fix it by hand, then re-run phase2 --scaffold")
+        return {path: text.encode("utf-8") for path, text in plan.files.items()}
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
+        return None
+
+
+class SettingsFields(Step):
+    id = "phase2.settings"
+    title = "settings read LLM_BACKEND, VLLM_BASE_URL, VLLM_MODEL"
+    read_only = True
+
+    def check(self, ctx: Context) -> Outcome:
+        source = read_backend(ctx)
+        status = pywire.switch_status(source)
+        if not status.settings_ok:
+            return Outcome.failed(status.problems[0], "phase2 --scaffold adds them in the file's own style")
+        where = source.settings.file
+        return Outcome.passed(f"{where}: " + ", ".join(f"{env} → {name}" for env, name in status.fields.items()))
 
 
 class OpenAIClient(Step):
     id = "phase2.llm"
-    title = "LLM factory has ChatOpenAI(base_url=…) chosen by llm_backend"
+    title = "every Ollama model the backend builds is chosen by LLM_BACKEND"
     read_only = True
 
     def check(self, ctx: Context) -> Outcome:
-        b = ctx.settings.backend
-        path = ctx.path(b.dir) / b.llm_module
-        tree = _parse(path)
-        if isinstance(tree, Outcome):
-            return tree
-        switch = _fields(ctx)[0]
-        has_openai = has_switch = streams = False
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call):
-                name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
-                if name == "ChatOpenAI" and any(k.arg == "base_url" for k in node.keywords):
-                    has_openai = True
-                    streams = streams or any(k.arg == "streaming" and getattr(k.value, "value", None) is True
-                                             for k in node.keywords)
-                if name in ("stream", "astream", "astream_events"):
-                    streams = True
-            if isinstance(node, ast.Compare):
-                names = {n.attr if isinstance(n, ast.Attribute) else getattr(n, "id", "")
-                         for n in ast.walk(node)}
-                if switch in names:
-                    has_switch = True
-        missing = [what for what, ok in (("ChatOpenAI(base_url=…)", has_openai),
-                                          (f"a choice on {switch}", has_switch),
-                                          ("streaming (streaming=True or .stream/.astream)", streams)) if not ok]
-        if missing:
-            return Outcome.failed(f"{path.name} lacks {' and '.join(missing)}", "see plan §5.5")
-        return Outcome.passed(f"{path.name} selects ChatOpenAI by llm_backend")
+        source = read_backend(ctx)
+        status = pywire.switch_status(source)
+        if not status.sites_ok:
+            return Outcome.failed(next((p for p in status.problems if "chosen by" in p), status.problems[-1]),
+                                  "phase2 --scaffold routes each call site through select_llm")
+        return Outcome.passed("each LLM call site switches to the OpenAI-compatible client on LLM_BACKEND=vllm")
 
 
-class VllmChatModule(Step):
-    id = "phase2.vllm-chat"
-    title = "VLLMChat module (streaming, history, system prompt)"
-
-    def _path(self, ctx: Context) -> Path:
-        b = ctx.settings.backend
-        return (ctx.path(b.dir) / b.llm_module).parent / "vllm_chat.py"
-
-    def check(self, ctx: Context) -> Outcome:
-        path = self._path(ctx)
-        return Outcome.passed(f"{path.name} present") if path.exists() else Outcome.failed(f"{path.name} not written")
-
-    def files(self, ctx: Context) -> dict[Path, bytes]:
-        from migrator.files.templates import render
-
-        text = render("vllm_chat.py.j2", backend_field="llm_backend", base_url_field="vllm_base_url",
-                      model_field="vllm_model")
-        return {self._path(ctx): text.encode()}
-
-
-class Requirement(_Scaffoldable):
+class Requirement(Step):
     id = "phase2.requirements"
     title = "langchain-openai is a dependency"
-
-    def files(self, ctx: Context) -> dict[Path, bytes]:
-        b = ctx.settings.backend
-        path = ctx.path(b.dir) / b.requirements
-        where = {"pyproject.toml": "[project].dependencies (or [tool.poetry.dependencies])",
-                 "Pipfile": "[packages]"}.get(path.name)
-        if where or path.suffix not in (".txt", ".in"):
-            # Appending a line would break a TOML or Pipfile: only requirements files are edited.
-            raise CheckFailed(f"{path.name} is not a requirements file: --scaffold only appends to those",
-                              f"add langchain-openai to {where or 'your dependency list'} in {path} by hand, "
-                              "then re-run phase2")
-        data = ctx.writer.read(path) or b""
-        newline = b"\r\n" if b"\r\n" in data else b"\n"
-        if data and not data.endswith(b"\n"):
-            data += newline
-        return {path: data + b"langchain-openai" + newline}
+    read_only = True
 
     def check(self, ctx: Context) -> Outcome:
-        b = ctx.settings.backend
-        candidates = [ctx.path(b.dir) / b.requirements, ctx.path(b.dir) / "pyproject.toml"]
-        for path in candidates:
-            try:
-                text = path.read_text(encoding="utf-8").lower().replace("_", "-")
-            except FileNotFoundError:
-                continue
-            if "langchain-openai" in text:
-                return Outcome.passed(f"listed in {path.name}")
-        return Outcome.failed(f"langchain-openai is not in {candidates[0].name}",
-                              f"add `langchain-openai` to {candidates[0]}")
+        path = dependency_path(ctx)
+        text = _read_text(path)
+        if text is not None and pywire.listed(path, text):
+            return Outcome.passed(f"listed in {path.name}")
+        return Outcome.failed(f"langchain-openai is not in {ctx.ledger.relpath(path)}",
+                              f"add `langchain-openai` to {path}, or phase2 --scaffold")
 
 
 class BackendUnitTests(Step):
@@ -307,9 +243,6 @@ class ClientContract(Step):
 
 
 def build(settings: Settings, options: dict) -> Phase:
-    scaffold = bool(options.get("scaffold"))
-    steps: list[Step] = [SettingsFields(scaffold)]
-    if scaffold:
-        steps.append(VllmChatModule())
-    steps += [OpenAIClient(), Requirement(scaffold), BackendUnitTests(), ClientContract()]
+    steps: list[Step] = [SwitchWiring()] if options.get("scaffold") else []
+    steps += [SettingsFields(), OpenAIClient(), Requirement(), BackendUnitTests(), ClientContract()]
     return Phase("phase2", "backend wiring", steps)

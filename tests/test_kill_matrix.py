@@ -17,7 +17,7 @@ from migrator.core.ledger import Ledger
 HERE = os.path.dirname(__file__)
 # (The download step's kill -9 is in test_download: here the model is a local directory.)
 STEPS = [("phase1", "phase1.unload-ollama"), ("phase1", "phase1.start-vllm"),
-         ("phase2", "phase2.settings"), ("phase2", "phase2.vllm-chat"), ("phase2", "phase2.requirements"),
+         ("phase2", "phase2.wiring"),
          ("phase3", "phase3.compose-file"), ("phase3", "phase3.compose-env"), ("phase3", "phase3.env"),
          ("phase4", "phase4.monitoring"), ("phase4", "phase4.switch"), ("phase4", "phase4.watch")]
 # (phase2 writes only with --scaffold: its cases start from a backend without the vLLM settings and dependency.

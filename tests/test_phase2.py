@@ -38,9 +38,11 @@ def test_check_names_each_missing_piece(sandbox, cli):
     result = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check")
     found = steps(result)
     assert result.exit_code == ExitCode.CHECK_FAILED
-    assert "lacks llm_backend, vllm_base_url, vllm_model" in found["phase2.settings"]["message"]
+    assert "config.py reads no LLM_BACKEND, VLLM_BASE_URL, VLLM_MODEL" in found["phase2.settings"]["message"]
     assert found["phase2.requirements"]["status"] == "missing"
-    assert found["phase2.llm"]["status"] == "ok"  # the sandbox's llm.py already selects ChatOpenAI
+    # llm.py branches on settings.llm_backend, a field config.py no longer has: not a switch
+    assert found["phase2.llm"]["status"] == "missing"
+    assert "ChatOllama(…) is not chosen by LLM_BACKEND" in found["phase2.llm"]["message"]
 
 
 def test_scaffold_dry_run_shows_diffs_and_writes_nothing(sandbox, cli):
@@ -52,8 +54,9 @@ def test_scaffold_dry_run_shows_diffs_and_writes_nothing(sandbox, cli):
     diffs = {d["file"]: d["diff"] for d in doc["diffs"]}
     assert '+    llm_backend: str = "ollama"' in diffs["backend/src/core/config.py"]
     assert '+    vllm_model: str = "qwen2.5-32b-instruct"' in diffs["backend/src/core/config.py"]
-    assert "+class VLLMChat:" in diffs["backend/src/core/vllm_chat.py"]
     assert "+langchain-openai" in diffs["backend/requirements.txt"]
+    # llm.py already switches by hand on llm_backend (the name the new field gets): left as it is
+    assert set(diffs) == {"backend/src/core/config.py", "backend/requirements.txt"}
     assert tree_digest(sandbox) == before
 
 
@@ -70,13 +73,12 @@ def test_scaffold_inserts_fields_after_the_last_field_and_backs_up(sandbox, cli)
     backup = sandbox / ".graphrag-migrate" / "backups" / "backend" / "src" / "core" / "config.py"
     assert backup.read_text() == CONFIG_WITHOUT_VLLM
     assert (sandbox / "backend" / "requirements.txt").read_text() == "fastapi\nlangchain-ollama\nlangchain-openai\n"
-    assert "generate_stream" in (sandbox / "backend" / "src" / "core" / "vllm_chat.py").read_text()
     # phase1 has not started vLLM, so the client contract is what is left missing.
     assert result.exit_code == ExitCode.CHECK_FAILED and "run phase1 first" in result.stderr
     rollback = cli("--project", str(sandbox), "rollback", "--wait", "5")
     assert rollback.exit_code == 0
     assert (sandbox / "backend" / "src" / "core" / "config.py").read_text() == CONFIG_WITHOUT_VLLM
-    assert not (sandbox / "backend" / "src" / "core" / "vllm_chat.py").exists()
+    assert (sandbox / "backend" / "requirements.txt").read_text() == "fastapi\nlangchain-ollama\n"
 
 
 def _base_url(sandbox: Path) -> str:
@@ -87,14 +89,23 @@ def _base_url(sandbox: Path) -> str:
 
 
 def test_scaffold_refuses_when_the_settings_class_is_ambiguous(sandbox, cli):
+    """Two classes in the settings file both hold Ollama settings: which to extend is the operator's call."""
     config = sandbox / "backend" / "src" / "core" / "config.py"
-    text = CONFIG_WITHOUT_VLLM + "\n\nclass Other(BaseSettings):\n    x: int = 1\n"
+    text = CONFIG_WITHOUT_VLLM + "\n\nclass Other(BaseSettings):\n    ollama_timeout_s: int = 30\n"
     config.write_text(text)
+    digest = tree_digest(sandbox)
     result = cli("--project", str(sandbox), "--set", "backend.test_command=", "phase2", "--scaffold")
     assert result.exit_code == ExitCode.CHECK_FAILED
-    assert "cannot tell which class holds the settings (2 candidates)" in result.stderr
-    assert 'llm_backend: str = "ollama"' in result.stderr  # the lines to add by hand
-    assert config.read_text() == text
+    assert "cannot tell which settings class to extend (Settings, Other" in result.stderr
+    assert "nothing was written" in result.stderr and tree_digest(sandbox) == digest
+
+
+def test_the_class_holding_the_ollama_settings_is_extended_not_a_bystander(sandbox, cli):
+    config = sandbox / "backend" / "src" / "core" / "config.py"
+    config.write_text(CONFIG_WITHOUT_VLLM + "\n\nclass Other(BaseSettings):\n    x: int = 1\n")
+    cli("--project", str(sandbox), "--set", "backend.test_command=", "phase2", "--scaffold")
+    text = config.read_text()
+    assert text.index('llm_backend: str = "ollama"') < text.index("def describe") < text.index("class Other")
 
 
 def test_backend_unit_tests_are_run_and_a_failure_is_reported(sandbox, cli):
@@ -110,9 +121,15 @@ def test_backend_unit_tests_are_run_and_a_failure_is_reported(sandbox, cli):
     assert not (sandbox / "backend" / ".pytest_cache").exists()
 
 
-def test_client_contract_falls_back_to_http_with_a_warning(sandbox, cli):
+def test_client_contract_falls_back_to_http_with_a_warning(sandbox, cli, tmp_path):
+    import subprocess
+    import sys
+
+    bare = tmp_path / "bare"  # a Python without langchain-openai, as on a box where the backend runs in Docker
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     assert cli("--project", str(sandbox), "phase1").exit_code == 0
-    result = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check")
+    result = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=",
+                 "--set", f"backend.python={bare / 'bin' / 'python'}", "phase2", "--check")
     contract = steps(result)["phase2.client-contract"]
     assert contract["status"] == "warn" and "checked the same stream over HTTP" in contract["message"]
     assert contract["measurements"]["chunks"] >= 1
@@ -148,20 +165,33 @@ def test_client_contract_with_the_backends_own_chatopenai(sandbox, real_vllm, tm
     assert contract["measurements"]["client"] == "langchain_openai" and contract["measurements"]["chunks"] >= 1
 
 
-def test_field_names_are_configurable_and_defaults_are_required(sandbox, cli):
+def test_field_names_are_configurable_and_still_read_the_fixed_env_names(sandbox, cli):
+    """backend.settings_fields renames the new fields; the env names stay LLM_BACKEND/VLLM_* (phase3/4 and
+    rollback set those), so a renamed field gets an alias — and the call sites use the new names."""
+    strip_vllm(sandbox)
+    llm = sandbox / "backend" / "src" / "core" / "llm.py"
+    llm.write_text(llm.read_text().replace("settings.llm_backend", "settings.model_provider"))
+    args = ["--project", str(sandbox), "--set", "backend.test_command=",
+            "--set", "backend.settings_fields=model_provider vllm_base_url vllm_model", "phase2"]
+    cli(*args, "--scaffold")
+    config = (sandbox / "backend" / "src" / "core" / "config.py").read_text()
+    assert 'model_provider: str = Field(default="ollama", validation_alias="LLM_BACKEND")' in config
+    assert "from pydantic import Field" in config
+    found = steps(cli(*args[:-1], "--json", "phase2", "--check"))
+    assert found["phase2.settings"]["status"] == "ok" and "LLM_BACKEND → model_provider" in found["phase2.settings"]["message"]
+    assert found["phase2.llm"]["status"] == "ok"  # llm.py's hand-written switch, now on a field that reads LLM_BACKEND
+
+
+def test_switch_settings_without_a_default_are_reported(sandbox, cli):
     config = sandbox / "backend" / "src" / "core" / "config.py"
-    config.write_text(config.read_text().replace("llm_backend", "model_provider").replace(
-        'vllm_model: str = "Qwen/Qwen2.5-32B-Instruct"', "vllm_model: str"))
-    (sandbox / "backend" / "src" / "core" / "llm.py").write_text(
-        (sandbox / "backend" / "src" / "core" / "llm.py").read_text().replace("llm_backend", "model_provider"))
-    args = ["--project", str(sandbox), "--json", "--set", "backend.test_command=",
-            "--set", "backend.settings_fields=model_provider vllm_base_url vllm_model", "phase2", "--check"]
-    found = steps(cli(*args))
-    assert "vllm_model have no default" in found["phase2.settings"]["message"]
-    assert found["phase2.llm"]["status"] == "ok"  # the switch is recognised under its configured name
+    config.write_text(config.read_text().replace('vllm_model: str = "Qwen/Qwen2.5-32B-Instruct"', "vllm_model: str"))
+    found = steps(cli("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check"))
+    assert found["phase2.settings"]["status"] == "missing"
+    assert "vllm_model has no default" in found["phase2.settings"]["message"]
 
 
 def test_llm_factory_without_streaming_is_reported(sandbox, cli):
+    """A vLLM model that is neither streaming=True nor streamed anywhere in the backend's source."""
     llm = sandbox / "backend" / "src" / "core" / "llm.py"
     llm.write_text(llm.read_text().replace("streaming=True", "streaming=False"))
     found = steps(cli("--project", str(sandbox), "--json", "--set", "backend.test_command=", "phase2", "--check"))
@@ -179,15 +209,17 @@ def test_backend_tests_that_cannot_start_are_a_warning_not_a_failure(sandbox, cl
     ("pyproject.toml", '[project]\nname = "api"\ndependencies = ["fastapi", "langchain-ollama"]\n'),
     ("Pipfile", '[packages]\nfastapi = "*"\nlangchain-ollama = "*"\n'),
 ])
-def test_scaffold_never_appends_a_line_to_a_toml_or_pipfile(sandbox, cli, name, text):
-    """init points backend.requirements at a project's real dependency file; a line appended to it would
-    break the TOML. The scaffold refuses it, names the table to edit, and the file stays byte-identical."""
+def test_scaffold_adds_the_dependency_to_a_toml_or_pipfile_in_its_table(sandbox, cli, name, text):
+    """init points backend.requirements at a project's real dependency file: the scaffold edits its list
+    (a line appended to a TOML file would break it), and rollback gives the file back byte for byte."""
+    import tomllib
+
     strip_vllm(sandbox)
     (sandbox / "backend" / "requirements.txt").unlink()
     (sandbox / "backend" / name).write_text(text)
-    result = cli("--project", str(sandbox), "--json", "--set", "backend.test_command=",
-                 "--set", f"backend.requirements={name}", "phase2", "--scaffold")
-    assert result.exit_code == ExitCode.CHECK_FAILED
-    assert "is not a requirements file" in result.stderr
-    assert ("[packages]" if name == "Pipfile" else "[project].dependencies") in result.stderr
+    cli("--project", str(sandbox), "--set", "backend.test_command=", "--set", f"backend.requirements={name}",
+        "phase2", "--scaffold")
+    doc = tomllib.loads((sandbox / "backend" / name).read_text())
+    assert "langchain-openai" in (doc["packages"] if name == "Pipfile" else doc["project"]["dependencies"])
+    cli("--project", str(sandbox), "rollback", "--wait", "1")
     assert (sandbox / "backend" / name).read_text() == text

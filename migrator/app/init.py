@@ -99,6 +99,9 @@ def propose(d: Discovery) -> tuple[list[Value], list[Undecided]]:
     source = root / d.backend["dir"] if d.backend.get("dir") else None
     if source is not None:
         put("backend.dir", d.backend["dir"], *d.evidence.get("backend.dir", []))
+        if d.backend.get("import_root") and relpath(root / d.backend["import_root"], source) != ".":
+            put("backend.import_root", relpath(root / d.backend["import_root"], source),
+                *d.evidence.get("backend.app", []))
         if d.settings is not None:
             put("backend.config_module", relpath(root / d.settings.file, source), ev(d.settings.file, d.settings.line))
             fields = list(d.settings.fields)

@@ -56,12 +56,14 @@ def phase1(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
 
 @command
 def phase2(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = False,
-           scaffold: Annotated[bool, typer.Option("--scaffold", help="Write what is missing from templates (shown as diffs, backed up).")] = False):
-    """Backend wiring: check (with ast, never importing your code) that the backend can switch LLMs by
-    LLM_BACKEND; run its unit tests; stream from vLLM through the client it uses (ChatOpenAI).
+           scaffold: Annotated[bool, typer.Option("--scaffold", help="Wire what is missing in your code's own style (all or nothing; shown as diffs, backed up).")] = False):
+    """Backend wiring: check (with ast, never importing your code) that the backend reads LLM_BACKEND,
+    VLLM_BASE_URL and VLLM_MODEL and chooses every Ollama model it builds by LLM_BACKEND; run its unit
+    tests; stream from vLLM through the client it uses (ChatOpenAI).
 
-    Touches: nothing without --scaffold. With --scaffold: the settings file (fields added to the
-    settings class), a new vllm_chat.py next to llm.py, requirements.txt — each backed up first.
+    Touches: nothing without --scaffold. With --scaffold: the settings file (the three settings, declared
+    as its others are), each ChatOllama/OllamaLLM call site (routed through select_llm), a new
+    llm_switch.py beside them, the dependency file — planned in full first, each backed up.
     """
     return run_phase_command(ctx, "phase2", check, dry_run, options={"scaffold": scaffold})
 

@@ -137,7 +137,9 @@ class BackendSettings:
     dir: str = _setting("backend", help="the backend's source root (read by phase2, never imported)")
     config_module: str = _setting("src/core/config.py", help="settings class file, under backend.dir")
     llm_module: str = _setting("src/core/llm.py", help="LLM factory file, under backend.dir")
-    requirements: str = _setting("requirements.txt", help="requirements file, under backend.dir")
+    requirements: str = _setting("requirements.txt", help="dependency file (requirements*.txt, pyproject.toml, Pipfile), under backend.dir")
+    import_root: str = _setting(
+        "", help="directory under backend.dir that imports start from; empty = src/ in a src layout, else backend.dir")
     wait_s: float = _setting(60.0, _between(0, 3600), "seconds to wait for the backend after recreating it")
     settings_fields: list = _setting_list(
         lambda: ["llm_backend", "vllm_base_url", "vllm_model"],

@@ -683,8 +683,22 @@ def _config_values(cls: ast.ClassDef) -> tuple[dict[str, Any], int | None]:
                 if isinstance(inner, ast.Assign):
                     for t in inner.targets:
                         if isinstance(t, ast.Name):
-                            values[t.id] = _const(inner.value)
+                            values[t.id] = _v1_fields(inner.value) if t.id == "fields" else _const(inner.value)
     return values, line
+
+
+def _v1_fields(node: ast.AST) -> dict[str, str]:
+    """pydantic v1 `Config.fields = {"name": {"env": "NAME"}}` (or `{"name": "NAME"}`): field -> env."""
+    out = {}
+    if isinstance(node, ast.Dict):
+        for k, v in zip(node.keys, node.values):
+            if isinstance(k, ast.Constant) and isinstance(k.value, str):
+                env = _const(v) if isinstance(v, ast.Constant) else next(
+                    (_const(val) for kk, val in zip(v.keys, v.values) if _const(kk) == "env"), None) \
+                    if isinstance(v, ast.Dict) else None
+                if isinstance(env, str):
+                    out[k.value] = env
+    return out
 
 
 def settings_candidates(index: PyIndex) -> list[SettingsInfo]:
@@ -716,6 +730,8 @@ def settings_candidates(index: PyIndex) -> list[SettingsInfo]:
                         getenv = _getenv_in(index, item.value, scope) if item.value is not None else None
                         if style is None and getenv:
                             env, default = getenv
+                        if style == "pydantic_v1" and env is None:
+                            env = (config.get("fields") or {}).get(name)
                         if style is not None and env is None:
                             env = prefix + name
                             env = env if case else env.upper()

@@ -1,0 +1,231 @@
+"""phase2 --scaffold wires LLM_BACKEND into each fixture project in its own style, and the wiring works.
+
+Works = the project's own factory, imported from its own source in a fresh interpreter (the tool's
+Python, which has langchain-ollama and langchain-openai), builds under LLM_BACKEND=vllm an OpenAI-
+compatible model on VLLM_BASE_URL/VLLM_MODEL (ChatOpenAI, or OpenAI for a completion model), and, with
+LLM_BACKEND unset or "ollama", exactly the Ollama models it built before the scaffold. The same probe on
+the un-wired copy shows the test can fail: there, LLM_BACKEND=vllm changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tree_digest
+from migrator.core.errors import ExitCode
+
+PROJECTS = Path(__file__).resolve().parent / "projects"
+SHAPES = sorted(p.parent.name for p in PROJECTS.glob("*/expected.yaml"))
+VLLM_ENV = {"LLM_BACKEND": "vllm", "VLLM_BASE_URL": "http://vllm.test:8000/v1", "VLLM_MODEL": "served-model"}
+
+# Records each LangChain model constructed (class and arguments), then builds the project's LLM.
+PROBE = r"""
+import importlib, json, sys
+records = []
+def watch(cls):
+    original = cls.__init__
+    def init(self, *args, **kwargs):
+        records.append({"class": type(self).__name__, "kwargs": {k: repr(v) for k, v in sorted(kwargs.items())}})
+        original(self, *args, **kwargs)
+    cls.__init__ = init
+from langchain_ollama import ChatOllama, OllamaLLM
+from langchain_openai import ChatOpenAI, OpenAI
+for cls in (ChatOllama, OllamaLLM, ChatOpenAI, OpenAI):
+    watch(cls)
+try:
+    eval(sys.argv[2], vars(importlib.import_module(sys.argv[1])))
+except Exception as exc:
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "records": records}))
+else:
+    print(json.dumps({"records": records}))
+"""
+
+
+def expected(shape: str) -> dict:
+    return yaml.safe_load((PROJECTS / shape / "expected.yaml").read_text(encoding="utf-8"))
+
+
+def python_for(shape: str) -> str | None:
+    """An interpreter that can import the shape's code: its target Python or newer."""
+    want = tuple(int(x) for x in str(expected(shape)["backend"]["python"]).split("."))
+    if sys.version_info[:2] >= want:
+        return sys.executable
+    found = shutil.which(f"python{want[0]}.{want[1]}")
+    if found and subprocess.run([found, "-c", "import langchain_openai, langchain_ollama"],
+                                capture_output=True).returncode == 0:
+        return found
+    return None
+
+
+def probe(project: Path, shape: str, env: dict[str, str]) -> dict:
+    e = expected(shape)
+    clean = {k: v for k, v in os.environ.items() if k not in VLLM_ENV and not k.startswith(("OLLAMA", "APP_",
+                                                                                             "GRAPHRAG_"))}
+    proc = subprocess.run([python_for(shape) or sys.executable, "-c", PROBE, e["factory"]["module"],
+                           e["factory"]["build"]],
+                          cwd=project / e["backend"]["import_root"], capture_output=True, text=True, timeout=120,
+                          env={**clean, **env, "PYTHONPATH": str(project / e["backend"]["import_root"]),
+                               "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def project(tmp_path, request):
+    shape = request.param
+    dst = tmp_path / shape
+    shutil.copytree(PROJECTS / shape, dst)
+    return shape, dst
+
+
+def scaffold(cli, project: Path, *extra: str):
+    init = cli("init", "--project", str(project), "--yes")
+    assert init.exit_code == 0, init.stderr
+    return cli("--project", str(project), "--json", "--set", "backend.test_command=", "phase2", "--scaffold", *extra)
+
+
+def steps(result) -> dict:
+    return {s["id"]: s for s in json.loads(result.stdout)["steps"]}
+
+
+def checked(cli, project: Path) -> dict:
+    return steps(cli("--project", str(project), "--json", "--set", "backend.test_command=", "phase2", "--check"))
+
+
+@pytest.mark.parametrize("project", SHAPES, indirect=True)
+def test_scaffold_wires_every_shape_and_its_factory_switches(project, cli):
+    shape, root = project
+    if python_for(shape) is None:
+        pytest.skip(f"{shape} targets Python {expected(shape)['backend']['python']}: none on PATH to import it with")
+    before = {"unset": probe(root, shape, {}), "vllm": probe(root, shape, VLLM_ENV)}
+    # un-wired: LLM_BACKEND=vllm changes nothing — the check below could fail
+    assert before["vllm"] == before["unset"]
+    assert all(r["class"] in ("ChatOllama", "OllamaLLM") for r in before["unset"]["records"]
+               if "openai" not in r["kwargs"].get("base_url", ""))
+
+    result = scaffold(cli, root)
+    # only the client contract is left (no vLLM runs in this test)
+    assert result.exit_code == ExitCode.CHECK_FAILED and "vLLM does not answer" in result.stderr, result.stderr
+    found = checked(cli, root)
+    for step in ("phase2.settings", "phase2.llm", "phase2.requirements"):
+        assert found[step]["status"] == "ok", (step, found[step])
+
+    after_unset = probe(root, shape, {})
+    after_ollama = probe(root, shape, {"LLM_BACKEND": "ollama"})
+    assert after_unset == before["unset"] == after_ollama  # Ollama exactly as before, argument for argument
+    on_vllm = probe(root, shape, VLLM_ENV)
+    assert "error" not in on_vllm, on_vllm
+    switched = [r for r in on_vllm["records"] if r["class"] in ("ChatOpenAI", "OpenAI")
+                and r["kwargs"].get("base_url") == repr(VLLM_ENV["VLLM_BASE_URL"])]
+    ollama_sites = [r for r in before["unset"]["records"] if r["class"] in ("ChatOllama", "OllamaLLM")]
+    assert len(switched) == len(ollama_sites) >= 1, on_vllm
+    for record in switched:
+        assert record["kwargs"]["model"] == repr(VLLM_ENV["VLLM_MODEL"]) and record["kwargs"]["streaming"] == "True"
+    wanted = {"ChatOllama": "ChatOpenAI", "OllamaLLM": "OpenAI"}
+    assert sorted(r["class"] for r in switched) == sorted(wanted[r["class"]] for r in ollama_sites)
+    assert not [r for r in on_vllm["records"] if r["class"] in ("ChatOllama", "OllamaLLM")]
+
+    bogus = probe(root, shape, {**VLLM_ENV, "LLM_BACKEND": "vlm"})
+    assert "LLM_BACKEND='vlm'" in bogus.get("error", ""), bogus
+
+
+@pytest.mark.parametrize("project", SHAPES, indirect=True)
+def test_dry_run_shows_the_bytes_the_apply_writes_and_writes_nothing(project, cli, tmp_path):
+    shape, root = project
+    twin = tmp_path / "twin"
+    shutil.copytree(root, twin)
+    result = scaffold(cli, root, "--dry-run")
+    assert steps(result)["phase2.wiring"]["status"] == "would run"
+    init_only = {p for p in root.rglob("*") if p.is_file()}
+    digest = tree_digest(root)
+    diffs = {d["file"]: d["diff"] for d in json.loads(result.stdout)["diffs"]}
+    scaffold(cli, twin)
+    assert checked(cli, twin)["phase2.llm"]["status"] == "ok"
+    assert tree_digest(root) == digest and {p for p in root.rglob("*") if p.is_file()} == init_only
+    for rel, diff in diffs.items():
+        written = (twin / rel).read_text(encoding="utf-8").splitlines()
+        added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+        assert added and all(line in written for line in added), (rel, added)
+    changed = {str(p.relative_to(twin)) for p in twin.rglob("*") if p.is_file()
+               and ".graphrag-migrate" not in p.parts and p.name != "migrate.yaml"
+               and (not (root / p.relative_to(twin)).exists()
+                    or (root / p.relative_to(twin)).read_bytes() != p.read_bytes())}
+    assert changed == set(diffs), (changed, set(diffs))
+
+
+@pytest.mark.parametrize("project", ["envlist-getenv"], indirect=True)
+def test_a_refusal_anywhere_writes_nothing(project, cli):
+    """All-or-nothing: the call site's settings import cannot be made (the constants come from nowhere
+    the tool can name), so neither the settings file nor the requirements line is written either."""
+    shape, root = project
+    llm = root / "backend" / "app" / "llm.py"
+    llm.write_text(llm.read_text().replace("base_url=OLLAMA_HOST,", 'base_url="http://ollama:11434",')
+                   .replace("model=LLM_MODEL,", 'model="llama3.1:8b",')
+                   .replace("temperature=LLM_TEMPERATURE,", "temperature=0.2,")
+                   .replace("num_ctx=NUM_CTX,", "num_ctx=8192,"))
+    assert cli("init", "--project", str(root), "--yes").exit_code == 0
+    digest = tree_digest(root)
+    result = cli("--project", str(root), "--json", "--set", "backend.test_command=", "phase2", "--scaffold")
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    assert "nothing was written" in result.stderr and "cannot tell how ChatOllama" in result.stderr
+    assert tree_digest(root) == digest
+
+
+def test_rollback_removes_the_switch_module_and_restores_every_file(tmp_path, cli):
+    root = tmp_path / "p"
+    shutil.copytree(PROJECTS / "envlist-getenv", root)
+    assert cli("init", "--project", str(root), "--yes").exit_code == 0
+    digest = tree_digest(root)
+    scaffold_result = cli("--project", str(root), "--set", "backend.test_command=", "phase2", "--scaffold")
+    assert (root / "backend" / "app" / "llm_switch.py").exists(), scaffold_result.stderr
+    rollback = cli("--project", str(root), "--json", "rollback", "--wait", "1")
+    actions = {a["name"]: a for a in json.loads(rollback.stdout)["actions"]}
+    # nothing runs here: the probes of Ollama and the backend fail, every file action succeeds
+    assert {name for name, a in actions.items() if not a["ok"]} == {"Ollama answers", "backend answers"}
+    assert actions["file backend/app/llm_switch.py"]["result"] == "removed (graphrag-migrate created it)"
+    assert not (root / "backend" / "app" / "llm_switch.py").exists()
+    assert tree_digest(root) == digest  # every user file as init left it, the new module gone
+
+
+# ---- dependency files ---------------------------------------------------------------------------------
+from migrator.files.pywire import dependency_text, listed  # noqa: E402
+
+
+@pytest.mark.parametrize("name, text, table", [
+    ("pyproject.toml", '[project]\nname = "api"\ndependencies = [\n    "fastapi",\n    "langchain-ollama"\n]\n',
+     ("project", "dependencies")),
+    ("pyproject.toml", '[project]\nname = "api"\ndependencies = ["fastapi", "langchain-ollama"]  # pinned\n'
+                       '\n[tool.x]\ny = 1\n', ("project", "dependencies")),
+    ("pyproject.toml", '[project]\nname = "api"\ndependencies = []\n', ("project", "dependencies")),
+    ("pyproject.toml", '[tool.poetry]\nname = "api"\n\n[tool.poetry.dependencies]\npython = "^3.11"\n'
+                       'langchain-ollama = "^0.2"\n\n[build-system]\nrequires = ["poetry-core"]\n',
+     ("tool", "poetry", "dependencies")),
+    ("Pipfile", '[[source]]\nurl = "https://pypi.org/simple"\n\n[packages]\nfastapi = "*"\nlangchain-ollama = "*"\n'
+                '\n[requires]\npython_version = "3.11"\n', ("packages",)),
+])
+def test_the_dependency_lands_in_the_projects_own_list(name, text, table):
+    updated, why = dependency_text(Path(name), text)
+    assert why is None
+    doc = tomllib.loads(updated)
+    for key in table:
+        doc = doc[key]
+    names = [d.split("=")[0].strip() for d in doc] if isinstance(doc, list) else list(doc)
+    assert "langchain-openai" in names and ("langchain-ollama" in names or "langchain-ollama" not in text)
+    assert listed(Path(name), updated) and not listed(Path(name), text)
+    kept = [line for line in text.splitlines() if line.strip() and not line.startswith("dependencies = [")]
+    assert all(line in updated.splitlines() or line.rstrip(",") + "," in updated.splitlines() for line in kept)
+
+
+def test_a_dependency_file_it_cannot_edit_is_refused_by_name():
+    assert dependency_text(Path("setup.cfg"), "[options]\ninstall_requires =\n    fastapi\n")[0] is None
+    assert "neither" in dependency_text(Path("pyproject.toml"), '[tool.black]\nline-length = 100\n')[1]
+    assert "not valid TOML" in dependency_text(Path("pyproject.toml"), "[project\n")[1]
