@@ -16,7 +16,7 @@ from pathlib import Path
 from migrator.core.config import Settings
 from migrator.core.engine import Context, Outcome, Phase, Step
 from migrator.core.errors import CheckFailed
-from migrator.files import pywire
+from migrator.files import pywire, switch_test
 
 DEFAULT_FIELD_NAMES = ["llm_backend", "vllm_base_url", "vllm_model"]
 
@@ -61,12 +61,35 @@ def dependency_path(ctx: Context) -> Path:
     return ctx.path(ctx.settings.backend.dir) / ctx.settings.backend.requirements
 
 
+def import_root(ctx: Context) -> Path:
+    b = ctx.settings.backend
+    backend = ctx.path(b.dir)
+    return backend / b.import_root if b.import_root else pywire.guess_import_root(backend)
+
+
 def wiring_plan(ctx: Context) -> pywire.WiringPlan:
+    """The wiring and the backend's own test of it, planned together from the source as it is now."""
     from migrator.files.templates import render
 
     source = read_backend(ctx)
-    return pywire.plan_wiring(source, _defaults(ctx), dependency_path(ctx), render("llm_switch.py.j2"),
+    plan = pywire.plan_wiring(source, _defaults(ctx), dependency_path(ctx), render("llm_switch.py.j2"),
                               names=field_names(ctx, source) if source.settings else None)
+    test = switch_test.render_switch_test(source, import_root(ctx), raises=bool(source.sites))
+    if test is not None and not test.path.exists():
+        plan.files[test.path] = test.text
+    return plan
+
+
+def switch_test_missing(ctx: Context, source: pywire.Source) -> str | None:
+    """Why the backend's own test of the switch is not there (None when it is, or none can be built)."""
+    path = switch_test.test_dir(source.backend) / switch_test.TEST_NAME
+    if path.exists():
+        return None
+    if source.sites and switch_test.render_switch_test(source, import_root(ctx), raises=True) is None:
+        return None
+    if not source.sites and not switch_test.uses_switch_function(source):
+        return None  # wired by hand, by the project: its own tests are its own
+    return f"no test of the switch at {ctx.ledger.relpath(path)}"
 
 
 class SwitchWiring(Step):
@@ -83,6 +106,8 @@ class SwitchWiring(Step):
         text = _read_text(path)
         problems = status.problems + ([] if text is not None and pywire.listed(path, text) else
                                       [f"{pywire.DEPENDENCY} is not in {ctx.ledger.relpath(path)}"])
+        no_test = switch_test_missing(ctx, source)
+        problems += [no_test] if no_test else []
         if problems:
             return Outcome.failed("; ".join(problems))
         return Outcome.passed("settings, call sites and dependency in place")

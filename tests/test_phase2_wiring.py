@@ -27,9 +27,10 @@ PROJECTS = Path(__file__).resolve().parent / "projects"
 SHAPES = sorted(p.parent.name for p in PROJECTS.glob("*/expected.yaml"))
 VLLM_ENV = {"LLM_BACKEND": "vllm", "VLLM_BASE_URL": "http://vllm.test:8000/v1", "VLLM_MODEL": "served-model"}
 
-# Records each LangChain model constructed (class and arguments), then builds the project's LLM.
+# Records each LangChain model constructed (class and arguments) while building the project's LLM, once
+# per environment in argv[3], the project's modules imported afresh each time (they read settings on import).
 PROBE = r"""
-import importlib, json, sys
+import importlib, json, os, sys
 records = []
 def watch(cls):
     original = cls.__init__
@@ -41,12 +42,22 @@ from langchain_ollama import ChatOllama, OllamaLLM
 from langchain_openai import ChatOpenAI, OpenAI
 for cls in (ChatOllama, OllamaLLM, ChatOpenAI, OpenAI):
     watch(cls)
-try:
-    eval(sys.argv[2], vars(importlib.import_module(sys.argv[1])))
-except Exception as exc:
-    print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "records": records}))
-else:
-    print(json.dumps({"records": records}))
+packages = {p.split(".")[0] for p in os.listdir(".") if p.endswith(".py") or os.path.isdir(p)}
+results = []
+for env in json.loads(sys.argv[3]):
+    for key in ("LLM_BACKEND", "VLLM_BASE_URL", "VLLM_MODEL"):
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    for name in [n for n in sys.modules if n.split(".")[0] in packages]:
+        del sys.modules[name]
+    records = []
+    try:
+        eval(sys.argv[2], vars(importlib.import_module(sys.argv[1])))
+    except Exception as exc:
+        results.append({"error": f"{type(exc).__name__}: {exc}", "records": records})
+    else:
+        results.append({"records": records})
+print(json.dumps(results))
 """
 
 
@@ -66,17 +77,24 @@ def python_for(shape: str) -> str | None:
     return None
 
 
-def probe(project: Path, shape: str, env: dict[str, str]) -> dict:
+def probe(project: Path, shape: str, *envs: dict[str, str]) -> list[dict]:
     e = expected(shape)
     clean = {k: v for k, v in os.environ.items() if k not in VLLM_ENV and not k.startswith(("OLLAMA", "APP_",
                                                                                              "GRAPHRAG_"))}
     proc = subprocess.run([python_for(shape) or sys.executable, "-c", PROBE, e["factory"]["module"],
-                           e["factory"]["build"]],
-                          cwd=project / e["backend"]["import_root"], capture_output=True, text=True, timeout=120,
-                          env={**clean, **env, "PYTHONPATH": str(project / e["backend"]["import_root"]),
+                           e["factory"]["build"], json.dumps(envs)],
+                          cwd=project / e["backend"]["import_root"], capture_output=True, text=True, timeout=180,
+                          env={**clean, "PYTHONPATH": str(project / e["backend"]["import_root"]),
                                "PYTHONDONTWRITEBYTECODE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_backend_tests(project: Path, shape: str) -> subprocess.CompletedProcess:
+    backend = project / expected(shape)["backend"]["dir"]
+    return subprocess.run([python_for(shape) or sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_llm_backend_switch.py"], cwd=backend, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
 
 
 @pytest.fixture
@@ -102,15 +120,17 @@ def checked(cli, project: Path) -> dict:
 
 
 @pytest.mark.parametrize("project", SHAPES, indirect=True)
-def test_scaffold_wires_every_shape_and_its_factory_switches(project, cli):
+def test_scaffold_wires_every_shape_and_its_factory_switches(project, cli, tmp_path):
     shape, root = project
     if python_for(shape) is None:
         pytest.skip(f"{shape} targets Python {expected(shape)['backend']['python']}: none on PATH to import it with")
-    before = {"unset": probe(root, shape, {}), "vllm": probe(root, shape, VLLM_ENV)}
-    # un-wired: LLM_BACKEND=vllm changes nothing — the check below could fail
-    assert before["vllm"] == before["unset"]
-    assert all(r["class"] in ("ChatOllama", "OllamaLLM") for r in before["unset"]["records"]
-               if "openai" not in r["kwargs"].get("base_url", ""))
+    unwired = tmp_path / "unwired"
+    shutil.copytree(root, unwired)
+    before_unset, before_vllm = probe(root, shape, {}, VLLM_ENV)
+    # un-wired: LLM_BACKEND=vllm changes nothing — the checks below could fail
+    assert before_vllm == before_unset
+    ollama_sites = [r for r in before_unset["records"] if r["class"] in ("ChatOllama", "OllamaLLM")]
+    assert ollama_sites
 
     result = scaffold(cli, root)
     # only the client contract is left (no vLLM runs in this test)
@@ -119,23 +139,33 @@ def test_scaffold_wires_every_shape_and_its_factory_switches(project, cli):
     for step in ("phase2.settings", "phase2.llm", "phase2.requirements"):
         assert found[step]["status"] == "ok", (step, found[step])
 
-    after_unset = probe(root, shape, {})
-    after_ollama = probe(root, shape, {"LLM_BACKEND": "ollama"})
-    assert after_unset == before["unset"] == after_ollama  # Ollama exactly as before, argument for argument
-    on_vllm = probe(root, shape, VLLM_ENV)
+    after_unset, after_ollama, on_vllm, bogus = probe(root, shape, {}, {"LLM_BACKEND": "ollama"}, VLLM_ENV,
+                                                      {**VLLM_ENV, "LLM_BACKEND": "vlm"})
+    assert after_unset == before_unset == after_ollama  # Ollama exactly as before, argument for argument
     assert "error" not in on_vllm, on_vllm
     switched = [r for r in on_vllm["records"] if r["class"] in ("ChatOpenAI", "OpenAI")
                 and r["kwargs"].get("base_url") == repr(VLLM_ENV["VLLM_BASE_URL"])]
-    ollama_sites = [r for r in before["unset"]["records"] if r["class"] in ("ChatOllama", "OllamaLLM")]
-    assert len(switched) == len(ollama_sites) >= 1, on_vllm
+    assert len(switched) == len(ollama_sites), on_vllm
     for record in switched:
         assert record["kwargs"]["model"] == repr(VLLM_ENV["VLLM_MODEL"]) and record["kwargs"]["streaming"] == "True"
     wanted = {"ChatOllama": "ChatOpenAI", "OllamaLLM": "OpenAI"}
     assert sorted(r["class"] for r in switched) == sorted(wanted[r["class"]] for r in ollama_sites)
     assert not [r for r in on_vllm["records"] if r["class"] in ("ChatOllama", "OllamaLLM")]
-
-    bogus = probe(root, shape, {**VLLM_ENV, "LLM_BACKEND": "vlm"})
     assert "LLM_BACKEND='vlm'" in bogus.get("error", ""), bogus
+
+    # the backend's own test of the switch, written beside its code: passes now ...
+    test_file = root / expected(shape)["backend"]["dir"] / "tests" / "test_llm_backend_switch.py"
+    wired = run_backend_tests(root, shape)
+    assert wired.returncode == 0, wired.stdout[-3000:] + wired.stderr[-2000:]
+    assert "3 passed" in wired.stdout
+    # ... and on the project as it was, it catches the missing switch
+    target = unwired / test_file.relative_to(root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(test_file, target)
+    before = run_backend_tests(unwired, shape)
+    assert before.returncode == 1, before.stdout[-3000:]
+    assert "test_llm_backend_switch.py::test_llm_backend_vllm_builds_openai_compatible_models_on_vllm" \
+        in before.stdout
 
 
 @pytest.mark.parametrize("project", SHAPES, indirect=True)

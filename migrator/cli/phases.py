@@ -63,7 +63,8 @@ def phase2(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
 
     Touches: nothing without --scaffold. With --scaffold: the settings file (the three settings, declared
     as its others are), each ChatOllama/OllamaLLM call site (routed through select_llm), a new
-    llm_switch.py beside them, the dependency file — planned in full first, each backed up.
+    llm_switch.py beside them, the dependency file, and a test of the switch in the backend's tests/ —
+    planned in full first, each backed up.
     """
     return run_phase_command(ctx, "phase2", check, dry_run, options={"scaffold": scaffold})
 

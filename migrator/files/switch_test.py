@@ -1,0 +1,139 @@
+"""The backend's own unit test of the LLM_BACKEND switch, written by phase2 --scaffold.
+
+So the team's CI notices when someone later breaks the switch. The test is rendered from what pysource
+read: for each Ollama call site, how to build it — importing its module (a model built at import), or
+calling the factory function it sits in (no arguments, or a fresh settings object for a `settings`
+parameter). A call site inside something a test cannot call (a `main()` loop, a method) is named in the
+test's docstring as not built there. It lands in the project's test directory (pytest `testpaths`, else
+`tests/` beside the backend's code) and puts the import root on sys.path itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import tomllib
+from configparser import ConfigParser, Error as ConfigError
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migrator.files.pysource import Scope, ev
+from migrator.files.pywire import SWITCH_FUNCTION, Source
+
+TEST_NAME = "test_llm_backend_switch.py"
+_FACTORY_NAME = re.compile(r"^(get|make|build|create|new|init|load)_|(llm|model|chain|chat)s?$", re.I)
+_SETTINGS_PARAM = re.compile(r"settings|config|cfg|conf", re.I)
+_OPENAI_FOR = {"ChatOllama": "ChatOpenAI", "OllamaLLM": "OpenAI", "Ollama": "OpenAI"}
+
+
+@dataclass
+class SwitchTest:
+    path: Path
+    text: str
+    built: list[str] = field(default_factory=list)   # call sites the test builds (file:line)
+    skipped: list[str] = field(default_factory=list)  # and those it cannot, with why
+
+
+def test_dir(backend: Path) -> Path:
+    """pytest's configured testpaths (pyproject, pytest.ini, setup.cfg, tox.ini), else backend/tests."""
+    pyproject = backend / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            paths = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("pytest", {}) \
+                .get("ini_options", {}).get("testpaths")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            paths = None
+        if paths:
+            return backend / (paths[0] if isinstance(paths, list) else str(paths).split()[0])
+    for name, section in (("pytest.ini", "pytest"), ("setup.cfg", "tool:pytest"), ("tox.ini", "pytest")):
+        cfg = backend / name
+        if cfg.is_file():
+            parser = ConfigParser()
+            try:
+                parser.read(cfg, encoding="utf-8")
+            except ConfigError:
+                continue
+            if parser.has_option(section, "testpaths"):
+                return backend / parser.get(section, "testpaths").split()[0]
+    return backend / "tests"
+
+
+def _returned(scope: Scope, call: ast.Call) -> bool:
+    """The call is what the function returns (directly, or through the name it is bound to)."""
+    names = set()
+    for node in scope.own_nodes():
+        if isinstance(node, ast.Assign) and any(n is call for n in ast.walk(node.value)):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    for node in scope.own_nodes():
+        if isinstance(node, ast.Return) and node.value is not None:
+            if any(n is call for n in ast.walk(node.value)):
+                return True
+            if any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(node.value)):
+                return True
+    return False
+
+
+def _build_line(src: Source, scope: Scope, call: ast.Call, where: str) -> tuple[str | None, str]:
+    """The statement that builds this call site's model, or None and why not."""
+    module = scope.module.name
+    if scope.kind == "module":
+        return f"importlib.import_module({module!r})", ""
+    if scope.kind != "function" or scope.parent is None or scope.parent.kind != "module":
+        return None, f"{where}: inside {scope.qual} (a method or nested function)"
+    fn = scope.node
+    if not (_returned(scope, call) or _FACTORY_NAME.search(fn.name)):
+        return None, f"{where}: inside {fn.name}(), which does not return the model"
+    positional = fn.args.posonlyargs + fn.args.args
+    required = positional[: len(positional) - len(fn.args.defaults)]
+    required += [a for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is None]
+    settings = src.settings
+    args = []
+    for arg in required:
+        annotation = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+        if settings is not None and settings.cls and (annotation.split(".")[-1] == settings.cls
+                                                      or _SETTINGS_PARAM.search(arg.arg)):
+            args.append(f"{arg.arg}=importlib.import_module({settings.module!r}).{settings.cls}()")
+        else:
+            return None, f"{where}: {fn.name}() needs `{arg.arg}`, which a test cannot make up"
+    call_args = ", ".join(args)
+    return f"importlib.import_module({module!r}).{fn.name}({call_args})", ""
+
+
+def render_switch_test(src: Source, import_root: Path, raises: bool) -> SwitchTest | None:
+    """The test module for this backend (None: no Ollama call site a test can build)."""
+    from migrator.files.templates import render
+
+    directory = test_dir(src.backend)
+    lines, built, skipped, ollama = [], [], [], []
+    origins: set[tuple[str, str]] = set()
+    for site, call, scope in src.sites:
+        where = ev(site.file, site.line)
+        if site.cls.startswith("ollama."):
+            skipped.append(f"{where}: the ollama client, not a LangChain model")
+            continue
+        line, why = _build_line(src, scope, call, where)
+        if line is None:
+            skipped.append(why)
+            continue
+        if line not in lines:
+            lines.append(line)
+        built.append(where)
+        ollama.append(site.cls)
+        origins.add((src.index.origin_module(call.func, scope) or "langchain_ollama", site.cls))
+    if not lines:
+        return None
+    rel = os.path.relpath(import_root, directory)
+    parts = ", ".join(repr(p) for p in Path(rel).parts) if rel != "." else "'.'"
+    packages = sorted({m.name.split(".")[0] for m in src.index.modules.values()})
+    text = render("test_llm_backend_switch.py.j2", import_root_parts=parts, packages=repr(packages),
+                  factories=lines, ollama_classes=repr(sorted(ollama)),
+                  openai_classes=repr(sorted(_OPENAI_FOR[c] for c in ollama)),
+                  ollama_imports=", ".join(f"importlib.import_module({m!r}).{c}" for m, c in sorted(origins)),
+                  raises=raises, skipped=skipped)
+    return SwitchTest(directory / TEST_NAME, text, built, skipped)
+
+
+def uses_switch_function(src: Source) -> bool:
+    return any(isinstance(n, ast.Call) and getattr(n.func, "id", "") == SWITCH_FUNCTION
+               for m in src.index.modules.values() for n in ast.walk(m.tree))
