@@ -19,7 +19,7 @@ def test_missing_file_means_plan_defaults(tmp_path):
     assert s.vllm.image.startswith("vllm/vllm-openai:v") and s.vllm.enable_chunked_prefill
     assert s.project.compose_file == "docker/docker-compose.yml" and s.project.env_file == "docker/.env"
     assert s.ollama.url == "http://localhost:11434"
-    assert s.vllm.container_name == "graphrag-vllm" and s.project.network == "graphrag-network"
+    assert s.vllm.container_name == "graphrag-vllm" and s.project.network == "" and s.project.llm_services == []
     gates = [(g.metric, g.op, g.threshold, g.source, g.observe_only) for g in s.gates]
     assert gates == [("per_user_output_tokens_per_s", ">", 30.0, "bench", False),
                      ("ttft_p99_ms", "<", 500.0, "bench", False),

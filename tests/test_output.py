@@ -68,7 +68,7 @@ def test_at_one_terminal_the_step_table_becomes_a_summary_line(sandbox, cli, mon
     result = cli("--project", str(sandbox), "phase3", "--check")
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert "phase3 — check" not in result.stdout and "┃ step" not in result.stdout  # no table
-    assert result.stdout.startswith("phase3 check: FAILED — 7 steps: ") and "missing" in result.stdout
+    assert result.stdout.startswith("phase3 check: FAILED — 9 steps: ") and "missing" in result.stdout
     assert "✗ env file has vLLM's endpoint" in result.stderr  # the steps were on the screen already
 
 
@@ -88,7 +88,7 @@ def test_on_a_pipe_the_table_goes_to_stdout_and_progress_to_stderr(sandbox, cli)
 def test_with_json_at_one_terminal_stdout_is_still_the_document(sandbox, cli, monkeypatch):
     monkeypatch.setattr(output_module, "same_terminal", lambda *a: True)
     result = cli("--project", str(sandbox), "--json", "phase3", "--check")
-    assert len(json.loads(result.stdout)["steps"]) == 7
+    assert len(json.loads(result.stdout)["steps"]) == 9
 
 
 def test_same_terminal_is_true_only_for_one_tty_on_both_streams():
@@ -136,4 +136,4 @@ def test_at_a_real_terminal_each_step_is_reported_once(sandbox):
     for title in ("vLLM service in its own compose file", "COMPOSE_FILE merges the vLLM file",
                   "env file has vLLM's endpoint (LLM_BACKEND unchanged)"):
         assert screen.count(title) == 1, screen
-    assert "phase3 check: FAILED — 7 steps" in screen and "phase3 — check" not in screen
+    assert "phase3 check: FAILED — 9 steps" in screen and "phase3 — check" not in screen

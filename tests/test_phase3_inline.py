@@ -75,11 +75,12 @@ def test_inline_refuses_an_existing_service_of_that_name(project, cli):
 
 
 def test_inline_refuses_a_missing_network(project, cli):
-    (project / "docker" / "docker-compose.yml").write_text(USER_COMPOSE.split("\nnetworks:")[0] + "\n")
-    result = cli("--project", str(project), *DOCKER, "--json", "phase3", "--inline", "--dry-run")
+    """vLLM joins the backend's networks, which the user's file declares; project.network forces another."""
+    result = cli("--project", str(project), *DOCKER, "--set", "project.network=elsewhere", "--json", "phase3",
+                 "--inline", "--dry-run")
     step = {s["id"]: s for s in json.loads(result.stdout)["steps"]}["phase3.compose-file"]
     assert result.exit_code == ExitCode.CHECK_FAILED
-    assert "network 'graphrag-network' is not declared" in step["message"] and "network_mode" in step["fix"]
+    assert "network 'elsewhere' is not declared" in step["message"] and "network_mode" in step["fix"]
 
 
 @pytest.mark.docker

@@ -1458,8 +1458,8 @@ def _notes(d: Discovery) -> None:
     backend = stack.services.get(d.backend_service) if stack and d.backend_service else None
     if backend is not None and not backend.env_files and backend.environment:
         d.notes.append(f"env reaches {d.backend_service} only through its environment: ({backend.line('environment')}): "
-                       "LLM_BACKEND, VLLM_BASE_URL and VLLM_MODEL written to the env file reach the container only "
-                       "once they are listed there too")
+                       "phase3 adds LLM_BACKEND, VLLM_BASE_URL and VLLM_MODEL to it in its own compose file, "
+                       "interpolated from the env file (your compose file stays as it is)")
     if d.settings and d.settings.env_prefix:
         d.notes.append(f"settings read variables with the prefix {d.settings.env_prefix} "
                        f"({ev(d.settings.file, d.settings.config_line or d.settings.line)}): the backend reads "

@@ -95,7 +95,9 @@ def propose(d: Discovery) -> tuple[list[Value], list[Undecided]]:
     if backend is not None:
         put("project.backend_service", d.backend_service, *d.evidence.get("backend_service", []))
         _backend_url(d, backend, put, undecided)
-        _network(d, backend, put)
+        if len(d.llm_services) > 1:  # phase3 wires vLLM into each (networks, env keys)
+            put("project.llm_services", list(d.llm_services),
+                *(e for name in d.llm_services for e in d.evidence.get(f"llm_services.{name}", [])[:1]))
     source = root / d.backend["dir"] if d.backend.get("dir") else None
     if source is not None:
         put("backend.dir", d.backend["dir"], *d.evidence.get("backend.dir", []))
@@ -184,21 +186,6 @@ def _port_variable(d: Discovery, backend, put) -> None:
         if found:
             put("deploy.staging_port_variable", found[0][0], found[0][1])
             return
-
-
-def _network(d: Discovery, backend, put) -> None:
-    if backend.network_mode:
-        return
-    nets = backend.networks or ["default"]
-    where = backend.key_evidence.get("networks")
-    if len(nets) > 1 and d.ollama["service"]:
-        shared = [n for n in nets if n in (d.stack.services[d.ollama["service"]].networks or ["default"])]
-        nets = shared or nets
-    if where:
-        put("project.network", nets[0], where)
-    else:
-        put("project.network", nets[0], backend.declared[0] if backend.declared else "",
-            "(no networks: compose's default network)")
 
 
 def _llm_module(d: Discovery, source: Path):

@@ -110,8 +110,12 @@ class ProjectSettings:
         "", help="compose project name; empty = compose's own default (the directory name)"
     )
     network: str = _setting(
-        "graphrag-network", _matches(_NAME_RE, "a Docker network name"), "the stack's network"
+        "", lambda v: None if v == "" or _NAME_RE.match(str(v)) else "a Docker network name",
+        "the one network phase3 puts vLLM on; empty = every network of the LLM services (read from compose)",
     )
+    llm_services: list = _setting_list(
+        list, "compose services that call the LLM besides backend_service (a worker, a second API); vLLM joins "
+              "their networks and they get its env keys; empty = backend_service alone")
 
 
 def _size(value) -> str | None:

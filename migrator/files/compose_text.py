@@ -8,10 +8,11 @@ from migrator.core.errors import CheckFailed
 VLLM_COMPOSE_NAME = "docker-compose.vllm.yml"
 
 
-def compose_file_value(current: str | None, user_compose_name: str) -> str:
-    """COMPOSE_FILE naming the user's compose file and then the vLLM one (once)."""
+def compose_file_value(current: str | None, user_compose_names: list[str]) -> str:
+    """COMPOSE_FILE naming the user's compose files (their override too: a COMPOSE_FILE turns compose's
+    automatic loading of it off) and then the vLLM one (once)."""
     sep = ":"
-    entries = [e for e in (current or user_compose_name).split(sep) if e]
+    entries = [e for e in (current or sep.join(user_compose_names)).split(sep) if e]
     if VLLM_COMPOSE_NAME not in entries:
         entries.append(VLLM_COMPOSE_NAME)
     return sep.join(entries)
@@ -50,8 +51,8 @@ def inline_service(user_text: str, rendered: str, service: str) -> str:
     if lines and not lines[end - 1].endswith(("\n", "\r\n")):
         lines[end - 1] += newline
     result = "".join(lines[:end] + insert + lines[end:])
-    if rest.strip():  # the service's network must exist in the user's file (it is theirs)
-        network = rest.strip().split(":")[0].strip().strip('"')
+    for line in rest.strip().splitlines():  # the service's networks must exist in the user's file (they are theirs)
+        network = line.strip().split(":")[0].strip().strip('"')
         if not re.search(rf"^networks:\s*$[\s\S]*?^  \"?{re.escape(network)}\"?:", result, re.M):
             return _refuse(f"network '{network}' is not declared in your compose file",
                            "declare it under networks:, or use vllm.network_mode: host")
@@ -60,3 +61,59 @@ def inline_service(user_text: str, rendered: str, service: str) -> str:
 
 def _refuse(message: str, fix: str):
     raise CheckFailed(message, fix)
+
+
+def service_key_lines(paths, service: str, key: str | None = None, entry: str | None = None) -> list[tuple[str, int]]:
+    """(file, line) of `services.<service>` — or of its `<key>`, or with `entry` of that variable inside its
+    `environment:` (list or mapping) — in each compose file that spells it, `include:`s followed. Read
+    with YAML's node marks, never rebuilt: the operator is shown the line to change."""
+    import os
+
+    import yaml
+
+    found: list[tuple[str, int]] = []
+    seen: set[str] = set()
+
+    def child(node, name):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if getattr(k, "value", None) == name:
+                    return k, v
+        return None, None
+
+    def visit(path: str) -> None:
+        if path in seen or not os.path.isfile(path):
+            return
+        seen.add(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                root = yaml.compose(f, Loader=yaml.SafeLoader)
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            return
+        _, includes = child(root, "include")
+        for item in includes.value if isinstance(includes, yaml.SequenceNode) else []:
+            target = item if isinstance(item, yaml.ScalarNode) else child(item, "path")[1]
+            for p in (target.value if isinstance(target, yaml.SequenceNode) else [target]) if target else []:
+                if isinstance(p, yaml.ScalarNode):
+                    visit(os.path.normpath(os.path.join(os.path.dirname(path), p.value)))
+        _, services = child(root, "services")
+        service_node, spec = child(services, service)
+        if key is None:
+            found.extend([(path, service_node.start_mark.line + 1)] if service_node is not None else [])
+            return
+        key_node, value = child(spec, key)
+        if key_node is None:
+            return
+        if entry is None:
+            found.append((path, key_node.start_mark.line + 1))
+        elif isinstance(value, yaml.MappingNode):
+            k, _ = child(value, entry)
+            if k is not None:
+                found.append((path, k.start_mark.line + 1))
+        elif isinstance(value, yaml.SequenceNode):
+            found.extend((path, item.start_mark.line + 1) for item in value.value
+                         if isinstance(item, yaml.ScalarNode) and item.value.partition("=")[0] == entry)
+
+    for p in paths:
+        visit(str(p))
+    return found

@@ -2,16 +2,49 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from migrator.core.engine import Context
+from migrator.core.errors import CheckFailed
+
+
+def user_compose_files(ctx: Context) -> list[Path]:
+    """The user's compose file and the override compose loads beside a default-named one: `-f` turns that
+    automatic loading off, so the tool names the override itself."""
+    path = ctx.compose_path
+    stem, suffix = path.name.rsplit(".", 1) if "." in path.name else (path.name, "")
+    if stem not in ("compose", "docker-compose") or suffix not in ("yml", "yaml"):
+        return [path]
+    override = next((path.parent / f"{stem}.override.{ext}" for ext in ("yml", "yaml")
+                     if (path.parent / f"{stem}.override.{ext}").is_file()), None)
+    return [path, override] if override is not None else [path]
 
 
 def project_compose(ctx: Context, extra_files=(), env_file=None, project_name: str | None = None):
-    """The one Compose factory: the user's compose file (plus `extra_files`), their env file, their project."""
+    """The one Compose factory: the user's compose files (plus `extra_files`), their env file, their project.
+    The env file given (`--env-file`) is also what compose interpolates `${VAR}` from, instead of the
+    project directory's `.env`; variables exported in the shell still win over it."""
     from migrator.adapters.docker import Compose
 
     env = env_file if env_file is not None else (ctx.env_path if ctx.env_path.exists() else None)
-    return Compose(ctx.compose_path.parent, [ctx.compose_path, *extra_files], env,
+    return Compose(ctx.compose_path.parent, [*user_compose_files(ctx), *extra_files], env,
                    project_name if project_name is not None else ctx.settings.project.compose_project_name)
+
+
+def compose_model(ctx: Context, extra_files=(), env_file=None, interpolate: bool = True) -> dict:
+    """`docker compose config --format json` with every profile on (a backend under a profile is still the
+    backend). Without `interpolate` the model keeps what the files spell: `env_file:` paths and each
+    `environment:` entry as written. Needs the compose CLI only, no daemon."""
+    args = ["--profile", "*", "config", "--format", "json"] + ([] if interpolate else ["--no-interpolate"])
+    proc = project_compose(ctx, extra_files, env_file).run(*args, timeout=60)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        raise CheckFailed(f"docker compose config failed: {last[:300]}", "fix the compose file it names, then re-run")
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise CheckFailed("docker compose config printed no JSON", "run `docker compose config` by hand") from None
 
 
 class ComposeBackend:
