@@ -75,6 +75,9 @@ class PortFree(Step):
             return Outcome.passed(f"{v.host}:{v.port} free")
         if _ours_answers(ctx):
             return Outcome.passed(f"{v.host}:{v.port} already serves {ctx.settings.model.served_name}")
+        mine = ctx.vllm_runtime.running_ours(ctx)
+        if mine:  # an interrupted start of ours, still loading: the start step adopts or replaces it
+            return Outcome.passed(f"{v.host}:{v.port} held by our own {', '.join(mine)}, not yet ready")
         return Outcome.failed(f"port {v.host}:{v.port} is in use by another program",
                               "stop it, or choose another port with --port / vllm.port")
 

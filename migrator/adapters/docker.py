@@ -82,6 +82,12 @@ class DockerRuntime:
             c.attrs.get("Config", {}).get("Image", ""), (state.get("Health") or {}).get("Status", ""),
         )
 
+    def labelled(self, labels: dict[str, str]) -> list[ContainerState]:
+        """Every container (running or not) carrying all these labels."""
+        listed = self._call(self.client.containers.list, all=True,
+                            filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+        return [self.container(c.name) for c in listed]
+
     def stop(self, name: str, timeout: float) -> str:
         """Stop a container: SIGTERM, then SIGKILL after `timeout` s. Returns what happened."""
         import docker.errors
