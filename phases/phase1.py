@@ -16,7 +16,7 @@ from migrator.core import fit
 from migrator.adapters import gpu, vllm as vllm_launch
 from migrator.core.config import Settings, parse_size
 from migrator.core.engine import ADOPTED_SETTINGS, Context, Outcome, Phase, Step, Undo, UndoStage, adopt_settings
-from migrator.core.errors import EnvironmentMissing
+from migrator.core.errors import DockerUnavailable, EnvironmentMissing
 from migrator.files.envfile import read_project_env
 
 
@@ -75,6 +75,9 @@ class PortFree(Step):
             return Outcome.passed(f"{v.host}:{v.port} free")
         if _ours_answers(ctx):
             return Outcome.passed(f"{v.host}:{v.port} already serves {ctx.settings.model.served_name}")
+        mine = ctx.vllm_runtime.running_ours(ctx)
+        if mine:  # an interrupted start of ours, still loading: the start step adopts or replaces it
+            return Outcome.passed(f"{v.host}:{v.port} held by our own {', '.join(mine)}, not yet ready")
         return Outcome.failed(f"port {v.host}:{v.port} is in use by another program",
                               "stop it, or choose another port with --port / vllm.port")
 
@@ -507,7 +510,12 @@ def stop_vllm(ctx: Context) -> tuple[bool, str]:
         from migrator.adapters.runtime import vllm_runtime
 
         runtimes.insert(0, vllm_runtime(recorded))
-    results = [line for runtime in runtimes for line in runtime.stop(ctx, record, ctx.state_known)]
+    results: list[str] = []
+    for runtime in runtimes:
+        try:
+            results += runtime.stop(ctx, record, ctx.state_known)
+        except DockerUnavailable as exc:  # what the other runtime stopped is still said
+            raise DockerUnavailable("; ".join([*results, exc.message]), exc.fix) from None
     ctx.resources.pop("vllm", None)
     return True, "; ".join(results) or "no vLLM was started by graphrag-migrate"
 

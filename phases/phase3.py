@@ -25,8 +25,9 @@ from migrator.adapters import vllm as vllm_launch
 from migrator.adapters.runtime.compose import compose_model, project_compose, user_compose_files
 from migrator.core.config import Settings, VllmSettings
 from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
-from migrator.core.errors import CheckFailed, EnvironmentMissing
-from migrator.files.compose_text import (VLLM_COMPOSE_NAME, compose_file_value, inline_service, service_key_lines,
+from migrator.core.errors import BackupMismatch, CheckFailed, EnvironmentMissing
+from migrator.files.compose_text import (VLLM_COMPOSE_NAME, compose_file_value, compose_path_separator, inline_service,
+                                         service_key_lines,
                                          without_vllm_compose)
 from migrator.files.envfile import EnvFile, missing_env_file, read_project_env
 from phases.phase1 import STOP_VLLM, stop_vllm
@@ -425,7 +426,7 @@ class ComposeFileInEnv(Step):
         if env is None:
             return Outcome.failed(f"{ctx.env_path} not found", "set project.env_file")
         value = env.get("COMPOSE_FILE")
-        if value is not None and VLLM_COMPOSE_NAME in value.split(":"):
+        if value is not None and VLLM_COMPOSE_NAME in value.split(compose_path_separator(env)):
             return Outcome.passed(f"COMPOSE_FILE={value}")
         return Outcome.failed(f"COMPOSE_FILE={value or '(not set)'}")
 
@@ -437,7 +438,8 @@ class ComposeFileInEnv(Step):
         if env is None or not ctx.vllm_runtime.under_compose:
             return {}
         names = [f.name for f in user_compose_files(ctx)]
-        return {ctx.env_path: env.set("COMPOSE_FILE", compose_file_value(env.get("COMPOSE_FILE"), names)).to_bytes()}
+        return {ctx.env_path: env.set("COMPOSE_FILE", compose_file_value(
+            env.get("COMPOSE_FILE"), names, compose_path_separator(env))).to_bytes()}
 
     def undos(self) -> list[Undo]:
         return [ENV_FILE_UNDO]
@@ -567,10 +569,13 @@ def restore_env(ctx: Context) -> tuple[bool, str]:
     if owned:
         unchanged_since_write = current is not None and sha256_bytes(current) == record.get("written_sha256")
         if unchanged_since_write or current is None:
-            result = writer.restore(rel)
+            try:
+                result = writer.restore(rel)
+                backup_lost = "missing" in result
+            except BackupMismatch as refused:  # the backup changed since it was taken: rolled back in place
+                result, backup_lost = refused.one_line(), True
             notes.append(result)
             as_before = result in ("restored from backup", "already as before")
-            backup_lost = "missing" in result
         elif record.get("existed") and sha256_bytes(current) == record.get("original_sha256"):
             notes.append("already as before")
             as_before = True

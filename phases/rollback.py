@@ -21,6 +21,8 @@ from migrator.core.errors import (DockerUnavailable, EnvironmentMissing, ExitCod
                                    from_os_error)
 from migrator.core.ledger import now_iso
 
+DOCKER_DOWN_FIX = "start it (`sudo systemctl start docker`) and re-run rollback"
+
 
 @dataclass
 class Action:
@@ -63,7 +65,10 @@ def _attempt(report: RollbackReport, undo: Undo, ctx: Context) -> None:
     an immutable env file must not keep vLLM running)."""
     try:
         result = undo.run(ctx)
-    except (DockerUnavailable, EnvironmentMissing) as exc:
+    except DockerUnavailable as exc:  # found once (a short ping); every Docker-needing action says so at once
+        report.add(undo.name, False, f"{exc.message} — {DOCKER_DOWN_FIX}", environment=True)
+        return
+    except EnvironmentMissing as exc:
         report.add(undo.name, False, exc.one_line(), environment=True)
         return
     except OSError as exc:
@@ -143,8 +148,18 @@ def rollback(ctx: Context, phases: list[Phase], wait_s: float = 60.0) -> Rollbac
         report.add(name, ok, text, *environment)
     for created in ctx.writer.remove_created_dirs():
         report.add(f"directory {created}", True, "removed (graphrag-migrate created it; now empty)")
+    not_recreated = False
     for undo in (u for u in undos if u.stage != UndoStage.FILES):
+        if undo.stage == UndoStage.PROBE and not_recreated:
+            ctx.memo["rollback_wait_s"] = 0.0  # one look: nothing can bring back what was not recreated
+        seen = len(report.actions)
         _attempt(report, undo, ctx)
+        new = report.actions[seen:]
+        if undo.stage == UndoStage.RECREATE and any(a.environment for a in new):
+            not_recreated = True  # e.g. dockerd down: the backend cannot have been recreated
+        elif undo.stage == UndoStage.PROBE and not_recreated:
+            for action in (a for a in new if not a.ok):
+                action.result += " (not waited for: the backend could not be recreated, see above)"
 
     for name, record in ledger.state["phases"].items():
         if record.get("status") not in (None, "pending"):

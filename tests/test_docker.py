@@ -66,7 +66,7 @@ def test_rollback_with_dockerd_unreachable_still_fixes_env(sandbox, monkeypatch)
     assert report.exit_code == ExitCode.ENVIRONMENT
     assert EnvFile.from_bytes(env_path.read_bytes()).get("LLM_BACKEND") == "ollama"
     stop = next(a for a in report.actions if a.name == "stop vLLM")
-    assert not stop.ok and "Docker daemon not reachable" in stop.result and "start the Docker daemon" in stop.result
+    assert not stop.ok and "Docker daemon not reachable" in stop.result and "re-run rollback" in stop.result
 
 
 @pytest.fixture

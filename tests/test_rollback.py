@@ -46,9 +46,9 @@ def test_rollback_with_corrupt_state_still_returns_to_ollama(sandbox, cli):
     assert any(a["name"] == "state" and "set aside" in a["result"] for a in doc["actions"])
     assert list((sandbox / ".graphrag-migrate").glob("state.json.corrupt-*"))[0].read_text() == "{truncated"
     Ledger(sandbox).read_state()  # a fresh, readable state was written
-    # Without state, rollback finds the vLLM process by its port (and checks it is vLLM) and stops it.
+    # Without state, rollback finds the vLLM process by its pidfile or port (and checks it is vLLM) and stops it.
     stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
-    assert "found on port" in stop["result"] and stop["result"].endswith("stopped")
+    assert "not in state" in stop["result"] and stop["result"].endswith("stopped")
     assert not json.loads(cli("--project", str(sandbox), "--json", "status").stdout)["vllm"]["healthy"]
     # The file records come back from the audit log: every user file as before the migration.
     records = next(a for a in doc["actions"] if a["name"] == "file records")
@@ -145,7 +145,7 @@ def test_rollback_with_deleted_state_still_stops_vllm(sandbox, cli):
     assert EnvFile.from_bytes((sandbox / "docker" / ".env").read_bytes()).get("LLM_BACKEND") == "ollama"
     assert any(a["name"] == "state" and "missing" in a["result"] for a in doc["actions"])
     stop = next(a for a in doc["actions"] if a["name"] == "stop vLLM")
-    assert "found on port" in stop["result"]
+    assert "not in state" in stop["result"] and stop["result"].endswith("stopped")  # by its pidfile
     assert tree_digest(sandbox) == before  # restored from the backups the audit log names
 
 

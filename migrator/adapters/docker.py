@@ -10,7 +10,7 @@ from pathlib import Path
 
 from migrator.core.errors import DockerUnavailable, EnvironmentMissing
 
-_DOCKER_FIX = "start the Docker daemon (e.g. `sudo systemctl start docker`) or set DOCKER_HOST"
+_DOCKER_FIX = "start the Docker daemon (e.g. `sudo systemctl start docker`) or set DOCKER_HOST, then re-run"
 
 
 @dataclass
@@ -27,12 +27,39 @@ class ContainerState:
         return self.status in ("running", "restarting")
 
 
+PING_TIMEOUT_S = 3.0  # a daemon that answers no ping in this long is down for the tool's purposes
+
+
+def docker_host() -> str:
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+def _why(exc: Exception, timeout: float) -> str:
+    """Why the daemon did not answer, in words (the SDK nests the cause in its message)."""
+    text = str(exc)
+    if "FileNotFoundError" in text or "No such file" in text:
+        return "no socket there"
+    if "ConnectionRefused" in text or "Connection refused" in text:
+        return "connection refused"
+    if "timed out" in text.lower():
+        return f"no answer in {timeout:g} s"
+    if "PermissionError" in text or "Permission denied" in text:
+        return "permission denied (are you in the docker group?)"
+    return _short(exc)
+
+
 class DockerRuntime:
-    """The few container operations the migration needs."""
+    """The few container operations the migration needs.
+
+    The daemon is pinged once, briefly (`PING_TIMEOUT_S`), before the first operation; when it does not
+    answer (or stops answering later), that one DockerUnavailable is raised at once by every later
+    operation of this adapter — one per run's context: a rollback with dockerd down reports each
+    Docker-needing action without waiting out the SDK's timeouts again and again."""
 
     def __init__(self, timeout: float = 30.0):
         self.timeout = timeout
         self._client = None
+        self._down: DockerUnavailable | None = None
 
     @property
     def client(self):
@@ -40,15 +67,19 @@ class DockerRuntime:
             import docker
             from docker.errors import DockerException
 
+            if self._down is not None:
+                raise self._down
+            host = docker_host()
+            ping_s = min(PING_TIMEOUT_S, self.timeout)
             try:
-                self._client = docker.from_env(timeout=int(self.timeout))
-                self._client.ping()
+                client = docker.from_env(timeout=ping_s)  # it asks the daemon's API version: the short ping
+                client.ping()
             except DockerException as exc:
-                self._client = None
-                host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-                raise DockerUnavailable(
-                    f"Docker daemon not reachable at {host} ({_short(exc)})", _DOCKER_FIX
-                ) from None
+                self._down = DockerUnavailable(f"Docker daemon not reachable at {host} ({_why(exc, ping_s)})",
+                                               _DOCKER_FIX)
+                raise self._down from None
+            client.api.timeout = self.timeout  # operations (a pull, a stop) get their full time
+            self._client = client
         return self._client
 
     def _call(self, fn, *args, **kwargs):
@@ -60,7 +91,10 @@ class DockerRuntime:
         except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
             if isinstance(exc, docker.errors.APIError):
                 raise
-            raise DockerUnavailable(f"Docker daemon stopped answering ({_short(exc)})", _DOCKER_FIX) from None
+            self._down = DockerUnavailable(f"Docker daemon at {docker_host()} stopped answering "
+                                           f"({_why(exc, self.timeout)})", _DOCKER_FIX)
+            self._client = None  # every later operation: this error at once, no second wait
+            raise self._down from None
 
     def ping(self) -> bool:
         self.client
@@ -81,6 +115,12 @@ class DockerRuntime:
             name, True, state.get("Status", "unknown"), c.id[:12],
             c.attrs.get("Config", {}).get("Image", ""), (state.get("Health") or {}).get("Status", ""),
         )
+
+    def labelled(self, labels: dict[str, str]) -> list[ContainerState]:
+        """Every container (running or not) carrying all these labels."""
+        listed = self._call(self.client.containers.list, all=True,
+                            filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+        return [self.container(c.name) for c in listed]
 
     def stop(self, name: str, timeout: float) -> str:
         """Stop a container: SIGTERM, then SIGKILL after `timeout` s. Returns what happened."""

@@ -47,6 +47,8 @@ class StatusReport:
             out.append(f"{rel}: {what}")
         if self.env_file_problem:
             out.append(self.env_file_problem)
+        out += [f"{what} (an interrupted start?): `graphrag-migrate rollback` stops it"
+                for what in self.vllm.get("untracked", [])]
         return out
 
     @property
@@ -94,6 +96,9 @@ def gather_status(project, settings: Settings, probe: bool = True) -> StatusRepo
         report.state_error = report.state_error or f"cannot read {env_path}: {exc.strerror}"
     resources = (state or {}).get("resources", {})
     report.vllm = _vllm_status(settings, resources.get("vllm") or {}, probe)
+    untracked = _untracked_vllm(settings, ledger, resources.get("vllm") or {}, probe)
+    if untracked:
+        report.vllm["untracked"] = untracked
     if probe:
         from migrator.adapters.http import OllamaServer
 
@@ -120,3 +125,11 @@ def _vllm_status(settings: Settings, recorded: dict, probe: bool) -> dict:
         if key in recorded:
             out[key] = recorded[key]
     return out
+
+
+def _untracked_vllm(settings: Settings, ledger: Ledger, recorded: dict, probe: bool) -> list[str]:
+    """vLLMs graphrag-migrate started for this project that run unrecorded (on any runtime it may have used)."""
+    from migrator.adapters.runtime import vllm_runtime
+
+    names = dict.fromkeys([recorded.get("runtime") or settings.vllm.runtime, settings.vllm.runtime])
+    return [line for name in names for line in vllm_runtime(name).untracked(settings, ledger.root, recorded, probe)]

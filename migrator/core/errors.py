@@ -65,6 +65,10 @@ class CheckFailed(MigrateError):
     exit_code = ExitCode.CHECK_FAILED
 
 
+class BackupMismatch(CheckFailed):
+    """A backup whose sha256 is not the one recorded when it was taken: it is never restored."""
+
+
 class Interrupted(MigrateError):
     exit_code = ExitCode.INTERRUPTED
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from migrator.core.errors import EnvironmentMissing, from_os_error
+from migrator.core.errors import BackupMismatch, EnvironmentMissing, from_os_error
 from migrator.core.ledger import Ledger, atomic_write_bytes, now_iso, sha256_bytes
 from migrator.core.secrets import MASK, is_secret_name, redact
 
@@ -139,6 +139,12 @@ def _target(path: Path) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
+def _mode_and_owner(target: Path) -> tuple[int, tuple[int, int]]:
+    """The permission bits and (uid, gid) a rewrite of `target` keeps."""
+    st = target.stat()
+    return stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
+
+
 @contextlib.contextmanager
 def _os_faults(doing: str, path: Path):
     """An OSError inside becomes the environment error naming `path` (see errors.from_os_error)."""
@@ -198,8 +204,11 @@ class FileWriter:
                 with _os_faults(f"backing up {rel} to", backup):
                     _keep_older_backup(backup, before)
                     atomic_write_bytes(backup, before, mode=0o600)
+                    original = target.stat()
                 record["backup"] = str(backup.relative_to(self.ledger.root))
                 record["original_sha256"] = sha256_bytes(before)
+                record["original_mode"] = stat.S_IMODE(original.st_mode)  # restored with the bytes
+                record["original_owner"] = [original.st_uid, original.st_gid]
             files[rel] = record
         # Record the intent before the write: after a crash the file is either as before or as intended.
         record["written_sha256"] = sha256_bytes(data)
@@ -208,8 +217,8 @@ class FileWriter:
             record["keys_set"] = sorted(set(record.get("keys_set") or ()) | set(keys))
         self.ledger.save()
         with _os_faults("writing", path):
-            mode = stat.S_IMODE(target.stat().st_mode) if before is not None else None
-            atomic_write_bytes(target, data, mode=mode)
+            mode, owner = _mode_and_owner(target) if before is not None else (None, None)
+            atomic_write_bytes(target, data, mode=mode, owner=owner)
             written = target.read_bytes()
         if written != data:  # verify every write by reading it back
             raise EnvironmentMissing(f"{path} does not read back what was written",
@@ -239,6 +248,13 @@ class FileWriter:
                 return f"backup {backup} is missing: left as it is"
             except OSError as exc:
                 raise from_os_error(exc, "reading the backup", backup) from None
+            recorded = record.get("original_sha256")
+            if recorded and sha256_bytes(original) != recorded:  # changed since it was taken: never put back
+                raise BackupMismatch(
+                    f"{rel} not restored: its backup {self.ledger.root.name}/{record['backup']} does not match the "
+                    f"sha256 recorded when it was taken (sha256 {sha256_bytes(original)[:12]}…, recorded "
+                    f"{recorded[:12]}…)",
+                    f"put your own pre-migration copy of {rel} in place by hand (the backup was changed since)")
             if current == original:
                 self.release(rel, "already as before", step)
                 return "already as before"
@@ -247,8 +263,12 @@ class FileWriter:
                 return "would restore"
             with _os_faults("restoring", path):
                 target = _target(path)
-                mode = stat.S_IMODE(target.stat().st_mode) if current is not None else None
-                atomic_write_bytes(target, original, mode=mode)
+                mode, owner = _mode_and_owner(target) if current is not None else (None, None)
+                if record.get("original_mode") is not None:  # as it was before the tool first changed it
+                    mode = int(record["original_mode"])
+                if isinstance(record.get("original_owner"), list) and len(record["original_owner"]) == 2:
+                    owner = (int(record["original_owner"][0]), int(record["original_owner"][1]))
+                atomic_write_bytes(target, original, mode=mode, owner=owner)
             self.ledger.audit(step, "restore", "ok", file=rel,
                               before_sha256=sha256_bytes(current) if current is not None else None,
                               after_sha256=sha256_bytes(original))

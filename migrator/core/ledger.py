@@ -75,9 +75,12 @@ def make_dirs(directory: Path) -> None:
             f.write("*\n")
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None,
+                       owner: tuple[int, int] | None = None) -> None:
     """Write via a temp file in the same directory, fsync, rename, fsync the directory. The file is 0600
-    unless `mode` says otherwise (the temp file's mode: nobody else ever sees a half-written secret)."""
+    unless `mode` says otherwise (the temp file's mode: nobody else ever sees a half-written secret), and
+    owned by `owner` (uid, gid) when given — the file it replaces keeps its owner and group, a deploy user's
+    `.env` written by root included (as another user, only a group of one's own can be given)."""
     make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -85,6 +88,12 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            if owner is not None and (os.fstat(f.fileno()).st_uid, os.fstat(f.fileno()).st_gid) != tuple(owner):
+                try:
+                    os.fchown(f.fileno(), *owner)  # before the mode: chown clears setuid/setgid bits
+                except PermissionError:
+                    if os.geteuid() == 0:
+                        raise
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)

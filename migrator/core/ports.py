@@ -85,11 +85,21 @@ class VllmRuntime(Protocol):
     def start_plan(self, ctx) -> list[str]: ...
 
     def start(self, ctx, record: dict) -> StartedVllm:
-        """Start vLLM; `record` (ctx.resources["vllm"]) is saved before anything starts."""
+        """Start vLLM — or adopt the one of ours an interrupted run left starting; `record`
+        (ctx.resources["vllm"]) is saved before its readiness is awaited."""
         ...
 
     def stop(self, ctx, record: dict, state_known: bool) -> list[str]:
-        """Stop the vLLM graphrag-migrate started (or, with the state lost, the one its settings name)."""
+        """Stop the vLLM graphrag-migrate started (or, with the state lost, the one its settings name), and
+        any other of ours its marker finds (a container label; a pidfile or environment marker)."""
+        ...
+
+    def running_ours(self, ctx) -> list[str]:
+        """The vLLMs of this project graphrag-migrate started that run now, recorded or not."""
+        ...
+
+    def untracked(self, settings, state_dir, record: dict, probe: bool) -> list[str]:
+        """status: vLLMs of ours running that state.json does not record (an interrupted start): problems."""
         ...
 
     def describe(self, record: dict, settings, probe: bool) -> dict:

@@ -8,10 +8,18 @@ from migrator.core.errors import CheckFailed
 VLLM_COMPOSE_NAME = "docker-compose.vllm.yml"
 
 
-def compose_file_value(current: str | None, user_compose_names: list[str]) -> str:
+def compose_path_separator(env=None) -> str:
+    """COMPOSE_FILE's separator as compose reads it: COMPOSE_PATH_SEPARATOR from the environment, else from
+    the project's env file, else the platform's (`:` on Linux and macOS, `;` on Windows)."""
+    import os
+
+    return os.environ.get("COMPOSE_PATH_SEPARATOR") or (env.get("COMPOSE_PATH_SEPARATOR") if env is not None
+                                                        else None) or os.pathsep
+
+
+def compose_file_value(current: str | None, user_compose_names: list[str], sep: str = ":") -> str:
     """COMPOSE_FILE naming the user's compose files (their override too: a COMPOSE_FILE turns compose's
-    automatic loading of it off) and then the vLLM one (once)."""
-    sep = ":"
+    automatic loading of it off) and then the vLLM one (once), joined by `sep`."""
     entries = [e for e in (current or sep.join(user_compose_names)).split(sep) if e]
     if VLLM_COMPOSE_NAME not in entries:
         entries.append(VLLM_COMPOSE_NAME)
@@ -20,11 +28,11 @@ def compose_file_value(current: str | None, user_compose_names: list[str]) -> st
 
 def without_vllm_compose(env):
     """The inverse, for rollback: (env with the vLLM file out of COMPOSE_FILE, the name taken out or "")."""
-    value = env.get("COMPOSE_FILE")
-    if value is None or VLLM_COMPOSE_NAME not in value.split(":"):
+    value, sep = env.get("COMPOSE_FILE"), compose_path_separator(env)
+    if value is None or VLLM_COMPOSE_NAME not in value.split(sep):
         return env, ""
-    rest = [entry for entry in value.split(":") if entry and entry != VLLM_COMPOSE_NAME]
-    return (env.set("COMPOSE_FILE", ":".join(rest)) if rest else env.unset("COMPOSE_FILE")), VLLM_COMPOSE_NAME
+    rest = [entry for entry in value.split(sep) if entry and entry != VLLM_COMPOSE_NAME]
+    return (env.set("COMPOSE_FILE", sep.join(rest)) if rest else env.unset("COMPOSE_FILE")), VLLM_COMPOSE_NAME
 
 
 def inline_service(user_text: str, rendered: str, service: str) -> str:

@@ -9,6 +9,8 @@ from migrator.core.engine import Context, Outcome
 from migrator.core.errors import DockerUnavailable
 from migrator.core.ports import StartedVllm
 
+PROJECT_LABEL = "org.graphrag-migrate.state-dir"  # on every vLLM container the tool starts: the project's
+
 
 def host_platform() -> str:
     """This host as Docker names platforms (linux/amd64, linux/arm64)."""
@@ -58,15 +60,31 @@ class DockerVllm:
 
     def start(self, ctx: Context, record: dict) -> StartedVllm:
         v = ctx.settings.vllm
-        ctx.docker.remove(v.container_name)  # an earlier, stopped attempt of ours
+        previous = ctx.resources.get("vllm") or {}
         spec = vllm_launch.container_spec(ctx.settings, ctx.project, include_secrets=True,
                                           downloaded=ctx.resources.get("model"))
+        spec["labels"] = {**spec.get("labels", {}), PROJECT_LABEL: str(ctx.ledger.root)}
         # The command holds no secret (the API key goes in through the environment): safe to record.
         record.update({"container": v.container_name, "image": v.image, "command": spec["command"]})
-        ctx.resources["vllm"] = record
-        ctx.ledger.save()  # record before starting: a crash right after still knows what to stop
-        state = ctx.docker.run(**spec)
-        record["container_id"] = state.id
+        current = ctx.docker.container(v.container_name)
+        if current.running and previous.get("container") == v.container_name and current.image == v.image \
+                and current.health != "unhealthy":
+            # An interrupted start of ours, still starting or running: wait for it, never start a second.
+            ctx.out.info(f"  container {v.container_name} (started by the interrupted run) is {current.status}: "
+                         "waiting for it instead of starting another")
+            record.update({"container_id": current.id, "adopted": True})
+            ctx.resources["vllm"] = record
+            ctx.ledger.save()
+        else:
+            for other in ctx.docker.labelled({PROJECT_LABEL: str(ctx.ledger.root)}):
+                if other.name != v.container_name and other.running:  # ours under an earlier container_name
+                    ctx.out.info(f"  container {other.name} (ours): {ctx.docker.stop(other.name, v.stop_timeout_s)}")
+            ctx.docker.remove(v.container_name)  # an earlier attempt of ours (stopped, or of other settings)
+            ctx.resources["vllm"] = record
+            ctx.ledger.save()  # record before starting: a crash right after still knows what to stop
+            state = ctx.docker.run(**spec)
+            record["container_id"] = state.id
+            ctx.ledger.save()  # and its id, before its readiness is awaited
 
         def alive() -> str | None:
             c = ctx.docker.container(v.container_name)
@@ -75,9 +93,34 @@ class DockerVllm:
         return StartedVllm(alive, lambda: ctx.docker.logs(v.container_name, tail=400))
 
     def stop(self, ctx: Context, record: dict, state_known: bool) -> list[str]:
-        # A container is found by its name even with the state lost: the settings name it.
+        # A container is found by its name even with the state lost: the settings name it; any other the
+        # tool started for this project (an earlier container_name) by its label.
         name = record.get("container") or ctx.settings.vllm.container_name
-        return [f"container {name}: {ctx.docker.stop(name, ctx.settings.vllm.stop_timeout_s)}"]
+        lines = [f"container {name}: {ctx.docker.stop(name, ctx.settings.vllm.stop_timeout_s)}"]
+        for other in ctx.docker.labelled({PROJECT_LABEL: str(ctx.ledger.root)}):
+            if other.name != name and other.running:
+                lines.append(f"container {other.name} (found by its label, not in state): "
+                             f"{ctx.docker.stop(other.name, ctx.settings.vllm.stop_timeout_s)}")
+        return lines
+
+    def running_ours(self, ctx: Context) -> list[str]:
+        try:
+            return [f"container {c.name}" for c in ctx.docker.labelled({PROJECT_LABEL: str(ctx.ledger.root)})
+                    if c.running]
+        except DockerUnavailable:
+            return []
+
+    def untracked(self, settings, state_dir, record: dict, probe: bool) -> list[str]:
+        if not probe:
+            return []
+        from migrator.adapters.docker import DockerRuntime
+
+        try:
+            labelled = DockerRuntime(timeout=3).labelled({PROJECT_LABEL: str(state_dir)})
+        except DockerUnavailable:
+            return []
+        return [f"container {c.name} runs but state.json does not record it" for c in labelled
+                if c.running and c.name != record.get("container")]
 
     def describe(self, record: dict, settings, probe: bool) -> dict:
         if not probe:
