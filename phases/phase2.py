@@ -174,27 +174,118 @@ class Requirement(Step):
                               f"add `langchain-openai` to {path}, or phase2 --scaffold")
 
 
+# The backend's tests run in a throw-away copy of its directory, so that `phase2 --check` (read-only) leaves
+# the user's tree byte-identical whatever the tests or their plugins write (__pycache__, .pytest_cache,
+# .coverage, .benchmarks, files a test drops in its cwd).
+_TESTS_NOT_COPIED = frozenset({".git", ".hg", ".svn", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                               ".graphrag-migrate"})
+_TESTS_LINKED = frozenset({".venv", "venv", ".tox", ".nox", "node_modules"})  # big, only read: linked, not copied
+_TESTS_COPY_BUDGET = (20_000, 512 * 2**20)  # files, bytes: past that the tests run in place (see below)
+
+
+class _TooLargeToCopy(Exception):
+    pass
+
+
+def _copy_for_tests(src: Path, dst: Path, budget: list[int]) -> None:
+    """`src` copied to `dst`: files (with their modes), symlinks as links, virtualenvs linked; FIFOs,
+    sockets and devices left out (never opened: a FIFO would block)."""
+    import shutil
+
+    os.mkdir(dst)
+    with os.scandir(src) as entries:
+        for entry in entries:
+            if entry.name in _TESTS_NOT_COPIED:
+                continue
+            target = dst / entry.name
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry.path), target)
+            elif entry.is_dir():
+                if entry.name in _TESTS_LINKED:
+                    os.symlink(entry.path, target)
+                else:
+                    _copy_for_tests(Path(entry.path), target, budget)
+            elif entry.is_file():
+                budget[0] -= 1
+                budget[1] -= entry.stat().st_size
+                if budget[0] < 0 or budget[1] < 0:
+                    raise _TooLargeToCopy()
+                shutil.copy2(entry.path, target)
+
+
+def _throwaway_backend(project: Path, backend: Path, into: Path) -> Path:
+    """A copy of the backend directory under `into`, where the tests run. It sits where it sits in the
+    project: each directory between the project root and it is mirrored with links to its other entries,
+    so a root pytest.ini/pyproject.toml or a test reading `../docker/.env` finds them (read through the link)."""
+    backend = Path(os.path.abspath(backend))
+    try:
+        rel = backend.relative_to(os.path.abspath(project))
+    except ValueError:
+        rel = Path(".")
+    if rel == Path("."):
+        target = into / (backend.name or "backend")
+        _copy_for_tests(backend, target, list(_TESTS_COPY_BUDGET))
+        return target
+    source, mirror = project, into / (project.name or "project")
+    os.mkdir(mirror)
+    for part in rel.parts:
+        with os.scandir(source) as entries:
+            for entry in entries:
+                if entry.name != part and entry.name != ".graphrag-migrate":
+                    os.symlink(entry.path, mirror / entry.name)
+        source, mirror = source / part, mirror / part
+        if source == backend:
+            _copy_for_tests(source, mirror, list(_TESTS_COPY_BUDGET))
+        else:
+            os.mkdir(mirror)
+    return mirror
+
+
+def _test_argv(command: str) -> list[str]:
+    """The test command's argv; pytest gets `-p no:cacheprovider` (no .pytest_cache) unless it has it."""
+    import shlex
+
+    argv = shlex.split(command)
+    runs_pytest = any(Path(a).name in ("pytest", "py.test") for a in argv[:1]) or any(
+        argv[i] == "-m" and argv[i + 1] == "pytest" for i in range(len(argv) - 1))
+    if runs_pytest and "no:cacheprovider" not in argv:
+        argv += ["-p", "no:cacheprovider"]
+    return argv
+
+
 class BackendUnitTests(Step):
     id = "phase2.unit-tests"
     title = "the backend's own unit tests pass"
     read_only = True
 
     def check(self, ctx: Context) -> Outcome:
-        import shlex
+        import shutil
         import subprocess
+        import tempfile
 
         command = ctx.settings.backend.test_command
         if not command:
             return Outcome.passed("backend.test_command is empty: not run")
-        cwd = ctx.path(ctx.settings.backend.dir)
+        backend = ctx.path(ctx.settings.backend.dir)
+        # No bytecode anywhere (also not through the links into the real tree).
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        scratch = tempfile.mkdtemp(prefix="graphrag-migrate-tests-")
         try:
-            proc = subprocess.run(shlex.split(command), cwd=cwd, capture_output=True, text=True, timeout=900,
-                                  stdin=subprocess.DEVNULL)
-        except FileNotFoundError:
-            return Outcome.failed(f"cannot run `{command}`", "set backend.test_command")
-        except subprocess.TimeoutExpired:
-            return Outcome.failed(f"`{command}` did not finish in 15 min", "run it by hand")
-        tail = (proc.stdout.strip().splitlines() or [""])[-1][:200]
+            try:
+                cwd, where = _throwaway_backend(ctx.project, backend, Path(scratch)), "a throw-away copy"
+            except (_TooLargeToCopy, OSError) as exc:
+                why = "too large to copy" if isinstance(exc, _TooLargeToCopy) else f"not copied ({exc.strerror})"
+                cwd, where = backend, f"place ({backend.name} {why}: only bytecode and pytest's cache kept out)"
+            try:
+                proc = subprocess.run(_test_argv(command), cwd=cwd, capture_output=True, text=True, timeout=900,
+                                      stdin=subprocess.DEVNULL, env=env)
+            except FileNotFoundError:
+                return Outcome.failed(f"cannot run `{command}`", "set backend.test_command")
+            except subprocess.TimeoutExpired:
+                return Outcome.failed(f"`{command}` did not finish in 15 min", "run it by hand")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # links are removed, never followed
+        tail = (proc.stdout.strip().splitlines() or [""])[-1][:200] + f" (run in {where})"
         if "No module named" in proc.stderr and proc.returncode != 0:
             missing = proc.stderr.strip().splitlines()[-1][:120]
             return Outcome.warn(f"`{command}` could not start ({missing}): the backend's tests were not run")

@@ -231,6 +231,14 @@ class Compose:
     env_file: Path | None = None
     project_name: str = ""
 
+    def __post_init__(self):
+        # Absolute from here on: `run` changes the cwd to `workdir`, where a relative `-f docker/x.yml`
+        # would name docker/docker/x.yml.
+        self.workdir = Path(os.path.abspath(self.workdir))
+        self.files = [Path(os.path.abspath(f)) for f in self.files]
+        if self.env_file is not None:
+            self.env_file = Path(os.path.abspath(self.env_file))
+
     def base(self) -> list[str]:
         cmd = compose_command()
         if self.project_name:

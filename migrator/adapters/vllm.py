@@ -13,22 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from migrator.core.config import Settings
+from migrator.core.config import Settings, host_path
 
 CONTAINER_PORT = 8000
 
 
 def model_arg(settings: Settings, project: Path) -> str:
-    """model.id as a local directory (relative to the project) when it is one, else the repo id."""
+    """model.id as a local directory (relative to the project; absolute, whatever the cwd) when it is one,
+    else the repo id."""
     model = settings.model.id
-    local = Path(os.path.expanduser(model))
-    if not local.is_absolute():
-        local = project / local
-    return str(local) if local.is_dir() else model
+    local = host_path(model, project)
+    return local if os.path.isdir(local) else model
 
 
 def is_local_model(settings: Settings, project: Path) -> bool:
-    return Path(model_arg(settings, project)).is_dir()
+    model = model_arg(settings, project)
+    return os.path.isabs(model) and os.path.isdir(model)
 
 
 def vllm_args(settings: Settings, model: str) -> list[str]:
@@ -77,11 +77,13 @@ def container_spec(settings: Settings, project: Path, include_secrets: bool = Fa
     """Keyword arguments for docker SDK `containers.run` (shown by --dry-run without secrets)."""
     v = settings.vllm
     model = model_arg(settings, project)
-    volumes = {os.path.expanduser(v.hf_cache): {"bind": "/root/.cache/huggingface", "mode": "rw"},
-               os.path.expanduser(v.vllm_cache): {"bind": "/root/.cache/vllm", "mode": "rw"}}
+    # Bind sources absolute: docker takes a relative one for a volume name, compose resolves it from the
+    # compose file's directory — neither is the directory migrate.yaml means.
+    volumes = {host_path(v.hf_cache, project): {"bind": "/root/.cache/huggingface", "mode": "rw"},
+               host_path(v.vllm_cache, project): {"bind": "/root/.cache/vllm", "mode": "rw"}}
     environment = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     revision: list[str] = []
-    if Path(model).is_dir():
+    if os.path.isabs(model) and os.path.isdir(model):  # model_arg's local directory (a repo id is relative)
         volumes[model] = {"bind": "/model", "mode": "ro"}
         model = "/model"
         environment["HF_HUB_OFFLINE"] = "1"

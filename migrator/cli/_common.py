@@ -25,7 +25,8 @@ from migrator.core.errors import ExitCode, MigrateError, from_os_error
 from migrator.cli.output import Output
 
 # ---- the global options, declared once ------------------------------------------------------------
-_PROJECT_HELP = "The GraphRAG repo root [default: the current directory]."
+_PROJECT_HELP = ("The GraphRAG repo root [default: the nearest of the current directory and its parents "
+                 "holding migrate.yaml or .graphrag-migrate/, else the current directory].")
 ProjectOpt = Annotated[Optional[Path], typer.Option("--project", "-p", help=_PROJECT_HELP, show_default=False)]
 # Only the root reads the environment: a variable must not override a --project typed before the verb.
 RootProjectOpt = Annotated[Optional[Path], typer.Option("--project", "-p", help=_PROJECT_HELP, show_default=False,
@@ -101,7 +102,7 @@ def build_state(options: GlobalOptions, out: Output) -> AppState:
     from migrator.core.secrets import register_from_environ
 
     register_from_environ()
-    state = AppState(project=options.project or Path("."), config=options.config, out=out, yes=options.yes,
+    state = AppState(project=project_of(options, out), config=options.config, out=out, yes=options.yes,
                      argv=" ".join(["graphrag-migrate", *sys.argv[1:]]),
                      overrides=parse_set_options(options.set))
     if options.force_unlock:
@@ -110,6 +111,19 @@ def build_state(options: GlobalOptions, out: Output) -> AppState:
         state.unlocked = api.force_unlock(state.project, options.force_unlock)
         out.info(f"removed {state.unlocked.describe()}")
     return state
+
+
+def project_of(options: GlobalOptions, out: Output) -> Path:
+    """--project (or $GRAPHRAG_MIGRATE_PROJECT) made absolute; without one, the project found by walking up
+    from the cwd to the nearest migrate.yaml or .graphrag-migrate/ — said on stderr when it is not the cwd."""
+    from migrator.app import api
+
+    if options.project is not None:
+        return api.project_root(options.project)
+    found = api.find_project()
+    if found.walked_up:
+        out.info(f"using {found.describe()}")
+    return found.root
 
 
 def state_of(ctx: typer.Context) -> AppState:

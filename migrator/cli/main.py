@@ -50,8 +50,9 @@ app.command("init")(init_command.init)
 def status(ctx: typer.Context):
     """Where the migration stands: phases and steps, LLM_BACKEND, vLLM and Ollama health, drift.
 
-    Reads only — never writes a file. Exit 1 when a phase failed or a file drifted, 5 when the
-    ledger is unreadable, so it can gate CI.
+    Reads only — never writes a file. Exit 1 when a phase failed, a file drifted or a run was killed
+    (a step left applying, a stale lock), 3 when the env file cannot be read, 5 when the ledger is
+    unreadable or lost while production is on vLLM, so it can gate CI.
     """
     from migrator.app import api
     from migrator.cli import render

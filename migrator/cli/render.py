@@ -61,7 +61,8 @@ def status_report(out: Output, report) -> None:
         if report.state_error:
             console.print(f"state: {report.state_error}", style="red")
         backend = report.llm_backend if report.llm_backend is not None else "(not set)"
-        where = report.env_file if report.env_file_exists else f"{report.env_file} (missing)"
+        where = report.env_file if report.env_file_exists else (
+            f"{report.env_file} (unreadable)" if report.env_file_error else f"{report.env_file} (missing)")
         console.print(f"LLM_BACKEND: {backend}   [{where}]")
         v = report.vllm
         line = f"vLLM: {v.get('url')} " + ("healthy" if v.get("healthy") else f"not answering ({v.get('health_error', '-')})")

@@ -349,6 +349,27 @@ class Settings:
         return dataclasses.asdict(self)
 
 
+# Host directories vLLM's container mounts: relative ones are the project's, like every path in migrate.yaml.
+_HOST_DIRS = ("hf_cache", "vllm_cache")
+
+
+def host_path(value: str, project: Path) -> str:
+    """A path setting as the host sees it: `~` expanded, a relative one taken from the project root (as
+    every path in migrate.yaml is), normalised — absolute whatever the cwd, so a bind mount handed to
+    docker or written into a compose file means the same directory from anywhere."""
+    return os.path.abspath(os.path.join(project, os.path.expanduser(value)))
+
+
+def anchor_paths(settings: Settings, project: Path) -> Settings:
+    """`settings` with its relative host directories (vllm.hf_cache, vllm.vllm_cache) made absolute from
+    the project root; the same object when none is relative (`~/…` stays as written)."""
+    relative = {name: host_path(getattr(settings.vllm, name), project) for name in _HOST_DIRS
+                if not os.path.isabs(os.path.expanduser(getattr(settings.vllm, name)))}
+    if not relative:
+        return settings
+    return dataclasses.replace(settings, vllm=dataclasses.replace(settings.vllm, **relative))
+
+
 _SECTIONS: dict[str, type] = {
     "project": ProjectSettings,
     "host": HostSettings,
