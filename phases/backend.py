@@ -113,12 +113,14 @@ def vllm_counters(vllm_url: str) -> dict | None:
 
 def ask(url: str, message_field: str, question: str, timeout: float = 60.0) -> tuple[int | None, bytes, str]:
     """POST one question and read the reply to its end (streamed or not): (status, body, error)."""
+    import http.client
+
     from migrator.adapters.http import _Failed, _open
 
+    body = b""
     try:
         conn, resp = _open("POST", url, timeout, json.dumps({message_field: question}).encode(), None)
         try:
-            body = b""
             while piece := resp.read1(65536):
                 body += piece
         finally:
@@ -126,8 +128,9 @@ def ask(url: str, message_field: str, question: str, timeout: float = 60.0) -> t
         return resp.status, body, ""
     except _Failed as exc:
         return None, b"", str(exc)
-    except OSError as exc:  # the connection dropped or timed out mid-answer
-        return None, b"", f"{type(exc).__name__} while reading the answer from {url}: {exc}"
+    except (OSError, http.client.HTTPException) as exc:  # dropped, timed out or cut off (IncompleteRead) mid-answer
+        return None, body, (f"{type(exc).__name__} while reading the answer from {url} after {len(body)} bytes: "
+                            f"{exc!r}"[:300])
 
 
 def _excerpt(body: bytes) -> str:

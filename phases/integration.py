@@ -117,10 +117,10 @@ def backend_checks(ctx: Context, m: dict) -> list[str]:
     if not chat_path:
         return failures
     url = ctx.settings.project.backend_url.rstrip("/") + chat_path
-    status, chunks, ttft_ms, _ = _stream_text(url, {b.chat_message_field: "What does the graph connect?"})
+    status, chunks, ttft_ms, _, cut = _stream_text(url, {b.chat_message_field: "What does the graph connect?"})
     m.update(backend_status=status, backend_chunks=chunks, backend_ttft_ms=ttft_ms)
-    if status != 200 or not chunks:
-        failures.append(f"backend {chat_path}: HTTP {status}, {chunks} chunk(s)")
+    if status != 200 or not chunks or cut:
+        failures.append(f"backend {chat_path}: HTTP {status}, {chunks} chunk(s)" + (f", {cut}" if cut else ""))
     # Chat history through the backend: two turns of one conversation.
     session = f"graphrag-migrate-probe-{int(time.time())}"
     first = _stream_text(url, {b.chat_message_field: "Remember the code word: orchid.",
@@ -128,8 +128,9 @@ def backend_checks(ctx: Context, m: dict) -> list[str]:
     second = _stream_text(url, {b.chat_message_field: "What was the code word?",
                                 b.chat_session_field: session})
     m.update(history_turn_statuses=[first[0], second[0]])
-    if first[0] != 200 or second[0] != 200:
-        failures.append(f"multi-turn probe: HTTP {first[0]}, {second[0]}")
+    if first[0] != 200 or second[0] != 200 or first[4] or second[4]:
+        failures.append(f"multi-turn probe: HTTP {first[0]}, {second[0]}"
+                        + "".join(f", {t[4]}" for t in (first, second) if t[4]))
     elif ctx.settings.model.real_weights and "orchid" not in (second[3] or "").lower():
         failures.append("multi-turn probe: the second answer does not recall the first turn")
     if b.history_path:
@@ -142,26 +143,35 @@ def backend_checks(ctx: Context, m: dict) -> list[str]:
     start = time.monotonic()
     e = _stream_text(url, {b.chat_message_field: "word " * (v.max_model_len * 2)})
     m.update(backend_error_status=e[0], backend_error_s=round(time.monotonic() - start, 2))
+    if e[4]:  # the backend dropped the connection: it did not hang, but its client sees a broken reply
+        m["backend_error_cut"] = e[4]
     if e[0] is None:
         failures.append(f"backend {chat_path}: no answer when vLLM refuses an over-long prompt (hang)")
     return failures
 
 
-def _stream_text(url: str, body: dict) -> tuple[int | None, int, float | None, str]:
-    """POST and read the streamed reply: (status, chunks received, ms to the first chunk, text)."""
+def _stream_text(url: str, body: dict) -> tuple[int | None, int, float | None, str, str]:
+    """POST and read the streamed reply: (status, chunks received, ms to the first chunk, text, cut).
+    `cut` says why a reply whose status came was not read to its end: a backend whose stream raises after
+    the headers went (FastAPI's StreamingResponse when the LLM refuses) drops the connection mid-body —
+    an answer, not a hang, but not a whole one either. "" when the reply ended properly."""
+    import http.client
+
     from migrator.adapters.http import _Failed, _open
 
     start = time.perf_counter()
     try:
         conn, resp = _open("POST", url, 60, json.dumps(body).encode(), None)
-        try:
-            chunks, first, text = 0, None, b""
-            while piece := resp.read1(65536):
-                chunks += 1
-                text += piece
-                first = first or round((time.perf_counter() - start) * 1000, 1)
-        finally:
-            conn.close()
-        return resp.status, chunks, first, text.decode("utf-8", errors="replace")
     except (_Failed, OSError):
-        return None, 0, None, ""
+        return None, 0, None, "", ""
+    chunks, first, text, cut = 0, None, b"", ""
+    try:
+        while piece := resp.read1(65536):
+            chunks += 1
+            text += piece
+            first = first or round((time.perf_counter() - start) * 1000, 1)
+    except (http.client.HTTPException, OSError) as exc:
+        cut = f"the stream was cut off after {len(text)} bytes ({type(exc).__name__})"
+    finally:
+        conn.close()
+    return resp.status, chunks, first, text.decode("utf-8", errors="replace"), cut

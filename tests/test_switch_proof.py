@@ -262,3 +262,45 @@ def test_staging_proves_its_backend_on_its_vllm_the_same_way(sandbox, servers, t
     else:
         assert not outcome.ok and "the backend answered but vLLM served no request" in outcome.message
         assert outcome.measurements["vllm_requests_delta"] == 0
+
+
+# ---- a backend whose stream breaks after the headers (FastAPI StreamingResponse, the LLM refusing) -----
+def _cut_stream_server():
+    """A server that answers 200 with a chunked body, sends one chunk and closes the connection without the
+    last chunk — what uvicorn does when a StreamingResponse's generator raises (the fixtures' backends on an
+    over-long prompt that vLLM refuses with HTTP 400). Returns (url, server)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", listener
+
+
+def test_a_stream_cut_off_mid_answer_is_reported_not_an_internal_error():
+    from phases.backend import ask
+    from phases.integration import _stream_text
+
+    url, listener = _cut_stream_server()
+    try:
+        status, body, error = ask(url + "/chat", "message", "hi", timeout=5)
+        assert status is None and body == b"hello" and "IncompleteRead" in error and "after 5 bytes" in error
+        status, chunks, _ttft, text, cut = _stream_text(url + "/chat", {"message": "hi"})
+        assert (status, chunks, text) == (200, 1, "hello")  # an answer, not a hang: the error probe passes
+        assert cut == "the stream was cut off after 5 bytes (IncompleteRead)"
+    finally:
+        listener.close()
