@@ -55,8 +55,13 @@ def test_scaffold_dry_run_shows_diffs_and_writes_nothing(sandbox, cli):
     assert '+    llm_backend: str = "ollama"' in diffs["backend/src/core/config.py"]
     assert '+    vllm_model: str = "qwen2.5-32b-instruct"' in diffs["backend/src/core/config.py"]
     assert "+langchain-openai" in diffs["backend/requirements.txt"]
-    # llm.py already switches by hand on llm_backend (the name the new field gets): left as it is
-    assert set(diffs) == {"backend/src/core/config.py", "backend/requirements.txt"}
+    # llm.py already switches by hand on llm_backend (the name the new field gets): left as it is; the
+    # backend gets its own test of the switch (hand-wired: no claim about unknown values)
+    assert set(diffs) == {"backend/src/core/config.py", "backend/requirements.txt",
+                          "backend/tests/test_llm_backend_switch.py"}
+    test = diffs["backend/tests/test_llm_backend_switch.py"]
+    assert "+def test_llm_backend_vllm_builds_openai_compatible_models_on_vllm" in test
+    assert "test_an_unknown_llm_backend_is_refused" not in test
     assert tree_digest(sandbox) == before
 
 
@@ -223,3 +228,19 @@ def test_scaffold_adds_the_dependency_to_a_toml_or_pipfile_in_its_table(sandbox,
     assert "langchain-openai" in (doc["packages"] if name == "Pipfile" else doc["project"]["dependencies"])
     cli("--project", str(sandbox), "rollback", "--wait", "1")
     assert (sandbox / "backend" / name).read_text() == text
+
+
+def test_the_scaffolded_switch_test_passes_on_a_hand_wired_backend(sandbox, cli):
+    """The sample backend switches by hand (`if settings.llm_backend == "vllm"`): the test written for it
+    checks vllm and ollama, claims nothing about unknown values, and passes as the backend is."""
+    import os
+    import subprocess
+    import sys
+
+    cli("--project", str(sandbox), "--set", "backend.test_command=", "phase2", "--scaffold")
+    test = sandbox / "backend" / "tests" / "test_llm_backend_switch.py"
+    assert test.is_file() and "unknown" not in test.read_text()
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+                         cwd=sandbox / "backend", capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert run.returncode == 0 and "2 passed" in run.stdout, run.stdout[-2000:]

@@ -452,6 +452,7 @@ class WiringPlan:
     files: dict[Path, str] = field(default_factory=dict)  # path -> its new text
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    routed: int = 0  # call sites routed through select_llm (not those the project switches by hand)
 
 
 def plan_wiring(src: Source, defaults: dict[str, str], dependency_file: Path, switch_module_text: str,
@@ -479,6 +480,7 @@ def plan_wiring(src: Source, defaults: dict[str, str], dependency_file: Path, sw
     per_file.setdefault(settings.file, []).extend(edits)
     site_edits, problems, edited = call_site_edits(src, names)
     plan.problems += problems
+    plan.routed = sum(1 for edits in site_edits.values() for e in edits if e.text.startswith(f"{SWITCH_FUNCTION}("))
     if not src.sites and not problems:
         status = switch_status(src)
         if not status.ok:
