@@ -56,8 +56,11 @@ def _run(sandbox: Path, *args: str, slow: str) -> subprocess.CompletedProcess:
 
 def _interrupt_mid_wait(sandbox: Path, sig: int, slow: str, until_listening: bool) -> subprocess.Popen:
     """phase1 as an operator runs it, interrupted while it waits for vLLM to be ready."""
+    # Ctrl-C reaches a CLI at a terminal; CI may run the suite as a background job, where SIGINT is ignored
+    # and that is inherited: the CLI gets the terminal's default back.
     proc = subprocess.Popen(_cli(sandbox, "phase1", "--no-bench", slow=slow), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         started = _simulators(sandbox)
