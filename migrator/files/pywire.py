@@ -195,8 +195,6 @@ def settings_edits(module: PyModule, settings: SettingsInfo, defaults: dict[str,
     source = ast.get_source_segment(text, stmt)
     call_text = ast.get_source_segment(text, call)
     func = ast.get_source_segment(text, call.func)
-    if isinstance(call.func, ast.Attribute) and call.func.attr in ("__getitem__",):
-        func = "os.environ.get"
     indent = _indent_of(text, stmt.lineno)
     added = []
     for env in missing:
@@ -451,7 +449,6 @@ def _table_key(text: str, table: str) -> str | None:
 class WiringPlan:
     files: dict[Path, str] = field(default_factory=dict)  # path -> its new text
     problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
     routed: int = 0  # call sites routed through select_llm (not those the project switches by hand)
 
 

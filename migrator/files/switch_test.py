@@ -31,8 +31,7 @@ _OPENAI_FOR = {"ChatOllama": "ChatOpenAI", "OllamaLLM": "OpenAI", "Ollama": "Ope
 class SwitchTest:
     path: Path
     text: str
-    built: list[str] = field(default_factory=list)   # call sites the test builds (file:line)
-    skipped: list[str] = field(default_factory=list)  # and those it cannot, with why
+    skipped: list[str] = field(default_factory=list)  # call sites it cannot build, with why
 
 
 def test_dir(backend: Path) -> Path:
@@ -105,7 +104,7 @@ def render_switch_test(src: Source, import_root: Path, raises: bool) -> SwitchTe
     from migrator.files.templates import render
 
     directory = test_dir(src.backend)
-    lines, built, skipped, ollama = [], [], [], []
+    lines, skipped, ollama = [], [], []
     origins: set[tuple[str, str]] = set()
     for site, call, scope in src.sites:
         where = ev(site.file, site.line)
@@ -118,7 +117,6 @@ def render_switch_test(src: Source, import_root: Path, raises: bool) -> SwitchTe
             continue
         if line not in lines:
             lines.append(line)
-        built.append(where)
         ollama.append(site.cls)
         origins.add((src.index.origin_module(call.func, scope) or "langchain_ollama", site.cls))
     if not lines:
@@ -131,7 +129,7 @@ def render_switch_test(src: Source, import_root: Path, raises: bool) -> SwitchTe
                   openai_classes=repr(sorted(_OPENAI_FOR[c] for c in ollama)),
                   ollama_imports=", ".join(f"importlib.import_module({m!r}).{c}" for m, c in sorted(origins)),
                   raises=raises, skipped=skipped)
-    return SwitchTest(directory / TEST_NAME, text, built, skipped)
+    return SwitchTest(directory / TEST_NAME, text, skipped)
 
 
 def uses_switch_function(src: Source) -> bool:
