@@ -16,7 +16,7 @@ from pathlib import Path
 from migrator.core.config import Settings
 from migrator.core.engine import Context, Outcome, Phase, Step
 from migrator.core.errors import CheckFailed
-from migrator.files import pywire, switch_test
+from migrator.files import pysource, pywire, switch_test
 
 DEFAULT_FIELD_NAMES = ["llm_backend", "vllm_base_url", "vllm_model"]
 
@@ -41,10 +41,21 @@ def read_backend(ctx: Context) -> pywire.Source:
                           "setting) in migrate.yaml")
     source = pywire.read_source(ctx.project, backend, settings_file,
                                 backend / b.import_root if b.import_root else None)
+    problems = source.index.judge(grammar(ctx))
+    if problems:  # a file that is not the project's Python, or that no Python here can tell
+        first, _, fix = problems[0].partition(" — ")
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+        raise CheckFailed(first + more, fix or "fix it first; nothing was written")
     rel = ctx.ledger.relpath(settings_file)
     if rel in source.index.unparsed:
         raise CheckFailed(f"{rel} does not parse", "fix it first; nothing was written")
     return source
+
+
+def grammar(ctx: Context) -> pysource.Grammar:
+    """The backend's syntax is the project's Python's: backend.python parses what this one cannot."""
+    b = ctx.settings.backend
+    return pysource.Grammar(b.python_version, b.python)
 
 
 def field_names(ctx: Context, source: pywire.Source) -> dict[str, str]:

@@ -284,3 +284,28 @@ def reference_stack(tmp_path: Path, servers: "Servers", backend_image: str, olla
     finally:
         subprocess.run(["docker", "compose", "-f", "docker-compose.yml", "down", "-t", "2", "--remove-orphans"],
                        cwd=compose_dir, capture_output=True)
+
+
+def python_with_grammar(version: str) -> str | None:
+    """An interpreter of `version` or newer that really runs (this one if it is), for tests of a project
+    targeting a newer Python than the tool's: `pythonX.Y` on PATH — a pyenv shim of a version installed but
+    not selected is there yet fails, so each candidate is run — else one of pyenv's own versions."""
+    import glob
+    import shutil
+
+    from migrator.files.pysource import parse_with, version_tuple
+
+    want = version_tuple(version)
+    if sys.version_info[:2] >= want:
+        return sys.executable
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates = [shutil.which(f"python{want[0]}.{minor}") for minor in range(want[1], want[1] + 3)]
+    candidates += sorted(glob.glob(f"{pyenv}/versions/{want[0]}.*/bin/python{want[0]}.*[0-9]"))
+    for exe in filter(None, candidates):
+        try:
+            found = version_tuple(parse_with(exe, {}, timeout=30)[0])
+        except OSError:
+            continue
+        if found is not None and found >= want:
+            return exe
+    return None

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import tree_digest
+from conftest import python_with_grammar, tree_digest
 from migrator.core.errors import ExitCode
+from migrator.files.envfile import EnvFile
 
 PROJECTS = Path(__file__).resolve().parent / "projects"
 SHAPES = sorted(p.parent.name for p in PROJECTS.glob("*/expected.yaml"))
@@ -115,8 +116,9 @@ def steps(result) -> dict:
     return {s["id"]: s for s in json.loads(result.stdout)["steps"]}
 
 
-def checked(cli, project: Path) -> dict:
-    return steps(cli("--project", str(project), "--json", "--set", "backend.test_command=", "phase2", "--check"))
+def checked(cli, project: Path, *extra: str) -> dict:
+    return steps(cli("--project", str(project), "--json", "--set", "backend.test_command=", "phase2", "--check",
+                     *extra))
 
 
 @pytest.mark.parametrize("project", SHAPES, indirect=True)
@@ -171,15 +173,19 @@ def test_scaffold_wires_every_shape_and_its_factory_switches(project, cli, tmp_p
 @pytest.mark.parametrize("project", SHAPES, indirect=True)
 def test_dry_run_shows_the_bytes_the_apply_writes_and_writes_nothing(project, cli, tmp_path):
     shape, root = project
+    grammar = python_with_grammar(str(expected(shape)["backend"]["python"]))
+    if grammar is None:
+        pytest.skip(f"{shape} targets Python {expected(shape)['backend']['python']}: none here to parse it with")
+    parse = ("--set", f"backend.python={grammar}")  # the project's Python judges what this one cannot parse
     twin = tmp_path / "twin"
     shutil.copytree(root, twin)
-    result = scaffold(cli, root, "--dry-run")
+    result = scaffold(cli, root, "--dry-run", *parse)
     assert steps(result)["phase2.wiring"]["status"] == "would run"
     init_only = {p for p in root.rglob("*") if p.is_file()}
     digest = tree_digest(root)
     diffs = {d["file"]: d["diff"] for d in json.loads(result.stdout)["diffs"]}
-    scaffold(cli, twin)
-    assert checked(cli, twin)["phase2.llm"]["status"] == "ok"
+    scaffold(cli, twin, *parse)
+    assert checked(cli, twin, *parse)["phase2.llm"]["status"] == "ok"
     assert tree_digest(root) == digest and {p for p in root.rglob("*") if p.is_file()} == init_only
     for rel, diff in diffs.items():
         written = (twin / rel).read_text(encoding="utf-8").splitlines()
@@ -259,3 +265,33 @@ def test_a_dependency_file_it_cannot_edit_is_refused_by_name():
     assert dependency_text(Path("setup.cfg"), "[options]\ninstall_requires =\n    fastapi\n")[0] is None
     assert "neither" in dependency_text(Path("pyproject.toml"), '[tool.black]\nline-length = 100\n')[1]
     assert "not valid TOML" in dependency_text(Path("pyproject.toml"), "[project\n")[1]
+
+
+@pytest.mark.parametrize("project", ["provider-switch"], indirect=True)
+def test_a_projects_own_provider_switch_stays_on_ollama_and_llm_backend_picks_vllm(project, cli):
+    """select_llm goes inside the project's Ollama branch: LLM_PROVIDER stays `ollama` and LLM_BACKEND —
+    the one key phase3, phase4 and rollback set — chooses vLLM; the project's own openai branch is its own."""
+    import ast
+
+    from migrator.app.api import context
+    from phases.phase3 import BACKEND_KEY, desired_env
+
+    shape, root = project
+    assert scaffold(cli, root).exit_code == ExitCode.CHECK_FAILED  # only vLLM's stream is left
+    assert checked(cli, root)["phase2.llm"]["status"] == "ok"
+    tree = ast.parse((root / "backend/src/graphrag_api/llm.py").read_text(encoding="utf-8"))
+    branch = next(n for n in ast.walk(tree) if isinstance(n, ast.If) and "llm_provider == 'ollama'" in ast.unparse(n.test))
+    routed = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "select_llm"]
+    assert len(routed) == 1 and routed[0] in list(ast.walk(branch))
+
+    vllm, ollama, unset, openai = probe(root, shape, {"LLM_PROVIDER": "ollama", **VLLM_ENV},
+                                        {"LLM_PROVIDER": "ollama", "LLM_BACKEND": "ollama"},
+                                        {"LLM_PROVIDER": "ollama"}, {"LLM_PROVIDER": "openai", **VLLM_ENV})
+    assert [(r["class"], r["kwargs"]["base_url"]) for r in vllm["records"]] == [
+        ("ChatOpenAI", repr(VLLM_ENV["VLLM_BASE_URL"]))]
+    assert [r["class"] for r in ollama["records"]] == [r["class"] for r in unset["records"]] == ["ChatOllama"]
+    assert [r["class"] for r in openai["records"]] == ["ChatOpenAI"]
+    assert openai["records"][0]["kwargs"]["base_url"] != repr(VLLM_ENV["VLLM_BASE_URL"])  # the project's own
+    # the switch and the rollback move LLM_BACKEND only; the env file's LLM_PROVIDER stays ollama
+    assert BACKEND_KEY == "LLM_BACKEND" and "LLM_PROVIDER" not in desired_env(context(root))
+    assert EnvFile.from_bytes((root / ".env").read_bytes()).get("LLM_PROVIDER") == "ollama"

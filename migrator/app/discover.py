@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrator.files.pysource import (CallSite, ProviderSwitch, PyIndex, Scope, SettingsInfo, _const,
-                                      analyse_call_sites, choose_settings, ev, index_name, inside,
-                                      provider_switch, python_files, relpath, settings_candidates)
+from migrator.files.pysource import (HERE, CallSite, Grammar, ProviderSwitch, PyIndex, Scope, SettingsInfo,
+                                      _const, analyse_call_sites, choose_settings, ev, index_name, inside,
+                                      interpreter_for, provider_switch, python_files, relpath,
+                                      settings_candidates, version_tuple)
 
 # compose's own file names, in the order it prefers them
 COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -962,6 +963,7 @@ class Discovery:
     health: dict = field(default_factory=lambda: {"path": None, "llm_field": None})
     existing_vllm_service: bool = False
     runs_here: bool = True
+    target_python: str = ""  # an interpreter of the target version found here (not in to_dict: machine-specific)
     # for mapping onto migrate.yaml
     backend_service: str | None = None
     stack: ComposeStack | None = None
@@ -1240,6 +1242,8 @@ def discover(root: Path, use_compose: bool = True, chosen: dict | None = None) -
         python, python_source, python_ev = python_target(root, source, dockerfiles.get(d.backend_service))
         d.backend.update(python=python, python_source=python_source)
         d.add("backend.python", python_ev)
+        if python_source != "default" and (version_tuple(python) or (0,)) > version_tuple(HERE):
+            d.target_python = interpreter_for(python) or ""
         dep, dep_ev, others = dependency_file(root, source, dockerfiles.get(d.backend_service))
         d.dependency_file = dep
         if dep:
@@ -1262,6 +1266,9 @@ def discover(root: Path, use_compose: bool = True, chosen: dict | None = None) -
                            + ", ".join(idx.blanked))
         if idx.unparsed:
             d.notes.append(f"not readable as Python here: {', '.join(idx.unparsed)}")
+    target = d.backend.get("python") if d.backend.get("python_source") not in (None, "default") else ""
+    for idx in indexes.values():  # the project's own grammar says whether those files are valid
+        d.notes += idx.judge(Grammar(target or "", d.target_python))
 
     if index is not None:
         candidates_ = settings_candidates(index)

@@ -115,6 +115,11 @@ def propose(d: Discovery) -> tuple[list[Value], list[Undecided]]:
         llm_module = _llm_module(d, source)
         if llm_module is not None:
             put("backend.llm_module", relpath(root / llm_module.file, source), ev(llm_module.file, llm_module.line))
+        if d.backend.get("python_source") not in (None, "default"):
+            put("backend.python_version", d.backend["python"], *d.evidence.get("backend.python", []))
+        if d.target_python:  # newer than this tool's: it parses what this Python cannot
+            put("backend.python", d.target_python, *d.evidence.get("backend.python", []),
+                f"(Python {d.backend['python']} found on PATH)")
         if d.dependency_file:
             put("backend.requirements", relpath(root / d.dependency_file["path"], source),
                 *d.evidence.get("dependency_file", []))

@@ -151,7 +151,11 @@ class BackendSettings:
     test_command: str = _setting(
         "python3 -m pytest -q -p no:cacheprovider", help="the backend's unit tests, run in backend.dir; empty = skip"
     )
-    python: str = _setting("python3", help="python with the backend's packages (phase2's ChatOpenAI check)")
+    python: str = _setting("python3", help="python with the backend's packages (phase2's ChatOpenAI check); "
+                           "also parses what this tool's Python cannot (newer syntax)")
+    python_version: str = _setting(
+        "", _matches(re.compile(r"^(\d+\.\d+)?$"), "a version such as 3.12, or empty"),
+        "the Python the backend is written for (init: requires-python, Dockerfile, .python-version); empty = unknown")
     chat_path: str = _setting("", help="the backend's chat endpoint phase4 proves the switch through, then checks (e.g. /chat); empty = phase4 refuses to switch unless --accept-unproven")
     chat_message_field: str = _setting("message", help="JSON field of the question in that endpoint's body")
     chat_session_field: str = _setting("session_id", help="JSON field that keeps a conversation together")

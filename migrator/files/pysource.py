@@ -9,8 +9,12 @@ lives below both.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -68,6 +72,71 @@ def parse_python(path: Path) -> tuple[ast.Module | None, list[tuple[int, str]]]:
     return None, blanked
 
 
+# ---- the project's own grammar: newer syntax judged by the Python the project targets ------------------
+# Run as `python -I -c` by the project's Python: it parses each file it is given on stdin (never runs it)
+# and says which do not parse, where. Written for any Python 3 the project may target.
+_PARSE_SCRIPT = r"""
+import ast, json, sys
+files = json.loads(sys.stdin.read())
+verdicts = {}
+for name, text in files.items():
+    try:
+        compile(text, name, "exec", ast.PyCF_ONLY_AST, True)
+        verdicts[name] = None
+    except SyntaxError as exc:
+        verdicts[name] = [exc.lineno or 1, exc.msg]
+print(json.dumps({"version": "%d.%d" % sys.version_info[:2], "files": verdicts}))
+"""
+HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """Whose syntax the backend is judged by when this Python cannot parse a file: `version` the one the
+    project targets ("3.12"; empty = unknown), `python` an interpreter to parse with (backend.python)."""
+
+    version: str = ""
+    python: str = ""
+
+
+def version_tuple(version: str) -> tuple[int, ...] | None:
+    m = re.match(r"\s*(\d+)\.(\d+)", version or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def parse_with(python: str, texts: dict[str, str], timeout: float = 60.0) -> tuple[str, dict]:
+    """(that Python's version, {name: None when it parses, else [line, message]}). Nothing is imported or
+    run: the texts go to `python -I` on stdin. Raises OSError when it cannot be run or answers nonsense."""
+    try:
+        proc = subprocess.run([python, "-I", "-c", _PARSE_SCRIPT], input=json.dumps(texts), capture_output=True,
+                              text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise OSError(f"{python} not found") from None
+    except subprocess.TimeoutExpired:
+        raise OSError(f"{python} did not answer in {timeout:.0f} s") from None
+    except OSError as exc:
+        raise OSError(f"{python} could not be run: {exc.strerror or exc}") from None
+    try:
+        answer = json.loads(proc.stdout.strip().splitlines()[-1])
+        return str(answer["version"]), dict(answer["files"])
+    except (ValueError, IndexError, KeyError, TypeError):
+        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise OSError(f"{python} could not be run: {last[:200]}") from None
+
+
+def interpreter_for(version: str) -> str | None:
+    """`pythonX.Y` on PATH when it runs and is that version (a pyenv shim for a version not selected
+    does not), else None."""
+    found = shutil.which(f"python{version}")
+    if found is None:
+        return None
+    try:
+        answered, _ = parse_with(found, {}, timeout=20)
+    except OSError:
+        return None
+    return found if version_tuple(answered) == version_tuple(version) else None
+
+
 class Scope:
     """A module, class or function body: the names it binds, its nested functions."""
 
@@ -120,6 +189,7 @@ class PyModule:
     scope: Scope | None = None
     scopes: list[Scope] = field(default_factory=list)
     text: str = ""
+    judged_by: str = ""  # the project's Python that confirmed the lines this one could not parse
 
     def line(self, n: int) -> str:
         lines = self.text.splitlines()
@@ -134,6 +204,8 @@ class PyIndex:
         self.modules: dict[str, PyModule] = {}
         self.unparsed: list[str] = []
         self.blanked: list[str] = []
+        self.rejected: dict[str, tuple[int, str]] = {}  # rel -> this Python's first syntax error
+        self._texts: dict[str, str] = {}
         for path in sorted(python_files(source)):
             base = import_root if inside(path, import_root) else source
             parts = list(path.relative_to(base).with_suffix("").parts)
@@ -142,6 +214,8 @@ class PyIndex:
             name = ".".join(parts) or path.stem
             tree, blanked = parse_python(path)
             rel = relpath(path, root)
+            if blanked or tree is None:
+                self._reject(rel, path, blanked)
             if tree is None:
                 self.unparsed.append(rel)
                 continue
@@ -153,6 +227,72 @@ class PyIndex:
         for module in self.modules.values():
             self._imports(module)
             self._scopes(module)
+
+    def _reject(self, rel: str, path: Path, blanked: list[tuple[int, str]]) -> None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.rejected[rel] = (1, f"not readable: {exc}")
+            return
+        self._texts[rel] = text
+        if blanked:
+            self.rejected[rel] = blanked[0]
+            return
+        try:
+            ast.parse(text, filename=rel)
+            self.rejected[rel] = (1, "too many lines this Python cannot parse")
+        except SyntaxError as exc:
+            self.rejected[rel] = (exc.lineno or 1, exc.msg)
+
+    def judge(self, grammar: Grammar) -> list[str]:
+        """Every file this Python could not parse, judged by the project's own grammar: one line per file
+        that is not valid Python for the project (file:line and the Python that said so; its module is
+        dropped), or that cannot be judged here (naming the Python that is needed). A file the target
+        Python parses is valid: it stays, read with the lines this Python cannot parse blanked."""
+        if not self.rejected:
+            return []
+        target, here = version_tuple(grammar.version), version_tuple(HERE)
+        if target is not None and target <= here:  # this Python is the project's grammar, or newer
+            return [self._drop(rel, f"{ev(rel, n)} does not parse under Python {HERE} (this tool's; the project "
+                                    f"targets {grammar.version}): {msg}") for rel, (n, msg) in self.rejected.items()]
+        version, verdicts, why = "", {}, ""
+        if grammar.python:
+            try:
+                version, verdicts = parse_with(grammar.python, self._texts)
+            except OSError as exc:
+                why = str(exc)
+            else:
+                judged = version_tuple(version)
+                if judged is None or judged < (target or here) or (target is None and judged == here):
+                    why, verdicts = f"{grammar.python} is Python {version}", {}
+        problems = []
+        for rel, (n, msg) in self.rejected.items():
+            if rel in verdicts and verdicts[rel] is None:
+                module = next((m for m in self.modules.values() if m.rel == rel), None)
+                if module is None:
+                    problems.append(f"{rel} parses under Python {version} but this tool (Python {HERE}) cannot read "
+                                    "it: run graphrag-migrate under that Python")
+                else:
+                    module.judged_by = grammar.python
+                continue
+            if rel in verdicts:
+                m, message = verdicts[rel]
+                problems.append(self._drop(rel, f"{ev(rel, m)} does not parse under Python {version} "
+                                                f"({grammar.python}): {message}"))
+                continue
+            needed = (f"the project targets {grammar.version} — set backend.python to a python{grammar.version} "
+                      "executable" if target else
+                      f"{msg} — if the project targets a newer Python, set backend.python_version and backend.python")
+            problems.append(f"{ev(rel, n)} does not parse under Python {HERE} (this tool's); {needed}"
+                            + (f" ({why})" if why else ""))
+        return problems
+
+    def _drop(self, rel: str, problem: str) -> str:
+        for name in [n for n, m in self.modules.items() if m.rel == rel]:
+            del self.modules[name]
+        if rel not in self.unparsed:
+            self.unparsed.append(rel)
+        return problem
 
     def find(self, name: str) -> PyModule | None:
         if name in self.modules:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrator.files.pysource import (OLLAMA_CLASSES, CallSite, PyIndex, PyModule, Scope,
-                                     SettingsInfo, analyse_call_sites, call_sites, ev, relpath,
+                                     SettingsInfo, analyse_call_sites, call_sites, ev, parse_with, relpath,
                                      settings_candidates)
 
 ENV_NAMES = ("LLM_BACKEND", "VLLM_BASE_URL", "VLLM_MODEL")
@@ -524,7 +524,16 @@ def plan_wiring(src: Source, defaults: dict[str, str], dependency_file: Path, sw
 def unparsed_line(text: str, module: PyModule) -> int | None:
     """The first line of the edited text that does not parse, or None. Lines this Python could not
     parse in the original either (newer syntax: a PEP 701 f-string read on 3.11) are the project's own
-    target grammar, not our edit, and are skipped the same way pysource skipped them."""
+    target grammar, not our edit, and are skipped the same way pysource skipped them — unless the
+    project's Python confirmed them (`module.judged_by`): then it judges the edited text whole."""
+    if module.judged_by:
+        try:
+            _version, verdicts = parse_with(module.judged_by, {module.rel: text})
+        except OSError:
+            pass  # gone since it judged the original: this Python, with the project's own lines kept
+        else:
+            verdict = verdicts.get(module.rel)
+            return int(verdict[0]) if verdict else None
     allowed = {module.text.splitlines()[n - 1] for n, _ in module.blanked}
     lines = text.splitlines()
     for _ in range(len(allowed) + 1):
