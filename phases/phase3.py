@@ -26,7 +26,8 @@ from migrator.adapters.runtime.compose import compose_model, project_compose, us
 from migrator.core.config import Settings, VllmSettings
 from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
 from migrator.core.errors import BackupMismatch, CheckFailed, EnvironmentMissing
-from migrator.files.compose_text import (VLLM_COMPOSE_NAME, compose_file_value, compose_path_separator, inline_service,
+from migrator.files.compose_text import (VLLM_COMPOSE_NAME, compose_file_value, compose_path_separator,
+                                         compose_run_dir, inline_service, resolve_compose_file,
                                          service_key_lines,
                                          without_vllm_compose)
 from migrator.files.envfile import EnvFile, missing_env_file, read_project_env
@@ -426,9 +427,22 @@ class ComposeFileInEnv(Step):
         if env is None:
             return Outcome.failed(f"{ctx.env_path} not found", "set project.env_file")
         value = env.get("COMPOSE_FILE")
-        if value is not None and VLLM_COMPOSE_NAME in value.split(compose_path_separator(env)):
-            return Outcome.passed(f"COMPOSE_FILE={value}")
-        return Outcome.failed(f"COMPOSE_FILE={value or '(not set)'}")
+        if value is None:
+            return Outcome.failed("COMPOSE_FILE=(not set)")
+        run_dir = compose_run_dir(ctx.env_path, ctx.compose_path)
+        place = ctx.ledger.relpath(run_dir)
+        where = (f"relative to {'the project root' if place == '.' else place + '/'}, where compose reads "
+                 f"{ctx.ledger.relpath(ctx.env_path)}")
+        loaded = resolve_compose_file(value, compose_path_separator(env), run_dir)
+        wanted = Path(os.path.abspath(vllm_compose_path(ctx)))
+        fix = "run phase3 again: it corrects the entries"
+        stray = [f"{entry} is {ctx.ledger.relpath(path)}, not there" for entry, path in loaded
+                 if path != wanted and not path.exists()]
+        if stray:
+            return Outcome.failed(f"COMPOSE_FILE={value}: {'; '.join(stray)} ({where})", fix)
+        if wanted not in [path for _, path in loaded]:
+            return Outcome.failed(f"COMPOSE_FILE={value} does not name {ctx.ledger.relpath(wanted)} ({where})", fix)
+        return Outcome.passed(f"COMPOSE_FILE={value} ({where})")
 
     def keys_written(self, ctx: Context, path: Path) -> list[str]:
         return ["COMPOSE_FILE"]
@@ -437,9 +451,9 @@ class ComposeFileInEnv(Step):
         env = read_project_env(ctx)
         if env is None or not ctx.vllm_runtime.under_compose:
             return {}
-        names = [f.name for f in user_compose_files(ctx)]
         return {ctx.env_path: env.set("COMPOSE_FILE", compose_file_value(
-            env.get("COMPOSE_FILE"), names, compose_path_separator(env))).to_bytes()}
+            env.get("COMPOSE_FILE"), user_compose_files(ctx), vllm_compose_path(ctx),
+            compose_run_dir(ctx.env_path, ctx.compose_path), compose_path_separator(env))).to_bytes()}
 
     def undos(self) -> list[Undo]:
         return [ENV_FILE_UNDO]

@@ -5,6 +5,7 @@ COMPOSE_FILE is edited with the separator compose itself reads (COMPOSE_PATH_SEP
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -127,7 +128,9 @@ def test_compose_file_is_edited_with_the_env_files_separator(no_separator_in_env
     env = EnvFile.from_bytes(b"COMPOSE_PATH_SEPARATOR=;\nCOMPOSE_FILE=docker-compose.yml;docker-compose.gpu.yml\n")
     sep = compose_path_separator(env)
     assert sep == ";"
-    value = compose_file_value(env.get("COMPOSE_FILE"), ["docker-compose.yml"], sep)
+    root = Path("/srv/graphrag/docker")
+    value = compose_file_value(env.get("COMPOSE_FILE"), [root / "docker-compose.yml"], root / "docker-compose.vllm.yml",
+                               root, sep)
     assert value == "docker-compose.yml;docker-compose.gpu.yml;docker-compose.vllm.yml"
     back, dropped = without_vllm_compose(env.set("COMPOSE_FILE", value))
     assert dropped == "docker-compose.vllm.yml"
@@ -159,6 +162,8 @@ def test_phase3s_compose_env_step_appends_with_the_env_files_separator(tmp_path,
     (project / "docker").mkdir(parents=True)
     env_path = project / "docker" / ".env"
     env_path.write_bytes(b"COMPOSE_PATH_SEPARATOR=;\nCOMPOSE_FILE=docker-compose.yml;gpu.yml\n")
+    for name in ("docker-compose.yml", "gpu.yml"):  # COMPOSE_FILE's entries are judged as compose loads them
+        (project / "docker" / name).write_text("services: {}\n")
     settings = Settings()
     settings.vllm.runtime = "docker"
     ctx = Context(project, settings, Ledger(project), wiring=Wiring(vllm=DockerVllm()))

@@ -3,6 +3,9 @@ and the vLLM service placed inside the user's own compose file (`phase3 --inline
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from migrator.core.errors import CheckFailed
 
 VLLM_COMPOSE_NAME = "docker-compose.vllm.yml"
@@ -11,28 +14,60 @@ VLLM_COMPOSE_NAME = "docker-compose.vllm.yml"
 def compose_path_separator(env=None) -> str:
     """COMPOSE_FILE's separator as compose reads it: COMPOSE_PATH_SEPARATOR from the environment, else from
     the project's env file, else the platform's (`:` on Linux and macOS, `;` on Windows)."""
-    import os
-
     return os.environ.get("COMPOSE_PATH_SEPARATOR") or (env.get("COMPOSE_PATH_SEPARATOR") if env is not None
                                                         else None) or os.pathsep
 
 
-def compose_file_value(current: str | None, user_compose_names: list[str], sep: str = ":") -> str:
+def compose_run_dir(env_path: Path, compose_path: Path) -> Path:
+    """Where `docker compose` runs when COMPOSE_FILE in this env file is what it loads — the directory its
+    entries are relative to (compose resolves them against its working directory, whatever
+    `--project-directory` or `--env-file` say). Compose reads a `.env` by itself only from the directory it
+    runs in, so that is the `.env`'s own; any other env file is read only through `--env-file`, given (as
+    the tool does) from the user's compose file's directory."""
+    return env_path.parent if env_path.name == ".env" else compose_path.parent
+
+
+def _spelled(path: Path, run_dir: Path) -> str:
+    return Path(os.path.relpath(path, run_dir)).as_posix()
+
+
+def resolve_compose_file(value: str, sep: str, run_dir: Path) -> list[tuple[str, Path]]:
+    """Each COMPOSE_FILE entry with the file compose loads for it: relative to where compose runs."""
+    return [(entry, Path(os.path.normpath(run_dir / entry))) for entry in value.split(sep) if entry]
+
+
+def compose_file_value(current: str | None, user_files: list[Path], vllm_file: Path, run_dir: Path,
+                       sep: str = ":") -> str:
     """COMPOSE_FILE naming the user's compose files (their override too: a COMPOSE_FILE turns compose's
-    automatic loading of it off) and then the vLLM one (once), joined by `sep`."""
-    entries = [e for e in (current or sep.join(user_compose_names)).split(sep) if e]
-    if VLLM_COMPOSE_NAME not in entries:
-        entries.append(VLLM_COMPOSE_NAME)
+    automatic loading of it off) and then the vLLM one (once), each spelled relative to `run_dir`, joined
+    by `sep`. An existing entry that names one of those files by a path that resolves elsewhere (bare names
+    an older graphrag-migrate wrote beside a `.env` that is not beside the compose file) is corrected."""
+    wanted = [Path(os.path.abspath(f)) for f in [*user_files, vllm_file]]
+    by_name = {f.name: f for f in wanted}
+    entries: list[str] = []
+    resolved: list[Path] = []
+    start = current if current else sep.join(_spelled(f, run_dir) for f in wanted[:-1])
+    for entry, path in resolve_compose_file(start, sep, run_dir):
+        if path not in wanted and not path.exists() and Path(entry).name in by_name:
+            path = by_name[Path(entry).name]
+            entry = _spelled(path, run_dir)
+        if path not in resolved:
+            entries.append(entry)
+            resolved.append(path)
+    if wanted[-1] not in resolved:
+        entries.append(_spelled(wanted[-1], run_dir))
     return sep.join(entries)
 
 
 def without_vllm_compose(env):
-    """The inverse, for rollback: (env with the vLLM file out of COMPOSE_FILE, the name taken out or "")."""
+    """The inverse, for rollback: (env with the vLLM file out of COMPOSE_FILE, the entry taken out or "")."""
     value, sep = env.get("COMPOSE_FILE"), compose_path_separator(env)
-    if value is None or VLLM_COMPOSE_NAME not in value.split(sep):
+    entries = [entry for entry in (value or "").split(sep) if entry]
+    dropped = [entry for entry in entries if Path(entry).name == VLLM_COMPOSE_NAME]
+    if value is None or not dropped:
         return env, ""
-    rest = [entry for entry in value.split(sep) if entry and entry != VLLM_COMPOSE_NAME]
-    return (env.set("COMPOSE_FILE", sep.join(rest)) if rest else env.unset("COMPOSE_FILE")), VLLM_COMPOSE_NAME
+    rest = [entry for entry in entries if entry not in dropped]
+    return (env.set("COMPOSE_FILE", sep.join(rest)) if rest else env.unset("COMPOSE_FILE")), dropped[0]
 
 
 def inline_service(user_text: str, rendered: str, service: str) -> str:
