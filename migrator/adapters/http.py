@@ -289,6 +289,10 @@ class OllamaServer:
     def tags(self, timeout: float = 2.0) -> Probe:
         return get(f"{self.base_url}/api/tags", timeout)
 
+    def show(self, model: str, timeout: float = 5.0) -> Probe:
+        """/api/show: a model's details; `model_info["<arch>.context_length"]` is its own maximum context."""
+        return request("POST", f"{self.base_url}/api/show", timeout, {"model": model})
+
     def set_keep_alive(self, model: str, keep_alive: Any, timeout: float = 120.0) -> Probe:
         """keep_alive 0 unloads the model now; a duration (or -1) loads it and keeps it."""
         return request("POST", f"{self.base_url}/api/generate", timeout,
