@@ -376,3 +376,45 @@ def test_phase1_starts_a_thinking_model_with_its_parser_and_readiness_passes(san
 
 def _port(command: list[str]) -> int:
     return int(command[command.index("--port") + 1])
+
+
+def test_the_capacity_report_shows_ttfa_when_answers_began_with_thinking():
+    from migrator.bench.capacity import Slo, judge
+    from migrator.bench.loadgen import RequestResult
+    from migrator.bench.report import render_html
+
+    ms = 1_000_000
+
+    def thinking(first_answer_ms: float | None) -> RequestResult:
+        chunks = [int((50 + 10 * i) * ms) for i in range(20)]
+        return RequestResult(ok=True, start_ns=0, end_ns=chunks[-1], first_token_ns=chunks[0], chunk_ns=chunks,
+                             output_tokens=20, prompt_tokens=10, reasoning_chunks=12,
+                             first_answer_ns=None if first_answer_ms is None else int(first_answer_ms * ms))
+
+    probe = judge([thinking(170.0)] * 9 + [thinking(None)], 1.0, 2, Slo())
+    assert probe["thinking"] == {"requests": 10, "without_answer": 1} and probe["ttfa_ms"]["p99"] == 170.0
+    run = {"probes": [probe], "target": {"url": "http://127.0.0.1:8001", "model": "qwen3"},
+           "capacity": {"realtime": {"users": 2, "ci": [2, None]}, "wait": {"users": 2}}}
+    slo = {"ttft_ms": 500, "tokens_per_s": 30, "e2e_s": 30, "fraction": 0.95}
+    page = render_html({"vllm": run}, None, slo)
+    assert "TTFA p99 ms" in page and "<td>170" in page
+    plain = dict(probe, thinking={"requests": 0, "without_answer": 0})
+    assert "TTFA" not in render_html({"vllm": dict(run, probes=[plain])}, None, slo)
+
+
+def test_init_records_the_backends_tool_calls_and_qwen3s_thinking(cli, tmp_path):
+    root = tmp_path / "envlist-getenv"
+    shutil.copytree(Path(__file__).resolve().parent / "projects" / "envlist-getenv", root)
+    result = cli("--project", root, "init", "--json", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["discovered"]["tool_calls"] == []
+    (root / "backend" / "app" / "agent.py").write_text(BIND_TOOLS_CODE)
+    doc = json.loads(cli("--project", root, "init", "--json", "--dry-run").stdout)["discovered"]
+    assert doc["tool_calls"] == ["backend/app/agent.py:5 .bind_tools()"]
+    notes = " ".join(doc["notes"])
+    assert "backend/app/agent.py:5 .bind_tools()" in notes and "--tool-call-parser hermes" in notes
+    assert "thinks by default" not in notes  # llama3.1:8b
+    env = root / ".env"
+    env.write_text(env.read_text().replace("LLM_MODEL=llama3.1:8b", "LLM_MODEL=qwen3:32b"))
+    doc = json.loads(cli("--project", root, "init", "--json", "--dry-run").stdout)["discovered"]
+    assert "Ollama's qwen3:32b thinks by default" in " ".join(doc["notes"])
