@@ -1,9 +1,11 @@
 """Integration checks (plan §7.2), each recorded with its measurement.
 
-Against vLLM directly (phase3, and staging's vLLM): streaming (chunks arrive one by one, TTFT), a Korean
-prompt (Hangul ratio on a real model; framing and UTF-8 only on a random-weight test model — said so),
-errors surface as vLLM's HTTP errors instead of hangs (wrong model name, over-long prompt), and the longest
-prompt the operator supplies fits max_model_len (Ollama silently truncated such prompts; vLLM refuses them).
+Against vLLM directly (phase3, and staging's vLLM): streaming (chunks arrive one by one, TTFT; a thinking
+model's reasoning counts as output, and is said so), a Korean prompt (Hangul ratio of the answer on a real
+model; framing and UTF-8 only on a random-weight test model — said so), errors surface as vLLM's HTTP errors
+instead of hangs (wrong model name, over-long prompt), a tool call and a json_schema answer accepted when the
+backend uses them, and the longest prompt the operator supplies fits max_model_len (Ollama silently truncated
+such prompts; vLLM refuses them).
 
 Through a backend on vLLM, when `backend.chat_path` is set (staging's backend; production's right after
 phase4's switch when there is no staging): a streamed answer, two turns of one conversation, and an
@@ -60,20 +62,30 @@ class IntegrationChecks(Step):
 
         s = server.stream(name, [{"role": "user", "content": "Describe a knowledge graph."}], max_tokens=16,
                           timeout=60, extra={"ignore_eos": True})
+        # Output is content and a thinking model's reasoning alike (TTFT is the first of either).
         m.update(stream_ok=s.ok, stream_content_chunks=s.content_chunks, ttft_ms=round(s.ttft_ms or 0, 1),
                  stream_completion_tokens=s.usage.get("completion_tokens"))
-        if not (s.ok and s.content_chunks >= 2):
-            failures.append(f"streaming: {s.error or f'{s.content_chunks} content chunk(s)'}")
+        if s.reasoning_chunks or s.reasoning_text:
+            m.update(stream_reasoning_chunks=s.reasoning_chunks,
+                     first_answer_ms=None if s.first_answer_ms is None else round(s.first_answer_ms, 1))
+            notes.append(thinking_note(ctx, s))
+        if not (s.ok and s.output_chunks >= 2):
+            failures.append(f"streaming: {s.error or f'{s.output_chunks} output chunk(s)'}")
 
         k = server.stream(name, [{"role": "user", "content": KOREAN_PROMPT}], max_tokens=32, timeout=60)
-        ratio = hangul_ratio(k.text)
-        m.update(korean_ok=k.ok, korean_hangul_ratio=round(ratio, 2))
-        if not k.ok or "\ufffd" in k.text and ctx.settings.model.real_weights:
+        said = k.answer or k.reasoning_text  # a thinking model may not reach its answer in 32 tokens
+        ratio = hangul_ratio(k.answer) if k.answer.strip() else None
+        m.update(korean_ok=k.ok, korean_hangul_ratio=None if ratio is None else round(ratio, 2))
+        if not k.ok or "\ufffd" in said and ctx.settings.model.real_weights:
             failures.append(f"Korean prompt: {k.error or 'broken UTF-8 in the answer'}")
-        elif ctx.settings.model.real_weights and ratio < 0.5:
-            failures.append(f"Korean prompt answered in {ratio:.0%} Hangul")
         elif not ctx.settings.model.real_weights:
             notes.append("Korean: framing and encoding only (model.real_weights is false: random test weights)")
+        elif ratio is None:
+            notes.append("Korean: the answer did not start within 32 tokens (all thinking): encoding checked only")
+        elif ratio < 0.5:
+            failures.append(f"Korean prompt answered in {ratio:.0%} Hangul")
+
+        failures += tool_checks(ctx, server, m)
 
         start = time.monotonic()
         wrong = server.complete(name + "-no-such-model", "hi", timeout=30)
@@ -106,6 +118,52 @@ class IntegrationChecks(Step):
                                     " (Ollama truncated it silently; vLLM refuses it)")
 
         return failures, notes, m
+
+
+def thinking_note(ctx: Context, s) -> str:
+    """What the operator should know when vLLM's model thinks (Qwen3 with thinking left on)."""
+    if s.reasoning_chunks:
+        return (f"the model thinks: {s.reasoning_chunks} of its output chunks were delta.reasoning "
+                "(model.reasoning: parse), which ChatOpenAI drops — the backend's max_tokens must cover the "
+                "thinking and the answer, or answers come back empty; model.reasoning: off turns it off")
+    return ("the model thinks in its content (<think>…</think>, model.reasoning: raw), as on Ollama: the "
+            "backend shows or strips it as it did")
+
+
+def tool_checks(ctx: Context, server, m: dict) -> list[str]:
+    """When the backend calls tools or asks for structured output (vllm.tool_calling): a tool call and a
+    json_schema answer must be accepted — vLLM started without --enable-auto-tool-choice answers HTTP 400."""
+    from migrator.adapters.http import request
+
+    evidence = vllm_launch.tool_calling_evidence(ctx.settings, ctx.project)
+    if not evidence:
+        return []
+    name, url, failures = ctx.settings.model.served_name, server.base_url + "/v1/chat/completions", []
+    ask = [{"role": "user", "content": "Which entities does the graph link to Seoul?"}]
+    tool = {"type": "function", "function": {
+        "name": "lookup_entity", "description": "Look an entity up in the knowledge graph.",
+        "parameters": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}}
+    call = request("POST", url, 60, {"model": name, "messages": ask, "tools": [tool], "tool_choice": "auto",
+                                     "max_tokens": 64}, server.headers)
+    m.update(tool_call_status=call.status, tool_calling_because=evidence[0])
+    if call.status != 200:
+        failures.append(f"tool call ({evidence[0]}): expected 200, got {call.describe()}: "
+                        f"{_error_message(call.body)} — vLLM needs --enable-auto-tool-choice --tool-call-parser "
+                        "hermes (vllm.tool_calling)")
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    structured = request("POST", url, 60, {"model": name, "messages": ask, "max_tokens": 64, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}}, server.headers)
+    m["json_schema_status"] = structured.status
+    if structured.status != 200:
+        failures.append(f"json_schema response: expected 200, got {structured.describe()}: "
+                        f"{_error_message(structured.body)}")
+    return failures
+
+
+def _error_message(body) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else (error or body)
+    return str(message)[:200]
 
 
 def backend_checks(ctx: Context, m: dict) -> list[str]:

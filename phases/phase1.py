@@ -1,6 +1,7 @@
 """phase1 — prepare: preflight, then vLLM running alone next to Ollama, proven to answer.
 
-Steps: GPU → system memory → runtime reachable → port free → Ollama answers → memory-fit verdict
+Steps: GPU → system memory → runtime reachable → port free → Ollama answers → Ollama's context against
+max_model_len (a warning: prompts it takes today vLLM would refuse) → memory-fit verdict
 (before any download; "fits with changes" stops, naming the values to re-run with) → the advised values
 adopted (only with --apply-fit-advice) → disk space → download (pinned, verified, resumable) → unload Ollama's chat
 model (only with consent) → start vLLM with tiered readiness, recording predicted vs actual KV cache
@@ -18,6 +19,7 @@ from migrator.core.config import Settings, parse_size
 from migrator.core.engine import ADOPTED_SETTINGS, Context, Outcome, Phase, Step, Undo, UndoStage, adopt_settings
 from migrator.core.errors import DockerUnavailable, EnvironmentMissing
 from migrator.files.envfile import read_project_env
+from phases.context import OllamaContext
 
 
 class GpuPresent(Step):
@@ -559,6 +561,7 @@ class Benchmark(Step):
 
 
 def build(settings: Settings, options: dict) -> Phase:
-    return Phase("phase1", "prepare", [GpuPresent(), SystemMemory(), RuntimeReachable(), PortFree(), OllamaAnswers(), MemoryFit(),
+    return Phase("phase1", "prepare", [GpuPresent(), SystemMemory(), RuntimeReachable(), PortFree(), OllamaAnswers(),
+                                       OllamaContext(), MemoryFit(),
                                        AdoptFitAdvice(), DiskSpace(), DownloadModel(), UnloadOllama(), StartVllm(), Benchmark()])
 

@@ -353,9 +353,17 @@ class ClientContract(Step):
             why = f"langchain-openai not importable by {python}"
         if proc is not None and proc.returncode == 0:
             result = json.loads(proc.stdout.strip().splitlines()[-1])
-            if result["chunks"] >= 1:
+            thinking = _thinking_in_reasoning(ctx, base)
+            if result["chunks"] >= 1 and not thinking:
                 return Outcome.passed(f"langchain_openai.ChatOpenAI streamed {result['chunks']} chunks, "
                                       f"TTFT {result['ttft_ms']:.0f} ms", client="langchain_openai", **result)
+            if thinking:  # output came, as delta.reasoning: ChatOpenAI drops it
+                return Outcome.warn(
+                    f"langchain_openai.ChatOpenAI streamed {result['chunks']} answer chunks in 8 tokens; vLLM also "
+                    f"streamed {thinking} chunks of thinking in delta.reasoning (model.reasoning: parse), which "
+                    "ChatOpenAI drops: the backend's max_tokens must cover the thinking and the answer, or its "
+                    "answers come back empty — or set model.reasoning: off", client="langchain_openai",
+                    reasoning_chunks=thinking, **result)
             return Outcome.failed("ChatOpenAI got no content from vLLM", "check VLLM_MODEL = model.served_name")
         if proc is not None and "No module named 'langchain_openai'" not in proc.stderr:
             return Outcome.failed(f"ChatOpenAI failed: {proc.stderr.strip().splitlines()[-1][:200]}",
@@ -366,8 +374,21 @@ class ClientContract(Step):
         if not s.ok:
             return Outcome.failed(f"streamed answer from vLLM failed: {s.error}")
         return Outcome.warn(f"{why}: checked the same stream over HTTP "
-                             f"({s.content_chunks} chunks, TTFT {s.ttft_ms or 0:.0f} ms)", client="http",
-                             chunks=s.content_chunks, ttft_ms=s.ttft_ms)
+                             f"({s.content_chunks} chunks" + (f" and {s.reasoning_chunks} of delta.reasoning, which "
+                                                              "ChatOpenAI drops" if s.reasoning_chunks else "")
+                             + f", TTFT {s.ttft_ms or 0:.0f} ms)", client="http",
+                             chunks=s.content_chunks, reasoning_chunks=s.reasoning_chunks, ttft_ms=s.ttft_ms)
+
+
+def _thinking_in_reasoning(ctx: Context, base: str) -> int:
+    """Chunks of delta.reasoning vLLM streams for the client check's request (0: none) — what ChatOpenAI
+    silently drops, so its answer is shorter than its max_tokens, or empty."""
+    from migrator.adapters import vllm as vllm_launch
+    from migrator.adapters.http import OpenAIServer
+
+    s = OpenAIServer(base, vllm_launch.api_key(ctx.settings)).stream(
+        ctx.settings.model.served_name, [{"role": "user", "content": "Say hello."}], max_tokens=8, timeout=60)
+    return s.reasoning_chunks
 
 
 def build(settings: Settings, options: dict) -> Phase:

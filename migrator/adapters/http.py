@@ -93,18 +93,72 @@ def get(url: str, timeout: float = 2.0, headers: dict | None = None) -> Probe:
     return request("GET", url, timeout, headers=headers)
 
 
+class ThinkSplitter:
+    """Qwen3's thinking, told apart from its answer in a stream: `delta.reasoning` (vLLM with
+    `--reasoning-parser`; `reasoning_content` before vLLM 0.19) is thinking, and so is a `<think>…</think>`
+    block at the start of `delta.content` (no parser: `model.reasoning: raw`, as on Ollama). `feed` takes
+    one piece of content and returns (thinking, answer); a tag split across chunks is held back until whole."""
+
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self) -> None:
+        self.state = "start"  # start → think → answer, or start → answer
+        self.held = ""
+
+    def feed(self, piece: str) -> tuple[str, str]:
+        if self.state == "answer":
+            return "", piece
+        self.held += piece
+        if self.state == "start":
+            head = self.held.lstrip()
+            if not head or (self.OPEN.startswith(head) and head != self.OPEN):
+                return "", ""  # whitespace, or the start of "<think>": wait for more
+            if not head.startswith(self.OPEN):
+                self.state, answer, self.held = "answer", self.held, ""
+                return "", answer
+            self.state, self.held = "think", head[len(self.OPEN):]
+        if self.CLOSE in self.held:
+            thinking, answer = self.held.split(self.CLOSE, 1)
+            self.state, self.held = "answer", ""
+            return thinking, answer.lstrip()
+        keep = len(self.CLOSE) - 1  # a "</thi" at the end may be the start of the closing tag
+        thinking, self.held = self.held[:-keep] if len(self.held) > keep else "", self.held[-keep:]
+        return thinking, ""
+
+    def flush(self) -> tuple[str, str]:
+        """What was held back when the stream ended: an unclosed thinking block stays thinking."""
+        held, self.held = self.held, ""
+        return (held, "") if self.state == "think" else ("", held if held.strip() else "")
+
+
+def delta_reasoning(delta: dict) -> str:
+    """The thinking a chat-completion delta carries: vLLM 0.32's `reasoning`, older `reasoning_content`."""
+    return delta.get("reasoning") or delta.get("reasoning_content") or ""
+
+
 @dataclass
 class StreamResult:
+    """A streamed chat completion as it arrived. Output is the answer *and* Qwen3's thinking: a model that
+    thinks streams output long before its first answer token (`ttft_ms` vs `first_answer_ms`)."""
+
     ok: bool
-    ttft_ms: float | None = None
+    ttft_ms: float | None = None  # first output chunk (content or reasoning), as `vllm bench serve` times it
+    first_answer_ms: float | None = None  # first chunk of the answer itself (outside the thinking)
     total_ms: float = 0.0
     chunks: int = 0
     content_chunks: int = 0
-    text: str = ""
+    reasoning_chunks: int = 0  # chunks of delta.reasoning
+    text: str = ""  # delta.content as sent (with a raw <think> block, if any)
+    reasoning_text: str = ""  # the thinking: delta.reasoning, or the raw <think> block's inside
+    answer: str = ""  # the content without its <think> block: what the user reads
     usage: dict = field(default_factory=dict)
     error: str = ""
     status: int | None = None
     body: Any = None
+
+    @property
+    def output_chunks(self) -> int:
+        return self.content_chunks + self.reasoning_chunks
 
 
 class OpenAIServer:
@@ -169,6 +223,7 @@ class OpenAIServer:
                     return result
                 lines = (line.decode("utf-8").rstrip("\r\n") for line in iter(resp.readline, b""))
                 done = False
+                splitter = ThinkSplitter()
                 for event in iter_sse(lines):
                     if event == "[DONE]":
                         done = True
@@ -178,12 +233,25 @@ class OpenAIServer:
                     if chunk.get("usage"):
                         result.usage = chunk["usage"]
                     for choice in chunk.get("choices") or []:
-                        piece = (choice.get("delta") or {}).get("content") or ""
+                        delta = choice.get("delta") or {}
+                        piece, reasoning = delta.get("content") or "", delta_reasoning(delta)
+                        if not (piece or reasoning):
+                            continue
+                        now = (time.perf_counter() - start) * 1000
+                        result.ttft_ms = now if result.ttft_ms is None else result.ttft_ms
+                        thinking, answer = splitter.feed(piece) if piece else ("", "")
+                        if reasoning:
+                            result.reasoning_chunks += 1
                         if piece:
-                            if result.ttft_ms is None:
-                                result.ttft_ms = (time.perf_counter() - start) * 1000
                             result.content_chunks += 1
                             result.text += piece
+                        result.reasoning_text += reasoning + thinking
+                        result.answer += answer
+                        if answer.strip() and result.first_answer_ms is None:
+                            result.first_answer_ms = now
+                thinking, answer = splitter.flush()
+                result.reasoning_text += thinking
+                result.answer += answer
                 result.ok = done
                 if not done:
                     result.error = "stream ended without data: [DONE]"
@@ -220,6 +288,10 @@ class OllamaServer:
 
     def tags(self, timeout: float = 2.0) -> Probe:
         return get(f"{self.base_url}/api/tags", timeout)
+
+    def show(self, model: str, timeout: float = 5.0) -> Probe:
+        """/api/show: a model's details; `model_info["<arch>.context_length"]` is its own maximum context."""
+        return request("POST", f"{self.base_url}/api/show", timeout, {"model": model})
 
     def set_keep_alive(self, model: str, keep_alive: Any, timeout: float = 120.0) -> Probe:
         """keep_alive 0 unloads the model now; a duration (or -1) loads it and keeps it."""

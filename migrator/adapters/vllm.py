@@ -6,7 +6,9 @@ never on the command line, where `ps` and the ledger would show them.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -31,7 +33,9 @@ def is_local_model(settings: Settings, project: Path) -> bool:
     return os.path.isabs(model) and os.path.isdir(model)
 
 
-def vllm_args(settings: Settings, model: str) -> list[str]:
+def vllm_args(settings: Settings, model: str, model_dir: str | None = None, project: Path | None = None) -> list[str]:
+    """vLLM's command line. `model_dir`: the local model directory (its chat template tells a thinking model);
+    `project`: where the backend's code is read for tool calls (`vllm.tool_calling: auto`)."""
     v = settings.vllm
     args = [
         "--model", model,
@@ -42,7 +46,89 @@ def vllm_args(settings: Settings, model: str) -> list[str]:
     ]
     if v.enable_chunked_prefill:
         args.append("--enable-chunked-prefill")
-    return args + list(v.extra_args)
+    return args + reasoning_args(settings, model_dir) + tool_args(settings, project) + list(v.extra_args)
+
+
+# ---- Qwen3's thinking and tool calls: flags decided from the model and the backend's code ----------------
+_QWEN3 = re.compile(r"^qwen3", re.I)
+# Qwen3 checkpoints whose chat template has no enable_thinking switch: 2507 Instruct and Coder never think,
+# 2507 Thinking always does; embedding and reranker models do not chat.
+_QWEN3_NO_SWITCH = re.compile(r"instruct-2507|thinking-2507|coder|embedding|reranker", re.I)
+THINKING_OFF = json.dumps({"enable_thinking": False})
+
+
+def _chat_template(model_dir: str) -> str | None:
+    """The chat template a local model directory ships (chat_template.jinja, else tokenizer_config.json's)."""
+    folder = Path(model_dir)
+    try:
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    except OSError:
+        pass
+    try:
+        template = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(template, list):  # named templates: [{"name": "default", "template": "…"}, …]
+        template = " ".join(str(t.get("template", "")) for t in template if isinstance(t, dict))
+    return template if isinstance(template, str) else None
+
+
+def thinking_model(settings: Settings, model_dir: str | None = None) -> tuple[bool, str]:
+    """Whether the model thinks with Qwen3's `enable_thinking` switch, and why. A local model directory's chat
+    template decides (it reads `enable_thinking` or not); else the name: Qwen3 family (model.id's last part
+    starts with Qwen3), except checkpoints without the switch. vLLM 0.32 drops a chat-template kwarg the
+    template does not read, so a wrong guess is harmless — but a kwarg is never passed blindly."""
+    template = _chat_template(model_dir) if model_dir and os.path.isdir(model_dir) else None
+    if template is not None:
+        reads = "enable_thinking" in template
+        return reads, f"its chat template {'reads' if reads else 'has no'} enable_thinking"
+    name = settings.model.id.rstrip("/").rsplit("/", 1)[-1]
+    if _QWEN3.match(name) and not _QWEN3_NO_SWITCH.search(name):
+        return True, f"{name} is a Qwen3 model (thinks unless told not to)"
+    return False, f"{name} is not a Qwen3 thinking model"
+
+
+def _given(settings: Settings, *flags: str) -> bool:
+    """The operator passed one of these flags in vllm.extra_args: theirs wins, ours is left out."""
+    return any(arg.split("=", 1)[0] in flags for arg in settings.vllm.extra_args)
+
+
+def reasoning_args(settings: Settings, model_dir: str | None = None) -> list[str]:
+    """model.reasoning as vLLM flags — on a thinking model only: off = thinking disabled in the chat template
+    for every request, parse = `--reasoning-parser qwen3` (thinking in delta.reasoning), raw = nothing (thinking
+    in content between <think> tags)."""
+    if not thinking_model(settings, model_dir)[0] or _given(
+            settings, "--reasoning-parser", "--default-chat-template-kwargs"):
+        return []
+    mode = settings.model.reasoning
+    if mode == "off":
+        return ["--default-chat-template-kwargs", THINKING_OFF]
+    if mode == "parse":
+        return ["--reasoning-parser", "qwen3"]
+    return []
+
+
+def tool_calling_evidence(settings: Settings, project: Path | None) -> list[str]:
+    """Why vLLM gets tool calling (empty: it does not): `vllm.tool_calling: on`, or with `auto` each place the
+    backend's code calls bind_tools / with_structured_output or passes tools= (`file:line what`)."""
+    mode = settings.vllm.tool_calling
+    if mode == "on":
+        return ["vllm.tool_calling: on"]
+    if mode == "off" or project is None:
+        return []
+    from migrator.files.pysource import tool_calling_sites
+
+    backend = Path(host_path(settings.backend.dir, project))
+    return tool_calling_sites(backend) if backend.is_dir() else []
+
+
+def tool_args(settings: Settings, project: Path | None) -> list[str]:
+    """Tool calls and `with_structured_output` need vLLM's auto tool choice with Qwen's (hermes) parser, else
+    vLLM answers HTTP 400."""
+    if _given(settings, "--enable-auto-tool-choice", "--tool-call-parser") or not tool_calling_evidence(settings,
+                                                                                                        project):
+        return []
+    return ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
 
 
 def secret_env(settings: Settings) -> dict[str, str]:
@@ -56,9 +142,10 @@ def api_key(settings: Settings) -> str | None:
     return secret_env(settings).get("VLLM_API_KEY")
 
 
-def process_command(settings: Settings, model: str) -> list[str]:
+def process_command(settings: Settings, model: str, project: Path | None = None) -> list[str]:
     v = settings.vllm
-    return [v.python, "-m", v.server_module, *vllm_args(settings, model), "--host", v.host, "--port", str(v.port)]
+    args = vllm_args(settings, model, model if os.path.isdir(model) else None, project)
+    return [v.python, "-m", v.server_module, *args, "--host", v.host, "--port", str(v.port)]
 
 
 def process_env(settings: Settings, project: Path, downloaded: dict | None = None) -> dict[str, str]:
@@ -83,7 +170,8 @@ def container_spec(settings: Settings, project: Path, include_secrets: bool = Fa
                host_path(v.vllm_cache, project): {"bind": "/root/.cache/vllm", "mode": "rw"}}
     environment = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     revision: list[str] = []
-    if os.path.isabs(model) and os.path.isdir(model):  # model_arg's local directory (a repo id is relative)
+    model_dir = model if os.path.isabs(model) and os.path.isdir(model) else None
+    if model_dir:  # model_arg's local directory (a repo id is relative)
         volumes[model] = {"bind": "/model", "mode": "ro"}
         model = "/model"
         environment["HF_HUB_OFFLINE"] = "1"
@@ -95,7 +183,7 @@ def container_spec(settings: Settings, project: Path, include_secrets: bool = Fa
     spec: dict = {
         "image": v.image,
         "name": v.container_name,
-        "command": vllm_args(settings, model) + revision,
+        "command": vllm_args(settings, model, model_dir, project) + revision,
         "environment": environment,
         "volumes": volumes,
         "ipc_mode": "host",
@@ -183,7 +271,8 @@ def wait_ready(settings: Settings, timeout: float, alive: Callable[[], str | Non
         s = server.stream(name, [{"role": "user", "content": "Say hello."}], max_tokens=8,
                           timeout=budget, extra={"ignore_eos": True})
         result.ttft_ms = round(s.ttft_ms, 1) if s.ttft_ms is not None else None
-        return s.ok and s.content_chunks > 0, s.error or "no content chunk"
+        # Output counts, thinking too: a Qwen3 with --reasoning-parser spends 8 tokens in delta.reasoning.
+        return s.ok and s.output_chunks > 0, s.error or "no content or reasoning chunk"
 
     next_report = start + 10
     for tier in TIERS:

@@ -31,7 +31,7 @@ from typing import Any
 from migrator.files.pysource import (HERE, CallSite, Grammar, ProviderSwitch, PyIndex, Scope, SettingsInfo,
                                       _const, analyse_call_sites, choose_settings, ev, index_name, inside,
                                       interpreter_for, provider_switch, python_files, relpath,
-                                      settings_candidates, version_tuple)
+                                      settings_candidates, tool_calling_sites, version_tuple)
 
 # compose's own file names, in the order it prefers them
 COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -957,6 +957,7 @@ class Discovery:
     settings: SettingsInfo | None = None
     llm_call_sites: list[CallSite] = field(default_factory=list)
     provider_switch: ProviderSwitch | None = None
+    tool_calls: list[str] = field(default_factory=list)  # `file:line what`: bind_tools, with_structured_output, tools=
     dependency_file: dict | None = None
     ollama: dict = field(default_factory=lambda: {"service": None, "published_port": None})
     chat_endpoint: Route | None = None
@@ -994,6 +995,7 @@ class Discovery:
                              if self.settings else None),
             "llm_call_sites": [s.to_dict() for s in self.llm_call_sites],
             "provider_switch": self.provider_switch.to_dict() if self.provider_switch else None,
+            "tool_calls": self.tool_calls,
             "dependency_file": self.dependency_file,
             "ollama": self.ollama,
             "chat_endpoint": self.chat_endpoint.to_dict() if self.chat_endpoint else None,
@@ -1258,6 +1260,9 @@ def discover(root: Path, use_compose: bool = True, chosen: dict | None = None) -
     d.llm_call_sites = sorted({(s.file, s.line): s for s in sites}.values(), key=lambda s: (s.file, s.line))
     for s in d.llm_call_sites:
         d.add(f"llm_call_sites.{s.file}:{s.line}", ev(s.file, s.line), s.why_streaming)
+    if d.backend["dir"]:  # what vLLM must be started with (vllm.tool_calling: auto reads the same)
+        prefix = "" if d.backend["dir"] == "." else d.backend["dir"] + "/"
+        d.tool_calls = [prefix + site for site in tool_calling_sites(root / d.backend["dir"])]
     d.runs_here = not any(idx.blanked or idx.unparsed for idx in indexes.values())
     for idx in indexes.values():
         if idx.blanked:
@@ -1475,6 +1480,14 @@ def _notes(d: Discovery) -> None:
         p = d.provider_switch
         d.notes.append(f"the backend already switches providers with {p.variable} ({ev(p.file, p.line)}; "
                        f"{', '.join(p.values)})")
+    if d.tool_calls:
+        d.notes.append(f"the backend calls tools or asks for structured output ({', '.join(d.tool_calls[:3])}"
+                       f"{', …' if len(d.tool_calls) > 3 else ''}): vLLM is started with --enable-auto-tool-choice "
+                       "--tool-call-parser hermes (vllm.tool_calling: auto), else it answers those calls HTTP 400")
+    if (d.ollama_model or "").lower().startswith("qwen3"):
+        d.notes.append(f"Ollama's {d.ollama_model} thinks by default (<think>…</think> in its answers); on vLLM "
+                       "model.reasoning decides: off (default, no thinking), parse (vLLM's reasoning parser: "
+                       "ChatOpenAI drops the thinking), raw (as on Ollama)")
     if d.health["path"] not in (None, "/health"):
         d.notes.append(f"the backend's health endpoint is {d.health['path']}; graphrag-migrate probes /health")
     elif d.health["path"] is None and d.routes:

@@ -57,7 +57,8 @@ def judge(results: list[RequestResult], wall_s: float, users: int, slo: Slo) -> 
     """One probe's figures: the usual summary plus, per scenario, how many requests met the SLO."""
     summary = summarize(results, wall_s)
     probe = {"users": users, "requests": len(results), "completed": summary["completed"],
-             "wall_s": summary["wall_s"], "ttft_ms": summary["ttft_ms"], "e2e_ms": summary["e2e_ms"],
+             "wall_s": summary["wall_s"], "ttft_ms": summary["ttft_ms"], "ttfa_ms": summary["ttfa_ms"],
+             "thinking": summary["thinking"], "e2e_ms": summary["e2e_ms"],
              "per_user_output_tokens_per_s": summary["per_user_output_tokens_per_s"],
              "output_tokens_per_s": summary["output_tokens_per_s"], "errors": summary["errors"]}
     for scenario in SCENARIOS:

@@ -4,8 +4,10 @@ One asyncio loop, raw HTTP/1.1 over keep-alive connections (no client library be
 the clock): each chunk is time-stamped with perf_counter_ns as its bytes are read. Metrics follow
 `vllm bench serve`'s definitions (FACTS.md):
 
-    TTFT  request sent → first chunk with non-empty content
-    ITL   time between consecutive content chunks
+    TTFT  request sent → first chunk with output: content, or a thinking model's reasoning
+    TTFA  request sent → first token of the answer itself (after Qwen3's thinking: delta.reasoning, or a
+          <think>…</think> block in content) — what a client that drops reasoning (ChatOpenAI) waits for
+    ITL   time between consecutive output chunks
     TPOT  (E2E − TTFT) / (output tokens − 1)
     E2E   request sent → last byte
     output throughput = output tokens / wall time of the run
@@ -33,8 +35,11 @@ class RequestResult:
     ok: bool
     start_ns: int
     end_ns: int = 0
-    first_token_ns: int | None = None
-    chunk_ns: list[int] = field(default_factory=list)  # arrival of each content chunk
+    first_token_ns: int | None = None  # first output: content or reasoning
+    first_answer_ns: int | None = None  # first token of the answer (outside the thinking)
+    chunk_ns: list[int] = field(default_factory=list)  # arrival of each output chunk
+    reasoning_chunks: int = 0  # chunks of thinking (delta.reasoning, Ollama's message.thinking, a <think> block)
+    splitter: object = None  # a ThinkSplitter while the answer has not started
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     error: str = ""  # kind: refused | http_4xx | http_5xx | disconnect | timeout | protocol
@@ -46,6 +51,10 @@ class RequestResult:
     @property
     def ttft_s(self) -> float | None:
         return None if self.first_token_ns is None else (self.first_token_ns - self.start_ns) / 1e9
+
+    @property
+    def ttfa_s(self) -> float | None:
+        return None if self.first_answer_ns is None else (self.first_answer_ns - self.start_ns) / 1e9
 
     @property
     def e2e_s(self) -> float:
@@ -89,6 +98,9 @@ def summarize(results: list[RequestResult], wall_s: float, target_concurrency: i
     summary = {
         "requests": len(results), "completed": len(ok), "errors": errors, "wall_s": round(wall_s, 3),
         "ttft_ms": ms([r.ttft_s for r in ok if r.ttft_s is not None]),
+        "ttfa_ms": ms([r.ttfa_s for r in ok if r.ttfa_s is not None]),
+        "thinking": {"requests": sum(1 for r in ok if r.reasoning_chunks),
+                     "without_answer": sum(1 for r in ok if r.first_answer_ns is None)},
         "itl_ms": ms([x for r in ok for x in r.itls_s]),
         "tpot_ms": ms(tpots),
         "e2e_ms": ms([r.e2e_s for r in ok]),
@@ -105,6 +117,7 @@ def summarize(results: list[RequestResult], wall_s: float, target_concurrency: i
     # The names phase4's gates read.
     summary["metrics"] = {
         "ttft_p99_ms": summary["ttft_ms"]["p99"],
+        "ttfa_p99_ms": summary["ttfa_ms"]["p99"],
         "e2e_p99_ms": summary["e2e_ms"]["p99"],
         "per_user_output_tokens_per_s": (round(summary["per_user_output_tokens_per_s"], 2)
                                          if summary["per_user_output_tokens_per_s"] else None),
@@ -284,25 +297,43 @@ def _handle_line(api: str, line: bytes, now: int, result: RequestResult) -> bool
             result.prompt_tokens = chunk["usage"].get("prompt_tokens")
             result.output_tokens = chunk["usage"].get("completion_tokens")
         for choice in chunk.get("choices") or []:
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                result.first_token_ns = result.first_token_ns or now
-                result.chunk_ns.append(now)
-                if result.text is not None:
-                    result.text.append(content)
+            delta = choice.get("delta") or {}
+            _output(result, delta.get("content"), delta.get("reasoning") or delta.get("reasoning_content"), now)
         return False
     obj = json.loads(line)
-    content = (obj.get("message") or {}).get("content") or obj.get("response")
-    if content:
-        result.first_token_ns = result.first_token_ns or now
-        result.chunk_ns.append(now)
-        if result.text is not None:
-            result.text.append(content)
+    message = obj.get("message") or {}
+    _output(result, message.get("content") or obj.get("response"), message.get("thinking") or obj.get("thinking"),
+            now)
     if obj.get("done"):
         result.prompt_tokens = obj.get("prompt_eval_count")
         result.output_tokens = obj.get("eval_count")
         return True
     return False
+
+
+def _output(result: RequestResult, content: str | None, reasoning: str | None, now: int) -> None:
+    """One chunk's output: time-stamped whether it is thinking or answer; the answer's first token found
+    past a raw <think> block (content is split only until the answer starts: the hot path stays cheap)."""
+    if not (content or reasoning):
+        return
+    result.first_token_ns = result.first_token_ns or now
+    result.chunk_ns.append(now)
+    if reasoning:
+        result.reasoning_chunks += 1
+    if not content:
+        return
+    if result.first_answer_ns is None:
+        if result.splitter is None:
+            from migrator.adapters.http import ThinkSplitter
+
+            result.splitter = ThinkSplitter()
+        thinking, answer = result.splitter.feed(content)
+        if thinking:
+            result.reasoning_chunks += 1
+        if answer.strip():
+            result.first_answer_ns, result.splitter = now, None
+    if result.text is not None:
+        result.text.append(content)
 
 
 def synthetic_messages(words: int, seed: int, vocabulary: tuple[str, ...] | None = None) -> list[dict]:

@@ -110,14 +110,17 @@ def render_html(runs: dict[str, dict], rows: list[dict] | None, slo: dict) -> st
         parts.append(f"<p>real-time users: <b>{cap['realtime']['users']}</b> (90 % interval "
                      f"{cap['realtime']['ci'][0]}–{_cell(cap['realtime']['ci'][1])}); within 30 s: "
                      f"<b>{cap['wait']['users']}</b></p>")
+        thinks = any((p.get("thinking") or {}).get("requests") for p in run["probes"])
         parts.append("<table><tr><th>users</th><th>requests</th><th>TTFT p50 ms</th><th>TTFT p99 ms</th>"
-                     "<th>E2E p99 ms</th><th>tok/s per user</th><th>real-time met</th><th>30 s met</th>"
+                     + ("<th>TTFA p99 ms (answer after thinking)</th>" if thinks else "")
+                     + "<th>E2E p99 ms</th><th>tok/s per user</th><th>real-time met</th><th>30 s met</th>"
                      "<th>goodput req/s</th><th>server: waiting peak</th><th>KV cache peak</th>"
                      "<th>TTFT p50 queueing / rest ms</th><th>Ollama model in VRAM</th></tr>")
         for p in run["probes"]:
             parts.append(f"<tr><td>{p['users']}</td><td>{p['completed']}/{p['requests']}</td>"
                          f"<td>{_cell(p['ttft_ms']['median'])}</td><td>{_cell(p['ttft_ms']['p99'])}</td>"
-                         f"<td>{_cell(p['e2e_ms']['p99'])}</td><td>{_cell(p['per_user_output_tokens_per_s'])}</td>"
+                         + (f"<td>{_cell((p.get('ttfa_ms') or {}).get('p99'))}</td>" if thinks else "")
+                         + f"<td>{_cell(p['e2e_ms']['p99'])}</td><td>{_cell(p['per_user_output_tokens_per_s'])}</td>"
                          f"<td>{p['realtime']['fraction']:.0%}</td><td>{p['wait']['fraction']:.0%}</td>"
                          f"<td>{_cell(p['realtime']['goodput_rps'])}</td>{_server_cells(p)}</tr>")
         parts.append("</table>")

@@ -142,10 +142,19 @@ def bench_report(out: Output, result) -> None:
         t = result["target"]
         table = _table(f"{t['api']} {t['model']} at {t['url']} — {result['completed']}/{result['requests']} ok "
                        f"in {result['wall_s']} s", "metric", "mean", "median", "p90", "p95", "p99")
-        for name in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"):
+        thinking = result.get("thinking") or {}
+        # A thinking model streams output long before its answer: time to the answer's first token beside TTFT.
+        names = ("ttft_ms", "ttfa_ms", "itl_ms", "tpot_ms", "e2e_ms") if thinking.get("requests") else (
+            "ttft_ms", "itl_ms", "tpot_ms", "e2e_ms")
+        for name in names:
             row = result[name]
             table.add_row(name, *("-" if row[k] is None else f"{row[k]:.1f}" for k in ("mean", "median", "p90", "p95", "p99")))
         console.print(table)
+        if thinking.get("requests"):
+            console.print(f"thinking: {thinking['requests']} of {result['completed']} answers began with reasoning "
+                          "(TTFT counts it, TTFA is the answer's first token)"
+                          + (f"; {thinking['without_answer']} had no answer within max_tokens"
+                             if thinking.get("without_answer") else ""), style="yellow")
         console.print(f"output {result['output_tokens_per_s']} tok/s, {result['requests_per_s']} req/s, "
                       f"per user {result['per_user_output_tokens_per_s'] or 0:.1f} tok/s, "
                       f"concurrency achieved {result.get('achieved_concurrency')}")

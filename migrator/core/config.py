@@ -179,6 +179,12 @@ class ModelSettings:
     real_weights: bool = _setting(
         True, help="false for random-weight test models: language checks then test framing only"
     )
+    reasoning: str = _setting(
+        "off", _choices("off", "parse", "raw"),
+        "Qwen3's thinking on vLLM: off = --default-chat-template-kwargs enable_thinking false; parse = "
+        "--reasoning-parser qwen3 (thinking streamed in delta.reasoning, which ChatOpenAI drops); raw = thinking "
+        "in content as <think>…</think>, as on Ollama. Applied to Qwen3-family models only",
+    )
 
 
 @dataclass
@@ -211,6 +217,11 @@ class VllmSettings:
     max_model_len: int = _setting(8192, _between(16, 10_000_000), "vLLM --max-model-len")
     enable_chunked_prefill: bool = _setting(True, help="pass --enable-chunked-prefill")
     tensor_parallel_size: int = _setting(1, _between(1, 64), "vLLM --tensor-parallel-size")
+    tool_calling: str = _setting(
+        "auto", _choices("auto", "on", "off"),
+        "--enable-auto-tool-choice --tool-call-parser hermes: auto = when the backend's code calls bind_tools, "
+        "with_structured_output or passes tools=; on = always; off = never",
+    )
     extra_args: list = _setting_list(list, "more vLLM arguments, one list item each")
     cpuset: str = _setting(
         "", _matches(re.compile(r"^$|^\d+(-\d+)?(,\d+(-\d+)?)*$"), "a CPU list such as 0-15 or 0,2,4"),

@@ -1021,3 +1021,28 @@ def _defined_in(scope, name: str) -> tuple | None:
     if name in scope.locals:
         return ("var", scope.key, name)
     return None
+
+
+# ---- tool calling: what vLLM must be started with ------------------------------------------------------
+TOOL_METHODS = ("bind_tools", "with_structured_output")
+
+
+def tool_calling_sites(source: Path) -> list[str]:
+    """`file:line what` for each call that makes the model call tools or answer to a schema — `.bind_tools(…)`,
+    `.with_structured_output(…)`, any call with `tools=` (an agent, `.bind(tools=…)`, `invoke(…, tools=…)`).
+    On vLLM each needs `--enable-auto-tool-choice --tool-call-parser`, else HTTP 400. Tests are skipped, as
+    everywhere in the backend's analysis."""
+    found = []
+    for path in python_files(source):
+        tree, _ = parse_python(path)
+        if tree is None:
+            continue
+        rel = relpath(path, source)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            if isinstance(node.func, ast.Attribute) and node.func.attr in TOOL_METHODS:
+                found.append((rel, node.lineno, f".{node.func.attr}()"))
+            elif any(k.arg == "tools" for k in node.keywords):
+                found.append((rel, node.lineno, "tools="))
+    return [f"{ev(rel, line)} {what}" for rel, line, what in sorted(found)]

@@ -77,7 +77,8 @@ def make_handler(env_path: Path | None, health: str = "llm-field", ignore_llm_ba
                 url = env.get("VLLM_BASE_URL", "").rstrip("/") + "/chat/completions"
                 body = {"model": env.get("VLLM_MODEL"), "max_tokens": 16,
                         "messages": [{"role": "user", "content": question}]}
-                answer = lambda r: r["choices"][0]["message"]["content"]  # noqa: E731
+                # As ChatOpenAI: the answer is `content`; vLLM's `reasoning` (a thinking Qwen3) is dropped.
+                answer = lambda r: r["choices"][0]["message"]["content"] or ""  # noqa: E731
             else:
                 url = env.get("OLLAMA_BASE_URL", "http://127.0.0.1:11434").rstrip("/") + "/api/chat"
                 body = {"model": env.get("OLLAMA_MODEL", "qwen3:32b"), "stream": False,

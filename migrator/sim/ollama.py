@@ -1,6 +1,7 @@
 """Ollama stand-in — not Ollama: a faithful copy of its HTTP API for machines where Ollama cannot run.
 
-/api/version, /api/tags, /api/ps, /api/chat and /api/generate (NDJSON streaming, final stats line),
+/api/version, /api/tags, /api/ps (the loaded context: `--context-length`), /api/show (the model's own maximum),
+/api/chat and /api/generate (NDJSON streaming, final stats line),
 /v1/chat/completions (SSE), keep_alive (load on first use, `keep_alive: 0` unloads with done_reason
 "unload", expiry) and OLLAMA_NUM_PARALLEL-style queueing (default one request at a time). With
 `--upstream URL` the text of /api/chat and /api/generate is real model output relayed from an
@@ -112,6 +113,8 @@ class OllamaStandIn:
             return Response.json({"models": [self._model_info(n) for n in self.models]})
         if req.path == "/api/ps":
             return Response.json({"models": [self._ps_info(n) for n in self.loaded]})
+        if req.path == "/api/show" and req.method == "POST":
+            return self.show(req)
         if req.path in ("/api/chat", "/api/generate") and req.method == "POST":
             return await self.generate(req, chat=req.path == "/api/chat")
         if req.path == "/v1/chat/completions" and req.method == "POST":
@@ -131,7 +134,23 @@ class OllamaStandIn:
         else:
             at = (datetime.now(timezone.utc) + timedelta(seconds=expires - time.monotonic())).isoformat()
         info = self._model_info(name)
-        return {**info, "expires_at": at, "size_vram": self.models[name]["vram"], "context_length": 4096}
+        return {**info, "expires_at": at, "size_vram": self.models[name]["vram"],
+                "context_length": self.args.context_length}
+
+    def show(self, req: Request) -> Response:
+        """/api/show: the model's own maximum context (`<arch>.context_length`, 40,960 for qwen3:32b) — not the
+        context a loaded model runs with, which /api/ps reports (Ollama ≥ 0.15.5 sizes it from memory)."""
+        try:
+            name = req.json().get("model") or req.json().get("name")
+        except (ValueError, AttributeError):
+            return Response.json({"error": "model is required"}, 400)
+        if name not in self.models:
+            return Response.json({"error": f"model '{name}' not found"}, 404)
+        info = self._model_info(name)
+        return Response.json({"modelfile": f"FROM {name}", "parameters": "temperature 0.6\ntop_k 20\ntop_p 0.95",
+                              "details": info["details"], "capabilities": ["completion", "tools", "thinking"],
+                              "model_info": {"general.architecture": "qwen3", "general.parameter_count": 32762123264,
+                                             "qwen3.context_length": self.args.model_context_length}})
 
     async def generate(self, req: Request, chat: bool) -> Response:
         try:
@@ -161,7 +180,7 @@ class OllamaStandIn:
             return Response.json(done)
         text = " ".join(str(m.get("content", "")) for m in messages) if chat else prompt
         options = body.get("options") or {}
-        num_ctx = int(options.get("num_ctx", 4096))
+        num_ctx = int(options.get("num_ctx", self.args.context_length))
         prompt_tokens = min(count_tokens(text) + 4 * max(1, len(messages)), num_ctx)  # Ollama truncates
         num_predict = int(options.get("num_predict", 128))
         rng = random.Random(options.get("seed", 0) or len(text))
@@ -291,6 +310,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ttft-ms", type=float, default=120.0)
     p.add_argument("--itl-ms", type=float, default=40.0)
     p.add_argument("--preload", action="store_true", help="start with the models loaded")
+    p.add_argument("--context-length", type=int, default=4096,
+                   help="context a loaded model runs with (/api/ps; Ollama ≥ 0.15.5 sizes it from memory, up to "
+                        "the model's own: 40960 for qwen3:32b on a large box)")
+    p.add_argument("--model-context-length", type=int, default=40960, help="the model's own maximum (/api/show)")
     p.add_argument("--upstream", default="", help="take tokens from this OpenAI-compatible server (e.g. vLLM-CPU)")
     p.add_argument("--upstream-model", default="", help="model name on --upstream (default: its first)")
     args = p.parse_args(argv)

@@ -61,6 +61,17 @@ def chat_prompt_tokens(messages: list[dict]) -> int:
     return sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages) + 2
 
 
+def example_of(schema: dict):
+    """A value matching a JSON schema's required shape (what a model under structured output would emit)."""
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: example_of(props.get(k) or {}) for k in schema.get("required") or list(props)}
+    if "enum" in schema:
+        return schema["enum"][0]
+    return {"string": "graph", "integer": 1, "number": 1.0, "boolean": True, "array": []}.get(kind)
+
+
 class Histogram:
     BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
                10.0, 20.0, 40.0, 80.0)
@@ -174,6 +185,9 @@ class VllmSim:
                 f"least {prompt_tokens} input tokens, which exceeds this limit even without any output "
                 f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, "
                 f"value={prompt_tokens})", "BadRequestError", 400, "input_tokens")
+        refused = self.tool_choice_refused(body)
+        if refused:
+            return self.error(refused, "BadRequestError", 400)
         # prompt + max_tokens > max_model_len is not refused: vLLM shortens the completion to fit.
         max_tokens = min(int(max_tokens or limit), limit - prompt_tokens)
         self.requests += 1
@@ -185,9 +199,18 @@ class VllmSim:
             await asyncio.Event().wait()
         ignore_eos = bool(body.get("ignore_eos"))
         rng = random.Random(body.get("seed", self.requests))
+        thinks = self.thinking_tokens(body)
         n_out = max_tokens if ignore_eos else max(1, min(max_tokens, rng.randint(max_tokens // 2 + 1, max_tokens)))
+        if thinks and not ignore_eos:
+            n_out = min(max_tokens, thinks + n_out)  # the thinking comes on top of the answer, within max_tokens
         finish = "length" if n_out >= max_tokens else "stop"
         words = [rng.choice(WORDS) for _ in range(n_out)]
+        thinking, words = words[:thinks], words[thinks:]  # a cut-off thought leaves no answer at all
+        call = self.tool_call(body)
+        structured = self.structured_answer(body)
+        if call or structured is not None:  # one piece: the call's or the schema's JSON
+            thinking, words = [], [json.dumps(call["function"]) if call else structured]
+            n_out, finish = min(max_tokens, count_tokens(words[0])), "tool_calls" if call else "stop"
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + n_out,
@@ -202,11 +225,14 @@ class VllmSim:
                 for _ in range(n_out - 1):
                     await asyncio.sleep(self.itl())
             self.finish(arrival, first, n_out, finish)
+            content = None if call else self.raw_thinking(thinking, bool(words)) + " ".join(words)
             return Response.json({
                 "id": rid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(words),
-                                                     "refusal": None, "tool_calls": [], "reasoning_content": None},
-                             "logprobs": None, "finish_reason": finish, "stop_reason": None}],
+                "choices": [{"index": 0, "message": {
+                    "role": "assistant", "content": content if content or not self.args.reasoning_parser else None,
+                    "refusal": None, "tool_calls": [call] if call else [],
+                    "reasoning": " ".join(thinking) if thinking and self.args.reasoning_parser else None},
+                    "logprobs": None, "finish_reason": finish, "stop_reason": None}],
                 "usage": usage, "prompt_logprobs": None, "kv_transfer_params": None})
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -221,11 +247,15 @@ class VllmSim:
                 await out.send(chunk({"role": "assistant", "content": ""}))
                 await asyncio.sleep(self.args.ttft_ms / 1000)
                 first = time.monotonic()
-                for i, word in enumerate(words):
+                pieces = [self.thinking_delta(thinking, i, bool(words)) for i in range(len(thinking))]
+                pieces += [{"index": 0, **call, "function": call["function"]} if call else
+                           {"content": (" " if i else "") + word} for i, word in enumerate(words)]
+                for i, delta in enumerate(pieces):
                     if i:
                         await asyncio.sleep(self.itl())
-                    last = i == len(words) - 1
-                    await out.send(chunk({"content": (" " if i else "") + word}, finish if last else None))
+                    last = i == len(pieces) - 1
+                    delta = {"tool_calls": [delta]} if call and "index" in delta else delta
+                    await out.send(chunk(delta, finish if last else None))
             self.finish(arrival, first, n_out, finish)
             if include_usage:
                 obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -234,6 +264,64 @@ class VllmSim:
             await out.send(b"data: [DONE]\n\n")
 
         return Response(200, content_type="text/event-stream; charset=utf-8", stream=stream)
+
+    # ---- Qwen3's thinking and tool calls, as vLLM 0.32 serves them ----------------------------------------
+    def thinking_tokens(self, body: dict) -> int:
+        """How many tokens the simulated model thinks before it answers: --reasoning-tokens (24 by default with
+        --reasoning-parser, else 0: the default output is a non-thinking model's), none when the chat template
+        is told enable_thinking false (the request's chat_template_kwargs over --default-chat-template-kwargs)."""
+        tokens = self.args.reasoning_tokens
+        if tokens is None:
+            tokens = 24 if self.args.reasoning_parser else 0
+        kwargs = {**(self.args.default_chat_template_kwargs or {}), **(body.get("chat_template_kwargs") or {})}
+        return 0 if kwargs.get("enable_thinking") is False else tokens
+
+    def raw_thinking(self, thinking: list[str], answered: bool) -> str:
+        """Without a reasoning parser the thinking is content: `<think>\n…\n</think>\n\n` before the answer."""
+        if not thinking or self.args.reasoning_parser:
+            return ""
+        return "<think>\n" + " ".join(thinking) + ("\n</think>\n\n" if answered else "")
+
+    def thinking_delta(self, thinking: list[str], i: int, answered: bool) -> dict:
+        """One thinking token as a delta: `reasoning` with a parser (vLLM 0.32's field; `reasoning_content` is
+        gone), else content with the <think> tags on the first and last token."""
+        word = (" " if i else "") + thinking[i]
+        if self.args.reasoning_parser:
+            return {"reasoning": word}
+        last = i == len(thinking) - 1
+        return {"content": ("<think>\n" if i == 0 else "") + word + ("\n</think>\n\n" if last and answered else "")}
+
+    def tool_choice_refused(self, body: dict) -> str:
+        """vLLM's refusal of a tool call it cannot parse (started without --enable-auto-tool-choice and
+        --tool-call-parser), in its words; "" when accepted."""
+        tools = body.get("tools")
+        choice = body.get("tool_choice", "auto" if tools else None)
+        if not tools or choice in (None, "none") or (self.args.enable_auto_tool_choice and self.args.tool_call_parser):
+            return ""
+        if choice == "auto":
+            return '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+        named = f'function "{choice["function"]["name"]}"' if isinstance(choice, dict) else f'"{choice}"'
+        return f"tool_choice={named} requires --tool-call-parser to be set"
+
+    def tool_call(self, body: dict) -> dict | None:
+        """A call of the named tool, else the first one, with its required arguments filled in."""
+        tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("function")]
+        choice = body.get("tool_choice", "auto")
+        if not tools or choice == "none":
+            return None
+        name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
+        tool = next((t for t in tools if t["function"].get("name") == name), tools[0])
+        arguments = json.dumps(example_of(tool["function"].get("parameters") or {}))
+        return {"id": f"chatcmpl-tool-{uuid.uuid4().hex[:16]}", "type": "function",
+                "function": {"name": name, "arguments": arguments}}
+
+    @staticmethod
+    def structured_answer(body: dict) -> str | None:
+        """`response_format: json_schema` (what with_structured_output sends): an answer matching the schema."""
+        fmt = body.get("response_format") or {}
+        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+            return None
+        return json.dumps(example_of((fmt.get("json_schema") or {}).get("schema") or {}))
 
     def itl(self) -> float:
         return (self.args.itl_ms + self.args.itl_growth_ms * max(0, self.running - 1)) / 1000
@@ -328,6 +416,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--crash-after", type=int, default=0)
     p.add_argument("--hang-after", type=int, default=0)
     p.add_argument("--fail-startup", choices=sorted(STARTUP_FAILURES), default=None)
+    # vLLM's own flags for Qwen3's thinking and tool calls, acted on as vLLM does.
+    p.add_argument("--reasoning-parser", default=None, help="thinking streamed in delta.reasoning (e.g. qwen3)")
+    p.add_argument("--default-chat-template-kwargs", type=json.loads, default=None,
+                   help='e.g. \'{"enable_thinking": false}\': no thinking')
+    p.add_argument("--enable-auto-tool-choice", action="store_true")
+    p.add_argument("--tool-call-parser", default=None)
+    p.add_argument("--reasoning-tokens", type=int, default=None,
+                   help="tokens the model thinks before answering (default 24 with --reasoning-parser, else 0; "
+                        "without a parser they come as <think>…</think> content)")
     args, _ignored = p.parse_known_args(argv)  # vLLM's other flags (--enable-chunked-prefill …)
     host = args.host
     if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
@@ -338,6 +435,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"INFO vLLM simulator (stand-in for vLLM {VERSION}) model={args.model}", file=sys.stderr, flush=True)
+    if args.enable_auto_tool_choice and not args.tool_call_parser:
+        print("TypeError: Error: --enable-auto-tool-choice requires --tool-call-parser", file=sys.stderr, flush=True)
+        return 1
     if args.fail_startup:
         time.sleep(min(args.startup_s, 5))
         print(STARTUP_FAILURES[args.fail_startup], file=sys.stderr)
