@@ -83,7 +83,7 @@ def wiring_plan(ctx: Context) -> pywire.WiringPlan:
 
 def switch_test_missing(ctx: Context, source: pywire.Source) -> str | None:
     """Why the backend's own test of the switch is not there (None when it is, or none can be built)."""
-    path = switch_test.test_dir(source.backend) / switch_test.TEST_NAME
+    path = switch_test.test_layout(source.backend).path
     if path.exists():
         return None
     if source.sites and switch_test.render_switch_test(source, import_root(ctx), raises=True) is None:
