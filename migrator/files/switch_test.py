@@ -204,3 +204,47 @@ def render_switch_test(src: Source, import_root: Path, raises: bool) -> SwitchTe
 def uses_switch_function(src: Source) -> bool:
     return any(isinstance(n, ast.Call) and getattr(n.func, "id", "") == SWITCH_FUNCTION
                for m in src.index.modules.values() for n in ast.walk(m.tree))
+
+
+VLLM_CASE = "test_llm_backend_vllm_builds_openai_compatible_models_on_vllm"
+
+
+def run_argv(python: str, layout: TestLayout, backend: Path) -> list[str]:
+    """The command that runs the switch test alone, from the backend dir, with the project's runner."""
+    rel = os.path.relpath(layout.path, backend)
+    if layout.runner == "unittest":
+        return [python, "-m", "unittest", "-v", rel]
+    return [python, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", rel]
+
+
+@dataclass
+class RunResult:
+    """What one run of the switch test said: counts, and whether the vLLM case failed."""
+
+    exit_code: int
+    passed: int
+    failed: int
+    vllm_case_failed: bool
+    last_line: str
+
+    def summary(self) -> str:
+        counts = [f"{n} {word}" for n, word in ((self.failed, "failed"), (self.passed, "passed")) if n]
+        return ", ".join(counts) or self.last_line or f"exit {self.exit_code}"
+
+
+def parse_run(runner: str, exit_code: int, stdout: str, stderr: str) -> RunResult:
+    """pytest's summary line (`1 failed, 2 passed in 3.1s`) or unittest's (`Ran 3 tests` … `FAILED (failures=1)`)."""
+    text = stdout + "\n" + stderr
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if runner == "unittest":
+        ran = re.search(r"^Ran (\d+) tests?", text, re.M)
+        bad = sum(int(n) for n in re.findall(r"(?:failures|errors)=(\d+)", text.rsplit("Ran ", 1)[-1]))
+        passed, failed = (int(ran.group(1)) - bad, bad) if ran else (0, 0)
+        vllm_failed = re.search(rf"^(FAIL|ERROR): {VLLM_CASE}\b", text, re.M) is not None
+    else:
+        summary = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed|error)", line)), "")
+        counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|errors?)", summary)}
+        passed = counts.get("passed", 0)
+        failed = counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0)
+        vllm_failed = re.search(rf"^(FAILED|ERROR) \S*::{VLLM_CASE}\b", text, re.M) is not None
+    return RunResult(exit_code, passed, failed, vllm_failed, (lines or [""])[-1][:200])
