@@ -83,7 +83,7 @@ def wiring_plan(ctx: Context) -> pywire.WiringPlan:
 
 def switch_test_missing(ctx: Context, source: pywire.Source) -> str | None:
     """Why the backend's own test of the switch is not there (None when it is, or none can be built)."""
-    path = switch_test.test_layout(source.backend).path
+    path = switch_test.switch_test_layout(source.backend).path
     if path.exists():
         return None
     if source.sites and switch_test.render_switch_test(source, import_root(ctx), raises=True) is None:
@@ -342,7 +342,7 @@ def _unwired_copy(ctx: Context, backend: Path, test: Path, into: Path) -> tuple[
     return copy, ""
 
 
-def _run_switch_test(python: str, layout: "switch_test.TestLayout", backend: Path, cwd: Path,
+def _run_switch_test(python: str, layout: "switch_test.SwitchTestLayout", backend: Path, cwd: Path,
                      env: dict) -> tuple["switch_test.RunResult | None", str]:
     """One run of the switch test alone; (None, why) when it could not run, and the module it lacked."""
     import re
@@ -363,7 +363,7 @@ def _run_switch_test(python: str, layout: "switch_test.TestLayout", backend: Pat
 
 def _prove_switch_test(ctx: Context, backend: Path, wired: Path | None, scratch: Path, env: dict) -> Outcome | None:
     """The switch test run alone on the wired copy and on the un-wired one (None: there is no switch test)."""
-    layout = switch_test.test_layout(backend)
+    layout = switch_test.switch_test_layout(backend)
     if not layout.path.is_file():
         return None
     python = ctx.settings.backend.python
@@ -386,19 +386,17 @@ def _prove_switch_test(ctx: Context, backend: Path, wired: Path | None, scratch:
     if before is None or (lacking and before.passed + before.failed == 0):
         return Outcome.warn(f"switch test: passes wired ({after.summary()}); not run un-wired: {lacking}",
                             switch_test_wired=after.summary())
-    said = f"switch test: fails un-wired ({before.summary()}), passes wired ({after.summary()})"
-    facts = {"switch_test": said.removeprefix("switch test: "), "switch_test_wired": after.summary(),
-             "switch_test_unwired": before.summary()}
-    if before.exit_code == 0:
-        return Outcome.failed(f"switch test {rel} passes on the un-wired backend too ({before.summary()}): it "
-                              "cannot tell a working migration from a broken one",
+    facts = {"switch_test_wired": after.summary(), "switch_test_unwired": before.summary()}
+    if before.passed + before.failed == 0:
+        return Outcome.failed(f"switch test {rel} did not run on the un-wired backend ({before.last_line})",
+                              "run it by hand on a copy of the backend from before phase2 --scaffold", **facts)
+    if not before.vllm_case_failed:
+        return Outcome.failed(f"switch test {rel} passes its LLM_BACKEND=vllm case on the un-wired backend too "
+                              f"({before.summary()}): it cannot tell a working migration from a broken one",
                               "check what its factories build (its docstring names what it could not build)",
                               **facts)
-    if not before.vllm_case_failed:
-        return Outcome.failed(f"switch test {rel} did not reach its LLM_BACKEND=vllm case on the un-wired backend "
-                              f"({before.summary()}: {before.last_line})",
-                              "run it by hand on a copy of the backend from before phase2 --scaffold", **facts)
-    return Outcome.passed(said, **facts)
+    proven = f"fails un-wired ({before.summary()}), passes wired ({after.summary()})"
+    return Outcome.passed(f"switch test: {proven}", switch_test=proven, **facts)
 
 
 # The API key comes in through the environment, never argv: `ps` shows every process's command line.

@@ -40,32 +40,30 @@ class SwitchTest:
 
 
 @dataclass(frozen=True)
-class TestLayout:
+class SwitchTestLayout:
     """Where the switch test goes and how the project runs it: "pytest", or "unittest" (discover)."""
-
-    __test__ = False  # not a pytest test class, whatever its name
 
     path: Path
     runner: str
 
 
-def test_layout(backend: Path) -> TestLayout:
+def switch_test_layout(backend: Path) -> SwitchTestLayout:
     """pytest's testpaths when configured; else a tests/ (or test/) dir of unittest-only tests, with its
     naming pattern; else backend/tests for pytest."""
     configured = _configured_testpaths(backend)
     if configured is not None:
-        return TestLayout(configured / TEST_NAME, "pytest")
+        return SwitchTestLayout(configured / TEST_NAME, "pytest")
     for name in _TEST_DIRS:
         directory = backend / name
         tests = sorted(directory.glob("test_*.py")) + sorted(directory.glob("*_test.py"))
         if tests and _unittest_only(backend, tests):
             suffixed = all(t.name.endswith("_test.py") and not t.name.startswith("test_") for t in tests)
-            return TestLayout(directory / ("llm_backend_switch_test.py" if suffixed else TEST_NAME), "unittest")
-    return TestLayout(backend / "tests" / TEST_NAME, "pytest")
+            return SwitchTestLayout(directory / ("llm_backend_switch_test.py" if suffixed else TEST_NAME), "unittest")
+    return SwitchTestLayout(backend / "tests" / TEST_NAME, "pytest")
 
 
 def test_dir(backend: Path) -> Path:
-    return test_layout(backend).path.parent
+    return switch_test_layout(backend).path.parent
 
 
 def _unittest_only(backend: Path, tests: list[Path]) -> bool:
@@ -169,7 +167,7 @@ def render_switch_test(src: Source, import_root: Path, raises: bool) -> SwitchTe
     """The test module for this backend (None: no Ollama call site a test can build)."""
     from migrator.files.templates import render
 
-    layout = test_layout(src.backend)
+    layout = switch_test_layout(src.backend)
     directory = layout.path.parent
     lines, skipped, ollama = [], [], []
     origins: set[tuple[str, str]] = set()
@@ -209,7 +207,7 @@ def uses_switch_function(src: Source) -> bool:
 VLLM_CASE = "test_llm_backend_vllm_builds_openai_compatible_models_on_vllm"
 
 
-def run_argv(python: str, layout: TestLayout, backend: Path) -> list[str]:
+def run_argv(python: str, layout: SwitchTestLayout, backend: Path) -> list[str]:
     """The command that runs the switch test alone, from the backend dir, with the project's runner."""
     rel = os.path.relpath(layout.path, backend)
     if layout.runner == "unittest":
