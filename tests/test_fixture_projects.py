@@ -106,7 +106,10 @@ def grammar_312() -> list[str] | None:
                                capture_output=True, text=True, timeout=30)
         if probe.returncode == 0 and probe.stdout.strip() == "True":
             return [exe]
-    return None
+    from migrator.app.harness.backend_venv import find_python  # an installed pyenv version not selected
+
+    found = find_python("3.12")
+    return [found] if found else None
 
 
 def grammar_311() -> list[str] | None:

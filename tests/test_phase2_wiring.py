@@ -4,13 +4,17 @@ Works = the project's own factory, imported from its own source in a fresh inter
 Python, which has langchain-ollama and langchain-openai), builds under LLM_BACKEND=vllm an OpenAI-
 compatible model on VLLM_BASE_URL/VLLM_MODEL (ChatOpenAI, or OpenAI for a completion model), and, with
 LLM_BACKEND unset or "ollama", exactly the Ollama models it built before the scaffold. The same probe on
-the un-wired copy shows the test can fail: there, LLM_BACKEND=vllm changes nothing.
+the un-wired copy shows the test can fail: there, LLM_BACKEND=vllm changes nothing. The scaffolded test of
+the switch (pytest, or unittest where the project's tests are) is run with the backend's own Python — the
+3.12-only shape in a cached 3.12 venv — by phase2's unit-tests step, which proves it fails on the
+pre-scaffold tree and passes on the wired one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,23 +70,37 @@ def expected(shape: str) -> dict:
     return yaml.safe_load((PROJECTS / shape / "expected.yaml").read_text(encoding="utf-8"))
 
 
-def python_for(shape: str) -> str | None:
-    """An interpreter that can import the shape's code: its target Python or newer."""
+def switch_test_of(shape: str) -> tuple[str, str]:
+    """Where the scaffolded switch test lands (relative to the project) and the runner the project uses."""
+    e = expected(shape)
+    return (e["factory"].get("switch_test", f"{e['backend']['dir']}/tests/test_llm_backend_switch.py"),
+            e["factory"].get("runner", "pytest"))
+
+
+@pytest.fixture
+def shape_python(project, request) -> str:
+    """An interpreter that can import the shape's code with its packages: the tool's own when it is the
+    target Python or newer, a cached 3.12 venv for the 3.12 shape (skipped with pip's error if none)."""
+    shape, _root = project
     want = tuple(int(x) for x in str(expected(shape)["backend"]["python"]).split("."))
     if sys.version_info[:2] >= want:
         return sys.executable
-    found = shutil.which(f"python{want[0]}.{want[1]}")
-    if found and subprocess.run([found, "-c", "import langchain_openai, langchain_ollama"],
-                                capture_output=True).returncode == 0:
-        return found
-    return None
+    if want == (3, 12):
+        return request.getfixturevalue("py312_python")
+    pytest.skip(f"{shape} targets Python {expected(shape)['backend']['python']}: no venv recipe for it")
 
 
-def probe(project: Path, shape: str, *envs: dict[str, str]) -> list[dict]:
+def suite_command(shape: str, python: str) -> str:
+    """The backend's own test command, as its project runs it, with its Python."""
+    return f"{python} -m unittest discover -s tests -t ." if switch_test_of(shape)[1] == "unittest" else \
+        f"{python} -m pytest -q"
+
+
+def probe(project: Path, shape: str, python: str, *envs: dict[str, str]) -> list[dict]:
     e = expected(shape)
     clean = {k: v for k, v in os.environ.items() if k not in VLLM_ENV and not k.startswith(("OLLAMA", "APP_",
                                                                                              "GRAPHRAG_"))}
-    proc = subprocess.run([python_for(shape) or sys.executable, "-c", PROBE, e["factory"]["module"],
+    proc = subprocess.run([python, "-c", PROBE, e["factory"]["module"],
                            e["factory"]["build"], json.dumps(envs)],
                           cwd=project / e["backend"]["import_root"], capture_output=True, text=True, timeout=180,
                           env={**clean, "PYTHONPATH": str(project / e["backend"]["import_root"]),
@@ -91,11 +109,16 @@ def probe(project: Path, shape: str, *envs: dict[str, str]) -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_backend_tests(project: Path, shape: str) -> subprocess.CompletedProcess:
+def run_backend_tests(project: Path, shape: str, python: str) -> subprocess.CompletedProcess:
+    """The project's own runner over its whole suite (the switch test included), verbose: stdout+stderr."""
     backend = project / expected(shape)["backend"]["dir"]
-    return subprocess.run([python_for(shape) or sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/test_llm_backend_switch.py"], cwd=backend, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    rel, runner = switch_test_of(shape)
+    argv = [python, "-m", "unittest", "discover", "-v", "-s", "tests", "-t", "."] if runner == "unittest" else \
+        [python, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", str(Path(rel).relative_to(
+            expected(shape)["backend"]["dir"]))]
+    proc = subprocess.run(argv, cwd=backend, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout + proc.stderr, "")
 
 
 @pytest.fixture
@@ -106,43 +129,49 @@ def project(tmp_path, request):
     return shape, dst
 
 
-def scaffold(cli, project: Path, *extra: str):
+def scaffold(cli, project: Path, *extra: str, tests: str = "", python: str = "python3"):
     init = cli("init", "--project", str(project), "--yes")
     assert init.exit_code == 0, init.stderr
-    return cli("--project", str(project), "--json", "--set", "backend.test_command=", "phase2", "--scaffold", *extra)
+    return cli("--project", str(project), "--json", "--set", f"backend.test_command={tests}", "--set",
+               f"backend.python={python}", "phase2", "--scaffold", *extra)
 
 
 def steps(result) -> dict:
     return {s["id"]: s for s in json.loads(result.stdout)["steps"]}
 
 
-def checked(cli, project: Path, *extra: str) -> dict:
-    return steps(cli("--project", str(project), "--json", "--set", "backend.test_command=", "phase2", "--check",
-                     *extra))
+def checked(cli, project: Path, *extra: str, tests: str = "", python: str | None = None) -> dict:
+    chosen = ("--set", f"backend.python={python}") if python else ()
+    return steps(cli("--project", str(project), "--json", "--set", f"backend.test_command={tests}", *chosen,
+                     *extra, "phase2", "--check"))
 
 
 @pytest.mark.parametrize("project", SHAPES, indirect=True)
-def test_scaffold_wires_every_shape_and_its_factory_switches(project, cli, tmp_path):
+def test_scaffold_wires_every_shape_and_its_factory_switches(project, cli, tmp_path, shape_python):
     shape, root = project
-    if python_for(shape) is None:
-        pytest.skip(f"{shape} targets Python {expected(shape)['backend']['python']}: none on PATH to import it with")
-    unwired = tmp_path / "unwired"
-    shutil.copytree(root, unwired)
-    before_unset, before_vllm = probe(root, shape, {}, VLLM_ENV)
+    before_unset, before_vllm = probe(root, shape, shape_python, {}, VLLM_ENV)
     # un-wired: LLM_BACKEND=vllm changes nothing — the checks below could fail
     assert before_vllm == before_unset
     ollama_sites = [r for r in before_unset["records"] if r["class"] in ("ChatOllama", "OllamaLLM")]
     assert ollama_sites
 
-    result = scaffold(cli, root)
+    result = scaffold(cli, root, python=shape_python)  # the project's Python also judges its grammar
     # only the client contract is left (no vLLM runs in this test)
     assert result.exit_code == ExitCode.CHECK_FAILED and "vLLM does not answer" in result.stderr, result.stderr
-    found = checked(cli, root)
+    # the unit-tests step runs the suite and proves the switch test on both trees, with the backend's Python
+    digest = tree_digest(root)
+    unit = checked(cli, root, tests=suite_command(shape, shape_python), python=shape_python)["phase2.unit-tests"]
+    assert tree_digest(root) == digest  # --check ran both trees in throw-away copies
+    assert unit["status"] == "ok", unit
+    assert unit["measurements"]["switch_test_wired"] == "3 passed", unit
+    assert unit["measurements"]["switch_test_unwired"].startswith(("1 failed", "2 failed")), unit
+    assert "switch test: fails un-wired (" in unit["message"] and "), passes wired (3 passed)" in unit["message"]
+    found = checked(cli, root, python=shape_python)
     for step in ("phase2.settings", "phase2.llm", "phase2.requirements"):
         assert found[step]["status"] == "ok", (step, found[step])
 
-    after_unset, after_ollama, on_vllm, bogus = probe(root, shape, {}, {"LLM_BACKEND": "ollama"}, VLLM_ENV,
-                                                      {**VLLM_ENV, "LLM_BACKEND": "vlm"})
+    after_unset, after_ollama, on_vllm, bogus = probe(root, shape, shape_python, {}, {"LLM_BACKEND": "ollama"},
+                                                      VLLM_ENV, {**VLLM_ENV, "LLM_BACKEND": "vlm"})
     assert after_unset == before_unset == after_ollama  # Ollama exactly as before, argument for argument
     assert "error" not in on_vllm, on_vllm
     switched = [r for r in on_vllm["records"] if r["class"] in ("ChatOpenAI", "OpenAI")
@@ -155,19 +184,16 @@ def test_scaffold_wires_every_shape_and_its_factory_switches(project, cli, tmp_p
     assert not [r for r in on_vllm["records"] if r["class"] in ("ChatOllama", "OllamaLLM")]
     assert "LLM_BACKEND='vlm'" in bogus.get("error", ""), bogus
 
-    # the backend's own test of the switch, written beside its code: passes now ...
-    test_file = root / expected(shape)["backend"]["dir"] / "tests" / "test_llm_backend_switch.py"
-    wired = run_backend_tests(root, shape)
-    assert wired.returncode == 0, wired.stdout[-3000:] + wired.stderr[-2000:]
-    assert "3 passed" in wired.stdout
-    # ... and on the project as it was, it catches the missing switch
-    target = unwired / test_file.relative_to(root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(test_file, target)
-    before = run_backend_tests(unwired, shape)
-    assert before.returncode == 1, before.stdout[-3000:]
-    assert "test_llm_backend_switch.py::test_llm_backend_vllm_builds_openai_compatible_models_on_vllm" \
-        in before.stdout
+    # the switch test is where the project keeps its tests, in its style; a unittest project's own
+    # `unittest discover` finds it as a TestCase
+    rel, runner = switch_test_of(shape)
+    assert (root / rel).is_file()
+    if runner == "unittest":
+        wired = run_backend_tests(root, shape, shape_python)
+        assert wired.returncode == 0, wired.stdout[-3000:]
+        assert re.search(r"^test_llm_backend_vllm_builds_openai_compatible_models_on_vllm "
+                         r"\(.*LlmBackendSwitchTest.*\) \.\.\. ok$", wired.stdout, re.M), wired.stdout
+        assert "pytest" not in (root / rel).read_text()
 
 
 @pytest.mark.parametrize("project", SHAPES, indirect=True)
@@ -214,6 +240,28 @@ def test_a_refusal_anywhere_writes_nothing(project, cli):
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert "nothing was written" in result.stderr and "cannot tell how ChatOllama" in result.stderr
     assert tree_digest(root) == digest
+
+
+def test_a_switch_test_that_passes_on_the_unwired_tree_fails_the_unit_tests_step(tmp_path, cli):
+    """The proof runs the test on the pre-scaffold tree rebuilt from the scaffold's backups: a test that
+    passes there too (here: made vacuous by hand) cannot tell a working migration from a broken one."""
+    root = tmp_path / "p"
+    shutil.copytree(PROJECTS / "envlist-getenv", root)
+    scaffold(cli, root)
+    test_file = root / "backend" / "tests" / "test_llm_backend_switch.py"
+    original = test_file.read_text()
+    tests = f"{sys.executable} -m pytest -q"
+    # as written, the step passes and says how each tree fared
+    proven = checked(cli, root, tests=tests, python=sys.executable)["phase2.unit-tests"]
+    assert proven["status"] == "ok" and proven["measurements"]["switch_test_unwired"] == "2 failed, 1 passed"
+    vacuous = original.replace("    models = built(monkeypatch, VLLM_ENV)\n", "    return\n")
+    assert vacuous != original
+    test_file.write_text(vacuous)
+    unit = checked(cli, root, tests=tests, python=sys.executable)["phase2.unit-tests"]
+    assert unit["status"] == "missing", unit  # --check names a failed check "missing"
+    assert "passes its LLM_BACKEND=vllm case on the un-wired backend too (1 failed, 2 passed): it cannot tell a " \
+           "working migration from a broken one" in unit["message"], unit
+    assert unit["measurements"]["switch_test_wired"] == "3 passed"
 
 
 def test_rollback_removes_the_switch_module_and_restores_every_file(tmp_path, cli):

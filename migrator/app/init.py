@@ -123,6 +123,7 @@ def propose(d: Discovery) -> tuple[list[Value], list[Undecided]]:
         if d.dependency_file:
             put("backend.requirements", relpath(root / d.dependency_file["path"], source),
                 *d.evidence.get("dependency_file", []))
+        _unittest_command(root, source, put)
         chat = d.chat_endpoint
         if chat is not None:
             put("backend.chat_path", chat.path, ev(chat.file, chat.line))
@@ -412,3 +413,19 @@ def _loads(text: str) -> Settings:
         probe = Path(tmp) / CONFIG_FILENAME
         probe.write_text(text, encoding="utf-8")
         return load_settings(probe, environ={})
+
+
+def _unittest_command(root: Path, source: Path, put) -> None:
+    """A backend whose tests are unittest-only (no pytest anywhere) is tested as it tests itself: with
+    `unittest discover`, which needs no pytest in the backend's Python."""
+    from migrator.files.switch_test import switch_test_layout
+
+    layout = switch_test_layout(source)
+    if layout.runner != "unittest":
+        return
+    tests = layout.path.parent
+    top = " -t ." if (tests / "__init__.py").is_file() else ""
+    pattern = "" if layout.path.name.startswith("test") else f" -p '*_test.py'"
+    first = next(iter(sorted(tests.glob("*test*.py"))), None)
+    put("backend.test_command", f"python3 -m unittest discover -s {relpath(tests, source)}{top}{pattern}",
+        ev(relpath(first, root), 1) if first else "", "(its tests are unittest TestCases; no pytest in its files)")
