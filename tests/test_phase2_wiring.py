@@ -332,7 +332,7 @@ def test_a_projects_own_provider_switch_stays_on_ollama_and_llm_backend_picks_vl
     routed = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "select_llm"]
     assert len(routed) == 1 and routed[0] in list(ast.walk(branch))
 
-    vllm, ollama, unset, openai = probe(root, shape, {"LLM_PROVIDER": "ollama", **VLLM_ENV},
+    vllm, ollama, unset, openai = probe(root, shape, sys.executable, {"LLM_PROVIDER": "ollama", **VLLM_ENV},
                                         {"LLM_PROVIDER": "ollama", "LLM_BACKEND": "ollama"},
                                         {"LLM_PROVIDER": "ollama"}, {"LLM_PROVIDER": "openai", **VLLM_ENV})
     assert [(r["class"], r["kwargs"]["base_url"]) for r in vllm["records"]] == [

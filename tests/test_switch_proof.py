@@ -265,6 +265,25 @@ def test_staging_proves_its_backend_on_its_vllm_the_same_way(sandbox, servers, t
 
 
 # ---- a backend whose stream breaks after the headers (FastAPI StreamingResponse, the LLM refusing) -----
+def _read_request(conn) -> bytes:
+    """The head and the content-length body of one request (they may arrive in separate segments)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = conn.recv(65536)
+        if not more:
+            return data
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        more = conn.recv(65536)
+        if not more:
+            break
+        body += more
+    return head + b"\r\n\r\n" + body
+
+
 def _cut_stream_server():
     """A server that answers 200 with a chunked body, sends one chunk and closes the connection without the
     last chunk — what uvicorn does when a StreamingResponse's generator raises (the fixtures' backends on an
@@ -283,7 +302,7 @@ def _cut_stream_server():
             except OSError:
                 return
             with conn:
-                conn.recv(65536)
+                _read_request(conn)  # all of it: a close with unread bytes would be a reset, not the cut-off
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
                              b"5\r\nhello\r\n")
 
