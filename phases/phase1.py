@@ -609,6 +609,20 @@ def stop_vllm(ctx: Context) -> tuple[bool, str]:
     return True, "; ".join(results) or "no vLLM was started by graphrag-migrate"
 
 
+def _predicted_per_user(ctx: Context, users: int, context: int) -> float | None:
+    """The per-user ceiling at the benchmark's load, from the files on disk now (after the download), so
+    the prediction is checked on every real run; None when no GPU figure or no local files."""
+    local = vllm_launch.model_arg(ctx.settings, ctx.project)
+    path = Path(local) if Path(local).is_dir() else Path((ctx.resources.get("model") or {}).get("path") or "/nonexistent")
+    g, _ = _speed_gpu(ctx)
+    if g is None or not path.is_dir():
+        return None
+    try:
+        return speed.decode(speed.profile(fit.read_local(path), _kv_dtype(ctx)), g, users, context)["tokens_per_s_per_user"]
+    except (EnvironmentMissing, OSError, ValueError, KeyError):
+        return None
+
+
 class Benchmark(Step):
     """The plan's phase-1 benchmark: a short load test of vLLM alone, recorded for comparison later."""
 
@@ -636,9 +650,12 @@ class Benchmark(Step):
         s = asyncio.run(run_load(target, spec))
         if not s["completed"]:
             return Outcome.failed(f"every benchmark request failed: {s['errors']}", "check vLLM's log")
+        ceiling = _predicted_per_user(ctx, spec.concurrency, spec.input_tokens + spec.output_tokens // 2)
         return Outcome.passed(
             f"4 users: TTFT p50 {s['ttft_ms']['median']:.0f} ms, p99 {s['ttft_ms']['p99']:.0f} ms; "
-            f"{s['per_user_output_tokens_per_s'] or 0:.1f} tok/s per user; {s['output_tokens_per_s']} tok/s in all",
+            f"{s['per_user_output_tokens_per_s'] or 0:.1f} tok/s per user"
+            + (f" (predicted ceiling {ceiling:g} from the downloaded files)" if ceiling else "")
+            + f"; {s['output_tokens_per_s']} tok/s in all", predicted_per_user_output_tokens_per_s=ceiling,
             ttft_p50_ms=s["ttft_ms"]["median"], ttft_p99_ms=s["ttft_ms"]["p99"],
             per_user_output_tokens_per_s=s["metrics"]["per_user_output_tokens_per_s"],
             output_tokens_per_s=s["output_tokens_per_s"], errors=sum(s["errors"].values()))

@@ -340,8 +340,26 @@ QWEN3_30B_A3B = {"hidden_size": 2048, "intermediate_size": 6144, "moe_intermedia
 MOE_ALTERNATIVE = "Qwen/Qwen3-30B-A3B"
 
 
+def recorded(state: dict | None) -> dict | None:
+    """The prediction phase1's fit step recorded in the ledger's state (None if it made none)."""
+    step = ((state or {}).get("phases", {}).get("phase1", {}).get("steps", {}).get("phase1.fit") or {})
+    found = (step.get("measurements") or {}).get("speed")
+    return found if isinstance(found, dict) and "decode_tokens_per_s_per_user" in found else None
+
+
+def measured_of_sweep(run: dict) -> dict:
+    """What a `bench --sweep` measured that the prediction names: 1-user speed and TTFT, users served."""
+    one = next((p for p in run.get("probes", []) if p.get("users") == 1), None)
+    out = dict(run.get("metrics") or {})
+    if one:
+        out["per_user_output_tokens_per_s"] = one.get("per_user_output_tokens_per_s")
+        out["ttft_p99_ms"] = (one.get("ttft_ms") or {}).get("p99")
+    return out
+
+
 def compare(predicted: dict, measured: dict) -> list[dict]:
-    """Predicted ceiling beside what a real run measured: the model checked on every run."""
+    """Predicted ceiling (a floor for TTFT) beside what a real run measured: the model checked on every run.
+    `measured_share` is measured / predicted: ≤ 1 expected for speeds and users, ≥ 1 for TTFT."""
     rows = []
     for metric, key in PREDICTED.items():
         p, m = predicted.get(key), measured.get(metric)
