@@ -204,3 +204,31 @@ def test_no_gpu_and_nothing_assumed_skips_the_prediction_and_says_how(cli, tmp_p
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi
     _, step = fit_step(cli, tmp_path, "--assume-gpu-memory", "80GiB", "--model", str(dirs["bf16"]))
     assert "--assume-gpu" in step["measurements"]["speed"]["skipped"]
+
+
+# ---- predicted vs measured, after a real run (the simulator stands in for vLLM) -------------------------
+def test_bench_sweep_and_status_put_the_measured_beside_phase1s_prediction(sandbox, servers, cli, dirs):
+    from migrator.core.ledger import Ledger
+
+    predicted = speed.assess(fit.read_local(dirs["moe"]), gpus.cpu(400.0), speed.Targets(), Settings().gates)
+    ledger = Ledger(sandbox)
+    ledger.load()
+    ledger.record_step("phase1", "phase1.fit", "passed", "fits", measurements={"speed": predicted})
+    vllm = servers.start("migrator.sim.vllm", "--served-model-name", "qwen2.5-32b-instruct")
+    result = cli("--project", str(sandbox), "--json", "--set", "bench.sweep_min_requests=8",
+                 "--set", f"vllm.port={vllm}", "bench", "--sweep", "--max-users", "2", "--turns", "1",
+                 "--think", "0", "--output-tokens", "8", "--input-tokens", "16")
+    assert result.exit_code == 0, result.stderr
+    run = json.loads(result.stdout)["runs"]["vllm"]
+    rows = {r["metric"]: r for r in run["predicted"]["rows"]}
+    one_user = next(p for p in run["probes"] if p["users"] == 1)
+    assert rows["per_user_output_tokens_per_s"]["measured"] == one_user["per_user_output_tokens_per_s"]
+    assert rows["per_user_output_tokens_per_s"]["predicted"] == predicted["decode_tokens_per_s_per_user"]
+    assert rows["realtime_users"]["measured"] == run["capacity"]["realtime"]["users"]
+    page = open(json.loads(result.stdout)["report"]["html"], encoding="utf-8").read()
+    assert "vllm: predicted (phase1's ceilings on this CPU (measured triad)) vs measured" in page
+    status = json.loads(cli("--project", str(sandbox), "--json", "status").stdout)["speed"]
+    assert status["predicted"]["decode_tokens_per_s_per_user"] == predicted["decode_tokens_per_s_per_user"]
+    assert {r["metric"] for r in status["rows"]} >= {"realtime_users", "wait_users"}
+    text = cli("--project", str(sandbox), "status").stdout
+    assert "phase1's ceilings" in text and "measured: " in text
