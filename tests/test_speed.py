@@ -232,3 +232,16 @@ def test_bench_sweep_and_status_put_the_measured_beside_phase1s_prediction(sandb
     assert {r["metric"] for r in status["rows"]} >= {"realtime_users", "wait_users"}
     text = cli("--project", str(sandbox), "status").stdout
     assert "phase1's ceilings" in text and "measured: " in text
+
+
+def test_on_a_host_with_a_gpu_the_name_comes_from_nvidia_smi(cli, tmp_path, dirs, monkeypatch):
+    from test_fit import fake_nvidia_smi
+
+    fake_nvidia_smi(tmp_path, "NVIDIA H100 80GB HBM3, 550.54, 81559, 81000, 9.0", monkeypatch)
+    _, step = fit_step(cli, tmp_path, "--set", "vllm.device=gpu", "--model", str(dirs["awq"]))
+    s = step["measurements"]["speed"]
+    assert s["gpu"] == "NVIDIA H100 SXM" and s["bandwidth_gbs"] == 3350
+    fake_nvidia_smi(tmp_path, "NVIDIA Tesla V100-SXM2-32GB, 550.54, 32768, 32000, 7.0", monkeypatch)
+    _, step = fit_step(cli, tmp_path, "--set", "vllm.device=gpu", "--model", str(dirs["awq"]))
+    assert "not in the GPU table" in step["measurements"]["speed"]["skipped"]
+    assert "--assume-bandwidth" in step["measurements"]["speed"]["skipped"]
