@@ -245,3 +245,17 @@ def test_on_a_host_with_a_gpu_the_name_comes_from_nvidia_smi(cli, tmp_path, dirs
     _, step = fit_step(cli, tmp_path, "--set", "vllm.device=gpu", "--model", str(dirs["awq"]))
     assert "not in the GPU table" in step["measurements"]["speed"]["skipped"]
     assert "--assume-bandwidth" in step["measurements"]["speed"]["skipped"]
+
+
+def test_phase1s_benchmark_prints_the_ceiling_at_its_own_load_beside_the_measurement(sandbox, cli):
+    from migrator.core.ledger import Ledger
+
+    result = cli("--project", str(sandbox), "--json", "--set", "host.assume_gpu=GB10", "phase1")
+    assert result.exit_code == 0, result.stderr
+    steps = Ledger(sandbox).read_state()["phases"]["phase1"]["steps"]
+    bench = steps["phase1.benchmark"]
+    model = fit.read_local(sandbox / "models" / "Qwen2.5-32B-Instruct")
+    ceiling = speed.decode(speed.profile(model), GB10, 4, 64 + 16)["tokens_per_s_per_user"]
+    assert bench["measurements"]["predicted_per_user_output_tokens_per_s"] == ceiling
+    assert f"(predicted ceiling {ceiling:g} from the downloaded files)" in bench["message"]
+    assert steps["phase1.fit"]["measurements"]["speed"]["gpu"] == "NVIDIA GB10"
