@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from migrator.core import fit
+from migrator.core import fit, gpus, speed
 from migrator.adapters import gpu, vllm as vllm_launch
 from migrator.core.config import Settings, parse_size
 from migrator.core.engine import ADOPTED_SETTINGS, Context, Outcome, Phase, Step, Undo, UndoStage, adopt_settings
@@ -29,6 +29,10 @@ class GpuPresent(Step):
 
     def check(self, ctx: Context) -> Outcome:
         host = ctx.settings.host
+        if host.assume_gpu and not host.assume_gpu_memory:
+            g = gpus.lookup(host.assume_gpu)
+            return Outcome.passed(f"planning for {g.name} ({g.memory_gb:g} GB{', unified' if g.unified else ''}, "
+                                  f"{g.bandwidth_gbs:g} GB/s); this host's GPU not read")
         if host.assume_gpu_memory:
             return Outcome.passed(f"planning for {host.assume_gpu_memory} "
                                   f"({'unified' if host.assume_unified else 'discrete'}); this host's GPU not read")
@@ -135,7 +139,7 @@ def _ollama_chat_model_bytes(ctx: Context) -> int:
 
 
 def _budget(ctx: Context) -> fit.Budget:
-    assumed = ctx.settings.host.assume_gpu_memory
+    assumed = ctx.settings.host.assume_gpu_memory or _assumed_gpu_memory(ctx)
     held = _ollama_chat_model_bytes(ctx)
     if assumed:
         size = parse_size(assumed)
@@ -151,6 +155,75 @@ def _budget(ctx: Context) -> fit.Budget:
                                      "plan with --check --assume-gpu-memory 26GiB [--assume-unified]")
     mem = gpu.meminfo()
     return fit.Budget(mem["MemTotal"], mem["MemAvailable"], True, held, "system RAM (unified)")
+
+
+def _assumed_gpu_memory(ctx: Context) -> str:
+    """--assume-gpu alone plans for that GPU's memory too (unified when it is, as GB10's)."""
+    g = gpus.lookup(ctx.settings.host.assume_gpu) if ctx.settings.host.assume_gpu else None
+    if g is None:
+        return ""
+    ctx.settings.host.assume_unified = ctx.settings.host.assume_unified or g.unified
+    return f"{g.memory_gb:g}GB"
+
+
+def _speed_gpu(ctx: Context) -> tuple[gpus.Gpu | None, str]:
+    """The GPU the speed prediction divides by — assumed, or this host's from nvidia-smi — or why none."""
+    host, v = ctx.settings.host, ctx.settings.vllm
+    g = gpus.lookup(host.assume_gpu) if host.assume_gpu else None
+    if g is None and not host.assume_bandwidth:
+        if v.device == "cpu":
+            return None, "vllm.device is cpu: pass --assume-bandwidth GB/s to predict"
+        report = gpu.query()
+        if not report.gpus:
+            return None, "no GPU read: pass --assume-gpu NAME or --assume-bandwidth GB/s"
+        g = gpus.lookup(report.gpus[0].name)
+        if g is None:
+            return None, (f"{report.gpus[0].name} is not in the GPU table: pass --assume-bandwidth GB/s "
+                          "(its memory bandwidth)")
+    if host.assume_bandwidth:
+        bandwidth = float(host.assume_bandwidth.lower().replace("gb/s", ""))
+        g = gpus.Gpu(f"{g.name if g else 'a part'} at {bandwidth:g} GB/s", bandwidth, g.memory_gb if g else 0,
+                     g.unified if g else False, dict(g.tflops) if g else {}, ("--assume-bandwidth",))
+    n = v.tensor_parallel_size
+    if n > 1:  # tensor parallel: n × the bandwidth and FLOPs, an upper bound (all-reduces cost extra)
+        g = gpus.Gpu(f"{n} × {g.name}", g.bandwidth_gbs * n, g.memory_gb * n, g.unified,
+                     {k: (x * n if x else x) for k, x in g.tflops.items()}, g.sources)
+    return g, ""
+
+
+def _moe_alternative(ctx: Context) -> speed.Profile:
+    """The MoE named when a dense model cannot reach the speed gate: from the local HF cache when it is
+    there (its real headers), else from its config.json's shape built in (no Hub call in a check)."""
+    from migrator.adapters import hf
+
+    try:
+        local = hf.local_snapshot(speed.MOE_ALTERNATIVE, "main", _hub_cache(ctx))
+        if local is not None:
+            return speed.profile(fit.read_local(Path(local)), _kv_dtype(ctx))
+    except (EnvironmentMissing, OSError, ValueError, KeyError):
+        pass
+    return speed.from_shape(speed.MOE_ALTERNATIVE, speed.QWEN3_30B_A3B,
+                            source="shape of its config.json (built in; not in the local cache)")
+
+
+def _speed(ctx: Context, model: fit.ModelInfo, figures: dict) -> dict:
+    """The prediction for the model and GPU in force, judged on the plan's gates; {"skipped": why} if none."""
+    g, why = _speed_gpu(ctx)
+    if g is None:
+        return {"skipped": why}
+    b = ctx.settings.bench
+    context = b.predict_prompt_tokens + b.predict_output_tokens
+    kv_users = int(figures.get("kv_tokens", 0) // context) if figures.get("kv_tokens") else None
+    realtime = [gate.threshold for gate in ctx.settings.gates if gate.metric == "realtime_users"]
+    targets = speed.Targets(b.predict_prompt_tokens, b.predict_output_tokens, b.slo_tokens_per_s, b.slo_ttft_ms,
+                            b.slo_e2e_s, tuple(sorted({1, 5, 10, *(int(t) + 1 for t in realtime)})),
+                            kv_users or None)
+    try:
+        shape_known = speed.Shape.of(model.config)
+    except (KeyError, TypeError, ValueError):
+        return {"skipped": "config.json lacks the fields the prediction needs"}
+    others = [] if shape_known.experts else [_moe_alternative(ctx)]
+    return speed.assess(model, g, targets, ctx.settings.gates, _kv_dtype(ctx), others)
 
 
 def _hf_token(ctx: Context) -> str | None:
@@ -203,6 +276,17 @@ def _as_sets(changes: dict) -> str:
     return " ".join(f"--set {key}={value}" for key, value in changes.items())
 
 
+def _speed_summary(predicted: dict) -> str:
+    if "skipped" in predicted:
+        return f"; speed not predicted ({predicted['skipped']})"
+    ttft = predicted["ttft_floor_ms"]
+    line = (f"; predicted on {predicted['gpu']}: ≤ {predicted['decode_tokens_per_s_per_user']:g} tok/s per user "
+            f"({predicted['weight_gb_read_per_token']:g} GB read per token), TTFT ≥ "
+            f"{'?' if ttft is None else f'{ttft:g}'} ms for {predicted['prompt_tokens']} prompt tokens, "
+            f"{predicted['realtime_users']} real-time / {predicted['wait_users']} 30-second users (ceilings)")
+    return line + "".join(f". {text}" for text in predicted["verdict"])
+
+
 class MemoryFit(Step):
     """The verdict before any download. "Fits with changes" stops here: vLLM started with the unsafe
     value would fail (or starve Ollama) later; the failure names the exact values to re-run with —
@@ -218,10 +302,15 @@ class MemoryFit(Step):
         summary = (f"{v.verdict}: {model.name} {f['weight_gib']} GiB weights, {f['budget_gib']} GiB for vLLM "
                    f"({budget.source}), KV room for {f['kv_tokens']:,} tokens = "
                    f"{f['max_concurrency_at_max_len']} × {f['max_model_len']}-token sequences")
-        measurements = {**f, "verdict": v.verdict, "model": model.name, "model_source": model.source}
+        predicted = _speed(ctx, model, f)
+        measurements = {**f, "verdict": v.verdict, "model": model.name, "model_source": model.source,
+                        "speed": predicted}
+        summary += _speed_summary(predicted)
         if v.verdict == "does not fit":
             return Outcome.failed(summary + ". " + "; ".join(v.reasons), "; ".join(v.advice), **measurements)
         if v.verdict == "fits":
+            if predicted.get("passes") is False:  # a prediction warns; only a measurement blocks (phase4)
+                return Outcome.warn(summary, **measurements)
             return Outcome.passed(summary, **measurements)
         measurements["advised"] = changes
         if changes and ctx.options.get("apply_fit_advice"):
@@ -522,6 +611,20 @@ def stop_vllm(ctx: Context) -> tuple[bool, str]:
     return True, "; ".join(results) or "no vLLM was started by graphrag-migrate"
 
 
+def _predicted_per_user(ctx: Context, users: int, context: int) -> float | None:
+    """The per-user ceiling at the benchmark's load, from the files on disk now (after the download), so
+    the prediction is checked on every real run; None when no GPU figure or no local files."""
+    local = vllm_launch.model_arg(ctx.settings, ctx.project)
+    path = Path(local) if Path(local).is_dir() else Path((ctx.resources.get("model") or {}).get("path") or "/nonexistent")
+    g, _ = _speed_gpu(ctx)
+    if g is None or not path.is_dir():
+        return None
+    try:
+        return speed.decode(speed.profile(fit.read_local(path), _kv_dtype(ctx)), g, users, context)["tokens_per_s_per_user"]
+    except (EnvironmentMissing, OSError, ValueError, KeyError):
+        return None
+
+
 class Benchmark(Step):
     """The plan's phase-1 benchmark: a short load test of vLLM alone, recorded for comparison later."""
 
@@ -549,9 +652,12 @@ class Benchmark(Step):
         s = asyncio.run(run_load(target, spec))
         if not s["completed"]:
             return Outcome.failed(f"every benchmark request failed: {s['errors']}", "check vLLM's log")
+        ceiling = _predicted_per_user(ctx, spec.concurrency, spec.input_tokens + spec.output_tokens // 2)
         return Outcome.passed(
             f"4 users: TTFT p50 {s['ttft_ms']['median']:.0f} ms, p99 {s['ttft_ms']['p99']:.0f} ms; "
-            f"{s['per_user_output_tokens_per_s'] or 0:.1f} tok/s per user; {s['output_tokens_per_s']} tok/s in all",
+            f"{s['per_user_output_tokens_per_s'] or 0:.1f} tok/s per user"
+            + (f" (predicted ceiling {ceiling:g} from the downloaded files)" if ceiling else "")
+            + f"; {s['output_tokens_per_s']} tok/s in all", predicted_per_user_output_tokens_per_s=ceiling,
             ttft_p50_ms=s["ttft_ms"]["median"], ttft_p99_ms=s["ttft_ms"]["p99"],
             per_user_output_tokens_per_s=s["metrics"]["per_user_output_tokens_per_s"],
             output_tokens_per_s=s["output_tokens_per_s"], errors=sum(s["errors"].values()))

@@ -227,12 +227,14 @@ def read_hub(repo_id: str, revision: str = "main", token: str | None = None) -> 
         raise EnvironmentMissing(f"cannot read {repo_id} metadata from the Hub ({str(exc)[:120]})",
                                  "check the network, or use --model /local/dir") from None
     total = params = 0
+    tensors: dict = {}
     for file_meta in meta.files_metadata.values():
-        for info in file_meta.tensors.values():
+        for name, info in file_meta.tensors.items():
             start, end = info.data_offsets
             total += end - start
             params += info.parameter_count
-    return fit.from_config(repo_id, config, total, params, f"Hub metadata of {repo_id}@{revision}")
+            tensors[name] = end - start
+    return fit.from_config(repo_id, config, total, params, f"Hub metadata of {repo_id}@{revision}", tensors)
 
 
 def require_reachable(endpoint: str, timeout: float = 5.0) -> None:

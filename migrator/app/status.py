@@ -38,6 +38,7 @@ class StatusReport:
     last_rollback: dict | None = None
     loadtest: dict | None = None  # the last recorded load test (what phase4's gates judge)
     capacity: dict = field(default_factory=dict)  # the last `bench --sweep` per backend
+    speed: dict = field(default_factory=dict)  # phase1's predicted ceilings beside the load tests' measurements
     interrupted: list = field(default_factory=list)  # a killed run: steps left applying, a lock left behind
     state_lost: str = ""  # no state.json while production is (or the audit log says it was put) on vLLM
     env_file_error: str = ""  # the env file is there but cannot be read (a directory, permissions, a FIFO)
@@ -95,6 +96,7 @@ def gather_status(project, settings: Settings, probe: bool = True) -> StatusRepo
         report.last_rollback = state.get("last_rollback")
         report.loadtest = state["resources"].get("loadtest")
         report.capacity = state["resources"].get("capacity") or {}
+        report.speed = _speed(state, report)
     held = ledger.read_lock()
     if held is not None:
         report.lock = {**held.__dict__, "stale": ledger.lock_is_stale(held)}
@@ -127,6 +129,25 @@ def gather_status(project, settings: Settings, probe: bool = True) -> StatusRepo
                          "version": v.body.get("version") if v.ok and isinstance(v.body, dict) else None,
                          "error": "" if v.ok else v.describe()}
     return report
+
+
+def _speed(state: dict, report: StatusReport) -> dict:
+    """Predicted vs measured: phase1's prediction beside the last load test and vLLM's last sweep."""
+    from migrator.core import speed
+
+    predicted = speed.recorded(state)
+    if predicted is None:
+        return {}
+    measured: dict = {}
+    sweep = report.capacity.get("vllm") or {}
+    measured.update(sweep.get("metrics") or {})
+    if report.loadtest:
+        measured.update({k: v for k, v in (report.loadtest.get("metrics") or {}).items()
+                         if k in ("per_user_output_tokens_per_s", "ttft_p99_ms")})
+    return {"gpu": predicted.get("gpu"), "model": predicted.get("model"),
+            "rows": speed.compare(predicted, measured),
+            "predicted": {k: predicted.get(k) for k in ("decode_tokens_per_s_per_user", "ttft_floor_ms",
+                                                        "realtime_users", "wait_users")}}
 
 
 class _NotAFile(OSError):

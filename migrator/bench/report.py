@@ -101,6 +101,16 @@ def render_html(runs: dict[str, dict], rows: list[dict] | None, slo: dict) -> st
                          f"<td>{_cell(r['vllm'])}</td><td>{_cell(r['ratio'])}</td><td>{_cell(r['plan_ollama'])}</td>"
                          f"<td>{_cell(r['plan_vllm'])}</td></tr>")
         parts.append("</table>")
+    for label, run in runs.items():
+        predicted = run.get("predicted")
+        if predicted and predicted.get("rows"):
+            parts.append(f"<h2>{html.escape(label)}: predicted (phase1's ceilings on {html.escape(str(predicted['gpu']))}) "
+                         "vs measured</h2><table><tr><th>figure</th><th>predicted</th><th>measured</th>"
+                         "<th>measured / predicted</th></tr>")
+            parts += [f"<tr><td>{html.escape(r['metric'])}</td><td>{_cell(r['predicted'])}</td>"
+                      f"<td>{_cell(r['measured'])}</td><td>{_cell(r['measured_share'])}</td></tr>"
+                      for r in predicted["rows"]]
+            parts.append("</table><p>Speeds and users are ceilings (measured ≤ predicted); the TTFT is a floor.</p>")
     for title, unit, value, slo_key, _ in CHARTS:
         parts.append(svg_chart(title, unit, series(runs, value), slo.get(slo_key)))
     for label, run in runs.items():

@@ -11,7 +11,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from migrator.core.config import Settings
-from migrator.core.errors import ConfigError, ExitCode
+from migrator.core.errors import ConfigError, ExitCode, MigrateError
 from migrator.core.ledger import Ledger, atomic_write_bytes, now_iso
 from migrator.bench.loadgen import LoadSpec, Target, run_load
 
@@ -278,6 +278,7 @@ def capacity(project: Path, settings: Settings, targets: list[tuple[str, Target]
     """`bench --sweep` (one target) or `--compare` (ollama and vllm): the runs by label, the side-by-side
     rows when both backends ran, and the report files written."""
     from migrator.bench import report
+    from migrator.core import speed
 
     runs = {}
     for label, target in targets:
@@ -285,7 +286,15 @@ def capacity(project: Path, settings: Settings, targets: list[tuple[str, Target]
             say(f"sweep {label} at {target.url} ({target.model})")
         runs[label] = run_sweep(project, settings, target, replace_spec(spec, target), prompts, record, label, on_probe)
     rows = comparison(runs["ollama"], runs["vllm"]) if {"ollama", "vllm"} <= runs.keys() else None
-    written = report.write(saved_path(Ledger(project).root, "report"), runs, rows, runs[targets[0][0]]["slo"])
+    ledger = Ledger(project)
+    try:
+        predicted = speed.recorded(ledger.read_state()) if ledger.state_path.exists() else None
+    except MigrateError:  # an unreadable state costs the comparison, not the sweep's result
+        predicted = None
+    checked = speed.compare(predicted, speed.measured_of_sweep(runs["vllm"])) if predicted and "vllm" in runs else None
+    if checked is not None:
+        runs["vllm"]["predicted"] = {"gpu": predicted.get("gpu"), "rows": checked}
+    written = report.write(saved_path(ledger.root, "report"), runs, rows, runs[targets[0][0]]["slo"])
     return runs, rows, written
 
 

@@ -39,6 +39,8 @@ def phase1(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
            model: ModelOpt = None, port: PortOpt = None, runtime: RuntimeOpt = None,
            assume_gpu_memory: Annotated[Optional[str], typer.Option("--assume-gpu-memory", metavar="SIZE", help="Plan for a GPU of this size (e.g. 26GiB) instead of reading this host's.")] = None,
            assume_unified: Annotated[bool, typer.Option("--assume-unified", help="With --assume-gpu-memory: the size is a unified memory pool (GB10).")] = False,
+           assume_gpu: Annotated[Optional[str], typer.Option("--assume-gpu", metavar="NAME", help="Predict speed (and plan memory, unless --assume-gpu-memory) for this GPU: GB10, H100 SXM, H100 PCIe, H200, A100 80GB, A100 40GB, L40S, L4, A10, RTX 4090, RTX 5090, RTX 6000 Ada.")] = None,
+           assume_bandwidth: Annotated[Optional[str], typer.Option("--assume-bandwidth", metavar="GB/s", help="Predict speed for a part of this memory bandwidth (GB/s), for one not in the GPU table.")] = None,
            unload_ollama: Annotated[bool, typer.Option("--unload-ollama", help="Unload Ollama's chat model to free its memory; rollback reloads it.")] = False,
            no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the short benchmark of vLLM alone at the end.")] = False,
            apply_fit_advice: Annotated[bool, typer.Option("--apply-fit-advice", help="When the fit verdict is 'fits with changes': use its advised gpu_memory_utilization / max_model_len for this migration (recorded) instead of stopping.")] = False):
@@ -49,7 +51,8 @@ def phase1(ctx: typer.Context, check: CheckOpt = False, dry_run: DryRunOpt = Fal
     loaded chat model. No user file.
     """
     overrides = {"model.id": model, "vllm.port": port, "vllm.runtime": runtime,
-                 "host.assume_gpu_memory": assume_gpu_memory, "host.assume_unified": assume_unified or None}
+                 "host.assume_gpu_memory": assume_gpu_memory, "host.assume_unified": assume_unified or None,
+                 "host.assume_gpu": assume_gpu, "host.assume_bandwidth": assume_bandwidth}
     return run_phase_command(ctx, "phase1", check, dry_run, overrides,
                       {"unload_ollama": unload_ollama, "no_bench": no_bench, "apply_fit_advice": apply_fit_advice})
 

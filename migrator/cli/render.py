@@ -87,8 +87,8 @@ def status_report(out: Output, report) -> None:
                               style=style(phase.get("status", "pending")))
                 for step_id, step in phase.get("steps", {}).items():
                     detail = step.get("message", "")
-                    if step.get("measurements"):
-                        detail += " " + ", ".join(f"{k}={v}" for k, v in step["measurements"].items())
+                    if step.get("measurements"):  # the speed prediction has its own line below
+                        detail += " " + ", ".join(f"{k}={v}" for k, v in step["measurements"].items() if k != "speed")
                     table.add_row("", step_id, step.get("status", ""), step.get("at", ""), detail.strip(),
                                   style=style(step.get("status", "")))
             console.print(table)
@@ -100,6 +100,12 @@ def status_report(out: Output, report) -> None:
             m = cap.get("metrics", {})
             console.print(f"capacity {label} ({cap.get('at', '')}): {m.get('realtime_users')} real-time users, "
                           f"{m.get('wait_users')} within 30 s")
+        if report.speed:
+            sp = report.speed
+            rows = "; ".join(f"{r['metric']} {r['measured']:g} (predicted {r['predicted']:g})" for r in sp["rows"])
+            console.print(f"speed on {sp['gpu']} (phase1's ceilings): ≤ {sp['predicted']['decode_tokens_per_s_per_user']:g}"
+                          f" tok/s per user, {sp['predicted']['realtime_users']} real-time users"
+                          + (f"; measured: {rows}" if rows else "; not measured yet (bench, bench --sweep)"))
         for rel, what in report.drift.items():
             console.print(f"drift: {rel}: {what}", style="yellow")
         console.print("ok" if not report.problems else "problems: " + "; ".join(report.problems),
@@ -211,6 +217,10 @@ def capacity_report(out: Output, runs: dict, rows: list | None, written: dict) -
                               f(p["per_user_output_tokens_per_s"]), f"{p['realtime']['fraction']:.0%}",
                               f"{p['wait']['fraction']:.0%}", f(p["realtime"]["goodput_rps"]))
             console.print(table)
+            for r in (run.get("predicted") or {}).get("rows", []):
+                console.print(f"{r['metric']}: measured {r['measured']:g}, predicted {r['predicted']:g} "
+                              f"({'floor' if r['metric'] == 'ttft_p99_ms' else 'ceiling'} on "
+                              f"{run['predicted']['gpu']}; measured/predicted {r['measured_share']})")
             for scenario, name in (("realtime", "real-time users"), ("wait", "users within 30 s")):
                 c = run["capacity"][scenario]
                 upper = "?" if c["ci"][1] is None else c["ci"][1]

@@ -128,12 +128,31 @@ def _size(value) -> str | None:
         return "a size such as 26GiB, 128G or 24000MiB"
 
 
+def _known_gpu(name: Any) -> bool:
+    from migrator.core import gpus
+
+    return gpus.lookup(str(name)) is not None
+
+
+def _gpu_names() -> list[str]:
+    from migrator.core import gpus
+
+    return list(gpus.GPUS)
+
+
 @dataclass
 class HostSettings:
     assume_gpu_memory: str = _setting(
         "", _size, "plan for a GPU of this size instead of reading this host's (e.g. 26GiB); empty = read it"
     )
     assume_unified: bool = _setting(False, help="with assume_gpu_memory: the size is a unified memory pool (GB10)")
+    assume_gpu: str = _setting(
+        "", lambda v: None if v == "" or _known_gpu(v) else "a GPU of the table: " + ", ".join(_gpu_names()), "predict speed for this GPU (GB10, H100 SXM, L40S …, see README) instead of nvidia-smi's; empty = read it"
+    )
+    assume_bandwidth: str = _setting(
+        "", lambda v: None if v == "" or re.fullmatch(r"\s*[\d.]+\s*(GB/s)?\s*", str(v), re.I) else "GB/s, e.g. 273 or 273GB/s",
+        "predict speed for a part of this memory bandwidth (GB/s) not in the GPU table; overrides assume_gpu's",
+    )
 
 
 @dataclass
@@ -279,6 +298,12 @@ class BenchSettings:
     sweep_min_requests: int = _setting(40, _between(1, 100000), "requests per probed user count, at least")
     turns: int = _setting(3, _between(1, 100), "turns per user conversation (each sends the history back)")
     think_s: float = _setting(2.0, _between(0, 3600), "mean time a user reads an answer before the next turn")
+    predict_prompt_tokens: int = _setting(
+        2000, _between(1, 10_000_000), "prompt length phase1's speed prediction assumes (TTFT floor, KV read per token)"
+    )
+    predict_output_tokens: int = _setting(
+        500, _between(1, 1_000_000), "answer length phase1's speed prediction assumes (the 30-second SLO)"
+    )
 
 
 @dataclass

@@ -40,6 +40,8 @@ class ModelInfo:
     max_positions: int
     quantization: str = ""  # awq, gptq, fp8 … from config.json's quantization_config
     source: str = ""  # where the numbers came from
+    config: dict = field(default_factory=dict, repr=False)  # the language model's config (speed needs its shape)
+    tensor_bytes: dict = field(default_factory=dict, repr=False)  # tensor name → bytes, from the headers
 
     @property
     def kv_bytes_per_token_bf16(self) -> int:
@@ -69,24 +71,30 @@ class Verdict:
 
 
 # ---- reading model metadata ------------------------------------------------------------------
-def from_config(name: str, config: dict, weight_bytes: int, parameters: int, source: str) -> ModelInfo:
+def from_config(name: str, config: dict, weight_bytes: int, parameters: int, source: str,
+                tensor_bytes: dict | None = None) -> ModelInfo:
     text = config.get("text_config", config)  # multimodal configs nest the language model's
     heads = int(text["num_attention_heads"])
     head_dim = int(text.get("head_dim") or int(text["hidden_size"]) // heads)
     quant = (text.get("quantization_config") or config.get("quantization_config") or {}).get("quant_method", "")
     return ModelInfo(name, weight_bytes, parameters, int(text["num_hidden_layers"]),
                      int(text.get("num_key_value_heads") or heads), head_dim,
-                     int(text.get("max_position_embeddings", 0)), str(quant), source)
+                     int(text.get("max_position_embeddings", 0)), str(quant), source,
+                     {**text, "tie_word_embeddings": config.get("tie_word_embeddings", text.get("tie_word_embeddings"))},
+                     dict(tensor_bytes or {}))
 
 
-def _header_bytes(header: dict) -> tuple[int, int]:
-    """(bytes, parameters) of the tensors listed in one safetensors header."""
+def _header_bytes(header: dict, tensor_bytes: dict | None = None) -> tuple[int, int]:
+    """(bytes, parameters) of the tensors listed in one safetensors header; each tensor's bytes into
+    `tensor_bytes` (the speed prediction tells experts, embeddings and lm_head apart by name)."""
     total = params = 0
     for name, info in header.items():
         if name == "__metadata__":
             continue
         start, end = info["data_offsets"]
         total += end - start
+        if tensor_bytes is not None:
+            tensor_bytes[name] = end - start
         n = 1
         for d in info["shape"]:
             n *= d
@@ -104,13 +112,14 @@ def read_local(model_dir: Path) -> ModelInfo:
     if not files:
         raise EnvironmentMissing(f"{model_dir} has no *.safetensors files", "vLLM needs safetensors weights")
     total = params = 0
+    tensors: dict = {}
     for path in files:
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
-            b, p = _header_bytes(json.loads(f.read(size)))
+            b, p = _header_bytes(json.loads(f.read(size)), tensors)
         total, params = total + b, params + p
     return from_config(_local_name(model_dir, config), config, total, params,
-                        f"{len(files)} local safetensors file(s) in {model_dir}")
+                        f"{len(files)} local safetensors file(s) in {model_dir}", tensors)
 
 
 def _local_name(model_dir: Path, config: dict) -> str:
