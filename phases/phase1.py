@@ -122,33 +122,44 @@ class OllamaAnswers(Step):
         )
 
 
-def _ollama_chat_model_bytes(ctx: Context) -> int:
+def _ollama_chat_model(ctx: Context) -> dict | None:
+    """Ollama's chat model as /api/ps lists it while loaded, else None."""
     from migrator.adapters.http import OllamaServer
 
     probe = OllamaServer(ctx.settings.ollama.url).loaded(timeout=2)
     if not probe.ok:
-        return 0
-    return sum(int(m.get("size_vram") or 0) for m in (probe.body or {}).get("models", [])
-               if m.get("name") == ctx.settings.ollama.model)
+        return None
+    return next((m for m in (probe.body or {}).get("models", []) if m.get("name") == ctx.settings.ollama.model), None)
+
+
+def _ollama_chat_model_bytes(ctx: Context, unified: bool) -> int:
+    """What Ollama's chat model holds of the memory vLLM would use: on unified memory its whole `size`
+    (GB10's Ollama reports size_vram 0 while it uses the same pool), on a discrete GPU its `size_vram`."""
+    model = _ollama_chat_model(ctx) or {}
+    return int(model.get("size" if unified else "size_vram") or 0)
 
 
 def _budget(ctx: Context) -> fit.Budget:
+    """What vLLM may use now. Measured figures (GPU free, MemAvailable) already exclude Ollama's share;
+    an assumed size is the whole device, so Ollama's loaded model is taken out of it here."""
     assumed = ctx.settings.host.assume_gpu_memory
-    held = _ollama_chat_model_bytes(ctx)
     if assumed:
-        size = parse_size(assumed)
-        return fit.Budget(size, size, ctx.settings.host.assume_unified, held, f"assumed {assumed}")
+        size, unified = parse_size(assumed), ctx.settings.host.assume_unified
+        held = _ollama_chat_model_bytes(ctx, unified)
+        return fit.Budget(size, max(0, size - held), unified, held, f"assumed {assumed}")
     if ctx.settings.vllm.device == "gpu":
         report = gpu.query()
         if report.gpus and not report.gpus[0].unified:
             g = report.gpus[0]
             n = ctx.settings.vllm.tensor_parallel_size
-            return fit.Budget(g.total_bytes * n, g.free_bytes * n, False, held, f"{n} × {g.name}")
+            return fit.Budget(g.total_bytes * n, g.free_bytes * n, False, _ollama_chat_model_bytes(ctx, False),
+                              f"{n} × {g.name}")
         if not report.gpus:
             raise EnvironmentMissing(report.error or "nvidia-smi lists no GPU",
                                      "plan with --check --assume-gpu-memory 26GiB [--assume-unified]")
     mem = gpu.meminfo()
-    return fit.Budget(mem["MemTotal"], mem["MemAvailable"], True, held, "system RAM (unified)")
+    return fit.Budget(mem["MemTotal"], mem["MemAvailable"], True, _ollama_chat_model_bytes(ctx, True),
+                      "system RAM (unified)")
 
 
 def _hf_token(ctx: Context) -> str | None:
@@ -389,9 +400,10 @@ class UnloadOllama(Step):
     def check(self, ctx: Context) -> Outcome:
         if not ctx.options.get("unload_ollama"):
             return Outcome.passed("not requested (--unload-ollama): Ollama keeps its models")
-        held = _ollama_chat_model_bytes(ctx)
-        if not held:
+        loaded = _ollama_chat_model(ctx)  # loaded is listed, whatever size_vram says (0 on GB10)
+        if loaded is None:
             return Outcome.passed(f"{ctx.settings.ollama.model} is not loaded")
+        held = int(loaded.get("size") or 0)
         return Outcome.failed(f"{ctx.settings.ollama.model} holds {held / 2**30:.1f} GiB")
 
     def plan(self, ctx: Context) -> list[str]:
