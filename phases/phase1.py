@@ -378,10 +378,18 @@ class DownloadModel(Step):
         if problems:
             return Outcome.failed("downloaded files do not match the Hub: " + "; ".join(problems[:3]),
                                   f"delete {path} and re-run phase1")
+        template = download.chat_template_source(path)
+        if template is None and "--chat-template" not in ctx.settings.vllm.extra_args:
+            return Outcome.failed(f"{snapshot.repo_id}@{snapshot.commit[:12]} has no chat template (no "
+                                  "chat_template.jinja, chat_template.json or tokenizer_config.json chat_template): "
+                                  "vLLM would refuse every chat request with HTTP 400",
+                                  "use the model's -Instruct/chat variant, or add --chat-template FILE to "
+                                  "vllm.extra_args")
         record.update({"path": str(path), "verified": True})
         ctx.ledger.save()
-        return Outcome.passed(f"{snapshot.repo_id}@{snapshot.commit[:12]} verified at {path}",
-                              commit=snapshot.commit, bytes=snapshot.total_bytes)
+        return Outcome.passed(f"{snapshot.repo_id}@{snapshot.commit[:12]} verified at {path}"
+                              + (f"; chat template from {template}" if template else ""),
+                              commit=snapshot.commit, bytes=snapshot.total_bytes, chat_template=template or "")
 
 
 def downloaded_model_note(ctx: Context) -> tuple[bool, str] | None:

@@ -225,6 +225,13 @@ STARTUP_FAILURES: list[tuple[str, str, str]] = [
      "use a quantised model (AWQ/GPTQ) or raise vllm.gpu_memory_utilization"),
     ("is greater than the derived max_model_len", "max_model_len exceeds the model's context",
      "set vllm.max_model_len to at most the model's max_position_embeddings"),
+    ("no kernel image is available", "this vLLM build has no CUDA kernels for this GPU (GB10 is sm_121)",
+     "use a CUDA 13 build: vllm/vllm-openai v0.20 or later without -cu129, or NVIDIA's NGC vLLM image"),
+    ("CUDA driver version is insufficient", "the image's CUDA is newer than this host's NVIDIA driver",
+     "update the NVIDIA driver (GB10: R580 or later), or use an image built for the driver's CUDA"),
+    ("NV_ERR_NO_MEMORY", "the NVIDIA driver could not allocate memory (unified memory exhausted)",
+     "read `sudo dmesg | grep -i nvrm`; free host memory (Ollama's models, page cache: sync; echo 3 > "
+     "/proc/sys/vm/drop_caches) or lower vllm.gpu_memory_utilization / vllm.max_model_len"),
     ("CUDA out of memory", "the weights do not fit in GPU memory",
      "use a quantised variant (AWQ/GPTQ-Int4) or more tensor-parallel GPUs"),
     ("exec format error", "the image has no build for this CPU architecture",

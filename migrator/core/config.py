@@ -205,7 +205,9 @@ class VllmSettings:
         0.9, _between(0.0, 1.0, low_open=True), "vLLM --gpu-memory-utilization"
     )
     max_model_len: int = _setting(8192, _between(16, 10_000_000), "vLLM --max-model-len")
-    enable_chunked_prefill: bool = _setting(True, help="pass --enable-chunked-prefill")
+    enable_chunked_prefill: bool = _setting(
+        False, help="pass --enable-chunked-prefill (vLLM's V1 engine has it on by default: only for older vLLMs)"
+    )
     tensor_parallel_size: int = _setting(1, _between(1, 64), "vLLM --tensor-parallel-size")
     extra_args: list = _setting_list(list, "more vLLM arguments, one list item each")
     cpuset: str = _setting(
