@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from migrator.adapters import vllm as vllm_launch
 from migrator.adapters.runtime.compose import compose_model, project_compose, user_compose_files
+from migrator.adapters.runtime.docker import vllm_container
 from migrator.core.config import Settings, VllmSettings
 from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
 from migrator.core.errors import BackupMismatch, CheckFailed, EnvironmentMissing
@@ -46,7 +47,7 @@ def render_vllm_service(ctx: Context, inline: bool | None = None) -> str:
     v = ctx.settings.vllm
     wiring = vllm_wiring(ctx)
     inline = ctx.options.get("inline") if inline is None else inline
-    spec = vllm_launch.container_spec(ctx.settings, ctx.project, downloaded=ctx.resources.get("model"))
+    spec = vllm_container(ctx)
     volumes = [(src, f"{m['bind']}:{m['mode']}") for src, m in spec["volumes"].items()]
     return render(
         "docker-compose.vllm.yml.j2",
@@ -57,7 +58,7 @@ def render_vllm_service(ctx: Context, inline: bool | None = None) -> str:
         networks=wiring.networks, declared_networks=[n for n in wiring.networks if n != "default"],
         profiles=wiring.profiles, service_env={} if inline else wiring.added_env,
         gpu=v.device == "gpu", health_port=v.port if v.network_mode == "host" else vllm_launch.CONTAINER_PORT,
-        start_period_s=int(v.startup_timeout_s), cpuset=v.cpuset,
+        start_period_s=int(v.startup_timeout_s), cpuset=v.cpuset, restart=spec["restart_policy"]["Name"],
     )
 
 

@@ -31,8 +31,24 @@ def is_local_model(settings: Settings, project: Path) -> bool:
     return os.path.isabs(model) and os.path.isdir(model)
 
 
-def vllm_args(settings: Settings, model: str) -> list[str]:
+START_LIMITS = "vllm_start_limits"  # ledger resource: phase1's unified-memory limits, used by every later start
+
+
+def start_limits(ctx) -> dict:
+    """The limits phase1 recorded for vLLM's start on unified memory (or planned, in a dry-run): {} if none."""
+    return ctx.resources.get(START_LIMITS) or ctx.memo.get(START_LIMITS) or {}
+
+
+def _given(args: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def vllm_args(settings: Settings, model: str, limits: dict | None = None) -> list[str]:
+    """vLLM's arguments. `limits` (see `start_limits`): on unified memory the KV cache vLLM gets is the fit
+    verdict's budget, not what its start-up profiling makes of a fraction of the whole pool (vllm#46307),
+    and the sequences it batches are bounded. A flag of the same name in vllm.extra_args wins."""
     v = settings.vllm
+    limits = limits or {}
     args = [
         "--model", model,
         "--served-model-name", settings.model.served_name,
@@ -42,6 +58,12 @@ def vllm_args(settings: Settings, model: str) -> list[str]:
     ]
     if v.enable_chunked_prefill:
         args.append("--enable-chunked-prefill")
+    kv_bytes = limits.get("kv_cache_memory_bytes")
+    if kv_bytes and not _given(v.extra_args, "--kv-cache-memory-bytes"):
+        args += ["--kv-cache-memory-bytes", str(int(kv_bytes))]
+    max_num_seqs = v.max_num_seqs or limits.get("max_num_seqs")
+    if max_num_seqs and not _given(v.extra_args, "--max-num-seqs"):
+        args += ["--max-num-seqs", str(int(max_num_seqs))]
     return args + list(v.extra_args)
 
 
@@ -56,9 +78,10 @@ def api_key(settings: Settings) -> str | None:
     return secret_env(settings).get("VLLM_API_KEY")
 
 
-def process_command(settings: Settings, model: str) -> list[str]:
+def process_command(settings: Settings, model: str, limits: dict | None = None) -> list[str]:
     v = settings.vllm
-    return [v.python, "-m", v.server_module, *vllm_args(settings, model), "--host", v.host, "--port", str(v.port)]
+    return [v.python, "-m", v.server_module, *vllm_args(settings, model, limits), "--host", v.host,
+            "--port", str(v.port)]
 
 
 def process_env(settings: Settings, project: Path, downloaded: dict | None = None) -> dict[str, str]:
@@ -73,8 +96,13 @@ def process_env(settings: Settings, project: Path, downloaded: dict | None = Non
 
 
 def container_spec(settings: Settings, project: Path, include_secrets: bool = False,
-                   downloaded: dict | None = None) -> dict:
-    """Keyword arguments for docker SDK `containers.run` (shown by --dry-run without secrets)."""
+                   downloaded: dict | None = None, limits: dict | None = None,
+                   command_prefix: list[str] | None = None, restart: str = "no") -> dict:
+    """Keyword arguments for docker SDK `containers.run` (shown by --dry-run without secrets).
+    `command_prefix`: what goes before vLLM's arguments for an image whose entrypoint is not vLLM's
+    (NVIDIA's NGC images: `vllm serve`). `restart`: "no" until readiness has passed with these settings
+    on this host (see `readiness_fingerprint`): a start that wedges the host must not start again after the
+    power-cycle."""
     v = settings.vllm
     model = model_arg(settings, project)
     # Bind sources absolute: docker takes a relative one for a volume name, compose resolves it from the
@@ -95,11 +123,11 @@ def container_spec(settings: Settings, project: Path, include_secrets: bool = Fa
     spec: dict = {
         "image": v.image,
         "name": v.container_name,
-        "command": vllm_args(settings, model) + revision,
+        "command": [*(command_prefix or []), *vllm_args(settings, model, limits), *revision],
         "environment": environment,
         "volumes": volumes,
         "ipc_mode": "host",
-        "restart_policy": {"Name": "unless-stopped"},
+        "restart_policy": {"Name": restart},
         "labels": {"org.graphrag-migrate.managed": "true"},
     }
     if v.network_mode == "host":
@@ -114,6 +142,37 @@ def container_spec(settings: Settings, project: Path, include_secrets: bool = Fa
     if v.device == "gpu":
         spec["device_requests"] = [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]
     return spec
+
+
+READINESS_PROVEN = "vllm_readiness_proven"  # ledger resource: the fingerprint of the last start that became ready
+
+
+def host_id() -> str:
+    """This machine (its systemd machine-id, else its host name): a proof of readiness is this host's."""
+    try:
+        return Path("/etc/machine-id").read_text().strip() or socket.gethostname()
+    except OSError:
+        return socket.gethostname()
+
+
+def readiness_fingerprint(settings: Settings, project: Path, downloaded: dict | None, limits: dict | None) -> str:
+    """What a start's safety depends on: this host, the image, the device and vLLM's arguments (model,
+    memory settings, limits, extra args). Any of them changed, and the proof no longer holds."""
+    import hashlib
+    import json
+
+    command = container_spec(settings, project, downloaded=downloaded, limits=limits)["command"]
+    data = {"host": host_id(), "image": settings.vllm.image, "device": settings.vllm.device, "command": command}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def restart_policy(ctx, settings: Settings | None = None) -> str:
+    """unless-stopped once readiness has passed on this host with these settings (recorded by phase1),
+    else "no" (vllm#46307: a start-up that wedges a GB10 would otherwise run again after the reboot)."""
+    settings = settings or ctx.settings
+    proven = (ctx.resources.get(READINESS_PROVEN) or {}).get("fingerprint")
+    current = readiness_fingerprint(settings, ctx.project, ctx.resources.get("model"), start_limits(ctx))
+    return "unless-stopped" if proven and proven == current else "no"
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -187,6 +187,11 @@ class VllmSettings:
         _matches(_IMAGE_RE, "an image reference with a pinned tag (repo:tag)"),
         "pinned vLLM image",
     )
+    entrypoint: str = _setting(
+        "auto", help="how the image starts vLLM: auto = read from `docker image inspect` (an entrypoint that is not "
+                     "vLLM's, as in NVIDIA's NGC images, gets `vllm serve` before the arguments); image = its own "
+                     "entrypoint serves vLLM; else the command put before vLLM's arguments (e.g. `vllm serve`)"
+    )
     container_name: str = _setting(
         "graphrag-vllm", _matches(_NAME_RE, "a Docker container name"), "vLLM container name"
     )
@@ -209,6 +214,14 @@ class VllmSettings:
         False, help="pass --enable-chunked-prefill (vLLM's V1 engine has it on by default: only for older vLLMs)"
     )
     tensor_parallel_size: int = _setting(1, _between(1, 64), "vLLM --tensor-parallel-size")
+    max_num_seqs: int = _setting(
+        0, _between(0, 65536), "vLLM --max-num-seqs; 0 = on unified memory (GB10) the real-time users gate's "
+                               "target, elsewhere vLLM's default"
+    )
+    startup_memory_floor: str = _setting(
+        "4GiB", _size, "on unified memory, vLLM is stopped when MemAvailable falls below this during start-up; "
+                       "empty = no watchdog"
+    )
     extra_args: list = _setting_list(list, "more vLLM arguments, one list item each")
     cpuset: str = _setting(
         "", _matches(re.compile(r"^$|^\d+(-\d+)?(,\d+(-\d+)?)*$"), "a CPU list such as 0-15 or 0,2,4"),

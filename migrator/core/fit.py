@@ -53,6 +53,7 @@ class Budget:
     unified: bool
     held_by_ollama: int = 0  # what Ollama's chat model holds: credited back when it will be unloaded
     source: str = ""
+    assumed: bool = False  # a planning size (--assume-gpu-memory), not this host's memory
 
 
 @dataclass
