@@ -495,7 +495,10 @@ def _start_limits(ctx: Context, budget: fit.Budget) -> dict:
     recorded = ctx.resources.get(vllm_launch.START_LIMITS) or {}
     if recorded.get("basis") == _limits_basis(ctx):
         return recorded
-    verdict = _fit(ctx)[3]
+    try:
+        verdict = _fit(ctx)[3]
+    except EnvironmentMissing:  # a dry-run's plan without the model's metadata: the fit step says why
+        return {}
     return {"kv_cache_memory_bytes": int(verdict.figures["kv_budget_bytes"]),
             "max_num_seqs": ctx.settings.vllm.max_num_seqs or capacity_target(ctx.settings),
             "basis": _limits_basis(ctx)}
@@ -543,7 +546,10 @@ class StartVllm(Step):
         return Outcome.failed("vLLM is not running")
 
     def plan(self, ctx: Context) -> list[str]:
-        ctx.memo[vllm_launch.START_LIMITS] = _start_limits(ctx, _budget(ctx))  # shown, not recorded
+        try:
+            ctx.memo[vllm_launch.START_LIMITS] = _start_limits(ctx, _budget(ctx))  # shown, not recorded
+        except EnvironmentMissing:  # no GPU to read here: the GPU step says so
+            ctx.memo.pop(vllm_launch.START_LIMITS, None)
         return ctx.vllm_runtime.start_plan(ctx)
 
     def apply(self, ctx: Context) -> Outcome:
@@ -597,12 +603,8 @@ class StartVllm(Step):
         predicted = ctx.ledger.step("phase1", "phase1.fit").get("measurements", {}).get("kv_tokens")
         record["actual"] = actual
         record["fit"] = {"predicted_kv_tokens": predicted, "actual_kv_tokens": actual.get("kv_cache_size_tokens")}
-        # Proven on this host with these settings: phase3's compose service may now restart by itself.
-        ctx.resources[vllm_launch.READINESS_PROVEN] = {
-            "fingerprint": vllm_launch.readiness_fingerprint(ctx.settings, ctx.project, ctx.resources.get("model"),
-                                                             vllm_launch.start_limits(ctx)),
-            "at": record["started_at"], "runtime": v.runtime}
         ctx.ledger.save()
+        vllm_launch.prove_readiness(ctx, self.id)  # phase3's compose service may now restart by itself
         kv = (f"; KV cache {actual['kv_cache_size_tokens']:,} tokens (predicted {predicted:,})"
               if actual.get("kv_cache_size_tokens") and predicted is not None else "")
         return Outcome.passed(

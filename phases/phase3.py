@@ -479,9 +479,13 @@ class VllmUnderCompose(Step):
         state = ctx.docker.container(v.container_name)
         if not state.running:
             return Outcome.failed(f"container {v.container_name} is {state.status}")
-        labels = ctx.docker.client.containers.get(v.container_name).labels
-        if labels.get("com.docker.compose.service") != v.service_name:
+        container = ctx.docker.client.containers.get(v.container_name)
+        if container.labels.get("com.docker.compose.service") != v.service_name:
             return Outcome.failed(f"{v.container_name} was started by phase1, not by compose")
+        restart = ((container.attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
+        if restart == "no" and vllm_launch.restart_policy(ctx) == "unless-stopped":
+            return Outcome.failed(f"{v.container_name} runs with restart \"no\"; proven since: recreated with "
+                                  "unless-stopped")
         from migrator.adapters.http import OpenAIServer
 
         ok = OpenAIServer(v.url, vllm_launch.api_key(ctx.settings)).models(timeout=5).ok
@@ -510,7 +514,12 @@ class VllmUnderCompose(Step):
         ready = vllm_launch.wait_ready(ctx.settings, 120, lambda: None)
         if not ready.ok:
             return Outcome.failed(f"vLLM under compose not ready at '{ready.failed_tier}': {ready.error}")
-        return Outcome.passed(f"compose service '{v.service_name}' healthy, TTFT {ready.ttft_ms} ms",
+        restart = vllm_launch.restart_policy(ctx)
+        if restart == "no":  # settings phase1 never started: proven now, the next phase3 run renders unless-stopped
+            vllm_launch.prove_readiness(ctx, self.id)
+        return Outcome.passed(f"compose service '{v.service_name}' healthy, TTFT {ready.ttft_ms} ms"
+                              + ("; restart \"no\" until now (first ready start with these settings here): re-run "
+                                 "phase3 to switch it to unless-stopped" if restart == "no" else ""),
                               ttft_ms=ready.ttft_ms)
 
     def undos(self) -> list[Undo]:

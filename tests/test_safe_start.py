@@ -244,3 +244,31 @@ def test_image_entrypoint_reads_docker_image_inspect():
     assert runtime.image_entrypoint("ngc:1") == ["/opt/nvidia/nvidia_entrypoint.sh"]
     assert runtime.image_entrypoint("bare:1") == []
     assert runtime.image_entrypoint("absent:1") is None
+
+
+def test_phase3_recreates_a_compose_vllm_still_on_restart_no_once_its_settings_are_proven(tmp_path):
+    """vLLM first became ready under compose (settings phase1 never started): phase3 rendered restart "no";
+    once proven, the next phase3 run finds the container still on "no" and brings it up again."""
+    from types import SimpleNamespace
+
+    from migrator.adapters.docker import ContainerState
+    from migrator.app import api
+    from phases.phase3 import VllmUnderCompose
+
+    settings = Settings()
+    settings.vllm.runtime = "docker"
+    ctx = api.context(tmp_path, settings)
+
+    def on(restart: str):
+        container = SimpleNamespace(labels={"com.docker.compose.service": settings.vllm.service_name},
+                                    attrs={"HostConfig": {"RestartPolicy": {"Name": restart}}})
+        return SimpleNamespace(container=lambda name: ContainerState(name, True, "running"),
+                               client=SimpleNamespace(containers=SimpleNamespace(get=lambda name: container)))
+
+    ctx._docker = on("no")
+    assert "not answering" in VllmUnderCompose().check(ctx).message  # not proven: "no" is right
+    vllm_launch.prove_readiness(ctx, "test")
+    stale = VllmUnderCompose().check(ctx)
+    assert not stale.ok and 'restart "no"' in stale.message
+    ctx._docker = on("unless-stopped")
+    assert "not answering" in VllmUnderCompose().check(ctx).message

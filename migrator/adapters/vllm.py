@@ -175,6 +175,16 @@ def restart_policy(ctx, settings: Settings | None = None) -> str:
     return "unless-stopped" if proven and proven == current else "no"
 
 
+def prove_readiness(ctx, how: str) -> None:
+    """Readiness has passed on this host with these settings: recorded, so compose may restart vLLM by itself."""
+    from migrator.core.ledger import now_iso
+
+    ctx.resources[READINESS_PROVEN] = {
+        "fingerprint": readiness_fingerprint(ctx.settings, ctx.project, ctx.resources.get("model"), start_limits(ctx)),
+        "at": now_iso(), "by": how}
+    ctx.ledger.save()
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.3)
