@@ -67,6 +67,10 @@ def test_gb10_fit_from_meminfo_and_api_ps_counts_ollama_once_by_its_size(qwen32b
     monkeypatch.setattr(gpu, "MEMINFO_PATH", str(tmp_path / "meminfo"))
     port = servers.start("migrator.sim.ollama", "--preload", "--model-size", str(20 * GiB), "--size-vram", "0")
     ctx = api.context(tmp_path, load_settings(None, environ={}, overrides={"ollama.url": f"http://127.0.0.1:{port}"}))
+    from migrator.adapters.http import OllamaServer
+
+    ps = OllamaServer(f"http://127.0.0.1:{port}").loaded().body["models"]
+    assert [(m["size"], m["size_vram"]) for m in ps] == [(20 * GiB, 0)]  # as GB10's Ollama reports it
     budget = phase1._budget(ctx)
     assert (budget.total_bytes, budget.available_bytes, budget.unified) == (119 * GiB, 67 * GiB, True)
     assert budget.held_by_ollama == 20 * GiB  # its size, not the 0 of size_vram
