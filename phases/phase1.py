@@ -128,33 +128,44 @@ class OllamaAnswers(Step):
         )
 
 
-def _ollama_chat_model_bytes(ctx: Context) -> int:
+def _ollama_chat_model(ctx: Context) -> dict | None:
+    """Ollama's chat model as /api/ps lists it while loaded, else None."""
     from migrator.adapters.http import OllamaServer
 
     probe = OllamaServer(ctx.settings.ollama.url).loaded(timeout=2)
     if not probe.ok:
-        return 0
-    return sum(int(m.get("size_vram") or 0) for m in (probe.body or {}).get("models", [])
-               if m.get("name") == ctx.settings.ollama.model)
+        return None
+    return next((m for m in (probe.body or {}).get("models", []) if m.get("name") == ctx.settings.ollama.model), None)
+
+
+def _ollama_chat_model_bytes(ctx: Context, unified: bool) -> int:
+    """What Ollama's chat model holds of the memory vLLM would use: on unified memory its whole `size`
+    (GB10's Ollama reports size_vram 0 while it uses the same pool), on a discrete GPU its `size_vram`."""
+    model = _ollama_chat_model(ctx) or {}
+    return int(model.get("size" if unified else "size_vram") or 0)
 
 
 def _budget(ctx: Context) -> fit.Budget:
+    """What vLLM may use now. Measured figures (GPU free, MemAvailable) already exclude Ollama's share;
+    an assumed size is the whole device, so Ollama's loaded model is taken out of it here."""
     assumed = ctx.settings.host.assume_gpu_memory or _assumed_gpu_memory(ctx)
-    held = _ollama_chat_model_bytes(ctx)
     if assumed:
-        size = parse_size(assumed)
-        return fit.Budget(size, size, ctx.settings.host.assume_unified, held, f"assumed {assumed}")
+        size, unified = parse_size(assumed), ctx.settings.host.assume_unified
+        held = _ollama_chat_model_bytes(ctx, unified)
+        return fit.Budget(size, max(0, size - held), unified, held, f"assumed {assumed}", assumed=True)
     if ctx.settings.vllm.device == "gpu":
         report = gpu.query()
         if report.gpus and not report.gpus[0].unified:
             g = report.gpus[0]
             n = ctx.settings.vllm.tensor_parallel_size
-            return fit.Budget(g.total_bytes * n, g.free_bytes * n, False, held, f"{n} × {g.name}")
+            return fit.Budget(g.total_bytes * n, g.free_bytes * n, False, _ollama_chat_model_bytes(ctx, False),
+                              f"{n} × {g.name}")
         if not report.gpus:
             raise EnvironmentMissing(report.error or "nvidia-smi lists no GPU",
                                      "plan with --check --assume-gpu-memory 26GiB [--assume-unified]")
     mem = gpu.meminfo()
-    return fit.Budget(mem["MemTotal"], mem["MemAvailable"], True, held, "system RAM (unified)")
+    return fit.Budget(mem["MemTotal"], mem["MemAvailable"], True, _ollama_chat_model_bytes(ctx, True),
+                      "system RAM (unified)")
 
 
 def _assumed_gpu_memory(ctx: Context) -> str:
@@ -458,10 +469,18 @@ class DownloadModel(Step):
         if problems:
             return Outcome.failed("downloaded files do not match the Hub: " + "; ".join(problems[:3]),
                                   f"delete {path} and re-run phase1")
+        template = download.chat_template_source(path)
+        if template is None and "--chat-template" not in ctx.settings.vllm.extra_args:
+            return Outcome.failed(f"{snapshot.repo_id}@{snapshot.commit[:12]} has no chat template (no "
+                                  "chat_template.jinja, chat_template.json or tokenizer_config.json chat_template): "
+                                  "vLLM would refuse every chat request with HTTP 400",
+                                  "use the model's -Instruct/chat variant, or add --chat-template FILE to "
+                                  "vllm.extra_args")
         record.update({"path": str(path), "verified": True})
         ctx.ledger.save()
-        return Outcome.passed(f"{snapshot.repo_id}@{snapshot.commit[:12]} verified at {path}",
-                              commit=snapshot.commit, bytes=snapshot.total_bytes)
+        return Outcome.passed(f"{snapshot.repo_id}@{snapshot.commit[:12]} verified at {path}"
+                              + (f"; chat template from {template}" if template else ""),
+                              commit=snapshot.commit, bytes=snapshot.total_bytes, chat_template=template or "")
 
 
 def downloaded_model_note(ctx: Context) -> tuple[bool, str] | None:
@@ -480,9 +499,10 @@ class UnloadOllama(Step):
     def check(self, ctx: Context) -> Outcome:
         if not ctx.options.get("unload_ollama"):
             return Outcome.passed("not requested (--unload-ollama): Ollama keeps its models")
-        held = _ollama_chat_model_bytes(ctx)
-        if not held:
+        loaded = _ollama_chat_model(ctx)  # loaded is listed, whatever size_vram says (0 on GB10)
+        if loaded is None:
             return Outcome.passed(f"{ctx.settings.ollama.model} is not loaded")
+        held = int(loaded.get("size") or 0)
         return Outcome.failed(f"{ctx.settings.ollama.model} holds {held / 2**30:.1f} GiB")
 
     def plan(self, ctx: Context) -> list[str]:
@@ -536,6 +556,77 @@ def probe_ollama(ctx: Context) -> tuple[bool, str]:
     return True, f"Ollama {version} answers at {ctx.settings.ollama.url}"
 
 
+DEFAULT_MAX_NUM_SEQS = 16  # without a real-time users gate: still far below vLLM's own default (256+)
+
+
+def capacity_target(settings: Settings) -> int:
+    """The concurrent users the plan's real-time gate asks for (`> 10` → 11): on a GB10 vLLM need not
+    reserve for more sequences than that (vLLM's DGX Spark advice: keep --max-num-seqs low)."""
+    import math
+
+    gate = next((g for g in settings.gates if g.metric == "realtime_users" and g.op in (">", ">=")), None)
+    if gate is None:
+        return DEFAULT_MAX_NUM_SEQS
+    return max(1, math.floor(gate.threshold) + 1 if gate.op == ">" else math.ceil(gate.threshold))
+
+
+def _limits_basis(ctx: Context) -> str:
+    v = ctx.settings.vllm
+    return repr((ctx.settings.model.id, ctx.settings.model.revision, v.gpu_memory_utilization, v.max_model_len,
+                 v.tensor_parallel_size, v.max_num_seqs, list(v.extra_args), capacity_target(ctx.settings)))
+
+
+def _start_limits(ctx: Context, budget: fit.Budget) -> dict:
+    """On unified memory read from this host (GB10), what vLLM is started with: its KV cache is the fit
+    verdict's budget (--kv-cache-memory-bytes: start-up profiling of a fraction of the whole pool is what
+    wedges the host, vllm#46307) and --max-num-seqs the capacity target. Kept while the settings they came
+    from are unchanged, so a re-run recognises the vLLM it started. {} elsewhere."""
+    if ctx.settings.vllm.device != "gpu" or not budget.unified or budget.assumed:
+        return {}
+    recorded = ctx.resources.get(vllm_launch.START_LIMITS) or {}
+    if recorded.get("basis") == _limits_basis(ctx):
+        return recorded
+    try:
+        verdict = _fit(ctx)[3]
+    except EnvironmentMissing:  # a dry-run's plan without the model's metadata: the fit step says why
+        return {}
+    return {"kv_cache_memory_bytes": int(verdict.figures["kv_budget_bytes"]),
+            "max_num_seqs": ctx.settings.vllm.max_num_seqs or capacity_target(ctx.settings),
+            "basis": _limits_basis(ctx)}
+
+
+class MemoryFloor:
+    """The start-up watchdog on unified memory: MemAvailable sampled while vLLM starts; below the floor
+    vLLM is stopped before the host runs out (a GB10 out of memory can need a power-cycle)."""
+
+    def __init__(self, floor_bytes: int):
+        self.floor = floor_bytes
+        self.lowest: int | None = None
+        self.crossed: int | None = None
+
+    def breached(self) -> bool:
+        available = gpu.meminfo().get("MemAvailable")
+        if available is None:
+            return False
+        self.lowest = available if self.lowest is None else min(self.lowest, available)
+        if available < self.floor:
+            self.crossed = available
+        return self.crossed is not None
+
+    def figures(self) -> dict:
+        return {"floor_gib": round(self.floor / 2**30, 2),
+                "lowest_available_gib": round(self.lowest / 2**30, 2) if self.lowest is not None else None}
+
+    def cause(self) -> str:
+        return (f"host memory floor reached during start-up: MemAvailable {self.crossed / 2**30:.1f} GiB < "
+                f"{self.floor / 2**30:.1f} GiB (vllm.startup_memory_floor); vLLM stopped")
+
+
+def _memory_floor(ctx: Context, budget: fit.Budget) -> MemoryFloor | None:
+    floor = ctx.settings.vllm.startup_memory_floor
+    return MemoryFloor(parse_size(floor)) if floor and budget.unified else None
+
+
 class StartVllm(Step):
     id = "phase1.start-vllm"
     title = "vLLM started and ready"
@@ -546,13 +637,31 @@ class StartVllm(Step):
         return Outcome.failed("vLLM is not running")
 
     def plan(self, ctx: Context) -> list[str]:
+        try:
+            ctx.memo[vllm_launch.START_LIMITS] = _start_limits(ctx, _budget(ctx))  # shown, not recorded
+        except EnvironmentMissing:  # no GPU to read here: the GPU step says so
+            ctx.memo.pop(vllm_launch.START_LIMITS, None)
         return ctx.vllm_runtime.start_plan(ctx)
 
     def apply(self, ctx: Context) -> Outcome:
         v = ctx.settings.vllm
+        budget = _budget(ctx)
+        limits = _start_limits(ctx, budget)
+        ctx.memo.pop(vllm_launch.START_LIMITS, None)
+        if limits:
+            ctx.resources[vllm_launch.START_LIMITS] = limits
+        else:
+            ctx.resources.pop(vllm_launch.START_LIMITS, None)
+        floor = _memory_floor(ctx, budget)
         record: dict = {"runtime": v.runtime, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         started = ctx.vllm_runtime.start(ctx, record)  # recorded before it starts: a crash still knows it
-        alive, logs = started.alive, started.logs
+        logs = started.logs
+
+        def alive() -> str | None:
+            died = started.alive()
+            if died or floor is None or not floor.breached():
+                return died
+            return floor.cause()
 
         def show_log(elapsed: float) -> None:
             lines = [ln for ln in logs().splitlines() if ln.strip()]
@@ -565,7 +674,16 @@ class StartVllm(Step):
             on_wait=show_log,
         )
         record["readiness"] = ready.to_dict()
+        if floor is not None:
+            record["startup_memory"] = floor.figures()
         ctx.ledger.save()
+        if floor is not None and floor.crossed is not None:
+            stop_vllm(ctx)
+            return Outcome.failed(
+                f"vLLM did not start: {floor.cause()}",
+                "free host memory (unload Ollama's model with --unload-ollama, stop other services, drop the page "
+                "cache: sync; echo 3 > /proc/sys/vm/drop_caches) or lower vllm.max_model_len / "
+                "vllm.gpu_memory_utilization, then re-run phase1", **floor.figures())
         if not ready.ok:
             cause = vllm_launch.classify_startup_failure(logs())
             if cause:
@@ -577,6 +695,7 @@ class StartVllm(Step):
         record["actual"] = actual
         record["fit"] = {"predicted_kv_tokens": predicted, "actual_kv_tokens": actual.get("kv_cache_size_tokens")}
         ctx.ledger.save()
+        vllm_launch.prove_readiness(ctx, self.id)  # phase3's compose service may now restart by itself
         kv = (f"; KV cache {actual['kv_cache_size_tokens']:,} tokens (predicted {predicted:,})"
               if actual.get("kv_cache_size_tokens") and predicted is not None else "")
         return Outcome.passed(
@@ -608,6 +727,7 @@ def stop_vllm(ctx: Context) -> tuple[bool, str]:
         except DockerUnavailable as exc:  # what the other runtime stopped is still said
             raise DockerUnavailable("; ".join([*results, exc.message]), exc.fix) from None
     ctx.resources.pop("vllm", None)
+    ctx.resources.pop(vllm_launch.START_LIMITS, None)
     return True, "; ".join(results) or "no vLLM was started by graphrag-migrate"
 
 

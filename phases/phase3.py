@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from migrator.adapters import vllm as vllm_launch
 from migrator.adapters.runtime.compose import compose_model, project_compose, user_compose_files
+from migrator.adapters.runtime.docker import vllm_container
 from migrator.core.config import Settings, VllmSettings
 from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
 from migrator.core.errors import BackupMismatch, CheckFailed, EnvironmentMissing
@@ -47,7 +48,7 @@ def render_vllm_service(ctx: Context, inline: bool | None = None) -> str:
     v = ctx.settings.vllm
     wiring = vllm_wiring(ctx)
     inline = ctx.options.get("inline") if inline is None else inline
-    spec = vllm_launch.container_spec(ctx.settings, ctx.project, downloaded=ctx.resources.get("model"))
+    spec = vllm_container(ctx)
     volumes = [(src, f"{m['bind']}:{m['mode']}") for src, m in spec["volumes"].items()]
     return render(
         "docker-compose.vllm.yml.j2",
@@ -58,7 +59,7 @@ def render_vllm_service(ctx: Context, inline: bool | None = None) -> str:
         networks=wiring.networks, declared_networks=[n for n in wiring.networks if n != "default"],
         profiles=wiring.profiles, service_env={} if inline else wiring.added_env,
         gpu=v.device == "gpu", health_port=v.port if v.network_mode == "host" else vllm_launch.CONTAINER_PORT,
-        start_period_s=int(v.startup_timeout_s), cpuset=v.cpuset,
+        start_period_s=int(v.startup_timeout_s), cpuset=v.cpuset, restart=spec["restart_policy"]["Name"],
     )
 
 
@@ -492,9 +493,13 @@ class VllmUnderCompose(Step):
         state = ctx.docker.container(v.container_name)
         if not state.running:
             return Outcome.failed(f"container {v.container_name} is {state.status}")
-        labels = ctx.docker.client.containers.get(v.container_name).labels
-        if labels.get("com.docker.compose.service") != v.service_name:
+        container = ctx.docker.client.containers.get(v.container_name)
+        if container.labels.get("com.docker.compose.service") != v.service_name:
             return Outcome.failed(f"{v.container_name} was started by phase1, not by compose")
+        restart = ((container.attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
+        if restart == "no" and vllm_launch.restart_policy(ctx) == "unless-stopped":
+            return Outcome.failed(f"{v.container_name} runs with restart \"no\"; proven since: recreated with "
+                                  "unless-stopped")
         from migrator.adapters.http import OpenAIServer
 
         ok = OpenAIServer(v.url, vllm_launch.api_key(ctx.settings)).models(timeout=5).ok
@@ -523,7 +528,12 @@ class VllmUnderCompose(Step):
         ready = vllm_launch.wait_ready(ctx.settings, 120, lambda: None)
         if not ready.ok:
             return Outcome.failed(f"vLLM under compose not ready at '{ready.failed_tier}': {ready.error}")
-        return Outcome.passed(f"compose service '{v.service_name}' healthy, TTFT {ready.ttft_ms} ms",
+        restart = vllm_launch.restart_policy(ctx)
+        if restart == "no":  # settings phase1 never started: proven now, the next phase3 run renders unless-stopped
+            vllm_launch.prove_readiness(ctx, self.id)
+        return Outcome.passed(f"compose service '{v.service_name}' healthy, TTFT {ready.ttft_ms} ms"
+                              + ("; restart \"no\" until now (first ready start with these settings here): re-run "
+                                 "phase3 to switch it to unless-stopped" if restart == "no" else ""),
                               ttft_ms=ready.ttft_ms)
 
     def undos(self) -> list[Undo]:

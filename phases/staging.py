@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from migrator.adapters import vllm as vllm_launch
 from migrator.adapters.runtime.compose import project_compose
+from migrator.adapters.runtime.docker import vllm_container
 from migrator.core.config import Settings
 from migrator.core.engine import NOTHING_TO_UNDO, Context, Outcome, Step, Undo, UndoStage
 from migrator.files.envfile import read_project_env
@@ -101,7 +102,7 @@ def override_yaml(ctx: Context, staged: Settings, merged: dict, env_path: Path) 
     vllm = None
     if ctx.settings.deploy.staging_vllm == "own":
         v = staged.vllm
-        spec = vllm_launch.container_spec(staged, ctx.project, downloaded=ctx.resources.get("model"))
+        spec = vllm_container(ctx, staged)
         vllm = {"service": v.service_name, "container_name": v.container_name, "command": spec["command"],
                 "health_port": v.port if v.network_mode == "host" else vllm_launch.CONTAINER_PORT,
                 "ports": [] if v.network_mode == "host" else [f"{v.host}:{v.port}:{vllm_launch.CONTAINER_PORT}"]}

@@ -16,7 +16,8 @@ def test_missing_file_means_plan_defaults(tmp_path):
     s = load_settings(tmp_path / "migrate.yaml", environ={})
     assert s.model.id == "Qwen/Qwen2.5-32B-Instruct"
     assert s.vllm.port == 8001 and s.vllm.gpu_memory_utilization == 0.9 and s.vllm.max_model_len == 8192
-    assert s.vllm.image.startswith("vllm/vllm-openai:v") and s.vllm.enable_chunked_prefill
+    assert s.vllm.image.startswith("vllm/vllm-openai:v")
+    assert not s.vllm.enable_chunked_prefill  # vLLM's V1 default already: not passed unless asked
     assert s.project.compose_file == "docker/docker-compose.yml" and s.project.env_file == "docker/.env"
     assert s.ollama.url == "http://localhost:11434"
     assert s.vllm.container_name == "graphrag-vllm" and s.project.network == "" and s.project.llm_services == []

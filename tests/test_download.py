@@ -38,9 +38,27 @@ def big_model_dir(tmp_path_factory, model_dir):
     return big
 
 
+@pytest.fixture(scope="module")
+def template_dirs(tmp_path_factory, model_dir):
+    """The tiny model with its chat template in chat_template.jinja (as newer checkpoints keep it), and
+    with none at all (a base model)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("templates")
+    jinja, bare = root / "jinja", root / "bare"
+    for out in (jinja, bare):
+        shutil.copytree(model_dir, out)
+        config = json.loads((out / "tokenizer_config.json").read_text())
+        template = config.pop("chat_template")
+        (out / "tokenizer_config.json").write_text(json.dumps(config))
+    (jinja / "chat_template.jinja").write_text(template)
+    return jinja, bare
+
+
 @pytest.fixture
-def hub(model_dir, big_model_dir):
-    h = FakeHub({REPO_ID: model_dir, "test-org/gated": model_dir, "test-org/big": big_model_dir},
+def hub(model_dir, big_model_dir, template_dirs):
+    h = FakeHub({REPO_ID: model_dir, "test-org/gated": model_dir, "test-org/big": big_model_dir,
+                 "test-org/jinja": template_dirs[0], "test-org/bare": template_dirs[1]},
                 gated={"test-org/gated": TOKEN}).start()
     yield h
     h.stop()
@@ -84,6 +102,21 @@ def test_download_pins_the_commit_verifies_and_serves(sandbox, hub, tmp_path):
     again = cli(sandbox, hub, tmp_path, "--set", f"model.id={REPO_ID}", "phase1", "--check")
     assert steps(again)["phase1.download"]["status"] == "ok"
     cli(sandbox, hub, tmp_path, "rollback", "--wait", "5")
+
+
+def test_chat_template_jinja_is_downloaded_and_a_model_without_a_template_is_refused(sandbox, hub, tmp_path):
+    proc = cli(sandbox, hub, tmp_path, "--set", "model.id=test-org/jinja", "phase1", "--no-bench")
+    assert proc.returncode == 0, proc.stderr
+    model = Ledger(sandbox).read_state()["resources"]["model"]
+    assert os.path.isfile(os.path.join(model["path"], "chat_template.jinja"))
+    assert steps(proc)["phase1.download"]["measurements"]["chat_template"] == "chat_template.jinja"
+    cli(sandbox, hub, tmp_path, "rollback", "--wait", "5")
+    bare = cli(sandbox, hub, tmp_path, "--set", "model.id=test-org/bare", "phase1", "--no-bench")
+    assert bare.returncode == ExitCode.CHECK_FAILED
+    doc = json.loads(bare.stdout)
+    assert "has no chat template" in doc["error"] and "--chat-template" in doc["fix"]
+    assert Ledger(sandbox).read_state()["phases"]["phase1"]["failed_step"] == "phase1.download"
+    assert "vllm" not in Ledger(sandbox).read_state()["resources"]  # vLLM never started
 
 
 def resumed_ranges(hub, name="big.safetensors"):

@@ -37,15 +37,65 @@ def test_plan_defaults_on_26_gib_do_not_fit_and_name_the_awq_build(qwen32b):
     assert v.figures["budget_gib"] == pytest.approx(23.4, abs=0.01)
 
 
-def test_unified_memory_budget_subtracts_headroom_and_ollama(qwen32b):
+def test_unified_memory_budget_subtracts_headroom_and_credits_what_unloading_frees(qwen32b):
+    # MemAvailable (100 GiB) already excludes Ollama's 20 GiB: it is not subtracted a second time.
     budget = fit.Budget(119 * GiB, 100 * GiB, unified=True, held_by_ollama=20 * GiB)
     v = fit.assess(qwen32b, budget, 0.9, 8192)
-    assert v.figures["usable_now_gib"] == pytest.approx(72.0)  # 100 − 8 headroom − 20 Ollama
+    assert v.figures["usable_now_gib"] == pytest.approx(92.0)  # 100 − 8 headroom
     assert v.verdict == "fits with changes"
-    assert v.figures["safe_gpu_memory_utilization"] <= 72 / 119
+    assert v.figures["safe_gpu_memory_utilization"] <= 92 / 119
     assert any("--unload-ollama" in a for a in v.advice)
     unloaded = fit.assess(qwen32b, budget, 0.9, 8192, may_unload_ollama=True)
-    assert unloaded.figures["usable_now_gib"] == pytest.approx(92.0)
+    assert unloaded.figures["usable_now_gib"] == pytest.approx(112.0)  # what unloading frees comes back
+    assert unloaded.figures["ollama_freed_gib"] == pytest.approx(20.0) and unloaded.verdict == "fits"
+
+
+def _meminfo(path: Path, total_gib: float, available_gib: float) -> None:
+    path.write_text(f"MemTotal:       {int(total_gib * 2**20)} kB\nMemFree:        1024 kB\n"
+                    f"MemAvailable:   {int(available_gib * 2**20)} kB\nBuffers:        0 kB\n")
+
+
+def test_gb10_fit_from_meminfo_and_api_ps_counts_ollama_once_by_its_size(qwen32b, tmp_path, monkeypatch, servers):
+    """GB10: nvidia-smi has no memory figures, MemAvailable already excludes Ollama's model, and /api/ps
+    says size_vram 0 for it — its `size` is what unloading gives back."""
+    from migrator.app import api
+    from migrator.core.config import load_settings
+    from phases import phase1
+
+    fake_nvidia_smi(tmp_path, "NVIDIA GB10, 580.95.05, [N/A], [N/A], 12.1", monkeypatch)
+    _meminfo(tmp_path / "meminfo", 119, 67)
+    monkeypatch.setattr(gpu, "MEMINFO_PATH", str(tmp_path / "meminfo"))
+    port = servers.start("migrator.sim.ollama", "--preload", "--model-size", str(20 * GiB), "--size-vram", "0")
+    ctx = api.context(tmp_path, load_settings(None, environ={}, overrides={"ollama.url": f"http://127.0.0.1:{port}"}))
+    from migrator.adapters.http import OllamaServer
+
+    ps = OllamaServer(f"http://127.0.0.1:{port}").loaded().body["models"]
+    assert [(m["size"], m["size_vram"]) for m in ps] == [(20 * GiB, 0)]  # as GB10's Ollama reports it
+    budget = phase1._budget(ctx)
+    assert (budget.total_bytes, budget.available_bytes, budget.unified) == (119 * GiB, 67 * GiB, True)
+    assert budget.held_by_ollama == 20 * GiB  # its size, not the 0 of size_vram
+    kept = fit.assess(qwen32b, budget, 0.9, 8192)
+    assert kept.figures["usable_now_gib"] == pytest.approx(59.0)  # 67 − 8, not 67 − 8 − 20
+    assert kept.verdict == "does not fit"  # 61 GiB of bf16 weights
+    freed = fit.assess(qwen32b, budget, 0.9, 8192, may_unload_ollama=True)
+    assert freed.figures["usable_now_gib"] == pytest.approx(79.0) and freed.verdict == "fits with changes"
+    # And the unload step sees the model as loaded although size_vram is 0.
+    ctx.options["unload_ollama"] = True
+    assert not phase1.UnloadOllama().check(ctx).ok
+
+
+def test_an_assumed_size_is_the_whole_device_so_ollama_is_taken_out_once(qwen32b, tmp_path, servers):
+    from migrator.app import api
+    from migrator.core.config import load_settings
+    from phases import phase1
+
+    port = servers.start("migrator.sim.ollama", "--preload", "--model-size", str(20 * GiB))
+    ctx = api.context(tmp_path, load_settings(None, environ={}, overrides={
+        "ollama.url": f"http://127.0.0.1:{port}", "host.assume_gpu_memory": "119GiB", "host.assume_unified": "true"}))
+    budget = phase1._budget(ctx)
+    assert budget.available_bytes == 99 * GiB and budget.held_by_ollama == 20 * GiB
+    assert fit.assess(qwen32b, budget, 0.9, 8192).figures["usable_now_gib"] == pytest.approx(91.0)
+    assert fit.assess(qwen32b, budget, 0.9, 8192, may_unload_ollama=True).figures["usable_now_gib"] == pytest.approx(111.0)
 
 
 def test_kv_too_small_suggests_a_max_model_len_that_fits(qwen32b):

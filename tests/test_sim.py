@@ -79,13 +79,20 @@ def test_vllm_sim_slow_start_refuses_then_503_then_200(tmp_path):
 @pytest.mark.parametrize("kind, cause", [("free-memory", "another process holds GPU memory"),
                                          ("kv-too-small", "KV cache is too small"),
                                          ("oom", "weights do not fit"),
-                                         ("max-len", "max_model_len exceeds")])
+                                         ("max-len", "max_model_len exceeds"),
+                                         ("no-kernel", "no CUDA kernels for this GPU"),
+                                         ("driver-too-old", "newer than this host's NVIDIA driver"),
+                                         ("nv-no-memory", "unified memory exhausted")])
 def test_startup_failures_print_vllm_lines_that_the_classifier_reads(kind, cause):
     proc = subprocess.run([sys.executable, "-m", "migrator.sim.vllm", "--fail-startup", kind],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "Engine core initialization failed" in proc.stderr
     found = classify_startup_failure(proc.stderr)
     assert found is not None and cause in found[0]
+    if kind == "nv-no-memory":
+        assert "dmesg" in found[1]
+    if kind == "no-kernel":
+        assert "CUDA 13" in found[1]
 
 
 def test_vllm_sim_crash_after_n_requests(servers):

@@ -185,6 +185,17 @@ class DockerRuntime:
             return None
         return f"{img.attrs.get('Os', 'linux')}/{img.attrs.get('Architecture', '?')}"
 
+    def image_entrypoint(self, image: str) -> list[str] | None:
+        """The local image's ENTRYPOINT (`docker image inspect`: Config.Entrypoint; [] when it has none),
+        None when the image is not here."""
+        import docker.errors
+
+        try:
+            img = self._call(self.client.images.get, image)
+        except docker.errors.ImageNotFound:
+            return None
+        return list((img.attrs.get("Config") or {}).get("Entrypoint") or [])
+
     def remote_platforms(self, image: str) -> list[str] | None:
         """Platforms the registry offers for `image` (no pull), or None when the registry cannot be asked."""
         import docker.errors

@@ -80,10 +80,13 @@ def query(nvidia_smi: str = "nvidia-smi") -> GpuReport:
     return GpuReport(parse_query(proc.stdout), cuda.group(1) if cuda else "")
 
 
-def meminfo(path: str = "/proc/meminfo") -> dict[str, int]:
+MEMINFO_PATH = "/proc/meminfo"  # the tests point it at a file they rewrite
+
+
+def meminfo(path: str | None = None) -> dict[str, int]:
     """MemTotal / MemAvailable in bytes."""
     out = {}
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path or MEMINFO_PATH).read_text().splitlines():
         key, _, rest = line.partition(":")
         if key in ("MemTotal", "MemAvailable"):
             out[key] = int(rest.split()[0]) * 1024

@@ -21,9 +21,10 @@ from pathlib import Path
 from migrator.core import fit
 from migrator.core.errors import EnvironmentMissing
 
-# What vLLM needs: weights, configs, tokenizer files. Not *.bin/*.pth duplicates, not images or docs.
+# What vLLM needs: weights, configs, tokenizer files, the chat template (newer checkpoints keep it in
+# chat_template.jinja). Not *.bin/*.pth duplicates, not images or docs.
 ALLOW_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer*", "*.model", "*.tiktoken",
-                  "merges.txt", "vocab.txt", "vocab.json"]
+                  "merges.txt", "vocab.txt", "vocab.json", "*.jinja"]
 
 
 @dataclass
@@ -197,6 +198,18 @@ def verify(snapshot: Snapshot, path: Path, check_sha256: bool = True) -> list[st
             if _sha256(local) != f.sha256:
                 problems.append(f"{f.path} sha256 differs from the Hub's")
     return problems
+
+
+def chat_template_source(path: Path) -> str | None:
+    """Where the snapshot keeps its chat template (vLLM's chat endpoint needs one), or None."""
+    for name in ("chat_template.jinja", "chat_template.json"):
+        if (path / name).is_file():
+            return name
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return "tokenizer_config.json" if isinstance(config, dict) and config.get("chat_template") else None
 
 
 def hf_token(env_file_values: dict[str, str]) -> str | None:

@@ -33,10 +33,23 @@ def is_local_model(settings: Settings, project: Path) -> bool:
     return os.path.isabs(model) and os.path.isdir(model)
 
 
-def vllm_args(settings: Settings, model: str, model_dir: str | None = None, project: Path | None = None) -> list[str]:
+START_LIMITS = "vllm_start_limits"  # ledger resource: phase1's unified-memory limits, used by every later start
+
+
+def start_limits(ctx) -> dict:
+    """The limits phase1 recorded for vLLM's start on unified memory (or planned, in a dry-run): {} if none."""
+    return ctx.resources.get(START_LIMITS) or ctx.memo.get(START_LIMITS) or {}
+
+
+def vllm_args(settings: Settings, model: str, model_dir: str | None = None, project: Path | None = None,
+              limits: dict | None = None) -> list[str]:
     """vLLM's command line. `model_dir`: the local model directory (its chat template tells a thinking model);
-    `project`: where the backend's code is read for tool calls (`vllm.tool_calling: auto`)."""
+    `project`: where the backend's code is read for tool calls (`vllm.tool_calling: auto`); `limits` (see
+    `start_limits`): on unified memory the KV cache vLLM gets is the fit verdict's budget, not what its start-up
+    profiling makes of a fraction of the whole pool (vllm#46307), and the sequences it batches are bounded.
+    A flag of the same name in vllm.extra_args wins."""
     v = settings.vllm
+    limits = limits or {}
     args = [
         "--model", model,
         "--served-model-name", settings.model.served_name,
@@ -46,6 +59,12 @@ def vllm_args(settings: Settings, model: str, model_dir: str | None = None, proj
     ]
     if v.enable_chunked_prefill:
         args.append("--enable-chunked-prefill")
+    kv_bytes = limits.get("kv_cache_memory_bytes")
+    if kv_bytes and not _given(settings, "--kv-cache-memory-bytes"):
+        args += ["--kv-cache-memory-bytes", str(int(kv_bytes))]
+    max_num_seqs = v.max_num_seqs or limits.get("max_num_seqs")
+    if max_num_seqs and not _given(settings, "--max-num-seqs"):
+        args += ["--max-num-seqs", str(int(max_num_seqs))]
     return args + reasoning_args(settings, model_dir) + tool_args(settings, project) + list(v.extra_args)
 
 
@@ -142,9 +161,10 @@ def api_key(settings: Settings) -> str | None:
     return secret_env(settings).get("VLLM_API_KEY")
 
 
-def process_command(settings: Settings, model: str, project: Path | None = None) -> list[str]:
+def process_command(settings: Settings, model: str, project: Path | None = None,
+                    limits: dict | None = None) -> list[str]:
     v = settings.vllm
-    args = vllm_args(settings, model, model if os.path.isdir(model) else None, project)
+    args = vllm_args(settings, model, model if os.path.isdir(model) else None, project, limits)
     return [v.python, "-m", v.server_module, *args, "--host", v.host, "--port", str(v.port)]
 
 
@@ -160,8 +180,13 @@ def process_env(settings: Settings, project: Path, downloaded: dict | None = Non
 
 
 def container_spec(settings: Settings, project: Path, include_secrets: bool = False,
-                   downloaded: dict | None = None) -> dict:
-    """Keyword arguments for docker SDK `containers.run` (shown by --dry-run without secrets)."""
+                   downloaded: dict | None = None, limits: dict | None = None,
+                   command_prefix: list[str] | None = None, restart: str = "no") -> dict:
+    """Keyword arguments for docker SDK `containers.run` (shown by --dry-run without secrets).
+    `command_prefix`: what goes before vLLM's arguments for an image whose entrypoint is not vLLM's
+    (NVIDIA's NGC images: `vllm serve`). `restart`: "no" until readiness has passed with these settings
+    on this host (see `readiness_fingerprint`): a start that wedges the host must not start again after the
+    power-cycle."""
     v = settings.vllm
     model = model_arg(settings, project)
     # Bind sources absolute: docker takes a relative one for a volume name, compose resolves it from the
@@ -183,11 +208,11 @@ def container_spec(settings: Settings, project: Path, include_secrets: bool = Fa
     spec: dict = {
         "image": v.image,
         "name": v.container_name,
-        "command": vllm_args(settings, model, model_dir, project) + revision,
+        "command": [*(command_prefix or []), *vllm_args(settings, model, model_dir, project, limits), *revision],
         "environment": environment,
         "volumes": volumes,
         "ipc_mode": "host",
-        "restart_policy": {"Name": "unless-stopped"},
+        "restart_policy": {"Name": restart},
         "labels": {"org.graphrag-migrate.managed": "true"},
     }
     if v.network_mode == "host":
@@ -202,6 +227,47 @@ def container_spec(settings: Settings, project: Path, include_secrets: bool = Fa
     if v.device == "gpu":
         spec["device_requests"] = [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]
     return spec
+
+
+READINESS_PROVEN = "vllm_readiness_proven"  # ledger resource: the fingerprint of the last start that became ready
+
+
+def host_id() -> str:
+    """This machine (its systemd machine-id, else its host name): a proof of readiness is this host's."""
+    try:
+        return Path("/etc/machine-id").read_text().strip() or socket.gethostname()
+    except OSError:
+        return socket.gethostname()
+
+
+def readiness_fingerprint(settings: Settings, project: Path, downloaded: dict | None, limits: dict | None) -> str:
+    """What a start's safety depends on: this host, the image, the device and vLLM's arguments (model,
+    memory settings, limits, extra args). Any of them changed, and the proof no longer holds."""
+    import hashlib
+    import json
+
+    command = container_spec(settings, project, downloaded=downloaded, limits=limits)["command"]
+    data = {"host": host_id(), "image": settings.vllm.image, "device": settings.vllm.device, "command": command}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def restart_policy(ctx, settings: Settings | None = None) -> str:
+    """unless-stopped once readiness has passed on this host with these settings (recorded by phase1),
+    else "no" (vllm#46307: a start-up that wedges a GB10 would otherwise run again after the reboot)."""
+    settings = settings or ctx.settings
+    proven = (ctx.resources.get(READINESS_PROVEN) or {}).get("fingerprint")
+    current = readiness_fingerprint(settings, ctx.project, ctx.resources.get("model"), start_limits(ctx))
+    return "unless-stopped" if proven and proven == current else "no"
+
+
+def prove_readiness(ctx, how: str) -> None:
+    """Readiness has passed on this host with these settings: recorded, so compose may restart vLLM by itself."""
+    from migrator.core.ledger import now_iso
+
+    ctx.resources[READINESS_PROVEN] = {
+        "fingerprint": readiness_fingerprint(ctx.settings, ctx.project, ctx.resources.get("model"), start_limits(ctx)),
+        "at": now_iso(), "by": how}
+    ctx.ledger.save()
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -314,6 +380,13 @@ STARTUP_FAILURES: list[tuple[str, str, str]] = [
      "use a quantised model (AWQ/GPTQ) or raise vllm.gpu_memory_utilization"),
     ("is greater than the derived max_model_len", "max_model_len exceeds the model's context",
      "set vllm.max_model_len to at most the model's max_position_embeddings"),
+    ("no kernel image is available", "this vLLM build has no CUDA kernels for this GPU (GB10 is sm_121)",
+     "use a CUDA 13 build: vllm/vllm-openai v0.20 or later without -cu129, or NVIDIA's NGC vLLM image"),
+    ("CUDA driver version is insufficient", "the image's CUDA is newer than this host's NVIDIA driver",
+     "update the NVIDIA driver (GB10: R580 or later), or use an image built for the driver's CUDA"),
+    ("NV_ERR_NO_MEMORY", "the NVIDIA driver could not allocate memory (unified memory exhausted)",
+     "read `sudo dmesg | grep -i nvrm`; free host memory (Ollama's models, page cache: sync; echo 3 > "
+     "/proc/sys/vm/drop_caches) or lower vllm.gpu_memory_utilization / vllm.max_model_len"),
     ("CUDA out of memory", "the weights do not fit in GPU memory",
      "use a quantised variant (AWQ/GPTQ-Int4) or more tensor-parallel GPUs"),
     ("exec format error", "the image has no build for this CPU architecture",

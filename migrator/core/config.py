@@ -216,6 +216,11 @@ class VllmSettings:
         _matches(_IMAGE_RE, "an image reference with a pinned tag (repo:tag)"),
         "pinned vLLM image",
     )
+    entrypoint: str = _setting(
+        "auto", help="how the image starts vLLM: auto = read from `docker image inspect` (an entrypoint that is not "
+                     "vLLM's, as in NVIDIA's NGC images, gets `vllm serve` before the arguments); image = its own "
+                     "entrypoint serves vLLM; else the command put before vLLM's arguments (e.g. `vllm serve`)"
+    )
     container_name: str = _setting(
         "graphrag-vllm", _matches(_NAME_RE, "a Docker container name"), "vLLM container name"
     )
@@ -234,12 +239,22 @@ class VllmSettings:
         0.9, _between(0.0, 1.0, low_open=True), "vLLM --gpu-memory-utilization"
     )
     max_model_len: int = _setting(8192, _between(16, 10_000_000), "vLLM --max-model-len")
-    enable_chunked_prefill: bool = _setting(True, help="pass --enable-chunked-prefill")
+    enable_chunked_prefill: bool = _setting(
+        False, help="pass --enable-chunked-prefill (vLLM's V1 engine has it on by default: only for older vLLMs)"
+    )
     tensor_parallel_size: int = _setting(1, _between(1, 64), "vLLM --tensor-parallel-size")
     tool_calling: str = _setting(
         "auto", _choices("auto", "on", "off"),
         "--enable-auto-tool-choice --tool-call-parser hermes: auto = when the backend's code calls bind_tools, "
         "with_structured_output or passes tools=; on = always; off = never",
+    )
+    max_num_seqs: int = _setting(
+        0, _between(0, 65536), "vLLM --max-num-seqs; 0 = on unified memory (GB10) the real-time users gate's "
+                               "target, elsewhere vLLM's default"
+    )
+    startup_memory_floor: str = _setting(
+        "4GiB", _size, "on unified memory, vLLM is stopped when MemAvailable falls below this during start-up; "
+                       "empty = no watchdog"
     )
     extra_args: list = _setting_list(list, "more vLLM arguments, one list item each")
     cpuset: str = _setting(

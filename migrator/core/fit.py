@@ -51,10 +51,11 @@ class ModelInfo:
 @dataclass
 class Budget:
     total_bytes: int  # the GPU's memory, or on unified memory the whole pool
-    available_bytes: int  # free now (GPU free, or MemAvailable on unified memory)
+    available_bytes: int  # free now (GPU free, or MemAvailable on unified memory): Ollama's share already gone
     unified: bool
-    held_by_ollama: int = 0  # what Ollama's loaded models hold (subtracted unless they will be unloaded)
+    held_by_ollama: int = 0  # what Ollama's chat model holds: credited back when it will be unloaded
     source: str = ""
+    assumed: bool = False  # a planning size (--assume-gpu-memory), not this host's memory
 
 
 @dataclass
@@ -147,8 +148,11 @@ def quantized_variant(name: str) -> str:
 def assess(model: ModelInfo, budget: Budget, gpu_memory_utilization: float, max_model_len: int,
            kv_cache_dtype: str = "auto", may_unload_ollama: bool = False) -> Verdict:
     kv_per_token = 2 * model.layers * model.kv_heads * model.head_dim * KV_DTYPE_BYTES.get(kv_cache_dtype, 2)
+    # What is free now already excludes what Ollama holds (nvidia-smi's free, MemAvailable): subtracting it
+    # again would count it twice; unloading it first (--unload-ollama) gives it back.
     held = 0 if may_unload_ollama else budget.held_by_ollama
-    usable_now = max(0, budget.available_bytes - held - (UNIFIED_HEADROOM_BYTES if budget.unified else 0))
+    freed = budget.held_by_ollama if may_unload_ollama else 0
+    usable_now = max(0, budget.available_bytes + freed - (UNIFIED_HEADROOM_BYTES if budget.unified else 0))
     configured = int(gpu_memory_utilization * budget.total_bytes)
     vllm_bytes = min(configured, usable_now)
     overhead = overhead_bytes(model)
@@ -159,6 +163,7 @@ def assess(model: ModelInfo, budget: Budget, gpu_memory_utilization: float, max_
         "kv_bytes_per_token": kv_per_token, "overhead_gib": round(overhead / GiB, 2),
         "budget_gib": round(vllm_bytes / GiB, 2), "configured_gib": round(configured / GiB, 2),
         "usable_now_gib": round(usable_now / GiB, 2), "ollama_held_gib": round(held / GiB, 2),
+        "ollama_freed_gib": round(freed / GiB, 2), "kv_budget_bytes": int(max(0, kv_budget)),
         "kv_tokens": int(kv_tokens), "max_model_len": max_model_len,
         "max_concurrency_at_max_len": round(kv_tokens / max_model_len, 2) if max_model_len else 0,
         "unified_memory": budget.unified,

@@ -89,7 +89,8 @@ async def relay_openai_stream(base_url: str, model: str, messages: list, max_tok
 class OllamaStandIn:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.models = {name: {"size": args.model_size, "vram": args.model_size} for name in args.model}
+        vram = args.model_size if args.size_vram is None else args.size_vram
+        self.models = {name: {"size": args.model_size, "vram": vram} for name in args.model}
         self.loaded: dict[str, float] = {}  # name -> expires_at (monotonic; inf = forever)
         self.slots = asyncio.Semaphore(args.num_parallel)
         self.server = HTTPServer(self.handle, {"x-stand-in": "graphrag-migrate ollama"})
@@ -306,6 +307,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=11434)
     p.add_argument("--model", action="append", default=None, help="model name (repeatable)")
     p.add_argument("--model-size", type=int, default=20 * 2**30, help="bytes each model holds when loaded")
+    p.add_argument("--size-vram", type=int, default=None,
+                   help="size_vram /api/ps reports (default: --model-size; 0 as Ollama on GB10's unified memory)")
     p.add_argument("--num-parallel", type=int, default=1, help="like OLLAMA_NUM_PARALLEL")
     p.add_argument("--ttft-ms", type=float, default=120.0)
     p.add_argument("--itl-ms", type=float, default=40.0)

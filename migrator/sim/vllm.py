@@ -44,6 +44,12 @@ STARTUP_FAILURES = {
            "capacity of 23.55 GiB of which 312.00 MiB is free.",
     "max-len": "ValueError: User-specified max_model_len (65536) is greater than the derived "
                "max_model_len (max_position_embeddings=32768 in model's config.json).",
+    # GB10 (sm_121, CUDA 13): a CUDA 12 build, an old driver, the driver out of unified memory.
+    "no-kernel": "torch.AcceleratorError: CUDA error: no kernel image is available for execution on the device\n"
+                 "CUDA kernel errors might be asynchronously reported at some other API call.",
+    "driver-too-old": "RuntimeError: CUDA error: CUDA driver version is insufficient for CUDA runtime version",
+    "nv-no-memory": "NVRM: nvAssertOkFailedNoLog: Assertion failed: Out of memory [NV_ERR_NO_MEMORY] (0x00000051) "
+                    "returned from pRmApi->AllocWithHandle(...)",
 }
 
 

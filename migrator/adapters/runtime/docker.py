@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 
 from migrator.adapters import vllm as vllm_launch
 from migrator.core.engine import Context, Outcome
@@ -18,6 +20,44 @@ def host_platform() -> str:
 
     machine = platform.machine().lower()
     return "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
+VLLM_SERVE = ["vllm", "serve"]
+NGC_IMAGE = re.compile(r"(^|/)nvidia/vllm(:|@|$)")  # nvcr.io/nvidia/vllm:YY.MM-py3: entrypoint not vLLM's
+
+
+def command_prefix(ctx: Context, settings=None) -> list[str]:
+    """What goes before vLLM's arguments in the container's command (vllm.entrypoint). vLLM's own images
+    start `vllm serve` themselves; NVIDIA's NGC images run a shell entrypoint that executes the command,
+    so theirs must be `vllm serve …`. `auto` reads the image's entrypoint with `docker image inspect`."""
+    v = (settings or ctx.settings).vllm
+    choice = v.entrypoint.strip()
+    if choice == "image":
+        return []
+    if choice != "auto":
+        return shlex.split(choice)
+    if v.image.split("@")[0].rsplit(":", 1)[0].endswith("vllm/vllm-openai"):
+        return []
+    memo = ctx.memo.setdefault("image_entrypoints", {})
+    if v.image not in memo:
+        try:
+            memo[v.image] = ctx.docker.image_entrypoint(v.image)
+        except DockerUnavailable:
+            memo[v.image] = None
+    entrypoint = memo[v.image]
+    if entrypoint is None:  # not pulled yet, or no daemon: known by its name, else taken as vLLM's own
+        return list(VLLM_SERVE) if NGC_IMAGE.search(v.image) else []
+    return [] if "vllm" in " ".join(entrypoint).lower() else list(VLLM_SERVE)
+
+
+def vllm_container(ctx: Context, settings=None, include_secrets: bool = False) -> dict:
+    """The vLLM container as this project's ledger knows it: phase1's start limits, the command the image's
+    entrypoint needs, and `restart: unless-stopped` only once readiness has passed with these settings."""
+    settings = settings or ctx.settings
+    return vllm_launch.container_spec(settings, ctx.project, include_secrets=include_secrets,
+                                      downloaded=ctx.resources.get("model"), limits=vllm_launch.start_limits(ctx),
+                                      command_prefix=command_prefix(ctx, settings),
+                                      restart=vllm_launch.restart_policy(ctx, settings))
 
 
 class DockerVllm:
@@ -55,14 +95,12 @@ class DockerVllm:
                               docker=info.get("ServerVersion"), image_platform=platform)
 
     def start_plan(self, ctx: Context) -> list[str]:
-        spec = vllm_launch.container_spec(ctx.settings, ctx.project, downloaded=ctx.resources.get("model"))
-        return [f"docker run {json.dumps(spec, sort_keys=True)}"]
+        return [f"docker run {json.dumps(vllm_container(ctx), sort_keys=True)}"]
 
     def start(self, ctx: Context, record: dict) -> StartedVllm:
         v = ctx.settings.vllm
         previous = ctx.resources.get("vllm") or {}
-        spec = vllm_launch.container_spec(ctx.settings, ctx.project, include_secrets=True,
-                                          downloaded=ctx.resources.get("model"))
+        spec = vllm_container(ctx, include_secrets=True)
         spec["labels"] = {**spec.get("labels", {}), PROJECT_LABEL: str(ctx.ledger.root)}
         # The command holds no secret (the API key goes in through the environment): safe to record.
         record.update({"container": v.container_name, "image": v.image, "command": spec["command"]})

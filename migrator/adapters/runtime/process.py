@@ -138,7 +138,8 @@ class ProcessVllm:
 
     def _command(self, ctx: Context) -> list[str]:
         return vllm_launch.process_command(ctx.settings, self.model_arg(ctx.settings, ctx.project,
-                                                                         ctx.resources.get("model")), ctx.project)
+                                                                         ctx.resources.get("model")), ctx.project,
+                                           vllm_launch.start_limits(ctx))
 
     def start_plan(self, ctx: Context) -> list[str]:
         return [" ".join(self._command(ctx))]
