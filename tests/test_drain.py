@@ -337,3 +337,54 @@ def test_a_drained_switch_cuts_nothing_and_reports_the_refused_gap(sandbox, rest
     saw = steps["phase4.backend"].measurements
     assert saw["answers_cut"] == 0 and saw["users_saw"].startswith("switch: 0 answers cut, requests refused for")
     assert 0 < saw["refused_s"] < 5
+
+
+def test_a_reverse_proxy_in_front_of_the_backend_is_named_with_whether_it_retries(tmp_path):
+    from phases.switchover import proxies_in
+
+    conf = tmp_path / "nginx"
+    conf.mkdir()
+    (conf / "default.conf").write_text("upstream app { server backend:8000; }\nserver { location / { proxy_pass http://app; } }\n")
+    model = {"services": {
+        "backend": {"image": "graphrag-backend:local"},
+        "proxy": {"image": "nginx:1.27-alpine", "volumes": [{"type": "bind", "source": str(conf), "target": "/etc/nginx/conf.d"}]},
+        "edge": {"image": "traefik:v3.1", "labels": {"traefik.http.services.api.loadbalancer.server.url": "http://backend:8000"}},
+        "ollama": {"image": "ollama/ollama:0.12.6"},
+        "other-nginx": {"image": "nginx:1.27"},  # serves something else: never named
+    }}
+    lines = proxies_in(model, "backend", tmp_path)
+    assert lines == [
+        "reverse proxy 'proxy' (nginx) in front of 'backend': it retries on the next upstream only for idempotent "
+        "requests: a chat POST gets a 502 (proxy_next_upstream … non_idempotent changes that)",
+        "reverse proxy 'edge' (traefik) in front of 'backend': it does not retry unless its retry middleware is "
+        "configured: a refused request gets a 502"]
+    (conf / "default.conf").write_text("upstream app { server backend:8000; }\n"
+                                       "proxy_next_upstream error timeout non_idempotent;\n")
+    assert "retries a refused POST on the next upstream" in proxies_in(model, "backend", tmp_path)[0]
+
+
+def test_phase3_file_gives_the_backend_its_grace_period(tmp_path):
+    """The backend's stop_grace_period in the tool's compose file, merged by compose with the user's service."""
+    import subprocess
+
+    import yaml
+
+    from migrator.app import api
+    from migrator.app.rehearse import make_sandbox
+    from migrator.adapters.net import free_port
+    from phases.phase3 import render_vllm_service
+
+    root = tmp_path / "p"
+    make_sandbox(root, free_port(), free_port(), free_port())
+    (root / "migrate.yaml").write_text((root / "migrate.yaml").read_text().replace(
+        "backend_runtime: none", "backend_runtime: compose").replace("runtime: process", "runtime: docker")
+        + "deploy:\n  stop_grace_s: 45\n")
+    ctx = api.context(root)
+    rendered = render_vllm_service(ctx)
+    assert yaml.safe_load(rendered)["services"]["backend"] == {"stop_grace_period": "45s"}
+    (root / "docker" / "docker-compose.vllm.yml").write_text(rendered)
+    merged = subprocess.run(["docker", "compose", "-f", "docker-compose.yml", "-f", "docker-compose.vllm.yml",
+                             "config", "--format", "json"], cwd=root / "docker", capture_output=True, text=True)
+    assert merged.returncode == 0, merged.stderr
+    backend = json.loads(merged.stdout)["services"]["backend"]
+    assert backend["stop_grace_period"] == "45s" and backend["image"] == "graphrag-backend:local"

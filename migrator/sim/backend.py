@@ -238,6 +238,7 @@ async def serve(server: HTTPServer, in_flight: InFlight, port: int, grace_s: flo
     while in_flight.count > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     cut = in_flight.count
+    await asyncio.sleep(0.05)  # the last answer's closing chunk is written just after its stream returns
     print(f"sandbox backend: stopped ({waiting} answers in flight at SIGTERM, {cut} cut)", file=sys.stderr, flush=True)
     return 0 if cut == 0 else 1
 
