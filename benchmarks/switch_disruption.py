@@ -12,7 +12,7 @@ period — what `rollback --now` does) and `rollback --now`. Per event: streams 
 failed (HTTP 5xx, other errors), the longest gap in which no request could start, and the line the tool itself
 printed. Medians over `--rounds` (3).
 
-    python3 benchmarks/switch_disruption.py [--rounds 3] [--users 4] [--think-s 0.5] [--drain-timeout 10]
+    python3 benchmarks/switch_disruption.py [--rounds 3] [--users 4] [--think-s 2] [--drain-timeout 10]
 
 Needs dockerd (host networking) and the images of migrator.app.harness.images (built once, reused). Every
 compose project is named gm-drain-bench-<port> and taken down (volumes and orphans too) at the end of its round.
@@ -108,7 +108,7 @@ class Load:
     def __exit__(self, *exc) -> None:
         self.stop.set()
         for t in self.threads:
-            t.join(70)
+            t.join(5)  # daemon threads: one still reading a long answer is left to end with the process
 
 
 def figures(attempts: list[Attempt], start: float, end: float) -> dict:
@@ -163,7 +163,8 @@ def one_round(tmp: Path, image: str, users: int, think_s: float, drain_timeout: 
         f"  port: {ports['vllm']}\n  network_mode: host\n  device: cpu\n  extra_args: [--itl-ms, '40']\n"
         "host:\n  assume_gpu_memory: 119GiB\n  assume_unified: true\n"
         "backend:\n  wait_s: 60\n  chat_path: /chat\n"
-        f"deploy:\n  watch_s: 1\n  probe_interval_s: 0.5\n  drain_timeout_s: {drain_timeout:g}\n")
+        f"deploy:\n  watch_s: 1\n  probe_interval_s: 0.5\n  drain_timeout_s: {drain_timeout:g}\n"
+        "gates: []  # the simulators' speed is set for ~2.6 s answers, not to pass the plan's gates\n")
     write_metadata_only(root / "model")
     ollama = process.start_detached([sys.executable, "-m", "migrator.sim.ollama", "--port", str(ports["ollama"]),
                                      "--preload", "--model-size", str(2**30), "--num-parallel", str(users * 2),
@@ -223,23 +224,36 @@ def one_round(tmp: Path, image: str, users: int, think_s: float, drain_timeout: 
 
 
 def main() -> None:
+    import signal
+
+    def terminated(signum, frame):
+        raise SystemExit(143)  # SIGTERM (a `timeout` bound): the rounds' clean-up still runs
+
+    signal.signal(signal.SIGTERM, terminated)
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--users", type=int, default=4)
-    parser.add_argument("--think-s", type=float, default=0.5)
+    parser.add_argument("--think-s", type=float, default=2.0, help="mean reading time between turns (bench.think_s)")
     parser.add_argument("--drain-timeout", type=float, default=10.0)
+    parser.add_argument("--budget-s", type=float, default=660.0,
+                        help="start no round that would end after this (the medians are over the rounds done)")
     args = parser.parse_args()
     from migrator.app.harness.images import backend_image
 
     image = backend_image()
-    rounds = []
+    rounds, began = [], time.monotonic()
     with tempfile.TemporaryDirectory(prefix="gm-drain-bench-") as tmp:
         for i in range(args.rounds):
+            if rounds and time.monotonic() - began + (time.monotonic() - began) / len(rounds) > args.budget_s:
+                print(f"stopping after {len(rounds)} rounds: another would pass --budget-s {args.budget_s:g}",
+                      file=sys.stderr)
+                break
             result = one_round(Path(tmp), image, args.users, args.think_s, args.drain_timeout)
             rounds.append(result)
-            print(f"round {i + 1}: {json.dumps(result)}", file=sys.stderr, flush=True)
+            print(f"round {i + 1} ({time.monotonic() - began:.0f} s): {json.dumps(result)}", file=sys.stderr,
+                  flush=True)
     boot = statistics.median(r["boot_s"] for r in rounds)
-    print(f"{args.users} users, think {args.think_s:g} s, {args.rounds} rounds; the backend's own recreate+boot "
+    print(f"{args.users} users, think {args.think_s:g} s, {len(rounds)} rounds; the backend's own recreate+boot "
           f"{boot:.2f} s median")
     print(f"{'event':<20} {'cut':>4} {'refused':>8} {'failed':>7} {'gap s':>6} {'gap/boot':>9}  the tool said")
     for event in EVENTS:
