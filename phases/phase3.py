@@ -60,6 +60,9 @@ def render_vllm_service(ctx: Context, inline: bool | None = None) -> str:
         profiles=wiring.profiles, service_env={} if inline else wiring.added_env,
         gpu=v.device == "gpu", health_port=v.port if v.network_mode == "host" else vllm_launch.CONTAINER_PORT,
         start_period_s=int(v.startup_timeout_s), cpuset=v.cpuset, restart=spec["restart_policy"]["Name"],
+        backend_service=ctx.settings.project.backend_service
+        if ctx.settings.project.backend_runtime == "compose" else "",
+        stop_grace_s=f"{ctx.settings.deploy.stop_grace_s:g}",
     )
 
 

@@ -246,6 +246,54 @@ class Gates(Step):
         return out
 
 
+class DrainBeforeSwitch(Step):
+    """Right before the switch: no answer in flight through the backend about to be recreated (bounded by
+    deploy.drain_timeout_s). Timed out: proceed (its grace period still lets the old backend finish them) or,
+    with deploy.drain_on_timeout: stop, stop here with production untouched."""
+
+    id = "phase4.drain"
+    title = "no answer in flight through the backend (drained before the switch)"
+    production = True  # asked with --confirm before the wait, not between the wait and the recreate
+    observes = True  # waits and measures; changes nothing
+
+    def check(self, ctx: Context) -> Outcome:
+        env = read_project_env(ctx)
+        if env is not None and env.get("LLM_BACKEND") == "vllm":
+            return Outcome.passed("the env file already says LLM_BACKEND=vllm: nothing left to drain for")
+        if not ctx.backend_runtime.recreates:
+            return Outcome.passed("the backend re-reads the env file: nothing is restarted, no answer is cut")
+        return Outcome.failed("not drained yet")
+
+    def plan(self, ctx: Context) -> list[str]:
+        from phases.switchover import in_flight_observer
+
+        d = ctx.settings.deploy
+        return [f"wait up to {d.drain_timeout_s:g} s until no answer is in flight ({in_flight_observer(ctx, False)[1]}"
+                f"; quiet for {d.drain_quiet_s:g} s), then {d.drain_on_timeout} if it times out"]
+
+    def apply(self, ctx: Context) -> Outcome:
+        from phases.switchover import drain_backend
+
+        result = drain_backend(ctx, "switch", on_vllm=False)
+        ctx.memo["drain"] = result
+        measured = {f"drain_{k}": v for k, v in result.to_dict().items()}
+        if result.timed_out and ctx.settings.deploy.drain_on_timeout == "stop":
+            return Outcome.failed(f"{result.describe()}: not switched (deploy.drain_on_timeout: stop), "
+                                  "production untouched on Ollama",
+                                  "re-run phase4 when fewer users are asking, raise deploy.drain_timeout_s, or "
+                                  "set deploy.drain_on_timeout: proceed (the grace period lets them finish)",
+                                  **measured)
+        if result.timed_out:
+            message = (f"{result.describe()}: switching anyway (deploy.drain_on_timeout: proceed); the old "
+                       f"backend has {ctx.settings.deploy.stop_grace_s:g} s to finish them")
+            ctx.out.warn(message)
+            return Outcome.warn(message, **measured)
+        return Outcome.passed(result.describe(), **measured)
+
+    def verify(self, ctx: Context) -> Outcome:
+        return Outcome.passed()
+
+
 class SwitchToVllm(EnvKeyStep):
     """The production switch: one key in the env file, after the gates passed."""
 
@@ -269,6 +317,12 @@ class BackendOnVllm(Step):
         if not ctx.settings.backend.chat_path:  # nothing to tell a recreated backend from a stale one
             return Outcome.failed("the switch cannot be proven (no backend.chat_path): recreate and wait")
         proof = prove_on_vllm(ctx, 0)
+        if proof.ok and not ctx.backend_runtime.recreates:  # switched by the env file alone, just now
+            from migrator.core.drain import Disruption
+
+            saw = Disruption("switch", 0, None, "the backend re-reads the env file: nothing restarted")
+            return Outcome.passed(f"{proof.message}; {saw.line()}", **proof.measurements, users_saw=saw.line(),
+                                  answers_cut=0, refused_s=None)
         if proof.ok:
             return Outcome.passed(proof.message, **proof.measurements)
         return Outcome.failed(proof.message, proof.fix, **proof.measurements)
@@ -280,13 +334,20 @@ class BackendOnVllm(Step):
         return ctx.backend_runtime.recreate_plan(ctx) + [proof]
 
     def apply(self, ctx: Context) -> Outcome | None:
+        from migrator.core.drain import DrainResult
         from phases.phase3 import compose
+        from phases.switchover import proxies, recreate_drained
 
-        if ctx.backend_runtime.recreates:
-            ok, message = ctx.backend_runtime.recreate(ctx, compose(ctx))
-            if not ok:
-                return auto_rollback(ctx, "could not recreate the backend: " + message, {},
-                                     "see the recreate's error above")
+        restarts = ctx.backend_runtime.recreates
+        drained = ctx.memo.get("drain") or (DrainResult(0.0, None, "not drained in this run (resumed)") if restarts
+                                            else DrainResult(0.0, 0, "nothing restarts", drained=True))
+        ok, message, disruption = recreate_drained(ctx, "switch", drained, compose(ctx) if restarts else None)
+        if not ok:
+            return auto_rollback(ctx, "could not recreate the backend: " + message, {},
+                                 "see the recreate's error above")
+        users_saw = [disruption.line()] + proxies(ctx)
+        for line in users_saw:
+            ctx.out.info(line)
         wait_s = ctx.settings.backend.wait_s
         if not ctx.settings.backend.chat_path:  # --accept-unproven (the prerequisites refuse it otherwise)
             seen = wait_until_answers(ctx.settings.project.backend_url, "", wait_s, lambda b: b in (None, "vllm"))
@@ -299,11 +360,12 @@ class BackendOnVllm(Step):
             warning = (f"the switch is unproven: the backend answers at {seen.url} ({seen.health}), but without "
                        "backend.chat_path nothing shows it is on vLLM (--accept-unproven)")
             ctx.out.warn(warning)
-            return Outcome.warn(warning, **measured)
+            return Outcome.warn("; ".join([warning, *users_saw]), **measured, users_saw=users_saw[0])
         proof = prove_on_vllm(ctx, wait_s)
         if not proof.ok:
             return auto_rollback(ctx, proof.message, proof.measurements, proof.fix)
-        return Outcome.passed(proof.message, **proof.measurements)
+        return Outcome.passed("; ".join([proof.message, *users_saw]), **proof.measurements,
+                              users_saw=users_saw[0], answers_cut=disruption.cut, refused_s=disruption.refused_s)
 
     def verify(self, ctx: Context) -> Outcome:
         return Outcome.passed()  # apply's proof is the verification (a second question would prove no more)
@@ -320,10 +382,23 @@ def prove_on_vllm(ctx: Context, wait_s: float) -> Proof:
 
 
 def recreate_backend(ctx: Context) -> tuple[bool, str]:
-    """After the env file is restored: the backend recreated so that it reads it (a restart would not)."""
-    ok, message = ctx.backend_runtime.recreate(ctx)
+    """After the env file is restored, before vLLM is stopped: the answers in flight drained (bounded; not with
+    `rollback --now`), then the backend recreated so that it reads the env file (a restart would not) — the old
+    one finishing its answers on vLLM in its grace period. Says what the users saw."""
+    from migrator.core.drain import DrainResult
+    from phases.switchover import drain_backend, proxies, recreate_drained
+
+    switched = bool(ctx.ledger.step("phase4", SwitchToVllm.id)) or not ctx.state_known
+    if switched:
+        drained = drain_backend(ctx, "rollback", on_vllm=True)
+    else:  # production never went to vLLM: no answer of vLLM's to wait for
+        drained = DrainResult(0.0, 0, "production was never switched", drained=True)
+    ok, message, disruption = recreate_drained(ctx, "rollback", drained, wait_s=0.0 if not switched else None)
     if ok and ctx.backend_runtime.recreates and message.endswith("recreated"):
         message += " (reads LLM_BACKEND=ollama)"
+    if ok and switched and disruption is not None:
+        message = "; ".join([message, drained.describe(), disruption.line(), *proxies(ctx)])
+        ctx.out.info(disruption.line())
     return ok, message
 
 
@@ -462,5 +537,5 @@ def build(settings: Settings, options: dict) -> Phase:
     from phases.staging import Staging
 
     accepted_failures(options)  # an unacceptable --accept-failed is refused before anything runs
-    return Phase("phase4", "deploy", [Prerequisites(), Monitoring(), Staging(), Gates(), SwitchToVllm(),
-                                      BackendOnVllm(), WatchProduction()])
+    return Phase("phase4", "deploy", [Prerequisites(), Monitoring(), Staging(), Gates(), DrainBeforeSwitch(),
+                                      SwitchToVllm(), BackendOnVllm(), WatchProduction()])

@@ -2,8 +2,9 @@
 
 Each mutating step owns its undo (`Step.undos()`, beside its apply); this module runs them stage by
 stage (core.engine.UndoStage): files first (they need nothing but the disk: the env file back to
-Ollama, every other file restored), then servers stopped, the backend recreated so it reads the env
-file again, Ollama's models reloaded, and last the probes. Within a stage the undos run in reverse
+Ollama, every other file restored), then the backend drained and recreated so it reads the env file
+again (before vLLM stops: the answers in flight through the old backend finish on vLLM), then servers
+stopped, Ollama's models reloaded, and last the probes. Within a stage the undos run in reverse
 step order (last applied, first undone); the probes run bottom up (Ollama, then the backend on it).
 Each action is attempted even when an earlier one failed, and each says what it did or could not do.
 Works with state.json missing or corrupt (the file records are rebuilt from the audit log and checked

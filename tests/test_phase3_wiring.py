@@ -250,7 +250,8 @@ def test_vllm_joins_every_network_of_the_llm_services_keeping_an_external_ones_n
     written = yaml.safe_load((root / "docker-compose.vllm.yml").read_text())
     assert written["services"]["vllm"]["networks"] == ["front", "shared", "jobs"]
     assert set(written["services"]["worker"]["environment"]) == {"LLM_BACKEND", "VLLM_BASE_URL", "VLLM_MODEL"}
-    assert "api" not in written["services"]  # its env_file is the env file: the keys reach it from there
+    # its env_file is the env file: the keys reach it from there; only its grace period for the recreate
+    assert written["services"]["api"] == {"stop_grace_period": "30s"}
     want = switched(root)
     model = json.loads(compose_as_the_user_runs_it(root, "config", "--format", "json").stdout)
     assert model["networks"]["shared"] == {"name": "graphrag-shared-net", "external": True, "ipam": {}} or \

@@ -275,9 +275,12 @@ class Compose:
         proc = self.run("config", "--services")
         return proc.stdout.split() if proc.returncode == 0 else []
 
-    def recreate(self, service: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
-        """Recreate one service so it reads the env file again (a restart would not)."""
-        return self.run("up", "-d", "--no-deps", "--force-recreate", service, timeout=timeout)
+    def recreate(self, service: str, timeout: float = 300.0, grace_s: float | None = None) -> subprocess.CompletedProcess:
+        """Recreate one service so it reads the env file again (a restart would not). `grace_s`: the old
+        container's time between SIGTERM and SIGKILL (compose's `--timeout`; 0 kills it at once)."""
+        grace = ["--timeout", f"{max(0, round(grace_s))}"] if grace_s is not None else []
+        return self.run("up", "-d", "--no-deps", "--force-recreate", *grace, service,
+                        timeout=timeout + (grace_s or 0))
 
 
 def _daemon_down(stderr: str) -> bool:

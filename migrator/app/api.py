@@ -133,9 +133,10 @@ def status(project: Path, settings: Settings | None = None, probe: bool = True) 
 
 
 def rollback(project: Path, settings: Settings | None = None, out: Reporter | None = None,
-             wait_s: float = 60.0, command: str = "rollback") -> RollbackReport:
-    """Back to Ollama (see phases.rollback). Takes the project lock."""
-    ctx = context(project, settings, out)
+             wait_s: float = 60.0, command: str = "rollback", now: bool = False) -> RollbackReport:
+    """Back to Ollama (see phases.rollback). Takes the project lock. `now`: no drain and no grace period
+    for the old backend (the 2 a.m. case): the answers in flight are cut, and the report says how many."""
+    ctx = context(project, settings, out, options={"now": True} if now else None)
     with ctx.ledger.locked(command):
         return _rollback(ctx, all_phases(ctx.settings), wait_s=wait_s)
 

@@ -68,17 +68,18 @@ def status(ctx: typer.Context):
 def rollback(
     ctx: typer.Context,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for the backend to answer.")] = 60.0,
+    now: Annotated[bool, typer.Option("--now", help="No drain, no grace period: cut the answers in flight (and say how many).")] = False,
 ):
-    """Back to Ollama: LLM_BACKEND=ollama, stop vLLM, recreate the backend, reload Ollama's models.
+    """Back to Ollama: LLM_BACKEND=ollama, drain and recreate the backend, stop vLLM, reload Ollama's models.
 
-    Touches: the env file (restored from its backup, or LLM_BACKEND set), the vLLM container or
-    process, the backend service. Works without state, with the container gone, with dockerd down.
+    Touches: the env file (restored from its backup, or LLM_BACKEND set), the backend service, the vLLM
+    container or process. Works without state, with the container gone, with dockerd down.
     """
     from migrator.app import api
     from migrator.cli import render
 
     state = state_of(ctx)
-    report = api.rollback(state.project, state.settings(), state.out, wait_s=wait, command=state.argv)
+    report = api.rollback(state.project, state.settings(), state.out, wait_s=wait, command=state.argv, now=now)
     render.rollback_report(state.out, report)
     return report
 

@@ -346,6 +346,23 @@ class DeploySettings:
     staging_concurrency: int = _setting(8, _between(1, 4096), "concurrent streams in staging's load test")
     staging_output_tokens: int = _setting(64, _between(1, 32768), "output tokens per request in staging's load test")
     keep_staging: bool = _setting(False, help="leave the staging project running after phase4 (rollback removes it)")
+    drain_timeout_s: float = _setting(
+        30.0, _between(0, 3600),
+        "before the backend is recreated (switch, rollback): longest wait for the answers in flight to finish",
+    )
+    drain_on_timeout: str = _setting(
+        "proceed", _choices("proceed", "stop"),
+        "phase4's switch when the drain times out: proceed (the grace period still lets them finish) or stop "
+        "(production untouched); rollback always proceeds",
+    )
+    drain_quiet_s: float = _setting(
+        1.0, _between(0, 600), "no request in flight for this long counts as drained (a quiet period where "
+        "nothing shows requests: Ollama)",
+    )
+    stop_grace_s: float = _setting(
+        30.0, _between(0, 3600),
+        "the old backend's time to finish its answers after SIGTERM before SIGKILL (compose stop_grace_period)",
+    )
 
 
 @dataclass

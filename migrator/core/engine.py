@@ -13,7 +13,7 @@ next step starts; a step is marked `applying` before its apply, so a crash leave
 
 Undo is paired with apply, as alembic pairs downgrade() with upgrade(): a mutating step says how its
 effect is taken back, and at which stage of a rollback (files first, since they need only the disk;
-then servers stopped, the backend recreated, unloaded models reloaded, and last the probes that prove
+then the backend drained and recreated, servers stopped, unloaded models reloaded, and last the probes that prove
 where production is). An undo must be safe to run when apply never ran, and with the state lost.
 Steps whose undo is the same action (three steps edit the env file) share one undo name; a rollback
 runs it once.
@@ -160,8 +160,9 @@ class UndoStage(IntEnum):
     """A rollback's order: what needs only the disk first, the proofs last."""
 
     FILES = 1     # the env file and every file the tool wrote, restored
-    STOP = 2      # servers the migration started (staging, vLLM), stopped
-    RECREATE = 3  # the backend recreated so it reads the restored env file
+    RECREATE = 2  # the backend drained and recreated so it reads the restored env file — while vLLM still
+    #               serves, so the answers in flight through the old backend finish on it
+    STOP = 3      # servers the migration started (staging, vLLM), stopped
     RELOAD = 4    # Ollama models the migration unloaded, loaded again
     PROBE = 5     # where production is now, proven (bottom up: Ollama, then the backend)
 

@@ -123,7 +123,10 @@ class BackendRuntime(Protocol):
 
     def recreate_plan(self, ctx) -> list[str]: ...
 
-    def recreate(self, ctx) -> tuple[bool, str]: ...
+    def recreate(self, ctx, compose=None, grace_s: float | None = None) -> tuple[bool, str]:
+        """Recreate the backend; the old one gets `grace_s` (default `deploy.stop_grace_s`; 0 with `--now`)
+        between SIGTERM and SIGKILL to finish the answers in flight."""
+        ...
 
 
 @dataclass

@@ -52,10 +52,13 @@ class ComposeBackend:
     recreates = True
 
     def recreate_plan(self, ctx: Context) -> list[str]:
-        return [f"docker compose up -d --no-deps --force-recreate {ctx.settings.project.backend_service}"]
+        grace = f"{ctx.settings.deploy.stop_grace_s:g}"
+        return [f"docker compose up -d --no-deps --force-recreate --timeout {grace} "
+                f"{ctx.settings.project.backend_service}"]
 
-    def recreate(self, ctx: Context, compose=None) -> tuple[bool, str]:
-        """`docker compose up -d --no-deps --force-recreate` (a restart would not re-read the env file)."""
+    def recreate(self, ctx: Context, compose=None, grace_s: float | None = None) -> tuple[bool, str]:
+        """`docker compose up -d --no-deps --force-recreate` (a restart would not re-read the env file), the
+        old container given `grace_s` (default `deploy.stop_grace_s`) to finish its answers after SIGTERM."""
         service = ctx.settings.project.backend_service
         if not ctx.compose_path.exists():
             return True, f"{ctx.compose_path} not found: no compose-managed backend to recreate"
@@ -66,7 +69,7 @@ class ComposeBackend:
             return False, f"docker compose ps failed: {listed.stderr.strip()[:200]}"
         if not listed.stdout.strip():
             return True, f"service '{service}' is not deployed: nothing to recreate"
-        proc = compose.recreate(service)
+        proc = compose.recreate(service, grace_s=ctx.settings.deploy.stop_grace_s if grace_s is None else grace_s)
         if proc.returncode != 0:
             return False, f"docker compose up -d --no-deps {service} failed: {proc.stderr.strip()[:300]}"
         return True, f"service '{service}' recreated"
