@@ -14,7 +14,7 @@ import time
 import pytest
 
 from migrator.core.drain import Disruption, DrainResult, answers_cut, drain, skip
-from tests.conftest import QUICK_WATCH, migrate_to_vllm, prepare_switch
+from conftest import QUICK_WATCH, migrate_to_vllm, prepare_switch
 
 
 class FakeClock:
@@ -238,7 +238,7 @@ class RestartingBackend:
         from migrator.adapters import process
         from migrator.adapters.net import wait_port
         from migrator.files.envfile import EnvFile
-        from tests.conftest import REPO
+        from conftest import REPO
 
         env = EnvFile.from_bytes((self.root / "docker" / ".env").read_bytes())
         fixed = {**os.environ, **{k: env.get(k) for k in ("LLM_BACKEND", "OLLAMA_BASE_URL", "OLLAMA_MODEL",
