@@ -297,7 +297,7 @@ def test_a_switch_drain_that_times_out_stops_there_when_told_to(sandbox, restart
     from migrator.files.envfile import EnvFile
 
     prepare_switch(sandbox)
-    worker, out = _ask_in_background(sandbox, 120)  # ~5 s on the Ollama stand-in: a connection in flight
+    worker, out = _ask_in_background(sandbox, 300)  # ~12 s on the Ollama stand-in: in flight at the drain
     ctx, run = _phase4_with(sandbox, restarting, drain_timeout_s=0.5, drain_on_timeout="stop")
     with pytest.raises(CheckFailed) as failed:
         run()
@@ -311,10 +311,11 @@ def test_a_switch_drain_that_times_out_stops_there_when_told_to(sandbox, restart
 
 def test_a_switch_drain_that_times_out_proceeds_and_the_old_backend_finishes_the_answer(sandbox, restarting):
     prepare_switch(sandbox)
-    worker, out = _ask_in_background(sandbox, 120)  # ~5 s, through the old backend on Ollama
+    # ~12 s through the old backend on Ollama: still in flight when phase4 reaches the drain on a loaded box
+    worker, out = _ask_in_background(sandbox, 300)
     ctx, run = _phase4_with(sandbox, restarting, drain_timeout_s=0.5)
     report = run()
-    worker.join(30)
+    worker.join(60)
     steps = {s.id: s for s in report.steps}
     assert "drain timed out after" in steps["phase4.drain"].message
     assert "switching anyway (deploy.drain_on_timeout: proceed)" in steps["phase4.drain"].message
