@@ -41,14 +41,10 @@ def integrate(root) -> dict:
     return {"settings": settings, "names": docker_names(root), "docker": DockerRuntime()}
 
 
-NO_STAGING = ["--set", "deploy.staging=off"]  # for faults after the switch: staging's own cases are the kill matrix's
-
-
-def migrate(root, *extra: str) -> dict:
-    """integrate, then phase4 (staging unless `extra` turns it off, gates, the switch, a short watch):
-    production on vLLM under compose."""
+def migrate(root) -> dict:
+    """integrate, then phase4 (staging, gates, the switch, a short watch): production on vLLM under compose."""
     env = integrate(root)
-    result = run_cli("--project", str(root), *QUICK_WATCH, *extra, "phase4")
+    result = run_cli("--project", str(root), *QUICK_WATCH, "phase4")
     assert result.exit_code == 0, result.stderr
     assert get(env["settings"].project.backend_url + "/health").body["llm_backend"] == "vllm"
     return env
@@ -149,7 +145,7 @@ def test_vllm_container_fault_during_the_watch_rolls_back_automatically(docker_s
 def test_dockerd_gone_mid_rollback_then_back_and_rollback_again(docker_sandbox, tmp_path, monkeypatch, cli):
     root = docker_sandbox
     before = tree_digest(root)
-    env = migrate(root, *NO_STAGING)
+    env = migrate(root)
     name = env["names"]["vllm"]
     # dockerd "stops" the moment rollback asks it to stop a container (vLLM): the request never arrives.
     cut = DockerCut(str(tmp_path / "docker.sock"), b"/stop").start()
@@ -178,7 +174,7 @@ def test_vllm_container_already_removed_then_rollback(docker_sandbox, cli):
     """Someone removed vLLM's container by hand (or the host rebooted it away): rollback still ends on Ollama."""
     root = docker_sandbox
     before = tree_digest(root)
-    env = migrate(root, *NO_STAGING)
+    env = migrate(root)
     name = env["names"]["vllm"]
     env["docker"].client.containers.get(name).remove(force=True)
     rollback = cli("--project", str(root), "--json", "rollback", "--wait", "30")
@@ -195,7 +191,7 @@ def test_state_and_file_faults_then_rollback_on_docker(docker_sandbox, fault, cl
     """Production on vLLM under compose, then the ledger or the files are damaged before rollback."""
     root = docker_sandbox
     before = tree_digest(root)
-    migrate(root, *NO_STAGING)
+    migrate(root)
     keeper, env_path = root / ".graphrag-migrate", root / "docker" / ".env"
     if fault == "state corrupt":
         (keeper / "state.json").write_text("{truncated")
