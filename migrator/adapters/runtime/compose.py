@@ -47,6 +47,13 @@ def compose_model(ctx: Context, extra_files=(), env_file=None, interpolate: bool
         raise CheckFailed("docker compose config printed no JSON", "run `docker compose config` by hand") from None
 
 
+def compose_error(stderr: str, limit: int = 300) -> str:
+    """The error in compose's stderr: its warnings (orphan containers, obsolete `version:`) come first and
+    would fill a cut-off message, so they are dropped and the last lines kept."""
+    lines = [line for line in stderr.strip().splitlines() if "level=warning" not in line]
+    return "\n".join(lines).strip()[-limit:] or stderr.strip()[-limit:]
+
+
 class ComposeBackend:
     name = "compose"
     recreates = True
@@ -69,7 +76,17 @@ class ComposeBackend:
             return False, f"docker compose ps failed: {listed.stderr.strip()[:200]}"
         if not listed.stdout.strip():
             return True, f"service '{service}' is not deployed: nothing to recreate"
-        proc = compose.recreate(service, grace_s=ctx.settings.deploy.stop_grace_s if grace_s is None else grace_s)
+        grace = ctx.settings.deploy.stop_grace_s if grace_s is None else grace_s
+        proc = compose.recreate(service, grace_s=grace)
+        if proc.returncode != 0 and "is already in use by container" in proc.stderr:
+            # A recreate cut off mid-way (dockerd gone, the CLI killed) leaves compose's half-made replacement
+            # holding the name: `rm -f` removes the service's containers that are not running, then once more.
+            removed = compose.run("rm", "-f", service)
+            if removed.returncode == 0:
+                proc = compose.recreate(service, grace_s=grace)
+                if proc.returncode == 0:
+                    return True, (f"service '{service}' recreated (after removing a half-made container an "
+                                  "interrupted recreate left)")
         if proc.returncode != 0:
-            return False, f"docker compose up -d --no-deps {service} failed: {proc.stderr.strip()[:300]}"
+            return False, f"docker compose up -d --no-deps {service} failed: {compose_error(proc.stderr)}"
         return True, f"service '{service}' recreated"

@@ -1,0 +1,59 @@
+"""The compose backend's recreate when compose fails: the error shown is compose's error, not its warnings,
+and a replacement container half-made by an interrupted recreate is removed so the next one succeeds."""
+
+import subprocess
+from types import SimpleNamespace
+
+from migrator.adapters.runtime.compose import ComposeBackend, compose_error
+
+CONFLICT = ('time="2026-12-01T23:48:15Z" level=warning msg="Found orphan containers ([x-vllm]) for this project."\n'
+            ' Container x-backend-1  Recreate\n'
+            'Error response from daemon: Conflict. The container name "/x-backend-1" is already in use by container '
+            '"7ccb". You have to remove (or rename) that container to be able to reuse that name.\n')
+
+
+class FakeCompose:
+    """What ComposeBackend calls, answering as compose does; `conflicts` recreates fail with a name conflict."""
+
+    def __init__(self, conflicts: int, rm_ok: bool = True):
+        self.conflicts, self.rm_ok, self.calls = conflicts, rm_ok, []
+
+    def run(self, *args, **_):
+        self.calls.append(args)
+        if args[0] == "ps":
+            return subprocess.CompletedProcess(args, 0, "abc123\n", "")
+        return subprocess.CompletedProcess(args, 0 if self.rm_ok else 1, "", "" if self.rm_ok else "rm failed")
+
+    def recreate(self, service, grace_s=None):
+        self.calls.append(("recreate", service))
+        if self.conflicts:
+            self.conflicts -= 1
+            return subprocess.CompletedProcess([], 1, "", CONFLICT)
+        return subprocess.CompletedProcess([], 0, "", "")
+
+
+def ctx(tmp_path):
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text("services: {}\n")
+    settings = SimpleNamespace(project=SimpleNamespace(backend_service="backend"),
+                               deploy=SimpleNamespace(stop_grace_s=30.0))
+    return SimpleNamespace(settings=settings, compose_path=compose_file, docker=SimpleNamespace(ping=lambda: None))
+
+
+def test_the_error_shown_is_composes_error_not_its_warnings():
+    shown = compose_error(CONFLICT)
+    assert "level=warning" not in shown and "is already in use by container" in shown
+
+
+def test_a_half_made_replacement_is_removed_and_the_recreate_done_once_more(tmp_path):
+    fake = FakeCompose(conflicts=1)
+    ok, message = ComposeBackend().recreate(ctx(tmp_path), fake)
+    assert ok and "after removing a half-made container" in message, message
+    assert ("rm", "-f", "backend") in fake.calls and fake.calls.count(("recreate", "backend")) == 2
+
+
+def test_a_conflict_that_stays_is_reported_with_composes_error(tmp_path):
+    fake = FakeCompose(conflicts=5)
+    ok, message = ComposeBackend().recreate(ctx(tmp_path), fake)
+    assert not ok and "is already in use by container" in message and "level=warning" not in message
+    assert fake.calls.count(("recreate", "backend")) == 2  # retried once, not in a loop
