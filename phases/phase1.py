@@ -38,7 +38,7 @@ class GpuPresent(Step):
                                   f"({'unified' if host.assume_unified else 'discrete'}); this host's GPU not read")
         if ctx.settings.vllm.device == "cpu":
             return Outcome.passed("vllm.device is cpu: no GPU needed")
-        report = gpu.query()
+        report = _gpu_report(ctx)
         if report.error or not report.gpus:
             return Outcome.failed(report.error or "nvidia-smi lists no GPU",
                                   "install the NVIDIA driver, or plan from here with --check --assume-gpu-memory 26GiB")
@@ -177,6 +177,14 @@ def _assumed_gpu_memory(ctx: Context) -> str:
     return f"{g.memory_gb:g}GB"
 
 
+def _gpu_report(ctx: Context) -> gpu.GpuReport:
+    """nvidia-smi's answer for which GPU this is, read once a run (the preflight and the speed prediction
+    both need the name; the memory budget queries again, since free memory changes)."""
+    if "gpu_report" not in ctx.memo:
+        ctx.memo["gpu_report"] = gpu.query()
+    return ctx.memo["gpu_report"]
+
+
 def _speed_gpu(ctx: Context) -> tuple[gpus.Gpu | None, str]:
     """The GPU the speed prediction divides by — assumed, or this host's from nvidia-smi — or why none."""
     host, v = ctx.settings.host, ctx.settings.vllm
@@ -184,7 +192,7 @@ def _speed_gpu(ctx: Context) -> tuple[gpus.Gpu | None, str]:
     if g is None and not host.assume_bandwidth:
         if v.device == "cpu":
             return None, "vllm.device is cpu: pass --assume-bandwidth GB/s to predict"
-        report = gpu.query()
+        report = _gpu_report(ctx)
         if not report.gpus:
             return None, "no GPU read: pass --assume-gpu NAME or --assume-bandwidth GB/s"
         g = gpus.lookup(report.gpus[0].name)
