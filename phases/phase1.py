@@ -148,9 +148,11 @@ def _ollama_chat_model_bytes(ctx: Context, unified: bool) -> int:
 def _budget(ctx: Context) -> fit.Budget:
     """What vLLM may use now. Measured figures (GPU free, MemAvailable) already exclude Ollama's share;
     an assumed size is the whole device, so Ollama's loaded model is taken out of it here."""
-    assumed = ctx.settings.host.assume_gpu_memory or _assumed_gpu_memory(ctx)
+    assumed, unified = ctx.settings.host.assume_gpu_memory, ctx.settings.host.assume_unified
+    if not assumed:
+        assumed, unified = _assumed_gpu_memory(ctx)
     if assumed:
-        size, unified = parse_size(assumed), ctx.settings.host.assume_unified
+        size = parse_size(assumed)
         held = _ollama_chat_model_bytes(ctx, unified)
         return fit.Budget(size, max(0, size - held), unified, held, f"assumed {assumed}", assumed=True)
     if ctx.settings.vllm.device == "gpu":
@@ -168,13 +170,13 @@ def _budget(ctx: Context) -> fit.Budget:
                       "system RAM (unified)")
 
 
-def _assumed_gpu_memory(ctx: Context) -> str:
-    """--assume-gpu alone plans for that GPU's memory too (unified when it is, as GB10's)."""
+def _assumed_gpu_memory(ctx: Context) -> tuple[str, bool]:
+    """--assume-gpu alone plans for that GPU's memory too (unified when it is, as GB10's): (size, unified),
+    ("", False) without one."""
     g = gpus.lookup(ctx.settings.host.assume_gpu) if ctx.settings.host.assume_gpu else None
     if g is None:
-        return ""
-    ctx.settings.host.assume_unified = ctx.settings.host.assume_unified or g.unified
-    return f"{g.memory_gb:g}GB"
+        return "", False
+    return f"{g.memory_gb:g}GB", ctx.settings.host.assume_unified or g.unified
 
 
 def _gpu_report(ctx: Context) -> gpu.GpuReport:
