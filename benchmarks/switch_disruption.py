@@ -125,6 +125,17 @@ def figures(attempts: list[Attempt], start: float, end: float) -> dict:
     return {**counts, "gap_s": round(gap, 2)}
 
 
+def tool_said(line: str) -> dict:
+    """The counts in the tool's own line ("rollback: 2 answers cut …, requests refused for 1.4 s"), to set
+    beside what the users measured."""
+    import re
+
+    cut = re.search(r"(\d+) answers? cut", line)
+    refused = re.search(r"requests refused for ([\d.]+) s", line)
+    return {"tool_cut": int(cut.group(1)) if cut else None,
+            "tool_refused_s": float(refused.group(1)) if refused else 0.0}
+
+
 def wait_health(url: str, want: str, limit: float = 120) -> float:
     start = time.monotonic()
     while time.monotonic() - start < limit:
@@ -206,7 +217,7 @@ def one_round(tmp: Path, image: str, users: int, think_s: float, drain_timeout: 
                 time.sleep(4)  # steady load after the event: its stragglers end in its window
         out = {"boot_s": round(boot_total, 2), "boot_health_s": round(boot, 2)}
         for event in EVENTS:
-            out[event] = {**figures(load.attempts, *windows[event]), "line": lines[event]}
+            out[event] = {**figures(load.attempts, *windows[event]), **tool_said(lines[event]), "line": lines[event]}
         out["total_answered"] = sum(a.outcome == "answered" for a in load.attempts)
         return out
     finally:
@@ -255,11 +266,17 @@ def main() -> None:
     boot = statistics.median(r["boot_s"] for r in rounds)
     print(f"{args.users} users, think {args.think_s:g} s, {len(rounds)} rounds; the backend's own recreate+boot "
           f"{boot:.2f} s median")
-    print(f"{'event':<20} {'cut':>4} {'refused':>8} {'failed':>7} {'gap s':>6} {'gap/boot':>9}  the tool said")
+    print(f"{'event':<20} {'cut':>4} {'refused':>8} {'failed':>7} {'gap s':>6} {'gap/boot':>9} "
+          f"{'tool: cut':>9} {'refused s':>9} {'cut right':>9}")
     for event in EVENTS:
         med = {k: statistics.median(r[event][k] for r in rounds) for k in ("cut", "refused", "failed", "gap_s")}
+        said = [r[event]["tool_cut"] for r in rounds if r[event]["tool_cut"] is not None]
+        right = sum(r[event]["tool_cut"] == r[event]["cut"] for r in rounds)
         print(f"{event:<20} {med['cut']:>4g} {med['refused']:>8g} {med['failed']:>7g} {med['gap_s']:>6.2f} "
-              f"{med['gap_s'] / boot if boot else 0:>9.2f}  {rounds[-1][event]['line'][:160]}")
+              f"{med['gap_s'] / boot if boot else 0:>9.2f} {statistics.median(said) if said else '-':>9} "
+              f"{statistics.median(r[event]['tool_refused_s'] for r in rounds):>9.1f} {right:>7}/{len(rounds)}")
+    for event in EVENTS:
+        print(f"  {event}: the tool said: {rounds[-1][event]['line'][:220]}")
     cut_drained = sum(r[e]["cut"] for r in rounds for e in EVENTS[:2])
     cut_undrained = sum(r[e]["cut"] for r in rounds for e in EVENTS[2:])
     print(f"streams cut across switch and rollback, all rounds: {cut_drained} with the drain, "

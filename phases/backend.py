@@ -113,24 +113,15 @@ def vllm_counters(vllm_url: str) -> dict | None:
 
 def ask(url: str, message_field: str, question: str, timeout: float = 60.0) -> tuple[int | None, bytes, str]:
     """POST one question and read the reply to its end (streamed or not): (status, body, error)."""
-    import http.client
+    from migrator.adapters.http import post_and_read
 
-    from migrator.adapters.http import _Failed, _open
-
-    body = b""
-    try:
-        conn, resp = _open("POST", url, timeout, json.dumps({message_field: question}).encode(), None)
-        try:
-            while piece := resp.read1(65536):
-                body += piece
-        finally:
-            conn.close()
-        return resp.status, body, ""
-    except _Failed as exc:
-        return None, b"", str(exc)
-    except (OSError, http.client.HTTPException) as exc:  # dropped, timed out or cut off (IncompleteRead) mid-answer
-        return None, body, (f"{type(exc).__name__} while reading the answer from {url} after {len(body)} bytes: "
-                            f"{exc!r}"[:300])
+    reply = post_and_read(url, {message_field: question}, timeout)
+    if reply.status is None:
+        return None, b"", reply.error
+    if reply.cut is not None:  # dropped, timed out or cut off (IncompleteRead) mid-answer
+        return None, reply.body, (f"{type(reply.cut).__name__} while reading the answer from {url} after "
+                                  f"{len(reply.body)} bytes: {reply.cut!r}"[:300])
+    return reply.status, reply.body, ""
 
 
 def _excerpt(body: bytes) -> str:

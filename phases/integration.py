@@ -14,7 +14,6 @@ answer, not a hang, when vLLM refuses a prompt.
 
 from __future__ import annotations
 
-import json
 import time
 
 from migrator.adapters import vllm as vllm_launch
@@ -213,23 +212,11 @@ def _stream_text(url: str, body: dict) -> tuple[int | None, int, float | None, s
     `cut` says why a reply whose status came was not read to its end: a backend whose stream raises after
     the headers went (FastAPI's StreamingResponse when the LLM refuses) drops the connection mid-body —
     an answer, not a hang, but not a whole one either. "" when the reply ended properly."""
-    import http.client
+    from migrator.adapters.http import post_and_read
 
-    from migrator.adapters.http import _Failed, _open
-
-    start = time.perf_counter()
-    try:
-        conn, resp = _open("POST", url, 60, json.dumps(body).encode(), None)
-    except (_Failed, OSError):
+    reply = post_and_read(url, body, 60)
+    if reply.status is None:
         return None, 0, None, "", ""
-    chunks, first, text, cut = 0, None, b"", ""
-    try:
-        while piece := resp.read1(65536):
-            chunks += 1
-            text += piece
-            first = first or round((time.perf_counter() - start) * 1000, 1)
-    except (http.client.HTTPException, OSError) as exc:
-        cut = f"the stream was cut off after {len(text)} bytes ({type(exc).__name__})"
-    finally:
-        conn.close()
-    return resp.status, chunks, first, text.decode("utf-8", errors="replace"), cut
+    cut = (f"the stream was cut off after {len(reply.body)} bytes ({type(reply.cut).__name__})"
+           if reply.cut is not None else "")
+    return reply.status, reply.chunks, reply.first_chunk_ms, reply.body.decode("utf-8", errors="replace"), cut

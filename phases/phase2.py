@@ -39,6 +39,10 @@ def read_backend(ctx: Context) -> pywire.Source:
     if not settings_file.is_file():
         raise CheckFailed(f"{settings_file} not found", "set backend.config_module (the file holding the Ollama URL "
                           "setting) in migrate.yaml")
+    key = _source_key(ctx, backend)
+    cached = ctx.memo.get("backend_source")
+    if cached is not None and cached[0] == key:
+        return cached[1]
     source = pywire.read_source(ctx.project, backend, settings_file,
                                 backend / b.import_root if b.import_root else None)
     problems = source.index.judge(grammar(ctx))
@@ -49,7 +53,24 @@ def read_backend(ctx: Context) -> pywire.Source:
     rel = ctx.ledger.relpath(settings_file)
     if rel in source.index.unparsed:
         raise CheckFailed(f"{rel} does not parse", "fix it first; nothing was written")
+    ctx.memo["backend_source"] = (key, source)
     return source
+
+
+def _source_key(ctx: Context, backend: Path) -> tuple:
+    """What a read of the backend depends on: the settings that steer it and every source file's identity
+    (inode, size, mtime). Each of phase2's checks reads the backend, and for a project on a newer Python each
+    read also starts backend.python to judge the grammar: read once a run, and again only once a file changed
+    (the wiring's writes replace files: a new inode)."""
+    b = ctx.settings.backend
+    files = []
+    for path in pysource.python_files(backend):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        files.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
+    return (str(backend), b.config_module, b.import_root, b.python, b.python_version, tuple(files))
 
 
 def grammar(ctx: Context) -> pysource.Grammar:
@@ -135,6 +156,12 @@ class SwitchWiring(Step):
                               f"{'s' if rest else ''}; nothing was written): {first}",
                               "; ".join(rest) or "fix it by hand, then re-run phase2 --scaffold")
         return {path: text.encode("utf-8") for path, text in plan.files.items()}
+
+    def apply(self, ctx: Context) -> Outcome | None:
+        try:
+            return super().apply(ctx)
+        finally:  # the backend as read before the wiring is not the backend now
+            ctx.memo.pop("backend_source", None)
 
 
 def _read_text(path: Path) -> str | None:

@@ -14,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-from migrator.core.drain import Disruption, DrainResult, answers_cut, drain, skip
+from migrator.core.drain import Disruption, DrainResult, answers_cut, drain, settle, skip, stop_seen
 from migrator.core.engine import Context
 
 PROXY_IMAGES = {"nginx": "nginx", "openresty": "nginx", "traefik": "traefik", "caddy": "caddy",
@@ -54,8 +54,10 @@ def drain_backend(ctx: Context, event: str, on_vllm: bool) -> DrainResult:
 def recreate_drained(ctx: Context, event: str, result: DrainResult, compose=None,
                      wait_s: float | None = None) -> tuple[bool, str, Disruption | None]:
     """The recreate after the drain, measured: the old backend given its grace period (none after `--now`),
-    the refused gap from the recreate's start until the new one answers. (ok, the runtime's message, what
-    the users saw — None when the recreate failed)."""
+    its port watched meanwhile (when it stopped accepting, what it had open when it went), the refused gap
+    from then — or, unseen, from the recreate's start — until the new one answers. (ok, the runtime's
+    message, what the users saw — None when the recreate failed)."""
+    from migrator.adapters.inflight import PortWatch, connections, url_port
     from phases.backend import wait_until_answers
 
     runtime = ctx.backend_runtime
@@ -64,18 +66,27 @@ def recreate_drained(ctx: Context, event: str, result: DrainResult, compose=None
         ok, message = runtime.recreate(ctx, compose, grace_s=grace)
         return ok, message, Disruption(event, *_cut_without_restart(result),
                                        why_refused="the backend re-reads the env file: nothing restarted")
+    port = url_port(ctx.settings.project.backend_url)
+    at_stop = None if result.skipped else (lambda: settle(lambda: connections(port),
+                                                          ctx.settings.deploy.drain_quiet_s))
     start = time.monotonic()
-    ok, message = runtime.recreate(ctx, compose, grace_s=grace)
+    with PortWatch(port) as watch:
+        ok, message = runtime.recreate(ctx, compose, grace_s=grace, at_stop=at_stop)
     recreate_s = time.monotonic() - start
+    stop = stop_seen(watch.samples)
     if not ok:
         return ok, message, None
     if not message.endswith("recreated"):  # nothing deployed: nothing was stopped, nobody refused
         return ok, message, Disruption(event, 0, None, why_refused="nothing was recreated")
     b = ctx.settings.backend
     seen = wait_until_answers(ctx.settings.project.backend_url, b.chat_path, b.wait_s if wait_s is None else wait_s)
-    cut, note = answers_cut(result, recreate_s, grace)
+    answered_at = start + recreate_s + seen.seconds
+    # how long the old one took to stop: seen on its port, else the whole recreate (compose's own time too)
+    cut, note = answers_cut(result, stop.stop_s if stop.stop_s is not None else recreate_s, grace,
+                            stop.open_at_exit)
     why = "backend boot" if seen.answered else f"the backend did not answer in {seen.seconds:g} s"
-    return ok, message, Disruption(event, cut, round(recreate_s + seen.seconds, 1), why, note)
+    refused_from = stop.stopped_accepting_at if stop.stopped_accepting_at is not None else start
+    return ok, message, Disruption(event, cut, round(max(0.0, answered_at - refused_from), 1), why, note)
 
 
 def _cut_without_restart(result: DrainResult) -> tuple[int | None, None]:

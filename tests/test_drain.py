@@ -92,6 +92,75 @@ def test_answers_cut_counts_now_and_a_killed_backend_but_not_what_the_grace_peri
     assert answers_cut(now, 0.5, 0.0) == (3, "--now: in flight when the backend was stopped")
 
 
+def _samples(*rows):
+    from migrator.core.drain import PortSample
+
+    return [PortSample(float(i), listening, established) for i, (listening, established) in enumerate(rows)]
+
+
+def test_a_kill_cuts_what_was_open_at_the_last_look_before_the_port_went():
+    from migrator.core.drain import stop_seen
+
+    # answers come and go (3, 1, 2) while compose gets to the stop; the kill closes listener and all at once
+    seen = stop_seen(_samples((True, 3), (True, 1), (True, 2), (False, 0), (False, 0), (True, 0)))
+    assert (seen.stopped_accepting_at, seen.open_at_exit, seen.stop_s) == (3.0, 2, 0.0)
+
+
+def test_sigterm_closes_the_listener_first_and_the_answers_end_after():
+    from migrator.core.drain import stop_seen
+
+    # uvicorn on SIGTERM: no new connections from t=2, its two answers end one by one (or at the grace kill)
+    seen = stop_seen(_samples((True, 2), (True, 2), (False, 2), (False, 1), (False, 1), (False, 0), (True, 0)))
+    assert (seen.stopped_accepting_at, seen.open_at_exit, seen.stop_s) == (2.0, 1, 3.0)
+
+
+def test_a_port_never_seen_listening_shows_no_stop():
+    from migrator.core.drain import stop_seen
+
+    assert stop_seen(_samples((False, 0), (False, 0), (True, 0))).open_at_exit is None
+    assert stop_seen([]).stopped_accepting_at is None
+
+
+def test_settle_returns_at_the_first_moment_nothing_is_in_flight_and_gives_up_at_its_budget():
+    from migrator.core.drain import settle
+
+    clock = FakeClock()
+    assert settle(scripted([2, 1, 0, 3]), 5.0, clock, clock.sleep, poll_s=0.5) == 1.0
+    busy = FakeClock()
+    assert settle(lambda: 1, 2.0, busy, busy.sleep, poll_s=0.5) is None and busy.now >= 2.0
+    assert settle(lambda: None, 2.0, clock, clock.sleep) is None  # nothing to see: no wait
+
+
+def test_what_the_port_showed_at_exit_counts_over_the_drains_earlier_look():
+    timed_out = DrainResult(0.0, 3, "g", timed_out=True)  # 3 in flight when the drain gave up
+    assert answers_cut(timed_out, 2.0, 0.0, at_exit=1) == (1, "killed after its 0 s grace period")
+    assert answers_cut(timed_out, 2.0, 0.0, at_exit=0) == (0, "killed after its 0 s grace period")
+    assert answers_cut(timed_out, 2.0, 30.0, at_exit=2) == (0, "3 requests finished in the grace period")
+    now = skip(lambda: 0, "g")  # nothing at the drain's look, two by the time the stop came
+    assert answers_cut(now, 1.0, 0.0, at_exit=2) == (2, "--now: in flight when the backend was stopped")
+
+
+def test_port_watch_sees_a_server_stop_accepting_and_its_connections_end(tmp_path):
+    from migrator.adapters.inflight import PortWatch
+    from migrator.core.drain import stop_seen
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    accepted = [server.accept()[0] for _ in clients]
+    with PortWatch(port, interval_s=0.02) as watch:
+        time.sleep(0.2)
+        server.close()  # stops accepting, as uvicorn on SIGTERM; the two answers still open
+        time.sleep(0.2)
+        for s in accepted + clients:
+            s.close()  # the process exits: its connections go
+        time.sleep(0.2)
+    seen = stop_seen(watch.samples)
+    assert seen.open_at_exit == 2, watch.samples
+    assert seen.stopped_accepting_at is not None
+    assert all(a.at <= b.at for a, b in zip(watch.samples, watch.samples[1:]))
+
+
 def test_connections_counts_the_established_sockets_on_a_listening_port():
     from migrator.adapters.inflight import connections
 
@@ -250,10 +319,12 @@ class RestartingBackend:
     def recreate_plan(self, ctx):
         return ["SIGTERM the backend process, start it again"]
 
-    def recreate(self, ctx, compose=None, grace_s=None):
+    def recreate(self, ctx, compose=None, grace_s=None, at_stop=None):
         from migrator.adapters import process
 
         self.graces.append(grace_s)
+        if at_stop is not None:
+            at_stop()
         process.stop(self.handles[-1], grace_s or 0)
         self._start()
         return True, "service 'backend' recreated"

@@ -24,11 +24,48 @@ class Probe:
         return self.error or f"HTTP {self.status}"
 
 
-class _Failed(Exception):
-    pass
+class RequestFailed(Exception):
+    """No answer at all: refused, unresolvable, timed out before the headers, reset — the message says which."""
 
 
-def _open(method: str, url: str, timeout: float, body: bytes | None, headers: dict | None):
+@dataclass
+class Reply:
+    """A POSTed request's reply read to its end, as it streamed. `error`: no reply came (RequestFailed's
+    message). `cut`: the status came but the body was cut off (the exception, with what had arrived)."""
+
+    status: int | None
+    body: bytes = b""
+    chunks: int = 0
+    first_chunk_ms: float | None = None
+    error: str = ""
+    cut: BaseException | None = None
+
+
+def post_and_read(url: str, body: Any, timeout: float, headers: dict | None = None) -> Reply:
+    """POST `body` as JSON and read the reply chunk by chunk to its end — the backend's chat endpoint, which
+    may stream (FastAPI's StreamingResponse) or not, and may drop the connection mid-body."""
+    import http.client
+
+    start = time.perf_counter()
+    try:
+        conn, resp = open_request("POST", url, timeout, json.dumps(body).encode(), headers)
+    except RequestFailed as exc:
+        return Reply(None, error=str(exc))
+    reply = Reply(resp.status)
+    try:
+        while piece := resp.read1(65536):
+            reply.chunks += 1
+            reply.body += piece
+            if reply.first_chunk_ms is None:
+                reply.first_chunk_ms = round((time.perf_counter() - start) * 1000, 1)
+    except (http.client.HTTPException, OSError) as exc:  # dropped, timed out or cut off (IncompleteRead)
+        reply.cut = exc
+    finally:
+        conn.close()
+    return reply
+
+
+def open_request(method: str, url: str, timeout: float, body: bytes | None, headers: dict | None):
     """One request with the standard library's http.client.
 
     http.client rather than httpx for probes: importing httpx (httpcore, anyio, trio) costs ~120 ms
@@ -51,16 +88,16 @@ def _open(method: str, url: str, timeout: float, body: bytes | None, headers: di
         return conn, conn.getresponse()
     except ConnectionRefusedError:
         conn.close()
-        raise _Failed(f"connection refused at {url}") from None
+        raise RequestFailed(f"connection refused at {url}") from None
     except socket.gaierror:
         conn.close()
-        raise _Failed(f"cannot resolve {parts.hostname} (no DNS or no network)") from None
+        raise RequestFailed(f"cannot resolve {parts.hostname} (no DNS or no network)") from None
     except (socket.timeout, TimeoutError):
         conn.close()
-        raise _Failed(f"no answer from {url} (timed out after {timeout:g} s)") from None
+        raise RequestFailed(f"no answer from {url} (timed out after {timeout:g} s)") from None
     except (OSError, http.client.HTTPException) as exc:
         conn.close()
-        raise _Failed(f"{type(exc).__name__} from {url}: {exc}") from None
+        raise RequestFailed(f"{type(exc).__name__} from {url}: {exc}") from None
 
 
 def request(method: str, url: str, timeout: float = 2.0, json_body: Any = None,
@@ -70,14 +107,14 @@ def request(method: str, url: str, timeout: float = 2.0, json_body: Any = None,
     start = time.perf_counter()
     body = json.dumps(json_body).encode() if json_body is not None else None
     try:
-        conn, resp = _open(method, url, timeout, body, headers)
+        conn, resp = open_request(method, url, timeout, body, headers)
         try:
             raw = resp.read()
         except (socket.timeout, TimeoutError):
-            raise _Failed(f"no answer from {url} (timed out after {timeout:g} s)") from None
+            raise RequestFailed(f"no answer from {url} (timed out after {timeout:g} s)") from None
         finally:
             conn.close()
-    except _Failed as exc:
+    except RequestFailed as exc:
         return Probe(False, error=str(exc), elapsed_ms=(time.perf_counter() - start) * 1000)
     elapsed = (time.perf_counter() - start) * 1000
     text = raw.decode("utf-8", errors="replace")
@@ -210,7 +247,7 @@ class OpenAIServer:
         start = time.perf_counter()
         result = StreamResult(ok=False)
         try:
-            conn, resp = _open("POST", url, timeout, json.dumps(body).encode(), self.headers)
+            conn, resp = open_request("POST", url, timeout, json.dumps(body).encode(), self.headers)
             try:
                 result.status = resp.status
                 if resp.status != 200:
@@ -257,7 +294,7 @@ class OpenAIServer:
                     result.error = "stream ended without data: [DONE]"
             finally:
                 conn.close()
-        except _Failed as exc:
+        except RequestFailed as exc:
             result.error = str(exc)
         except (socket.timeout, TimeoutError):
             result.error = f"stream from {url} stalled (no data for {timeout:g} s)"

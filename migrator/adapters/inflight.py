@@ -13,9 +13,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
+
+from migrator.core.drain import PortSample
 
 LISTEN, ESTABLISHED = "0A", "01"
 TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
@@ -35,13 +39,20 @@ def vllm_in_flight(vllm_url: str, timeout: float = 2.0) -> int | None:
     return int(promql.total(samples, "vllm:num_requests_running") + promql.total(samples, "vllm:num_requests_waiting"))
 
 
-def _port(url: str) -> int:
+def url_port(url: str) -> int:
     parts = urlsplit(url)
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def connections(port: int, tables=TABLES) -> int | None:
     """ESTABLISHED connections to local `port`; None when nothing listens on it here (or /proc is unreadable)."""
+    readable, listening, established = port_state(port, tables)
+    return established if readable and listening else None
+
+
+def port_state(port: int, tables=TABLES) -> tuple[bool, bool, int]:
+    """(/proc readable, something listens on local `port`, its ESTABLISHED connections) — the connections
+    counted even after the listener went: a server finishing its answers on SIGTERM has closed it."""
     listening, established, readable = False, 0, False
     for table in tables:
         try:
@@ -60,18 +71,45 @@ def connections(port: int, tables=TABLES) -> int | None:
                 listening = True
             elif fields[3] == ESTABLISHED:
                 established += 1
-    return established if readable and listening else None
+    return readable, listening, established
+
+
+class PortWatch:
+    """The backend's port sampled every `interval_s` in a thread while it is recreated (core.drain.stop_seen
+    reads the old backend's stop off the samples). `with PortWatch(port) as watch: recreate()`."""
+
+    def __init__(self, port: int, interval_s: float = 0.05, tables=TABLES):
+        self.port, self.interval_s, self.tables = port, interval_s, tables
+        self.samples: list[PortSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"port-watch-{port}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            readable, listening, established = port_state(self.port, self.tables)
+            if not readable:
+                return
+            self.samples.append(PortSample(time.monotonic(), listening, established))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PortWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2)
 
 
 def backend_connections(backend_url: str) -> int | None:
-    return connections(_port(backend_url))
+    return connections(url_port(backend_url))
 
 
 def observer(backend_url: str, vllm_url: str | None, backend: bool = True) -> tuple[Callable[[], int | None], str]:
     """The in-flight observer for a backend (and, when it is on vLLM, vLLM's gauges; without `backend`, those
     alone): the larger count of those that see anything, and what they are in words. Ollama adds nothing:
     it shows nothing."""
-    port = _port(backend_url)
+    port = url_port(backend_url)
     sources: list[tuple[str, Callable[[], int | None]]] = []
     if vllm_url:
         sources.append(("vLLM's running and waiting requests", lambda: vllm_in_flight(vllm_url)))

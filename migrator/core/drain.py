@@ -83,6 +83,25 @@ def drain(observe: Observer, timeout_s: float, quiet_s: float, seen_by: str = ""
         sleep(poll_s)
 
 
+def settle(observe: Observer, budget_s: float, clock: Callable[[], float] = time.monotonic,
+           sleep: Callable[[float], None] = time.sleep, poll_s: float = 0.02) -> float | None:
+    """Just before the old backend is stopped: wait (at most `budget_s`) for a moment with no request in
+    flight, and return at once then — how long it took, or None when no such moment came (or nothing shows
+    the requests). The drain's quiet period may lie a second or more behind the stop (the env file written,
+    compose starting); users who asked meanwhile would be answered by an old backend that no longer accepts
+    (uvicorn closes its socket on SIGTERM), so everyone else waits for them."""
+    start = clock()
+    while True:
+        count = observe()
+        if count is None:
+            return None
+        if count == 0:
+            return round(clock() - start, 3)
+        if clock() - start >= budget_s:
+            return None
+        sleep(poll_s)
+
+
 def skip(observe: Observer, seen_by: str = "") -> DrainResult:
     """`--now`: no wait; what is in flight now is what the recreate cuts."""
     return DrainResult(0.0, observe(), seen_by, skipped=True)
@@ -112,21 +131,77 @@ class Disruption:
         return {"event": self.event, "answers_cut": self.cut, "refused_s": self.refused_s, "line": self.line()}
 
 
-def answers_cut(result: DrainResult, stop_s: float | None, grace_s: float) -> tuple[int | None, str]:
+@dataclass
+class PortSample:
+    """One look at the backend's port during its recreate: still accepting, and its open connections."""
+
+    at: float
+    listening: bool
+    established: int
+
+
+@dataclass
+class StopSeen:
+    """What the samples of a recreate show of the old backend's stop. `stopped_accepting_at`: when its
+    listening socket went (new requests refused from then on); `open_at_exit`: its connections open just
+    before they all went — the answers a kill cut; `exited_at`: when they had all gone. None when the
+    samples never saw it stop."""
+
+    stopped_accepting_at: float | None = None
+    open_at_exit: int | None = None
+    exited_at: float | None = None
+
+    @property
+    def stop_s(self) -> float | None:
+        """From SIGTERM (the socket closed) to the old backend gone: the grace period it used."""
+        if self.stopped_accepting_at is None or self.exited_at is None:
+            return None
+        return self.exited_at - self.stopped_accepting_at
+
+
+def stop_seen(samples: list[PortSample]) -> StopSeen:
+    """Read the old backend's stop off its port's samples (migrator.adapters.inflight.PortWatch).
+
+    A drain's count is taken before compose even reaches the stop: answers finish, others start, in the
+    second or more between. The samples narrow that to one interval: uvicorn (on SIGTERM) closes its
+    listening socket first and then finishes its answers; a kill closes both at once. So the connections
+    open at the last sample before none were left, from the moment it stopped accepting, are those its exit
+    ended — finished or cut, which the stop time tells (answers_cut)."""
+    seen_listening = False
+    for i, sample in enumerate(samples):
+        if sample.listening:
+            seen_listening = True
+            continue
+        if not seen_listening:
+            continue
+        for j in range(i, len(samples)):
+            if samples[j].established == 0:
+                return StopSeen(sample.at, samples[j - 1].established if j > 0 else 0, samples[j].at)
+        return StopSeen(sample.at, samples[-1].established)
+    return StopSeen()
+
+
+def answers_cut(result: DrainResult, stop_s: float | None, grace_s: float,
+                at_exit: int | None = None) -> tuple[int | None, str]:
     """How many answers the recreate cut, from the drain and how long the old backend took to stop.
 
     Drained: none. `--now` (no grace): what was in flight. Timed out: the old backend had its grace period
-    to finish them — cut only if its stop took the whole grace period (it was killed)."""
+    to finish them — cut only if its stop took the whole grace period (it was killed). `at_exit` (what the
+    port showed open when the old backend went, stop_seen) is the better count where it was seen; the
+    drain's count, taken before the stop began, stands in where it was not."""
     if result.drained:
         return 0, ""
     if result.skipped:
-        if result.in_flight is None:
+        open_then = at_exit if at_exit is not None else result.in_flight
+        if open_then is None:
             return None, "--now: nothing showed what was in flight"
-        return result.in_flight, "--now: in flight when the backend was stopped" if result.in_flight else ""
+        return open_then, "--now: in flight when the backend was stopped" if open_then else ""
     if stop_s is not None and stop_s < grace_s:
         if result.timed_out and result.in_flight:
             return 0, f"{_requests(result.in_flight)} finished in the grace period"
         return 0, ""
+    if at_exit is not None:
+        return at_exit, f"killed after its {grace_s:g} s grace period"
     if result.unseen:
         return None, f"the old backend was killed after its {grace_s:g} s grace period; nothing showed what it cut"
     return result.in_flight, f"killed after its {grace_s:g} s grace period"

@@ -123,9 +123,11 @@ class BackendRuntime(Protocol):
 
     def recreate_plan(self, ctx) -> list[str]: ...
 
-    def recreate(self, ctx, compose=None, grace_s: float | None = None) -> tuple[bool, str]:
+    def recreate(self, ctx, compose=None, grace_s: float | None = None,
+                 at_stop: Callable[[], None] | None = None) -> tuple[bool, str]:
         """Recreate the backend; the old one gets `grace_s` (default `deploy.stop_grace_s`; 0 with `--now`)
-        between SIGTERM and SIGKILL to finish the answers in flight."""
+        between SIGTERM and SIGKILL to finish the answers in flight. `at_stop` is called as late as the runtime
+        can before the old one is stopped (the switch waits there for a moment with no answer in flight)."""
         ...
 
 

@@ -12,5 +12,5 @@ class SelfReloadingBackend:
     def recreate_plan(self, ctx: Context) -> list[str]:
         return ["wait for the backend to re-read the env file"]
 
-    def recreate(self, ctx: Context, compose=None, grace_s: float | None = None) -> tuple[bool, str]:
+    def recreate(self, ctx: Context, compose=None, grace_s: float | None = None, at_stop=None) -> tuple[bool, str]:
         return True, "project.backend_runtime is 'none': the backend re-reads the env file itself"
