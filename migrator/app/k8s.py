@@ -71,6 +71,7 @@ class K8sResult:
     files: list[RenderedFile]
     validated: bool                      # the built-in kinds passed kubernetes-validate here
     secrets: list[dict]                  # the Secrets the pod expects: names and keys, never values
+    # (shown as "refs": a key named like a secret would have its value masked in --json)
     warnings: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # files of an earlier render no longer written
     next_steps: list[str] = field(default_factory=list)
@@ -81,7 +82,7 @@ class K8sResult:
                 "kubernetes_version": K8S_VERSION, "validated": self.validated,
                 "files": [{"path": f.path, "kind": f.kind, "schema_checked": f.check == "schema" and self.validated,
                            "crd": f.check == "crd"} for f in self.files],
-                "secrets": self.secrets, "warnings": self.warnings, "removed": self.removed,
+                "refs": self.secrets, "warnings": self.warnings, "removed": self.removed,
                 "next_steps": self.next_steps}
 
 
@@ -122,17 +123,17 @@ def pinned_image(image: str) -> str:
 
 
 def _check_extra_args(settings, gpus: int) -> None:
-    for arg in settings.vllm.extra_args:
-        flag, _, value = str(arg).partition("=")
-        if flag in _SECRET_FLAGS:
-            raise ConfigError(f"vllm.extra_args has {flag}: a secret would be written into the manifests",
-                              "remove it; the pod gets HF_TOKEN and VLLM_API_KEY from Secrets")
-        if redact(str(arg)) != str(arg):  # an hf_…/sk-… token, or a secret value this run knows
+    args = [str(arg) for arg in settings.vllm.extra_args]
+    for arg in args:
+        if arg.partition("=")[0] in _SECRET_FLAGS:
+            raise ConfigError(f"vllm.extra_args has {arg.partition('=')[0]}: a secret would be written into the "
+                              "manifests", "remove it; the pod gets HF_TOKEN and VLLM_API_KEY from Secrets")
+    for arg in args:
+        if redact(arg) != arg:  # an hf_…/sk-… token, or a secret value this run knows
             raise ConfigError("vllm.extra_args has a value that looks like a secret",
                               "remove it; the pod takes secrets only from Kubernetes Secrets")
-    args = list(settings.vllm.extra_args)
     for i, arg in enumerate(args):
-        flag, eq, value = str(arg).partition("=")
+        flag, eq, value = arg.partition("=")
         if flag == "--tensor-parallel-size":
             value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
             if value != str(gpus):
@@ -196,7 +197,7 @@ def _model(ctx: Context, warnings: list[str]) -> tuple[str, str | None, list[str
 
 def _secrets(settings, name: str, namespace: str) -> list[dict]:
     def entry(secret: str, env: str, source: str, optional: bool, why: str) -> dict:
-        return {"secret": secret, "field": "value", "env": env, "optional": optional, "why": why,
+        return {"name": secret, "field": "value", "env": env, "optional": optional, "why": why,
                 "create": f'printf %s "${source}" | kubectl -n {namespace} create secret generic {secret} '
                           "--from-file=value=/dev/stdin"}
 
@@ -310,7 +311,7 @@ def _apply_text(name: str, namespace: str, secrets: list[dict], steps: list[str]
     lines = ["# vLLM on Kubernetes (written by graphrag-migrate render k8s)", "",
              "No secret value is in these files: the pod reads each from a Secret you create.", ""]
     for s in secrets:
-        lines.append(f"- Secret `{s['secret']}`, key `{s['field']}` → `{s['env']}`"
+        lines.append(f"- Secret `{s['name']}`, key `{s['field']}` → `{s['env']}`"
                      f"{' (optional)' if s['optional'] else ''}: {s['why']}")
     lines += ["", "```bash", *steps, "```", ""]
     if warnings:

@@ -55,6 +55,6 @@ def _report(out, result) -> None:
         out.warn(warning)
     for secret in result.secrets:
         optional = ", optional" if secret["optional"] else ""
-        out.info(f"expects Secret {secret['secret']} (key {secret['field']} → {secret['env']}{optional}): "
+        out.info(f"expects Secret {secret['name']} (key {secret['field']} → {secret['env']}{optional}): "
                  f"{secret['create']}")
     out.data(result.to_dict(), lambda console: [console.print(line) for line in result.next_steps])
