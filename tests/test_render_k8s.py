@@ -199,7 +199,8 @@ def test_the_sample_project_gets_one_gpu_and_vllms_defaults(sample, tmp_path, cl
     out = tmp_path / "k8s"
     assert render(cli, sample, out).exit_code == 0
     kinds = by_kind(out)
-    assert kinds["Deployment"]["spec"]["replicas"] == 1 and kinds["Deployment"]["spec"]["strategy"]["type"] == "Recreate"
+    spec = kinds["Deployment"]["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
     assert container(out)["resources"]["limits"] == {"nvidia.com/gpu": 1}
     assert flag(args_of(out), "--tensor-parallel-size") == "1"
     assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteOnce"]
@@ -358,6 +359,8 @@ def test_the_files_written_are_listed_and_the_crds_marked_not_schema_checked(sam
     (("--replicas", "-3"), "--replicas -3"),
     (("--gpus-per-replica", "3"), "does not divide the model's 64 attention heads"),
     (("--namespace", "Prod_NS"), "--namespace 'Prod_NS'"),
+    (("--gpus-per-replica", "0"), "--gpus-per-replica 0"),
+    (("--cache-size", "lots"), "--cache-size 'lots'"),
 ])
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(custom, tmp_path, cli, extra, words):
     out = tmp_path / "k8s"
@@ -377,6 +380,13 @@ def test_a_gpu_count_that_splits_the_kv_heads_unevenly_is_refused(custom, tmp_pa
     result = render(cli, custom, out, "--gpus-per-replica", gpus, json_out=False)
     assert result.exit_code == ExitCode.USAGE and "does not fit the model's 8 KV heads" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_bad_input_with_json_is_one_error_document(custom, tmp_path, cli):
+    result = render(cli, custom, tmp_path / "k8s", "--replicas", "0")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == ExitCode.USAGE and doc["ok"] is False and doc["exit_code"] == 2
+    assert "--replicas 0" in doc["error"]
 
 
 def test_gpu_counts_that_divide_the_heads_pass(custom, tmp_path, cli):
@@ -497,3 +507,40 @@ def test_render_has_help_and_is_in_the_readme(cli):
     assert result.exit_code == 0 and "--out" in result.stdout and "Touches" in result.stdout
     readme = (REPO / "README.md").read_text()
     assert "## Past one machine" in readme and "render k8s" in readme and "kubectl apply -k" in readme
+
+
+def test_a_local_model_directory_is_served_from_the_volume(sample, tmp_path, cli):
+    """model.id a directory on this box: the pod serves it from the cache volume at /model (copied there by
+    the operator, as the warning says), offline; its config.json checks the GPU count."""
+    model = sample / "models" / "tiny-qwen3"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"num_attention_heads": 2, "num_key_value_heads": 1}))
+    (model / "chat_template.jinja").write_text("{% if enable_thinking is defined %}{% endif %}")
+    (sample / "migrate.yaml").write_text(yaml.safe_dump({"model": {"id": "models/tiny-qwen3", "served_name": "tiny"}}))
+    out = tmp_path / "k8s"
+    result = render(cli, sample, out, "--gpus-per-replica", "2", json_out=False)
+    assert result.exit_code == 0, result.stderr
+    c = container(out)
+    assert flag(c["args"], "--model") == "/model" and "--revision" not in c["args"]
+    assert flag(c["args"], "--default-chat-template-kwargs") == '{"enable_thinking": false}'  # its template reads it
+    assert {e["name"]: e.get("value") for e in c["env"]}["HF_HUB_OFFLINE"] == "1"
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/model")
+    assert mount == {"name": "cache", "mountPath": "/model", "subPath": "models/tiny-qwen3", "readOnly": True}
+    assert "copy it to the cache volume's models/tiny-qwen3/" in result.stderr
+    refused = render(cli, sample, tmp_path / "k8s-3", "--gpus-per-replica", "3", json_out=False)
+    assert refused.exit_code == ExitCode.USAGE and "2 attention heads" in refused.stderr
+
+
+def test_settings_phase1_adopted_are_the_ones_the_pod_gets(sample, tmp_path, cli):
+    """--apply-fit-advice's values, recorded in the ledger, apply while migrate.yaml still says what it said."""
+    from migrator.core.engine import ADOPTED_SETTINGS
+    from migrator.core.ledger import Ledger
+
+    ledger = Ledger(sample)
+    ledger.load()
+    ledger.state["resources"][ADOPTED_SETTINGS] = {
+        "vllm.max_model_len": {"configured": 8192, "value": 4096, "step": "phase1.fit", "at": "now"}}
+    ledger.save()
+    out = tmp_path / "k8s"
+    assert render(cli, sample, out).exit_code == 0
+    assert flag(args_of(out), "--max-model-len") == "4096"

@@ -263,7 +263,8 @@ def plan(ctx: Context, options: K8sOptions) -> tuple[dict[str, bytes], list[Rend
         "vllm-deployment.yaml": render(
             "k8s/vllm-deployment.yaml.j2", **common, image=image, args=args, environment=environment,
             secrets=secrets, gpus=gpus, startup_timeout_s=f"{v.startup_timeout_s:g}",
-            startup_period_s=STARTUP_PERIOD_S, startup_failures=max(1, math.ceil(v.startup_timeout_s / STARTUP_PERIOD_S)),
+            startup_period_s=STARTUP_PERIOD_S,
+            startup_failures=max(1, math.ceil(v.startup_timeout_s / STARTUP_PERIOD_S)),
             readiness_path=readiness, hf_home=HF_HOME, local_model=local_sub, pvc_name=pvc_name,
             stop_grace_s=int(math.ceil(settings.deploy.stop_grace_s))),
         "vllm-service.yaml": render("k8s/vllm-service.yaml.j2", **common, forward_port=v.port),
