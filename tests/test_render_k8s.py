@@ -411,6 +411,14 @@ def test_unknown_heads_are_said_in_a_warning_not_guessed(sample, tmp_path, cli):
     assert flag(args_of(out), "--tensor-parallel-size") == "2"
 
 
+def test_a_config_without_head_counts_is_warned_about_not_guessed(custom, tmp_path, cli):
+    (config,) = (custom / "hf-cache").rglob("config.json")
+    config.write_text(json.dumps({"architectures": ["SomethingNew"]}))
+    result = render(cli, custom, tmp_path / "k8s", "--gpus-per-replica", "3", json_out=False)
+    assert result.exit_code == 0, result.stderr
+    assert "names no num_attention_heads: --gpus-per-replica 3 is not checked" in result.stderr
+
+
 @pytest.mark.parametrize("image", ["vllm/vllm-openai:latest", "vllm/vllm-openai"])
 def test_an_unpinned_image_is_refused(sample, tmp_path, cli, image):
     out = tmp_path / "k8s"

@@ -168,18 +168,24 @@ def model_config(ctx: Context, commit: str | None) -> tuple[dict | None, str]:
     return (config if isinstance(config, dict) else None), str(folder / "config.json")
 
 
-def check_tensor_parallel(config: dict, source: str, gpus: int) -> None:
+def check_tensor_parallel(config: dict, source: str, gpus: int) -> str | None:
     """vLLM splits the attention heads over the GPUs of one pod: they must divide evenly (and the KV heads
-    divide, or be replicated a whole number of times), else vLLM refuses to start in the pod."""
+    divide, or be replicated a whole number of times), else vLLM refuses to start in the pod. A config that
+    names no head count: the warning that says so (None when checked)."""
     text = config.get("text_config", config)
+    text = text if isinstance(text, dict) else config
     heads = text.get("num_attention_heads")
     kv = text.get("num_key_value_heads") or heads
-    if isinstance(heads, int) and heads % gpus:
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
+        return (f"{source} names no num_attention_heads: --gpus-per-replica {gpus} is not checked against the "
+                "model's heads")
+    if heads % gpus:
         raise ConfigError(f"--gpus-per-replica {gpus} does not divide the model's {heads} attention heads ({source})",
                           "pick a GPU count that divides it (tensor parallelism splits the heads evenly)")
-    if isinstance(kv, int) and (kv % gpus if kv >= gpus else gpus % kv):
+    if isinstance(kv, int) and kv >= 1 and (kv % gpus if kv >= gpus else gpus % kv):
         raise ConfigError(f"--gpus-per-replica {gpus} does not fit the model's {kv} KV heads ({source})",
                           "pick a GPU count that divides the KV heads, or a multiple of them")
+    return None
 
 
 def _model(ctx: Context, warnings: list[str]) -> tuple[str, str | None, list[str], str | None, str | None]:
@@ -242,7 +248,9 @@ def plan(ctx: Context, options: K8sOptions) -> tuple[dict[str, bytes], list[Rend
             warnings.append(f"the model's attention heads are unknown ({source}): --gpus-per-replica {gpus} is "
                             "not checked against them — run phase1 (it downloads config.json) to have it checked")
         else:
-            check_tensor_parallel(config, source, gpus)
+            unknown = check_tensor_parallel(config, source, gpus)
+            if unknown:
+                warnings.append(unknown)
 
     pod_settings = dataclasses.replace(settings, vllm=dataclasses.replace(v, tensor_parallel_size=gpus))
     args = [*command_prefix(ctx, pod_settings),
