@@ -671,3 +671,11 @@ def test_real_vllm_starts_from_the_pods_arguments_and_answers_its_probes(sample,
                 assert r.status == 200, probe
     finally:
         assert process.stop(handle, 10) in ("stopped", "not running", "killed (did not stop on SIGTERM)")
+
+
+def test_global_options_after_the_verb_work_as_before_it(sample, tmp_path, cli):
+    out = tmp_path / "k8s"
+    result = cli("render", "k8s", "--out", str(out), "--project", str(sample), "--json",
+                 "--set", "vllm.max_model_len=4096")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["out"] == str(out) and flag(args_of(out), "--max-model-len") == "4096"
