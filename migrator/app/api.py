@@ -152,3 +152,15 @@ def init(project: Path, config: Path | None = None, overrides: dict | None = Non
 
     return init_project(project_root(project), config, overrides, force=force, dry_run=dry_run, yes=yes,
                         use_compose=use_compose)
+
+
+def render_k8s(project: Path, settings: Settings | None = None, options=None):
+    """The vLLM deployment as Kubernetes manifests (see migrator.app.k8s): from migrate.yaml and what the
+    ledger recorded (the pinned commit, adopted settings), read only; writes into `options.out` alone."""
+    from migrator.app.k8s import render_k8s as _render
+    from migrator.core.engine import apply_adopted_settings
+
+    ctx = context(project, settings)
+    ctx.ledger.load()  # refuses a corrupt state (StateCorrupt), never writes
+    apply_adopted_settings(ctx)
+    return _render(ctx, options)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from migrator.cli import init as init_command, phases
+from migrator.cli import init as init_command, phases, render_cmd
 from migrator.cli._common import (Api, Backend, CliGroup, ConfigOpt, ForceUnlockOpt, GlobalOptions, JsonOpt,
                                   RehearsalRuntime, RootProjectOpt, Server, SetOpt, VerboseOpt, YesOpt, command,
                                   options_from, run_command, state_of)
@@ -158,6 +158,7 @@ _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help
 sim_app = typer.Typer(help="Run a stand-in server on 127.0.0.1 in the foreground (Ctrl-C stops it).",
                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(sim_app, name="sim")
+app.add_typer(render_cmd.render_app, name="render")
 
 
 @sim_app.command("vllm", context_settings=_PASS_THROUGH)

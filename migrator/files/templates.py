@@ -2,7 +2,9 @@
 
 Every value goes through the `q` filter: a JSON string is a valid YAML double-quoted scalar, so no
 value (a model name, a path, a flag) can break the YAML or add keys; `$` is doubled so that compose
-does not interpolate it. Intended `${VAR}` references are written by the templates themselves.
+does not interpolate it (Kubernetes reads `$$` in args and env values as `$` too, so `$(VAR)` stays
+literal there). Intended `${VAR}` references are written by the templates themselves. The `j` filter is the
+same JSON string without the doubling, for fields nothing interpolates (Kubernetes names and labels).
 """
 
 from __future__ import annotations
@@ -29,4 +31,5 @@ def render(name: str, **values) -> str:
     env = Environment(loader=FileSystemLoader(str(templates_dir())), undefined=StrictUndefined,
                       keep_trailing_newline=True, autoescape=False)
     env.filters["q"] = quote
+    env.filters["j"] = lambda value: json.dumps(str(value), ensure_ascii=False)
     return env.get_template(name).render(**values)
