@@ -6,9 +6,11 @@ Each answer says whether `python -m vllm.entrypoints.openai.api_server ARGV` wou
 parsing and `validate_parsed_serve_args` (what runs before any model is loaded), which flags are not vLLM's
 exact spelling (argparse takes an unambiguous prefix, so `--enable-chunked-prefil` would pass the parse and
 mean something else on another version), the parsed value of every flag given, and whether the reasoning and
-tool-call parsers named can be loaded — constructed with TOKENIZER_DIR's tokenizer when one is given.
+tool-call parsers named can be loaded — constructed with TOKENIZER_DIR's tokenizer when one is given —,
+and whether `vllm serve ARGV` (the images' entrypoint) parses it too (`serve_error`).
 `options`: every option string the server's parser registers (what the simulator may accept);
-`reasoning_parsers`, `tool_parsers`: the names the server accepts for them.
+`reasoning_parsers`, `tool_parsers`: the names the server accepts for them; `deprecated`: the options vLLM
+still takes with a warning (a flag we render must not be one).
 Imports only vLLM and the standard library: it never runs in the product's interpreter.
 """
 
@@ -27,13 +29,15 @@ def _flag(token: str) -> str | None:
     return token.split("=", 1)[0]
 
 
-def check(parser, argv: list[str], tokenizer) -> dict:
+def check(parser, cli, argv: list[str], tokenizer) -> dict:
     from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
 
     known = set(parser._option_string_actions)  # every exact spelling vLLM registers
     flags = [f for f in map(_flag, argv) if f]
     answer: dict = {"argv": argv, "unknown": [f for f in flags if f not in known], "error": None, "values": {},
-                    "parsers": {}}
+                    "parsers": {}, "serve_error": serve_error(cli, argv),
+                    # vLLM only logs a warning for these: the next versions remove them.
+                    "deprecated": [f for f in flags if parser._option_string_actions.get(f) in _deprecated(parser)]}
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
@@ -56,6 +60,40 @@ def check(parser, argv: list[str], tokenizer) -> dict:
             answer["values"][flag] = getattr(args, action.dest, None)
     answer["parsers"] = load_parsers(args, tokenizer)
     return answer
+
+
+def _deprecated(parser) -> set:
+    """The actions vLLM registered with `deprecated=True` (FlexibleArgumentParser keeps them on Python < 3.13;
+    argparse's own `deprecated` flag from 3.13)."""
+    found = set(getattr(parser, "_deprecated", ()))
+    return found | {a for a in parser._actions if getattr(a, "deprecated", False)}
+
+
+def serve_parser():
+    """`vllm`'s CLI with its serve subcommand (the vllm/vllm-openai image's entrypoint; NGC images get it as a
+    command prefix)."""
+    from vllm.entrypoints.cli.serve import ServeSubcommand
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    top = FlexibleArgumentParser(prog="vllm")
+    serve = ServeSubcommand()
+    serve.subparser_init(top.add_subparsers(dest="subparser"))
+    return top, serve
+
+
+def serve_error(cli, argv: list[str]) -> str | None:
+    """The same argv after `vllm serve`, parsed and validated as `vllm` does. None when accepted."""
+    top, serve = cli
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = top.parse_args(["serve", *argv])
+        serve.validate(args)
+    except SystemExit:
+        return (err.getvalue().strip().splitlines() or ["argparse exited"])[-1]
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def load_parsers(args, tokenizer) -> dict:
@@ -97,17 +135,15 @@ def main() -> int:
         from vllm.tokenizers import get_tokenizer
 
         tokenizer = get_tokenizer(sys.argv[1])
-    answers = []
-    parser = None
-    for argv in argvs:
-        # A fresh parser each time: no parse can leave anything behind for the next.
-        parser = make_arg_parser(FlexibleArgumentParser(description="vLLM OpenAI-Compatible RESTful API server."))
-        answers.append(check(parser, argv, tokenizer))
+    # Built once (~0.2 s each): argparse keeps nothing of one parse for the next.
+    parser = make_arg_parser(FlexibleArgumentParser(description="vLLM OpenAI-Compatible RESTful API server."))
+    cli = serve_parser()
+    answers = [check(parser, cli, argv, tokenizer) for argv in argvs]
     from vllm.reasoning import ReasoningParserManager
     from vllm.tool_parsers import ToolParserManager
 
-    parser = parser or make_arg_parser(FlexibleArgumentParser())
     print(json.dumps({"answers": answers, "options": sorted(parser._option_string_actions),
+                      "deprecated": sorted(o for a in _deprecated(parser) for o in a.option_strings),
                       "reasoning_parsers": ReasoningParserManager.list_registered(),
                       "tool_parsers": ToolParserManager.list_registered()}, default=str))
     return 0
