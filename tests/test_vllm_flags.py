@@ -19,7 +19,7 @@ import json
 import httpx
 import pytest
 
-from migrator.adapters.vllm import THINKING_OFF, container_spec, process_command, vllm_args
+from migrator.adapters.vllm import THINKING_OFF, container_spec, process_command, secret_env, vllm_args
 from migrator.core.config import Settings
 
 from conftest import REAL_VLLM_LIMITS, VLLM_NAME, real_vllm_args
@@ -65,7 +65,17 @@ def answers(tmp_path_factory, tiny_model_dir):
     controls = [["--model", "m", "--kv-cache-memory-byte", "1"], ["--model", "m", "--reasoning-parser", "qwen33"],
                 ["--model", "m", "--enable-auto-tool-choice"], ["--model", "m", "--no-such-flag"],
                 ["--model", "m", "--enable-auto-tool-choice", "--tool-call-parser", "hermess"]]
-    result = vllm_cpu.check_args([argv for _, argv in cases] + controls, str(tiny_model_dir))
+    # The API key as the product passes it: vllm.api_key_env's value → VLLM_API_KEY in vLLM's environment.
+    s = Settings()
+    s.vllm.api_key_env = "GM_TEST_VLLM_KEY"
+    monkey = pytest.MonkeyPatch()
+    monkey.setenv("GM_TEST_VLLM_KEY", "test-key-not-a-secret")
+    try:
+        key_env = secret_env(s)
+    finally:
+        monkey.undo()
+    result = vllm_cpu.check_args([argv for _, argv in cases] + controls, str(tiny_model_dir), env=key_env)
+    result["key_env"] = key_env
     return list(zip(cases, result["answers"])), result["answers"][len(cases):], result
 
 
@@ -141,6 +151,14 @@ def test_the_simulators_lists_are_vllm_0_32s(answers):
     assert set(VLLM_OPTIONS) == set(real["options"])
     assert set(VLLM_REASONING_PARSERS) == set(real["reasoning_parsers"])
     assert set(VLLM_TOOL_PARSERS) == set(real["tool_parsers"])
+
+
+def test_the_api_key_goes_in_by_the_environment_variable_vllm_0_32_reads(answers):
+    """Never on the command line (no rendered argv names --api-key); VLLM_API_KEY, which vLLM 0.32's settings
+    read (its auth middleware uses it when --api-key is absent)."""
+    cases, _, real = answers
+    assert list(real["key_env"]) == ["VLLM_API_KEY"] and real["api_key_from_env"] is True
+    assert not any("--api-key" in argv for (_, argv), _a in cases)
 
 
 def test_the_session_vllm_runs_with_the_rendered_flags_and_they_took_effect(real_vllm, tiny_model_dir):

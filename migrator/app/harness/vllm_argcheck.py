@@ -10,7 +10,8 @@ tool-call parsers named can be loaded — constructed with TOKENIZER_DIR's token
 and whether `vllm serve ARGV` (the images' entrypoint) parses it too (`serve_error`).
 `options`: every option string the server's parser registers (what the simulator may accept);
 `reasoning_parsers`, `tool_parsers`: the names the server accepts for them; `deprecated`: the options vLLM
-still takes with a warning (a flag we render must not be one).
+still takes with a warning (a flag we render must not be one); `api_key_from_env`: whether vLLM's settings
+took the VLLM_API_KEY of this process's environment (the key itself is never printed).
 Imports only vLLM and the standard library: it never runs in the product's interpreter.
 """
 
@@ -142,7 +143,11 @@ def main() -> int:
     from vllm.reasoning import ReasoningParserManager
     from vllm.tool_parsers import ToolParserManager
 
+    from vllm import envs
+
     print(json.dumps({"answers": answers, "options": sorted(parser._option_string_actions),
+                      # The product hands vLLM its key as VLLM_API_KEY (never on the command line): read here?
+                      "api_key_from_env": bool(envs.VLLM_API_KEY),
                       "deprecated": sorted(o for a in _deprecated(parser) for o in a.option_strings),
                       "reasoning_parsers": ReasoningParserManager.list_registered(),
                       "tool_parsers": ToolParserManager.list_registered()}, default=str))
