@@ -325,6 +325,43 @@ def test_the_sandbox_backend_answers_with_content_only(servers, tmp_path):
     assert reply.status_code == 200 and reply.json() == {"llm_backend": "vllm", "answer": ""}  # 16 tokens of thinking
 
 
+def backend_chat(servers, tmp_path, vllm_url: str, max_tokens: int) -> tuple[str, str]:
+    """The sandbox backend on vLLM: its streamed /chat (the reference backend's shape: plain text chunks) and
+    its unstreamed one (16 tokens), each as the user gets it."""
+    env = tmp_path / f"{vllm_url.rsplit(':', 1)[1]}.env"
+    env.write_text(f"LLM_BACKEND=vllm\nVLLM_BASE_URL={vllm_url}/v1\nVLLM_MODEL=qwen3\n")
+    url = f"http://127.0.0.1:{servers.start('migrator.sim.backend', '--env-file', str(env))}"
+    streamed = httpx.post(url + "/chat", json={"message": "hi", "stream": True, "max_tokens": max_tokens}, timeout=30)
+    plain = httpx.post(url + "/chat", json={"message": "hi"}, timeout=30)
+    assert streamed.status_code == plain.status_code == 200 and plain.json()["llm_backend"] == "vllm"
+    return streamed.text.removesuffix("\n[done]\n"), plain.json()["answer"]
+
+
+@pytest.mark.parametrize("reasoning", ["off", "parse", "raw"])
+def test_each_reasoning_mode_through_the_backends_chat_path(servers, tmp_path, reasoning):
+    """Issue #15 §3 through the backend: vLLM (the simulator, thinking 24 tokens a question) started with the
+    flags vllm_args renders for a Qwen3 model in each mode, and what the backend's /chat — streamed and not —
+    hands the user. parse: the thinking in delta.reasoning is dropped, so a max_tokens within the thinking
+    answers nothing, a larger one the answer without tags; off: no thinking, all answer; raw: <think> in it."""
+    s = Settings()
+    s.model.id, s.model.reasoning = "Qwen/Qwen3-32B", reasoning
+    flags = vllm_launch.reasoning_args(s)
+    url = sim(servers, *flags, "--reasoning-tokens", "24")
+    short, plain = backend_chat(servers, tmp_path, url, 16)
+    long, _ = backend_chat(servers, tmp_path, url, 40)
+    if reasoning == "parse":
+        assert flags == ["--reasoning-parser", "qwen3"]
+        assert short == "" and plain == ""  # 16 tokens, all thinking: the user gets an empty answer
+        assert long and "<think>" not in long and "</think>" not in long
+    elif reasoning == "off":
+        assert flags == ["--default-chat-template-kwargs", '{"enable_thinking": false}']
+        assert short and plain and "<think>" not in short + plain + long
+    else:
+        assert flags == []
+        assert short.startswith("<think>\n") and plain.startswith("<think>\n") and "</think>" not in short
+        assert "\n</think>\n\n" in long  # as on Ollama today: the tags in the answer
+
+
 # ---- Ollama's context -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("loaded, max_model_len, warned", [
     (True, 8192, True), (True, 40960, False), (False, 8192, True), (False, 65536, False)])

