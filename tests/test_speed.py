@@ -206,6 +206,35 @@ def test_no_gpu_and_nothing_assumed_skips_the_prediction_and_says_how(cli, tmp_p
     assert "--assume-gpu" in step["measurements"]["speed"]["skipped"]
 
 
+def test_triad_on_given_cores_pins_one_thread_to_each_and_leaves_the_callers_affinity(monkeypatch):
+    import os
+    import threading
+
+    cpus = sorted(os.sched_getaffinity(0))
+    cores = cpus[-1:] * 2  # two threads on one core still give two pinned threads
+    pinned, real = [], os.sched_setaffinity
+
+    def spy(pid, mask):
+        pinned.append((threading.get_ident(), pid, set(mask)))
+        real(pid, mask)
+
+    monkeypatch.setattr(os, "sched_setaffinity", spy)
+    gbs = speed.stream_triad_gbs(size_mb=8, repeats=2, cores=cores)
+    assert gbs > 0
+    assert pinned and all(pid == 0 and mask == {cores[0]} for _, pid, mask in pinned)
+    assert threading.get_ident() not in {tid for tid, _, _ in pinned}  # pool threads only
+    assert sorted(os.sched_getaffinity(0)) == cpus
+
+
+def test_triad_without_cores_pins_nothing(monkeypatch):
+    import os
+
+    calls = []
+    monkeypatch.setattr(os, "sched_setaffinity", lambda *a: calls.append(a))
+    assert speed.stream_triad_gbs(size_mb=8, repeats=1, threads=2) > 0
+    assert calls == []
+
+
 # ---- predicted vs measured, after a real run (the simulator stands in for vLLM) -------------------------
 def test_bench_sweep_and_status_put_the_measured_beside_phase1s_prediction(sandbox, servers, cli, dirs):
     from migrator.core.ledger import Ledger

@@ -4,7 +4,11 @@ Decoding one token reads every *active* weight once, plus that stream's KV cache
 at bandwidth / bytes read per token. A batch of N streams reads the weights once per step (for a MoE, only
 the experts its tokens touch) plus each stream's KV cache, and turns compute-bound past the GPU's ridge
 point. Prefill is compute-bound: prompt tokens × 2 × active parameters. Every figure here is a *ceiling*
-(peak bandwidth, peak FLOPs, no scheduler or kernel overhead): real runs reach roughly 70–90 % of it.
+(peak bandwidth, peak FLOPs, no scheduler or kernel overhead). How close real runs come is measured, not
+assumed: the published GB10 point reaches 0.88 of it; on a CPU the bandwidth to divide by is what the
+engine's compute threads pull (vLLM-CPU binds them: on x86 one CPU is left to its engine), its float32
+kernels reach ~0.7 of that, and a per-step cost comes on top (README, "The speed prediction against real
+vLLM-CPU").
 Pure arithmetic on metadata (config.json and the safetensors headers), so it runs before any download.
 """
 
@@ -240,7 +244,8 @@ def predict(p: Profile, gpu: Gpu, t: Targets) -> dict:
         "prompt_tokens": t.prompt_tokens, "output_tokens": t.output_tokens,
         "realtime_users": _largest(realtime, limit), "wait_users": _largest(within, limit),
         "users_capped_by_kv_cache": t.kv_limit_users,
-        "note": "ceilings: peak bandwidth and FLOPs, no overhead; real runs reach ~70-90 % of them",
+        "note": ("ceilings: peak bandwidth and FLOPs, no kernel or per-step overhead (the published GB10 point "
+                 "reaches 0.88 of it); on a CPU give the bandwidth of the cores the engine computes on"),
     }
 
 
@@ -370,23 +375,29 @@ def compare(predicted: dict, measured: dict) -> list[dict]:
     return rows
 
 
-def stream_triad_gbs(size_mb: int = 256, repeats: int = 5, threads: int = 0) -> float:
+def stream_triad_gbs(size_mb: int = 256, repeats: int = 5, threads: int = 0, cores: list[int] | None = None) -> float:
     """This machine's memory bandwidth, STREAM-style: a = b + s·c over arrays far larger than the caches,
     split over `threads` (0: every CPU; numpy releases the GIL), the best of `repeats`. numpy does it in
-    two passes (a = s·c, then a += b): 5 array transfers counted, as STREAM counts its 3."""
+    two passes (a = s·c, then a += b): 5 array transfers counted, as STREAM counts its 3.
+
+    `cores`: one thread pinned to each of these CPUs, as an inference engine binds its compute threads —
+    the figure to predict it with (vLLM-CPU on x86 reserves a CPU for its engine: a 2-core box computes on
+    one, and one core pulls about half of what two do). The caller's own affinity is left as it was."""
     import os
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
-    threads = threads or os.cpu_count() or 1
+    threads = len(cores) if cores else (threads or os.cpu_count() or 1)
     n = size_mb * 2**20 // 8
     b, c, a = np.ones(n), np.full(n, 2.0), np.empty(n)
     bounds = [(i * n // threads, (i + 1) * n // threads) for i in range(threads)]
 
-    def triad(span: tuple[int, int]) -> None:
-        lo, hi = span
+    def triad(i: int) -> None:
+        if cores:  # this pool thread only (Linux: pid 0 is the calling thread)
+            os.sched_setaffinity(0, {cores[i]})
+        lo, hi = bounds[i]
         np.multiply(c[lo:hi], 3.0, out=a[lo:hi])
         np.add(a[lo:hi], b[lo:hi], out=a[lo:hi])
 
@@ -394,6 +405,6 @@ def stream_triad_gbs(size_mb: int = 256, repeats: int = 5, threads: int = 0) -> 
     with ThreadPoolExecutor(threads) as pool:
         for _ in range(repeats):
             start = time.perf_counter()
-            list(pool.map(triad, bounds))
+            list(pool.map(triad, range(threads)))
             best = min(best, time.perf_counter() - start)
     return 5 * n * 8 / best / 1e9
