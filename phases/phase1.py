@@ -193,7 +193,8 @@ def _speed_gpu(ctx: Context) -> tuple[gpus.Gpu | None, str]:
     g = gpus.lookup(host.assume_gpu) if host.assume_gpu else None
     if g is None and not host.assume_bandwidth:
         if v.device == "cpu":
-            return None, "vllm.device is cpu: pass --assume-bandwidth GB/s to predict"
+            return None, ("vllm.device is cpu: pass --assume-bandwidth GB/s to predict — the bandwidth of the "
+                          "cores vLLM computes on (vLLM-CPU keeps one for its engine), not the whole machine's")
         report = _gpu_report(ctx)
         if not report.gpus:
             return None, "no GPU read: pass --assume-gpu NAME or --assume-bandwidth GB/s"

