@@ -208,3 +208,23 @@ def test_sim_refuses_a_parser_name_vllm_does_not_have_unless_a_plugin_may_regist
     assert unknown_parser(parse_args(["--reasoning-parser", "mine", "--reasoning-parser-plugin", "p.py"])) is None
     assert unknown_parser(parse_args(["--reasoning-parser", "qwen3", "--enable-auto-tool-choice",
                                       "--tool-call-parser", "hermes"])) is None
+
+
+def test_the_sim_image_holds_every_module_the_stand_ins_import():
+    """The stand-ins' image copies SIM_FILES only: a module they import that is not listed makes every
+    simulator container exit at once (ModuleNotFoundError) — seen when vllm_options.py was split out."""
+    import ast
+    from pathlib import Path
+
+    from migrator.app.harness.images import SIM_FILES
+
+    package = Path(__file__).resolve().parents[1] / "migrator"
+    for name in SIM_FILES:
+        for node in ast.walk(ast.parse((package / name).read_text())):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            for module in modules:
+                if not module.startswith("migrator."):
+                    continue
+                rel = module.removeprefix("migrator.").replace(".", "/")
+                assert f"{rel}.py" in SIM_FILES or f"{rel}/__init__.py" in SIM_FILES, (name, module)

@@ -190,8 +190,8 @@ def backend_image() -> str:
     return tag
 
 
-SIM_FILES = ("__init__.py", "sim/__init__.py", "sim/httpserver.py", "sim/vllm.py",
-             "sim/ollama.py", "sim/backend.py")
+SIM_FILES = ("__init__.py", "sim/__init__.py", "sim/httpserver.py", "sim/vllm.py", "sim/vllm_options.py",
+             "sim/ollama.py", "sim/backend.py")  # every module they import: tests/test_sim.py checks
 SIM_DOCKERFILE = """\
 # graphrag-migrate's stand-ins (standard library only) on the test base image: the vLLM simulator by
 # default (vLLM's own flags, like vllm/vllm-openai), the sandbox backend with another entrypoint.
