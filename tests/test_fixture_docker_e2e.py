@@ -62,8 +62,14 @@ code and the compose layout (`include:`, `docker/`, overrides) stay as the fixtu
 service name on a bridge network is covered by the fast tier (`tests/test_phase3_wiring.py`, through `docker
 compose config`). migrate.yaml is init's, plus what this box needs as `--set` (the vLLM simulator's image as
 vLLM, host networking, free ports, the stand-ins' URLs, a short watch, no staging — the fixtures' backends
-listen on a fixed port, which staging's second backend on the host network could not share — and gates a CPU
-can pass).
+listen on a fixed port, which staging's second backend on the host network could not share —, a 3 s stop
+grace at the recreates, and gates a CPU can pass), and the Ollama stand-in answers at 2 ms a token.
+
+Where a shape's time goes (measured here, 2 cores shared with other test sessions, load 4-9): 67-102 s a
+shape — phase2 17-41 s (the backend's suite, then the switch test alone on the wired and the un-wired tree:
+three pytest runs importing LangChain, and the streamed ChatOpenAI check), phase3 ~13 s (10 of them are the
+rendered healthcheck's first `interval` that `up --wait` waits for), phase4 15-25 s (promtool, the drain, the
+recreate and the backend's boot, the proof, the 2 s watch and the checks through the backend), rollback 4-12 s.
 """
 
 from __future__ import annotations
@@ -266,7 +272,10 @@ def make_stack(shape: Shape, tmp_path: Path, servers, image: str, python: Path |
     expected = yaml.safe_load((root / "expected.yaml").read_text())
     (root / "expected.yaml").unlink()  # the ground truth of the fast tier, not a file of the project
     service = expected["llm_services"][0]
-    ollama_port = servers.start("migrator.sim.ollama", "--preload", "--model", shape.ollama_model)
+    # The stand-in's default pace is a GPU's (120 ms TTFT, 40 ms a token, 128 tokens: ~5 s an answer, one at a
+    # time); the chain asks Ollama 4-6 times a shape. What is proven is which LLM answered, not how fast.
+    ollama_port = servers.start("migrator.sim.ollama", "--preload", "--model", shape.ollama_model,
+                                "--ttft-ms", "20", "--itl-ms", "2")
     ollama_url = f"http://127.0.0.1:{ollama_port}"
     backend_port = free_port()
     env_values: dict[str, str] = dict(shape.env)
@@ -310,6 +319,10 @@ def init(stack: Stack, sim_image: str, tmp_path: Path, python: Path | None = Non
         "vllm.hf_cache": str(tmp_path / "hf"), "vllm.vllm_cache": str(tmp_path / "vllm-cache"),
         "ollama.url": f"http://127.0.0.1:{stack.ollama_port}", "backend.wait_s": "60",
         "deploy.staging": "off", "deploy.watch_s": "2", "deploy.probe_interval_s": "0.5",
+        # The old container's SIGTERM→SIGKILL grace at a recreate (30 s): root-multi-service's worker is PID 1
+        # with no SIGTERM handler, so the kernel ignores the signal and each recreate waited the full grace.
+        # Nothing is in flight at these recreates (the drain before them is still measured).
+        "deploy.stop_grace_s": "3",
     }
     if python is not None:  # no python3.12 on PATH here (init would write it): the venv that serves the code
         settings["backend.python"] = str(python)
