@@ -280,6 +280,21 @@ def _throwaway_backend(project: Path, backend: Path, into: Path) -> Path:
     return mirror
 
 
+# A test command starting with one of these runs with backend.python (the backend's interpreter).
+BARE_PYTHONS = ("python3", "python")
+
+
+def with_backend_python(command: str, python: str) -> str:
+    """The command as run: a bare `python3`/`python` (the default, and what init writes) is backend.python —
+    the interpreter with the backend's packages, a python3.12 for a 3.12 project — not this PATH's python3."""
+    import shlex
+
+    argv = shlex.split(command)
+    if argv and argv[0] in BARE_PYTHONS and python and python not in BARE_PYTHONS:
+        return shlex.join([python, *argv[1:]])
+    return command
+
+
 def _test_argv(command: str) -> list[str]:
     """The test command's argv; pytest gets `-p no:cacheprovider` (no .pytest_cache) unless it has it."""
     import shlex
@@ -310,6 +325,7 @@ class BackendUnitTests(Step):
         command = ctx.settings.backend.test_command
         if not command:
             return Outcome.passed("backend.test_command is empty: not run")
+        command = with_backend_python(command, ctx.settings.backend.python)
         backend = ctx.path(ctx.settings.backend.dir)
         # No bytecode anywhere (also not through the links into the real tree).
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}

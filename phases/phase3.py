@@ -75,8 +75,7 @@ LOOPBACK = ("127.0.0.1", "localhost")
 
 def llm_services(settings: Settings) -> list[str]:
     """The services that call the LLM: project.backend_service and project.llm_services."""
-    p = settings.project
-    return [p.backend_service, *(name for name in p.llm_services if name != p.backend_service)]
+    return settings.project.services_calling_llm()
 
 
 @dataclass

@@ -1,38 +1,75 @@
 """The fixture projects' own backends (FastAPI + LangChain, their code) migrated under real Docker compose
 (issue #13): `init --yes` → phase1 → `phase2 --scaffold` → phase3 → bench → phase4 → status → rollback on a
-temp copy of three shapes — `envlist-getenv` (env only through an `environment:` list with `${VAR}`
-interpolation, `os.getenv` constants, `/api/chat`, `/healthz`, code bind-mounted into `image: ${API_IMAGE}`),
-`upper-pydantic-template` (UPPERCASE case-sensitive pydantic fields, only `docker/.env.example` shipped: the
-test makes the `cp` phase3 names, as the operator would) and `compose-include` (a top-level file that only
-`include:`s per-service files, an `environment:` map, dataclass settings). phase4's proof must pass because
-vLLM served the question (its counters rose), the backend then answers a direct question with vLLM's text,
-and after rollback the backend answers from the Ollama stand-in again, every user file is byte-identical to
-after init, no container is left and `status` exits 0. A mis-wired variant (envlist-getenv without
-`--scaffold`: the backend's code never reads LLM_BACKEND) is refused by phase4 naming phase2, and switched
-with `--accept-failed phase2` it fails the proof (vLLM's counters do not rise) and rolls back by itself.
+temp copy of every shape in tests/projects/ —
+- `envlist-getenv` (env only through an `environment:` list with `${VAR}` interpolation, `os.getenv`
+  constants, `/api/chat`, `/healthz`, code bind-mounted into `image: ${API_IMAGE}`),
+- `upper-pydantic-template` (UPPERCASE case-sensitive pydantic fields, only `docker/.env.example` shipped:
+  the test makes the `cp` phase3 names, as the operator would),
+- `compose-include` (a top-level file that only `include:`s per-service files, an `environment:` map,
+  dataclass settings),
+- `completion-pipfile` (`OllamaLLM` completion objects: on vLLM LangChain's `OpenAI` calls /v1/completions;
+  `env_file: ./config/backend.env`, alias-named pydantic fields),
+- `existing-vllm` (an unused `vllm` service of the user's own already in the compose file: init moves
+  `vllm.service_name` off it, phase3's user-vllm check passes, and that service is never started or touched),
+- `poetry-v1-prefix` (pydantic-1 `BaseSettings` with `APP_`, `--app-dir src`, SSE `/query`: the answer is the
+  events' tokens),
+- `provider-switch` (the project's own `LLM_PROVIDER` table stays `ollama`, `LLM_BACKEND` picks vLLM inside its
+  ollama branch; non-streaming JSON `/v1/ask`: the answer is its `answer`),
+- `py312-dockerfile` (3.12-only syntax, Ollama on the Docker host, no `command:` — its Dockerfile's `CMD`),
+- `root-multi-service` (`compose.yaml` + `compose.override.yaml`, two LLM services: the `api`, and a `worker`
+  with no HTTP — proven by dropping a document in its inbox and reading the summary it writes: vLLM's counters
+  rise by that summary after the switch, and after rollback it is written with vLLM stopped), no `/health`,
+- `unittest-suite` (the backend's own tests are `unittest`: phase2 runs them and the scaffolded TestCase).
+phase4's proof must pass because vLLM served the question (its counters rose), the backend then answers a
+direct question with vLLM's text, and after rollback the backend answers from the Ollama stand-in again, every
+user file is byte-identical to after init, no container is left and `status` exits 0. A mis-wired variant
+(envlist-getenv without `--scaffold`: the backend's code never reads LLM_BACKEND) is refused by phase4 naming
+phase2, and switched with `--accept-failed phase2` it fails the proof (vLLM's counters do not rise) and rolls
+back by itself. Each shape prints its wall time and each command's (`-s` shows them).
 
 What the test changes in its copy, and why. The test dockerd runs with `--bridge=none` and test traffic goes
 to loopback only (never to a Docker bridge address), so every container uses host networking:
-- each service of the fixture's compose files gets `network_mode: host`; its `ports:`, `networks:` and
-  `depends_on:` go, as do the top-level `networks:` (compose cannot join a bridge here);
-- the port in its command (and its healthcheck's URL) becomes a free port, `--host 0.0.0.0` becomes
+- each LLM service of the fixture's compose files gets `network_mode: host`; its `ports:`, `networks:`,
+  `depends_on:` and `extra_hosts:` go, as do the top-level `networks:` (compose cannot join a bridge here);
+  the user's other services (existing-vllm's own vLLM) stay exactly as written — nothing starts them;
+- the port in the backend's command (and its healthcheck's URL) becomes a free port, `--host 0.0.0.0` becomes
   `127.0.0.1` (on the host's network 0.0.0.0 would listen on every interface);
-- the fixture's `ollama/ollama` service (and its volume) goes: no image registry is reachable, and the
-  Ollama stand-in runs as a process on 127.0.0.1 — every `http://ollama:11434` in the env files and compose
-  files points at it instead;
-- the backend runs the fixture's own code, bind-mounted, in the test's backend image (python, FastAPI,
+- the fixture's Ollama service (`ollama/ollama`, or the one expected.yaml names — root-multi-service's
+  override re-declares it without an image) and its volume go: no image registry is reachable, and the Ollama
+  stand-in runs as a process on 127.0.0.1 — every `http://ollama:11434` and `http://host.docker.internal:11434`
+  in the env files and compose files points at it instead;
+- the backend runs the fixture's own code, bind-mounted, in the test's backend image (python 3.11, FastAPI,
   uvicorn, pydantic-settings, langchain-ollama, langchain-openai: every fixture requirement here) with
   `/opt/venv/bin` on PATH, so the fixtures' own `uvicorn …` commands and `python -c …` healthchecks run as
-  written: `${API_IMAGE}` is set in envlist-getenv's `.env`, a literal image is replaced, and
-  compose-include's `build: ../backend` (the fixture ships no Dockerfile) becomes that image with the
-  directory bind-mounted and `working_dir` set.
+  written: `${API_IMAGE}` is set in envlist-getenv's `.env`, a literal image is replaced, and a `build:`
+  (the fixtures' Dockerfiles are not built: no registry for their `FROM`) becomes that image with the build
+  context bind-mounted and `working_dir` set; py312-dockerfile, which has no `command:`, gets its Dockerfile's
+  `CMD`;
+- py312-dockerfile's code does not parse on the image's 3.11. It is served by the interpreter that parses it:
+  the cached 3.12 venv of `backend_venv` (pyenv's 3.12 plus the backend's packages, fastapi and uvicorn
+  included; keyed by a hash of interpreter and requirements, built once in ~20 s) and pyenv's 3.12 prefix it
+  points at, both bind-mounted read-only at their own paths (this host and the image are the same Debian, so
+  its shared libraries match), the command `<venv>/bin/python -m uvicorn …`. A 3.12 image would need pyenv's
+  300 MB prefix copied into a build context and an image per prefix change: the mounts cost nothing and are
+  cached with the venv. `backend.python` is that venv's python, as init writes it when a python3.12 is on PATH
+  (here pyenv's shim for it fails): phase2 parses the code and runs its tests with it;
+- values of a fixture's env file changed for this box: root-multi-service's `SUMMARY_INTERVAL_S` (0.5, not 30:
+  the worker's poll), existing-vllm's `MAX_TOKENS` (24, not 512 — the vLLM here has `max_model_len` 512 to keep
+  the simulator's answers short, and that backend keeps a session's history: with 512-token answers phase4's
+  multi-turn check overflows the context on its third turn, which the tool rightly reports and rolls back).
 How env reaches the service (`environment:` list or map with `${VAR}`, `env_file:`), the settings style, the
-code and the compose layout (`include:`, `docker/`) stay as the fixture has them. Reachability by service
-name on a bridge network is covered by the fast tier (`tests/test_phase3_wiring.py`, through `docker compose
-config`). migrate.yaml is init's, plus what this box needs as `--set` (the vLLM simulator's image as vLLM,
-host networking, free ports, the stand-ins' URLs, a short watch, no staging — the fixtures' backends listen
-on a fixed port, which staging's second backend on the host network could not share — and gates a CPU can
-pass).
+code and the compose layout (`include:`, `docker/`, overrides) stay as the fixture has them. Reachability by
+service name on a bridge network is covered by the fast tier (`tests/test_phase3_wiring.py`, through `docker
+compose config`). migrate.yaml is init's, plus what this box needs as `--set` (the vLLM simulator's image as
+vLLM, host networking, free ports, the stand-ins' URLs, a short watch, no staging — the fixtures' backends
+listen on a fixed port, which staging's second backend on the host network could not share —, a 3 s stop
+grace at the recreates, and gates a CPU can pass), and the Ollama stand-in answers at 2 ms a token.
+
+Where a shape's time goes (measured here, 2 cores shared with other test sessions, load 4-9): 67-102 s a
+shape — phase2 17-41 s (the backend's suite, then the switch test alone on the wired and the un-wired tree:
+three pytest runs importing LangChain, and the streamed ChatOpenAI check), phase3 ~13 s (10 of them are the
+rendered healthcheck's first `interval` that `up --wait` waits for), phase4 15-25 s (promtool, the drain, the
+recreate and the backend's boot, the proof, the 2 s watch and the checks through the backend), rollback 4-12 s.
 """
 
 from __future__ import annotations
@@ -43,7 +80,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -58,7 +95,7 @@ from migrator.files.envfile import EnvFile
 pytestmark = pytest.mark.docker
 
 PROJECTS = Path(__file__).resolve().parent / "projects"
-OLLAMA_IN_COMPOSE = "http://ollama:11434"
+OLLAMA_URLS = ("http://ollama:11434", "http://host.docker.internal:11434")
 GATES = (  # CPU and a simulator: the gates' plumbing is under test, not this machine's speed
     "gates:\n"
     "  - {name: speed, metric: per_user_output_tokens_per_s, op: '>', threshold: 0}\n"
@@ -70,11 +107,24 @@ GATES = (  # CPU and a simulator: the gates' plumbing is under test, not this ma
 class Shape:
     name: str
     ollama_model: str  # the model the fixture's env asks Ollama for (the stand-in serves it)
+    env: tuple[tuple[str, str], ...] = ()  # values of the fixture's env file changed for this box (see above)
+    python: str | None = None  # a Python version the test's image lacks: served by a bind-mounted venv
+    worker: tuple[str, str] | None = None  # a second LLM service without HTTP: (service, its inbox directory)
 
 
-SHAPES = {s.name: s for s in (Shape("envlist-getenv", "llama3.1:8b"),
-                              Shape("upper-pydantic-template", "mistral:7b-instruct"),
-                              Shape("compose-include", "qwen2.5:7b"))}
+SHAPES = {s.name: s for s in (
+    Shape("envlist-getenv", "llama3.1:8b"),
+    Shape("upper-pydantic-template", "mistral:7b-instruct"),
+    Shape("compose-include", "qwen2.5:7b"),
+    Shape("completion-pipfile", "llama3.1:8b-instruct-q4_K_M"),
+    Shape("existing-vllm", "qwen2.5:14b", env=(("MAX_TOKENS", "24"),)),
+    Shape("poetry-v1-prefix", "mistral:7b-instruct"),
+    Shape("provider-switch", "qwen2.5:14b-instruct"),
+    Shape("py312-dockerfile", "gemma2:9b", python="3.12"),
+    Shape("root-multi-service", "llama3.1:8b", env=(("SUMMARY_INTERVAL_S", "0.5"),),
+          worker=("worker", "/data/inbox")),
+    Shape("unittest-suite", "llama3.1:8b"),
+)}
 
 
 @dataclass
@@ -90,6 +140,7 @@ class Stack:
     vllm_name: str
     vllm_port: int
     ollama_port: int
+    timings: list = field(default_factory=list)  # (command, seconds): where a shape's wall time goes
 
     def compose(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         proc = subprocess.run(["docker", "compose", "-p", self.project, *args], cwd=self.compose_dir,
@@ -98,12 +149,18 @@ class Stack:
         return proc
 
     def start_backend(self) -> None:
-        self.compose("up", "-d", "--no-deps", self.service)
+        """Every service that calls the LLM (root-multi-service's worker too), as production runs them."""
+        self.compose("up", "-d", "--no-deps", *self.expected["llm_services"])
         if not wait_port(int(self.backend_url.rsplit(":", 1)[1]), 60):
             pytest.fail("backend did not listen: " + self.compose("logs", check=False).stdout[-3000:])
 
     def cli(self, *args: str):
-        return run_cli("--project", str(self.root), *args)
+        started = time.monotonic()
+        try:
+            return run_cli("--project", str(self.root), *args)
+        finally:
+            verb = next(a for a in args if not a.startswith("-") and "=" not in a)
+            self.timings.append((verb, time.monotonic() - started))
 
 
 # ---- the test's copy of a fixture ---------------------------------------------------------------------
@@ -135,26 +192,41 @@ def _port_args(command, port: int):
     return re.sub(r"--host\s+0\.0\.0\.0", "--host 127.0.0.1", command), old
 
 
-def _hostify(path: Path, backend: str, port: int, ollama_url: str, image: str, env: dict[str, str]) -> None:
+def _dockerfile_cmd(context: Path) -> list[str] | None:
+    """The exec-form CMD of the fixture's Dockerfile, if it ships one (what its own image would run)."""
+    dockerfile = context / "Dockerfile"
+    if not dockerfile.is_file():
+        return None
+    found = re.findall(r"^CMD\s+(\[.*\])\s*$", dockerfile.read_text(), re.M)
+    return json.loads(found[-1]) if found else None
+
+
+def _hostify(path: Path, expected: dict, port: int, ollama_url: str, image: str, env: dict[str, str],
+             python: Path | None = None) -> None:
     """One compose file made to run here (see the module docstring): host networking, no Ollama service."""
     data = yaml.safe_load(path.read_text())
     services = data.get("services") or {}
+    llm, backend = set(expected["llm_services"]), expected["llm_services"][0]
     dropped_volumes = set()
     for name in list(services):
-        svc = services[name]
-        if str(svc.get("image", "")).startswith("ollama/"):
+        svc = services[name] or {}
+        if name == expected["ollama"]["service"] or str(svc.get("image", "")).startswith("ollama/"):
             dropped_volumes |= {v.split(":")[0] for v in svc.get("volumes", []) if isinstance(v, str)}
             del services[name]
             continue
-        for key in ("ports", "networks", "depends_on"):
+        if name not in llm:
+            continue  # the user's other services (existing-vllm's unused vLLM) stay as they are: never started
+        for key in ("ports", "networks", "depends_on", "extra_hosts"):
             svc.pop(key, None)
         svc["network_mode"] = "host"
-        if "build" in svc:  # the fixture ships no Dockerfile: its code is bind-mounted into the test image
+        if "build" in svc:  # the fixture's Dockerfile (if any) is not built: its code is bind-mounted
             context = svc.pop("build")
             context = context if isinstance(context, str) else context["context"]
             svc["image"] = image
             svc.setdefault("volumes", []).append(f"{context}:/app")
             svc["working_dir"] = "/app"
+            if "command" not in svc and name == backend:
+                svc["command"] = _dockerfile_cmd((path.parent / context).resolve())
         image_ref = str(svc.get("image", ""))
         var = re.fullmatch(r"\$\{(\w+)(:-[^}]*)?\}", image_ref)
         if var:
@@ -163,14 +235,22 @@ def _hostify(path: Path, backend: str, port: int, ollama_url: str, image: str, e
             svc["image"] = image
         environment = svc.get("environment")
         if isinstance(environment, dict):
-            svc["environment"] = {k: str(v).replace(OLLAMA_IN_COMPOSE, ollama_url) for k, v in environment.items()}
+            svc["environment"] = {k: _local_ollama(str(v), ollama_url) for k, v in environment.items()}
         elif isinstance(environment, list):
-            svc["environment"] = [str(v).replace(OLLAMA_IN_COMPOSE, ollama_url) for v in environment]
-        if name == backend:
+            svc["environment"] = [_local_ollama(str(v), ollama_url) for v in environment]
+        if name == backend and "command" in svc:
             svc["command"], old = _port_args(svc["command"], port)
             health = svc.get("healthcheck", {}).get("test")
             if isinstance(health, str):
                 svc["healthcheck"]["test"] = health.replace(f":{old}/", f":{port}/")
+            if python is not None:  # the interpreter that parses the code, bind-mounted where its venv expects it
+                command = svc["command"] if isinstance(svc["command"], list) else svc["command"].split()
+                assert command[0] == "uvicorn", command
+                svc["command"] = [str(python), "-m", *command]
+                venv = python.parent.parent
+                home = Path(re.search(r"^home\s*=\s*(.+)$", (venv / "pyvenv.cfg").read_text(), re.M)
+                            .group(1).strip()).parent
+                svc["volumes"] += [f"{venv}:{venv}:ro", f"{home}:{home}:ro"]
     data.pop("networks", None)
     for volume in dropped_volumes & set(data.get("volumes") or {}):
         del data["volumes"][volume]
@@ -179,27 +259,42 @@ def _hostify(path: Path, backend: str, port: int, ollama_url: str, image: str, e
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def make_stack(shape: Shape, tmp_path: Path, servers, image: str) -> Stack:
+def _local_ollama(text: str, ollama_url: str) -> str:
+    """Every URL the fixture gives for its Ollama (a compose service, or the Docker host) → the stand-in's."""
+    for url in OLLAMA_URLS:
+        text = text.replace(url, ollama_url)
+    return text
+
+
+def make_stack(shape: Shape, tmp_path: Path, servers, image: str, python: Path | None = None) -> Stack:
     root = tmp_path / shape.name
     shutil.copytree(PROJECTS / shape.name, root)
     expected = yaml.safe_load((root / "expected.yaml").read_text())
     (root / "expected.yaml").unlink()  # the ground truth of the fast tier, not a file of the project
     service = expected["llm_services"][0]
-    ollama_port = servers.start("migrator.sim.ollama", "--preload", "--model", shape.ollama_model)
+    # The stand-in's default pace is a GPU's (120 ms TTFT, 40 ms a token, 128 tokens: ~5 s an answer, one at a
+    # time); the chain asks Ollama 4-6 times a shape. What is proven is which LLM answered, not how fast.
+    ollama_port = servers.start("migrator.sim.ollama", "--preload", "--model", shape.ollama_model,
+                                "--ttft-ms", "20", "--itl-ms", "2")
     ollama_url = f"http://127.0.0.1:{ollama_port}"
     backend_port = free_port()
-    env_values: dict[str, str] = {}
+    env_values: dict[str, str] = dict(shape.env)
     for rel in expected["compose_files"]:
-        _hostify(root / rel, service, backend_port, ollama_url, image, env_values)
+        _hostify(root / rel, expected, backend_port, ollama_url, image, env_values, python)
     env_rel = expected["env_file"] or expected["env_template"]
     for path in root.rglob(".env*"):  # the env file, or the template the operator copies it from
-        text = path.read_text().replace(OLLAMA_IN_COMPOSE, ollama_url)
+        text = _local_ollama(path.read_text(), ollama_url)
         if path == root / env_rel:
             env = EnvFile.from_bytes(text.encode())
             for key, value in env_values.items():
                 env = env.set(key, value)
             text = env.to_bytes().decode()
         path.write_text(text)
+    if expected["env_file"] and not (root / env_rel).name.startswith(".env"):  # completion-pipfile's backend.env
+        env = EnvFile.from_bytes(_local_ollama((root / env_rel).read_text(), ollama_url).encode())
+        for key, value in env_values.items():
+            env = env.set(key, value)
+        (root / env_rel).write_bytes(env.to_bytes())
     chat = expected["chat_endpoint"]
     backend_url = f"http://127.0.0.1:{backend_port}"
     return Stack(root, expected, service, root / expected["compose_project_dir"],
@@ -207,7 +302,7 @@ def make_stack(shape: Shape, tmp_path: Path, servers, image: str) -> Stack:
                  chat["message_field"], f"gm-{SESSION_TAG}-vllm-{uuid.uuid4().hex[:6]}", free_port(), ollama_port)
 
 
-def init(stack: Stack, sim_image: str, tmp_path: Path) -> None:
+def init(stack: Stack, sim_image: str, tmp_path: Path, python: Path | None = None) -> None:
     """`init --yes` with what this box needs given as --set (written into migrate.yaml), and the gates."""
     from migrator.app.harness.model_stub import write_metadata_only
 
@@ -224,7 +319,13 @@ def init(stack: Stack, sim_image: str, tmp_path: Path) -> None:
         "vllm.hf_cache": str(tmp_path / "hf"), "vllm.vllm_cache": str(tmp_path / "vllm-cache"),
         "ollama.url": f"http://127.0.0.1:{stack.ollama_port}", "backend.wait_s": "60",
         "deploy.staging": "off", "deploy.watch_s": "2", "deploy.probe_interval_s": "0.5",
+        # The old container's SIGTERM→SIGKILL grace at a recreate (30 s): root-multi-service's worker is PID 1
+        # with no SIGTERM handler, so the kernel ignores the signal and each recreate waited the full grace.
+        # Nothing is in flight at these recreates (the drain before them is still measured).
+        "deploy.stop_grace_s": "3",
     }
+    if python is not None:  # no python3.12 on PATH here (init would write it): the venv that serves the code
+        settings["backend.python"] = str(python)
     sets = [a for key, value in settings.items() for a in ("--set", f"{key}={value}")]
     result = stack.cli(*sets, "init", "--yes")
     assert result.exit_code == 0, result.stderr
@@ -244,11 +345,41 @@ def counters(port: int) -> tuple[float, float]:
 
 
 def ask(stack: Stack, question: str = "Which entities does the graph link?") -> str:
+    """The backend's answer as its user reads it: plain streamed text, the tokens of its SSE events
+    (poetry-v1-prefix's `data: {"token": …}`), or the one string of its JSON reply (provider-switch)."""
     with httpx.stream("POST", stack.chat_url, json={stack.message_field: question}, timeout=60) as resp:
         text = "".join(resp.iter_text())
     assert resp.status_code == 200, text[-500:]
+    kind = resp.headers.get("content-type", "")
+    if kind.startswith("text/event-stream"):
+        events = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+        text = "".join(_only_string(json.loads(e)) for e in events if e != "[DONE]")
+    elif kind.startswith("application/json"):
+        text = _only_string(json.loads(text))
     assert text.strip(), "the backend answered with an empty body"
     return text
+
+
+def _only_string(obj) -> str:
+    strings = [v for v in obj.values() if isinstance(v, str)] if isinstance(obj, dict) else []
+    assert len(strings) == 1, obj
+    return strings[0]
+
+
+def summarise(stack: Stack, worker: str, inbox: str) -> str:
+    """root-multi-service's worker: a document dropped into its inbox, its summary read back (what the
+    worker's LLM wrote) — the second LLM service proven, not just recreated."""
+    name = uuid.uuid4().hex[:8]
+    stack.compose("exec", "-T", worker, "python", "-c",
+                  f"open('{inbox}/{name}.txt', 'w').write('Ada Lovelace wrote the first program.')")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = stack.compose("exec", "-T", worker, "cat", f"{inbox}/{name}.summary", check=False)
+        if done.returncode == 0:
+            assert done.stdout.strip(), "the worker wrote an empty summary"
+            return done.stdout
+        time.sleep(0.3)
+    pytest.fail("the worker wrote no summary: " + stack.compose("logs", worker, check=False).stdout[-3000:])
 
 
 def user_files(root: Path) -> dict[str, bytes]:
@@ -278,7 +409,7 @@ def teardown(stack: Stack) -> list[str]:
     from migrator.adapters.docker import DockerRuntime
 
     docker = DockerRuntime()
-    stack.compose("down", "-t", "2", "--remove-orphans", check=False)
+    stack.compose("down", "-v", "-t", "2", "--remove-orphans", check=False)  # -v: the project's own volumes
     left = docker.remove_project(stack.project, 2)
     if docker.remove(stack.vllm_name) == "removed":
         left.append(f"{stack.vllm_name}: removed")
@@ -304,15 +435,18 @@ def env_keys(stack: Stack) -> dict[str, str | None]:
 
 # ---- the tests -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_fixture_backend_migrates_to_vllm_and_rolls_back(shape, tmp_path, servers, fixture_image, sim_image):
+def test_fixture_backend_migrates_to_vllm_and_rolls_back(shape, tmp_path, servers, fixture_image, sim_image,
+                                                         request):
     started = time.monotonic()
-    stack = make_stack(SHAPES[shape], tmp_path, servers, fixture_image)
+    spec = SHAPES[shape]
+    python = Path(request.getfixturevalue("py312_python")) if spec.python else None
+    stack = make_stack(spec, tmp_path, servers, fixture_image, python)
     template = stack.expected["env_template"] if not stack.expected["env_file"] else None
     try:
         if not template:
             stack.start_backend()  # production, on Ollama, before the migration starts
             ask(stack)
-        init(stack, sim_image, tmp_path)
+        init(stack, sim_image, tmp_path, python)
         before = user_files(stack.root)
 
         assert (r := stack.cli("phase1")).exit_code == 0, r.stderr
@@ -329,6 +463,9 @@ def test_fixture_backend_migrates_to_vllm_and_rolls_back(shape, tmp_path, server
         r = stack.cli("phase3")
         assert r.exit_code == 0, r.stderr
         assert (stack.compose_dir / "docker-compose.vllm.yml").exists()
+        if stack.expected["existing_vllm_service"]:  # the user's own `vllm` service: named around, never started
+            ours = yaml.safe_load((stack.root / "migrate.yaml").read_text())["vllm"]["service_name"]
+            assert ours != "vllm" and f"service '{ours}'" in r.stderr, r.stderr
         served = counters(stack.vllm_port)[0]
         ask(stack)  # production still on Ollama after phase3
         assert counters(stack.vllm_port)[0] == served
@@ -348,6 +485,12 @@ def test_fixture_backend_migrates_to_vllm_and_rolls_back(shape, tmp_path, server
         after = counters(stack.vllm_port)
         assert after[0] == requests + 1
         assert after[1] - tokens == len(answer.split()), answer  # the simulator's words are one token each
+        if spec.worker:  # the other LLM service too: its summary is vLLM's text
+            summary = summarise(stack, *spec.worker)
+            assert counters(stack.vllm_port) == (after[0] + 1, after[1] + len(summary.split())), summary
+
+        if stack.expected["existing_vllm_service"]:
+            assert not stack.compose("ps", "-a", "-q", "vllm").stdout.strip(), "the user's own vllm was started"
 
         r = stack.cli("rollback")
         assert r.exit_code == 0, r.stdout + r.stderr
@@ -355,12 +498,15 @@ def test_fixture_backend_migrates_to_vllm_and_rolls_back(shape, tmp_path, server
         container = vllm_container(stack)
         assert container is None or container.status != "running"
         assert_on_ollama(stack)
+        if spec.worker:
+            summarise(stack, *spec.worker)  # vLLM is stopped: only the Ollama stand-in can have written it
         assert (r := stack.cli("status")).exit_code == 0, r.stdout + r.stderr
     finally:
         teardown(stack)
     assert vllm_container(stack) is None
     assert not _containers(stack.project)
-    print(f"\n{shape}: {time.monotonic() - started:.0f} s")
+    print(f"\n{shape}: {time.monotonic() - started:.0f} s ("
+          + ", ".join(f"{verb} {seconds:.1f}" for verb, seconds in stack.timings) + ")")
 
 
 def test_miswired_backend_is_refused_then_rolled_back_by_the_proof(tmp_path, servers, fixture_image, sim_image):

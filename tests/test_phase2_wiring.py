@@ -343,3 +343,23 @@ def test_a_projects_own_provider_switch_stays_on_ollama_and_llm_backend_picks_vl
     # the switch and the rollback move LLM_BACKEND only; the env file's LLM_PROVIDER stays ollama
     assert BACKEND_KEY == "LLM_BACKEND" and "LLM_PROVIDER" not in desired_env(context(root))
     assert EnvFile.from_bytes((root / ".env").read_bytes()).get("LLM_PROVIDER") == "ollama"
+
+
+@pytest.mark.parametrize("project", ["py312-dockerfile"], indirect=True)
+def test_the_default_test_command_runs_with_backend_python(project, cli, shape_python):
+    """init's test command (`python3 -m pytest …`) on a 3.12 project, backend.python a 3.12: the suite runs
+    with backend.python, not this PATH's python3 (3.11, which cannot even parse the code)."""
+    from phases.phase2 import with_backend_python
+
+    _shape, root = project
+    scaffold(cli, root, python=shape_python)  # its suite not run here: --check below runs init's command
+    assert "test_command" not in (root / "migrate.yaml").read_text()  # init's: the default applies
+    unit = steps(cli("--project", str(root), "--json", "--set", f"backend.python={shape_python}", "phase2",
+                     "--check"))["phase2.unit-tests"]
+    assert unit["status"] == "ok" and unit["message"].startswith(f"`{shape_python} -m pytest"), unit
+    assert unit["measurements"]["switch_test_wired"] == "3 passed", unit
+    default = "python3 -m pytest -q -p no:cacheprovider"
+    assert with_backend_python("python -m unittest discover -s tests", "/opt/py/bin/python3.12") == \
+        "/opt/py/bin/python3.12 -m unittest discover -s tests"
+    assert with_backend_python("tox -e py312", "/opt/py/bin/python3.12") == "tox -e py312"  # not a bare python
+    assert with_backend_python(default, "python3") == default

@@ -228,3 +228,22 @@ def test_the_sim_image_holds_every_module_the_stand_ins_import():
                     continue
                 rel = module.removeprefix("migrator.").replace(".", "/")
                 assert f"{rel}.py" in SIM_FILES or f"{rel}/__init__.py" in SIM_FILES, (name, module)
+def test_vllm_sim_serves_completions_to_langchains_openai_llm(servers):
+    """Completion-style backends (completion-pipfile's OllamaLLM, wired to LangChain's OpenAI on vLLM) call
+    /v1/completions: streamed and invoked, with vLLM's counters rising as for chat."""
+    from langchain_openai import OpenAI
+    port = servers.start("migrator.sim.vllm", "--served-model-name", "m", "--max-model-len", "256")
+    base = f"http://127.0.0.1:{port}"
+    llm = OpenAI(base_url=f"{base}/v1", model="m", api_key="EMPTY", max_tokens=6)
+    streamed = "".join(llm.stream("Question: what links the graph?\nAnswer:"))
+    invoked = llm.invoke("Summarise: the graph links entities.")
+    assert streamed.split() and invoked.split()
+    metrics = httpx.get(f"{base}/metrics").text
+    requests = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                   if line.startswith("vllm:request_success_total{"))
+    tokens = next(float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("vllm:generation_tokens_total{"))
+    assert requests == 2 and tokens == len(streamed.split()) + len(invoked.split())
+    wrong = httpx.post(f"{base}/v1/completions", json={"model": "x", "prompt": "hi"})
+    assert wrong.status_code == 404 and wrong.json()["error"]["type"] == "NotFoundError"
+    assert httpx.post(f"{base}/v1/completions", json={"model": "m"}).status_code == 400

@@ -117,6 +117,11 @@ class ProjectSettings:
         list, "compose services that call the LLM besides backend_service (a worker, a second API); vLLM joins "
               "their networks and they get its env keys; empty = backend_service alone")
 
+    def services_calling_llm(self) -> list[str]:
+        """backend_service, then the other llm_services, each once: every service that reads the switch
+        (phase3 wires each to vLLM; phase4 and rollback recreate each)."""
+        return [self.backend_service, *(name for name in self.llm_services if name != self.backend_service)]
+
 
 def _size(value) -> str | None:
     if value == "":

@@ -151,6 +151,10 @@ class VllmSim:
             if req.method != "POST":
                 return Response.json({"detail": "Method Not Allowed"}, 405)
             return await self.chat(req)
+        if req.path == "/v1/completions":
+            if req.method != "POST":
+                return Response.json({"detail": "Method Not Allowed"}, 405)
+            return await self.completion(req)
         return Response.json({"detail": "Not Found"}, 404)
 
     @staticmethod
@@ -269,6 +273,75 @@ class VllmSim:
                 obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
                        "choices": [], "usage": usage}
                 await out.send(b"data: " + json.dumps(obj).encode() + b"\n\n")
+            await out.send(b"data: [DONE]\n\n")
+
+        return Response(200, content_type="text/event-stream; charset=utf-8", stream=stream)
+
+    # ---- completions (what LangChain's OpenAI LLM calls: completion-style backends) --------------------
+    async def completion(self, req: Request) -> Response:
+        """POST /v1/completions: a plain prompt (or a list of one), text chunks, the same counters as chat."""
+        try:
+            body = req.json()
+        except ValueError:
+            return self.error("JSON decode error", "Bad Request", 400, "body")
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            return self.error("prompt must be a string or a list of one string", "BadRequestError", 400, "prompt")
+        model = body.get("model")
+        if model not in self.names:
+            return self.error(f"The model `{model}` does not exist. Valid aliases: {', '.join(self.names)}.",
+                              "NotFoundError", 404, "model")
+        limit = self.args.max_model_len
+        prompt_tokens = count_tokens(prompt)
+        if prompt_tokens >= limit:
+            return self.error(
+                f"This model's maximum context length is {limit} tokens. However, your prompt contains at "
+                f"least {prompt_tokens} input tokens, which exceeds this limit even without any output "
+                f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, "
+                f"value={prompt_tokens})", "BadRequestError", 400, "input_tokens")
+        max_tokens = min(int(body.get("max_tokens") or 16), limit - prompt_tokens)  # vLLM's default: 16
+        self.requests += 1
+        rng = random.Random(body.get("seed", self.requests))
+        n_out = max_tokens if body.get("ignore_eos") else max(1, rng.randint(max_tokens // 2 + 1, max_tokens))
+        finish = "length" if n_out >= max_tokens else "stop"
+        words = [rng.choice(WORDS) for _ in range(n_out)]
+        rid, created, arrival = f"cmpl-{uuid.uuid4().hex}", int(time.time()), time.monotonic()
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + n_out,
+                 "completion_tokens": n_out, "prompt_tokens_details": None}
+        self.prompt_tokens += prompt_tokens
+
+        def choice(text: str, finish_reason=None) -> dict:
+            return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason, "stop_reason": None}
+
+        if not body.get("stream"):
+            async with self.slot(arrival):
+                await asyncio.sleep(self.args.ttft_ms / 1000)
+                first = time.monotonic()
+                for _ in range(n_out - 1):
+                    await asyncio.sleep(self.itl())
+            self.finish(arrival, first, n_out, finish)
+            return Response.json({"id": rid, "object": "text_completion", "created": created, "model": model,
+                                  "choices": [choice(" ".join(words), finish)], "usage": usage})
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(obj: dict) -> bytes:
+            return b"data: " + json.dumps({"id": rid, "object": "text_completion", "created": created,
+                                           "model": model, **obj}).encode() + b"\n\n"
+
+        async def stream(out: StreamWriter) -> None:
+            async with self.slot(arrival):
+                await asyncio.sleep(self.args.ttft_ms / 1000)
+                first = time.monotonic()
+                for i, word in enumerate(words):
+                    if i:
+                        await asyncio.sleep(self.itl())
+                    await out.send(chunk({"choices": [choice((" " if i else "") + word,
+                                                             finish if i == n_out - 1 else None)]}))
+            self.finish(arrival, first, n_out, finish)
+            if include_usage:
+                await out.send(chunk({"choices": [], "usage": usage}))
             await out.send(b"data: [DONE]\n\n")
 
         return Response(200, content_type="text/event-stream; charset=utf-8", stream=stream)

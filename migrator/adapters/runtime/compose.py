@@ -60,26 +60,40 @@ class ComposeBackend:
 
     def recreate_plan(self, ctx: Context) -> list[str]:
         grace = f"{ctx.settings.deploy.stop_grace_s:g}"
-        return [f"docker compose up -d --no-deps --force-recreate --timeout {grace} "
-                f"{ctx.settings.project.backend_service}"]
+        return [f"docker compose up -d --no-deps --force-recreate --timeout {grace} {service}"
+                for service in ctx.settings.project.services_calling_llm()]
 
     def recreate(self, ctx: Context, compose=None, grace_s: float | None = None,
                  at_stop=None) -> tuple[bool, str]:
-        """`docker compose up -d --no-deps --force-recreate` (a restart would not re-read the env file), the
-        old container given `grace_s` (default `deploy.stop_grace_s`) to finish its answers after SIGTERM.
-        `at_stop` runs just before that command: compose makes the replacement first and stops the old one
-        ~0.3–1 s after it starts (measured on the 2-core test box), so that is as late as it can run here."""
-        service = ctx.settings.project.backend_service
+        """`docker compose up -d --no-deps --force-recreate` of every service that calls the LLM (the
+        backend, then project.llm_services: a worker left running would stay on the LLM it started with; a
+        restart would not re-read the env file), the old containers given `grace_s` (default
+        `deploy.stop_grace_s`) to finish their answers after SIGTERM. Each is attempted even if one fails.
+        `at_stop` runs just before the backend's command: compose makes the replacement first and stops the
+        old one ~0.3–1 s after it starts (measured on the 2-core test box), so that is as late as it can run."""
         if not ctx.compose_path.exists():
             return True, f"{ctx.compose_path} not found: no compose-managed backend to recreate"
         compose = compose or project_compose(ctx)
         ctx.docker.ping()
+        grace = ctx.settings.deploy.stop_grace_s if grace_s is None else grace_s
+        recreated, absent, failed = [], [], []
+        for service in ctx.settings.project.services_calling_llm():
+            ok, done, said = self._recreate_one(compose, service, grace,
+                                                at_stop if service == ctx.settings.project.backend_service else None)
+            (recreated if done else absent if ok else failed).append(said)
+        if failed:
+            return False, "; ".join([*failed, *recreated, *absent])
+        # The message ends with "recreated" exactly when something was (the caller then waits for it).
+        return True, "; ".join([*absent, *recreated])
+
+    @staticmethod
+    def _recreate_one(compose, service: str, grace: float, at_stop=None) -> tuple[bool, bool, str]:
+        """(ok, recreated, what happened) for one service."""
         listed = compose.run("ps", "-a", "-q", service)
         if listed.returncode != 0:
-            return False, f"docker compose ps failed: {listed.stderr.strip()[:200]}"
+            return False, False, f"docker compose ps failed: {listed.stderr.strip()[:200]}"
         if not listed.stdout.strip():
-            return True, f"service '{service}' is not deployed: nothing to recreate"
-        grace = ctx.settings.deploy.stop_grace_s if grace_s is None else grace_s
+            return True, False, f"service '{service}' is not deployed: nothing to recreate"
         if at_stop is not None:
             at_stop()
         proc = compose.recreate(service, grace_s=grace)
@@ -90,8 +104,8 @@ class ComposeBackend:
             if removed.returncode == 0:
                 proc = compose.recreate(service, grace_s=grace)
                 if proc.returncode == 0:
-                    return True, (f"service '{service}' recreated (after removing a half-made container an "
-                                  "interrupted recreate left)")
+                    return True, True, (f"service '{service}', after removing a half-made container an "
+                                        "interrupted recreate left, recreated")
         if proc.returncode != 0:
-            return False, f"docker compose up -d --no-deps {service} failed: {compose_error(proc.stderr)}"
-        return True, f"service '{service}' recreated"
+            return False, False, f"docker compose up -d --no-deps {service} failed: {compose_error(proc.stderr)}"
+        return True, True, f"service '{service}' recreated"

@@ -1,8 +1,9 @@
-"""A Python 3.12 venv with a backend's packages, for running a 3.12-only fixture's own tests (tests only).
+"""A Python 3.12 venv with a backend's packages, for running a 3.12-only fixture (tests only).
 
 The `py312-dockerfile` fixture uses 3.12 syntax, so the tool's 3.11 cannot import it; its scaffolded
 switch test must still really run, fail before the wiring and pass after, under the backend's own
-Python. The venv is built once under the cache directory, keyed by a hash of the interpreter's version and
+Python, and the Docker e2e test serves its app with this venv's uvicorn (the venv and the interpreter
+bind-mounted into the test's backend container: same Debian as this host). The venv is built once under the cache directory, keyed by a hash of the interpreter's version and
 the requirements (a change of either builds a new one), under a `.partial` name renamed only after its
 packages import — a half-built venv is never taken for a good one.
 
@@ -22,8 +23,8 @@ from pathlib import Path
 from migrator.app.harness.vllm_cpu import cache_dir
 
 # The fixtures' backends' own packages, at the versions the tool's tests use on 3.11.
-REQUIREMENTS = ("langchain-ollama==1.1.0", "langchain-openai==1.7.4", "pydantic-settings==2.14.1", "pytest==9.0.3")
-IMPORTS = "import langchain_ollama, langchain_openai, pydantic_settings, pytest"
+REQUIREMENTS = ("fastapi==0.165.0", "uvicorn==0.54.0", "langchain-ollama==1.1.0", "langchain-openai==1.7.4", "pydantic-settings==2.14.1", "pytest==9.0.3")
+IMPORTS = "import fastapi, uvicorn, langchain_ollama, langchain_openai, pydantic_settings, pytest"
 
 
 class VenvUnavailable(Exception):
