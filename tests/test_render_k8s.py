@@ -440,6 +440,21 @@ def test_a_token_in_extra_args_is_refused(sample, tmp_path, cli, extra_args, wor
     assert HF_TOKEN not in result.output and not out.exists()
 
 
+@pytest.mark.parametrize("extra_args", [
+    ["--hf_token=plain-token-value-9"],            # vLLM turns a flag's underscores into dashes
+    ["--hf_token", "plain-token-value-9"],
+    ["--hf-tok=plain-token-value-9"],              # argparse takes a unique prefix of a long option
+])
+def test_a_secret_flag_in_the_spellings_vllm_also_accepts_is_refused(sample, tmp_path, cli, extra_args):
+    """The value is not token-shaped, so only the flag's name can catch it: vLLM reads `--hf_token` and a
+    prefix such as `--hf-tok` as `--hf-token`, so each must be refused as `--hf-token` is."""
+    (sample / "migrate.yaml").write_text(yaml.safe_dump({"vllm": {"extra_args": extra_args}}))
+    out = tmp_path / "k8s"
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == ExitCode.USAGE and "a secret would be written" in result.stderr, result.stderr
+    assert "plain-token-value-9" not in result.output and not out.exists()
+
+
 # ---- the output directory is the operator's ------------------------------------------------------------
 def test_a_directory_with_files_it_did_not_write_is_refused_and_left_alone(sample, tmp_path, cli):
     out = tmp_path / "k8s"

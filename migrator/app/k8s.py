@@ -36,8 +36,9 @@ JOB_LABEL = "app.kubernetes.io/name"  # its value, "vllm", becomes the job label
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-# vLLM flags that would carry a secret on the command line (and so into the manifests)
-_SECRET_FLAGS = ("--hf-token", "--api-key")
+# vLLM flags that would carry a secret on the command line (and so into the manifests), each with the
+# shortest prefix argparse (vLLM sets no allow_abbrev=False) takes for it unambiguously
+_SECRET_FLAGS = {"--hf-token": "--hf-t", "--api-key": "--api-k"}
 # The init container's download: the files phase1 downloads (hf.ALLOW_PATTERNS), at the pinned revision, into
 # HF_HOME on the volume; a snapshot already there is only checked against the Hub's file list.
 FETCH_SCRIPT = ("import json, sys\n"
@@ -128,11 +129,26 @@ def pinned_image(image: str) -> str:
     return image
 
 
+def _flag_name(arg: str) -> str:
+    """A long option's name as vLLM reads it: before any '=', its underscores as dashes (`--hf_token`)."""
+    name = arg.partition("=")[0]
+    return name.replace("_", "-") if name.startswith("--") else name
+
+
+def _names(arg: str, flags: dict[str, str]) -> str | None:
+    """The flag of `flags` that `arg` is to vLLM — spelled out, with underscores, or a prefix argparse
+    expands to it — else None."""
+    name = _flag_name(arg)
+    return next((full for full, shortest in flags.items() if name.startswith(shortest) and full.startswith(name)),
+                None)
+
+
 def _check_extra_args(settings, gpus: int) -> None:
     args = [str(arg) for arg in settings.vllm.extra_args]
     for arg in args:
-        if arg.partition("=")[0] in _SECRET_FLAGS:
-            raise ConfigError(f"vllm.extra_args has {arg.partition('=')[0]}: a secret would be written into the "
+        secret_flag = _names(arg, _SECRET_FLAGS)
+        if secret_flag:
+            raise ConfigError(f"vllm.extra_args has {secret_flag}: a secret would be written into the "
                               "manifests", "remove it; the pod gets HF_TOKEN and VLLM_API_KEY from Secrets")
     for arg in args:
         if redact(arg) != arg:  # an hf_…/sk-… token, or a secret value this run knows
