@@ -455,6 +455,20 @@ def test_a_secret_flag_in_the_spellings_vllm_also_accepts_is_refused(sample, tmp
     assert "plain-token-value-9" not in result.output and not out.exists()
 
 
+@pytest.mark.parametrize("extra_args", [["-tp", "4"], ["-tp=4"], ["--tensor_parallel_size=4"],
+                                        ["--tensor-parallel", "4"]])
+def test_a_tensor_parallel_size_in_extra_args_in_any_spelling_must_match_the_pods_gpus(sample, tmp_path, cli,
+                                                                                        extra_args):
+    """extra_args come after the tool's own flags and win: `-tp 4` in a pod given 1 GPU would keep vLLM
+    from starting there, so every spelling vLLM reads as --tensor-parallel-size is held to --gpus-per-replica."""
+    (sample / "migrate.yaml").write_text(yaml.safe_dump({"vllm": {"extra_args": extra_args}}))
+    out = tmp_path / "k8s"
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == ExitCode.USAGE, result.stderr
+    assert "--tensor-parallel-size 4 but each pod gets 1 GPU(s)" in result.stderr and not out.exists()
+    assert render(cli, sample, out, "--gpus-per-replica", "4").exit_code == 0  # the same count is fine
+
+
 # ---- the output directory is the operator's ------------------------------------------------------------
 def test_a_directory_with_files_it_did_not_write_is_refused_and_left_alone(sample, tmp_path, cli):
     out = tmp_path / "k8s"

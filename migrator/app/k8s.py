@@ -156,7 +156,7 @@ def _check_extra_args(settings, gpus: int) -> None:
                               "remove it; the pod takes secrets only from Kubernetes Secrets")
     for i, arg in enumerate(args):
         flag, eq, value = arg.partition("=")
-        if flag == "--tensor-parallel-size":
+        if flag == "-tp" or _names(arg, {"--tensor-parallel-size": "--tensor-p"}):
             value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
             if value != str(gpus):
                 raise ConfigError(f"vllm.extra_args has --tensor-parallel-size {value} but each pod gets {gpus} "
