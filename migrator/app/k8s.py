@@ -36,6 +36,7 @@ JOB_LABEL = "app.kubernetes.io/name"  # its value, "vllm", becomes the job label
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_INT32_MAX = 2**31 - 1  # spec.replicas; kubernetes-validate's schema does not check the bound, the API server does
 # vLLM flags that would carry a secret on the command line (and so into the manifests), each with the
 # shortest prefix argparse (vLLM sets no allow_abbrev=False) takes for it unambiguously
 _SECRET_FLAGS = {"--hf-token": "--hf-t", "--api-key": "--api-k"}
@@ -107,6 +108,9 @@ def _validate_options(options: K8sOptions) -> None:
         raise ConfigError(f"unknown --target {options.target!r}", f"one of: {', '.join(TARGETS)}")
     if options.replicas < 1:
         raise ConfigError(f"--replicas {options.replicas}: at least 1", "pass --replicas 1 or more")
+    if options.replicas > _INT32_MAX:
+        raise ConfigError(f"--replicas {options.replicas}: more than Kubernetes' spec.replicas holds "
+                          f"({_INT32_MAX}, an int32)", "pass the number of vLLM pods the cluster should run")
     if options.gpus_per_replica is not None and not 1 <= options.gpus_per_replica <= 64:
         raise ConfigError(f"--gpus-per-replica {options.gpus_per_replica}: between 1 and 64",
                           "pass the GPUs one vLLM pod spans (tensor parallelism)")
