@@ -368,6 +368,8 @@ def test_the_files_written_are_listed_and_the_crds_marked_not_schema_checked(sam
     (("--gpus-per-replica", "0"), "--gpus-per-replica 0"),
     (("--cache-size", "lots"), "--cache-size 'lots'"),
     (("--replicas", "3000000000"), "--replicas 3000000000"),  # spec.replicas is an int32: the API refuses it
+    (("--cache-size", "0Gi"), "--cache-size '0Gi'"),  # a PVC must request more than zero
+    (("--cache-size", "0.0"), "--cache-size '0.0'"),
 ])
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(custom, tmp_path, cli, extra, words):
     out = tmp_path / "k8s"

@@ -34,7 +34,7 @@ PORT = vllm_launch.CONTAINER_PORT
 STARTUP_PERIOD_S = 10
 JOB_LABEL = "app.kubernetes.io/name"  # its value, "vllm", becomes the job label: phase4's rules say job="vllm"
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _INT32_MAX = 2**31 - 1  # spec.replicas; kubernetes-validate's schema does not check the bound, the API server does
 # vLLM flags that would carry a secret on the command line (and so into the manifests), each with the
@@ -117,8 +117,12 @@ def _validate_options(options: K8sOptions) -> None:
     if not _DNS_LABEL.match(options.namespace):
         raise ConfigError(f"--namespace {options.namespace!r} is not a Kubernetes namespace name",
                           "lower-case letters, digits and '-', starting with a letter, at most 63")
-    if not _QUANTITY.match(options.cache_size):
+    quantity = _QUANTITY.match(options.cache_size)
+    if not quantity:
         raise ConfigError(f"--cache-size {options.cache_size!r} is not a Kubernetes quantity", "e.g. 200Gi")
+    if float(quantity.group(1)) == 0:  # the API server refuses a claim of nothing
+        raise ConfigError(f"--cache-size {options.cache_size!r}: a volume claim must be more than zero",
+                          "e.g. 200Gi (the model's weights, plus vLLM's compile cache)")
 
 
 def pinned_image(image: str) -> str:
