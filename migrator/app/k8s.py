@@ -397,14 +397,15 @@ def _marker(out: Path) -> dict[str, list[str]]:
                           "render into a new --out directory") from None
 
 
-def _present(out: Path) -> list[str]:
-    found = []
+def _present(out: Path):
+    """The files under `out` (relative paths, the marker left out), one at a time: a caller that stops at
+    the first one of the operator's does not walk the rest of, say, a home directory."""
     for root, dirs, names in os.walk(out):
-        for n in names:
+        dirs.sort()
+        for n in sorted(names):
             rel = Path(root, n).relative_to(out).as_posix()
             if rel != MARKER:
-                found.append(rel)
-    return sorted(found)
+                yield rel
 
 
 def guard(out: Path, planned: dict[str, bytes]) -> tuple[dict[str, list[str]], list[str]]:
@@ -415,13 +416,13 @@ def guard(out: Path, planned: dict[str, bytes]) -> tuple[dict[str, list[str]], l
     if not out.is_dir():
         return {}, []
     marker = _marker(out)
-    present = _present(out)
-    foreign = [rel for rel in present if rel not in marker]
-    if foreign:
-        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise ConfigError(f"{out / foreign[0]}{more} was not written by render k8s: {out} is not replaced",
-                          "render into an empty or new --out directory; keep your own manifests in a kustomize "
-                          "overlay beside it (resources: [../" + out.name + "])")
+    present = []
+    for rel in _present(out):
+        if rel not in marker:
+            raise ConfigError(f"{out / rel} was not written by render k8s: {out} is not replaced",
+                              "render into an empty or new --out directory; keep your own manifests in a "
+                              "kustomize overlay beside it (resources: [../" + out.name + "])")
+        present.append(rel)
     for rel in present:
         try:
             current = _sha((out / rel).read_bytes())
