@@ -553,6 +553,51 @@ def test_a_render_cut_short_is_still_recognised_as_its_own(sample, tmp_path, cli
     assert by_kind(out)["Deployment"]["spec"]["replicas"] == 2
 
 
+KILLED_MID_WRITE = """
+import os, signal, sys
+real = os.replace
+def replace(src, dst, *a, **kw):
+    if str(dst).endswith(os.environ["KILL_AT"]):  # the temp file written and synced, not yet renamed
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **kw)
+os.replace = replace
+from migrator.cli.main import main
+sys.argv = ["graphrag-migrate", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("kill_at, first", [("vllm-deployment.yaml", False), (".graphrag-migrate-k8s.json", True)])
+def test_a_render_killed_mid_write_leaves_nothing_that_stops_the_next_one(sample, tmp_path, cli, kill_at, first):
+    """kill -9 between a file's temp copy and its rename leaves `.vllm-deployment.yaml.XXXX.tmp` behind (or,
+    on the first render, the marker's): render k8s's own leftover, not a file of the operator's, so the
+    re-run goes on and removes it."""
+    out = tmp_path / "k8s"
+    if not first:
+        assert render(cli, sample, out).exit_code == 0
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, "--project", str(sample), "render", "k8s",
+                             "--out", str(out), "--replicas", "2"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "KILL_AT": kill_at})
+    assert killed.returncode == -9, killed.stderr
+    (leftover,) = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert leftover.startswith(f".{kill_at}.")
+    done = render(cli, sample, out, "--replicas", "2", json_out=False)
+    assert done.exit_code == 0, done.stderr
+    assert by_kind(out)["Deployment"]["spec"]["replicas"] == 2
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_a_tmp_file_of_the_operators_is_still_the_operators(sample, tmp_path, cli):
+    """Only a temp name of a file render k8s writes is taken as its leftover."""
+    out = tmp_path / "k8s"
+    assert render(cli, sample, out).exit_code == 0
+    mine = out / ".my-notes.abc.tmp"
+    mine.write_text("mine\n")
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == ExitCode.USAGE and str(mine) in result.stderr
+    assert mine.read_text() == "mine\n"
+
+
 def test_render_k8s_reads_the_project_and_writes_only_into_out(sample, tmp_path, cli):
     from conftest import tree_digest
 

@@ -36,6 +36,7 @@ JOB_LABEL = "app.kubernetes.io/name"  # its value, "vllm", becomes the job label
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_TEMP_NAME = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$")  # atomic_write_bytes' temp file (mkstemp's 8 characters)
 _INT32_MAX = 2**31 - 1  # spec.replicas; kubernetes-validate's schema does not check the bound, the API server does
 # vLLM flags that would carry a secret on the command line (and so into the manifests), each with the
 # shortest prefix argparse (vLLM sets no allow_abbrev=False) takes for it unambiguously
@@ -408,16 +409,27 @@ def _present(out: Path):
                 yield rel
 
 
+def _leftover_of(rel: str) -> str | None:
+    """The file a temp copy `atomic_write_bytes` left behind would have become (`.NAME.XXXXXXXX.tmp`, the
+    name mkstemp gives it), else None."""
+    folder, _, name = rel.rpartition("/")
+    found = _TEMP_NAME.match(name)
+    return None if not found else (f"{folder}/{found.group(1)}" if folder else found.group(1))
+
+
 def guard(out: Path, planned: dict[str, bytes]) -> tuple[dict[str, list[str]], list[str]]:
-    """(the earlier marker, the earlier files to remove) — or a ConfigError naming a file of the operator's:
+    """(the earlier marker, the earlier files to remove — a killed run's temp copies too) — or a ConfigError naming a file of the operator's:
     one render k8s did not write, or one it wrote that was edited since. Reads only."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", "pass a directory (it is created when missing)")
     if not out.is_dir():
         return {}, []
     marker = _marker(out)
-    present = []
+    present, leftovers = [], []
     for rel in _present(out):
+        if _leftover_of(rel) in {*marker, *planned, MARKER}:  # a run killed between a temp copy and its rename
+            leftovers.append(rel)
+            continue
         if rel not in marker:
             raise ConfigError(f"{out / rel} was not written by render k8s: {out} is not replaced",
                               "render into an empty or new --out directory; keep your own manifests in a "
@@ -433,7 +445,7 @@ def guard(out: Path, planned: dict[str, bytes]) -> tuple[dict[str, list[str]], l
                               "move your edit into a kustomize overlay (or the file aside), or render into "
                               "another --out directory")
     stale = [rel for rel in present if rel not in planned]
-    return marker, stale
+    return marker, stale + leftovers
 
 
 def write(out: Path, files: dict[str, bytes], marker: dict[str, list[str]], stale: list[str]) -> None:
@@ -448,7 +460,7 @@ def write(out: Path, files: dict[str, bytes], marker: dict[str, list[str]], stal
     try:
         out.mkdir(parents=True, exist_ok=True)
         during = {rel: sorted(set(marker.get(rel, [])) | {_sha(data)}) for rel, data in files.items()}
-        during.update({rel: marker[rel] for rel in stale})
+        during.update({rel: marker[rel] for rel in stale if rel in marker})
         save_marker(during)
         for rel, data in files.items():
             atomic_write_bytes(out / rel, data, mode=0o644)
