@@ -509,6 +509,22 @@ def test_a_directory_of_the_operators_is_refused_at_its_first_file_not_after_wal
     assert sorted(p.name for p in out.iterdir()) == [".bashrc", "projects"]
 
 
+def test_a_subdirectory_linked_to_the_operators_own_is_not_written_through(sample, tmp_path, cli):
+    """out/monitoring made a symlink to the operator's rules directory: a re-render would write through it
+    and replace their file of the same name. A link under --out is not render k8s's: refused."""
+    out = tmp_path / "k8s"
+    assert render(cli, sample, out).exit_code == 0
+    theirs = tmp_path / "my-rules"
+    theirs.mkdir()
+    (theirs / "vllm-prometheusrule.yaml").write_text("# my rules\n")
+    shutil.rmtree(out / "monitoring")
+    (out / "monitoring").symlink_to(theirs)
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == ExitCode.USAGE and str(out / "monitoring") in result.stderr, result.stderr
+    assert [p.name for p in theirs.iterdir()] == ["vllm-prometheusrule.yaml"]
+    assert (theirs / "vllm-prometheusrule.yaml").read_text() == "# my rules\n"
+
+
 def test_a_re_render_replaces_its_own_files_and_removes_none_of_the_operators(sample, tmp_path, cli):
     out = tmp_path / "k8s"
     assert render(cli, sample, out).exit_code == 0

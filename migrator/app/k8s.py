@@ -399,11 +399,14 @@ def _marker(out: Path) -> dict[str, list[str]]:
 
 
 def _present(out: Path):
-    """The files under `out` (relative paths, the marker left out), one at a time: a caller that stops at
-    the first one of the operator's does not walk the rest of, say, a home directory."""
+    """The files (and links to directories) under `out` (relative paths, the marker left out), one at a
+    time: a caller that stops at the first one of the operator's does not walk the rest of, say, a home."""
     for root, dirs, names in os.walk(out):
-        dirs.sort()
-        for n in sorted(names):
+        # a link to a directory is the operator's (writing through it would replace their files): listed
+        # as an entry of its own, never walked into
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        dirs[:] = sorted(set(dirs) - set(links))
+        for n in sorted(names + links):
             rel = Path(root, n).relative_to(out).as_posix()
             if rel != MARKER:
                 yield rel
