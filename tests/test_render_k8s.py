@@ -472,6 +472,21 @@ def test_a_tensor_parallel_size_in_extra_args_in_any_spelling_must_match_the_pod
     assert render(cli, sample, out, "--gpus-per-replica", "4").exit_code == 0  # the same count is fine
 
 
+@pytest.mark.parametrize("extra_args", [["--host", "127.0.0.1"], ["--host=127.0.0.1"], ["--host", "::1"]])
+def test_a_loopback_host_in_extra_args_does_not_reach_the_pod(sample, tmp_path, cli, extra_args):
+    """`--host 127.0.0.1` keeps vLLM private on a host-networked box; in a pod it would keep kubelet's
+    probes and the Service (both on the pod's IP) out, and the pod would never be ready. The pod listens on
+    every address, after extra_args so that it wins, and the warning says so."""
+    (sample / "migrate.yaml").write_text(yaml.safe_dump({"vllm": {"extra_args": extra_args}}))
+    out = tmp_path / "k8s"
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == 0, result.stderr
+    args = args_of(out)
+    hosts = [i for i, arg in enumerate(args) if arg.partition("=")[0] == "--host"]
+    assert len(hosts) == 2 and args[hosts[-1]:hosts[-1] + 2] == ["--host", "0.0.0.0"]  # the last one wins
+    assert "--host" in result.stderr and "0.0.0.0" in result.stderr
+
+
 # ---- the output directory is the operator's ------------------------------------------------------------
 def test_a_directory_with_files_it_did_not_write_is_refused_and_left_alone(sample, tmp_path, cli):
     out = tmp_path / "k8s"

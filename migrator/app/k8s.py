@@ -152,6 +152,16 @@ def _names(arg: str, flags: dict[str, str]) -> str | None:
                 None)
 
 
+def _host_in(extra_args) -> str | None:
+    """The address `--host` (any spelling vLLM reads) in extra_args gives, else None."""
+    args = [str(arg) for arg in extra_args]
+    found = None
+    for i, arg in enumerate(args):
+        if _names(arg, {"--host": "--host"}):
+            found = arg.partition("=")[2] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
+    return found
+
+
 def _check_extra_args(settings, gpus: int) -> None:
     args = [str(arg) for arg in settings.vllm.extra_args]
     for arg in args:
@@ -281,6 +291,11 @@ def plan(ctx: Context, options: K8sOptions) -> tuple[dict[str, bytes], list[Rend
     args = [*command_prefix(ctx, pod_settings),
             *vllm_launch.vllm_args(pod_settings, model, model_dir, ctx.project, limits=None),
             *revision, "--port", str(PORT)]
+    host = _host_in(v.extra_args)
+    if host is not None and host not in ("0.0.0.0", "::"):  # kubelet's probes and the Service come in on the pod's IP, never its loopback
+        args += ["--host", "0.0.0.0"]
+        warnings.append(f"vllm.extra_args has --host {host}, this box's: the pod listens on 0.0.0.0 instead "
+                        "(kubelet's probes and the Service reach it on the pod's IP; it stays inside the cluster)")
     # The model is on the volume before vLLM starts — a local one copied there, a Hub one fetched by the init
     # container (outside the startup probe's budget) — so vLLM runs offline, as phase3's compose file runs it.
     environment = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HOME": HF_HOME, "HF_HUB_OFFLINE": "1"}
