@@ -548,6 +548,23 @@ def test_a_re_render_replaces_its_own_files_and_removes_none_of_the_operators(sa
     assert by_kind(out)["Deployment"]["spec"]["replicas"] == 3
 
 
+def test_a_re_render_that_changes_the_claim_says_the_cluster_will_not_change_it(sample, tmp_path, cli):
+    """--replicas 1 → 2 turns the PVC ReadWriteOnce → ReadWriteMany, and a smaller --cache-size shrinks it:
+    Kubernetes refuses both on a claim that exists (its spec is immutable but for a larger request), so
+    `kubectl apply` would fail where the render said nothing."""
+    out = tmp_path / "k8s"
+    assert render(cli, sample, out).exit_code == 0
+    same = render(cli, sample, out, json_out=False)
+    assert same.exit_code == 0 and "claim" not in same.stderr
+    wider = render(cli, sample, out, "--replicas", "2")
+    assert wider.exit_code == 0
+    (warning,) = [w for w in json.loads(wider.stdout)["warnings"] if "vllm-cache" in w]
+    assert "ReadWriteOnce → ReadWriteMany" in warning and "immutable" in warning
+    smaller = render(cli, sample, out, "--replicas", "2", "--cache-size", "100Gi")
+    (warning,) = [w for w in json.loads(smaller.stdout)["warnings"] if "vllm-cache" in w]
+    assert "200Gi → 100Gi" in warning
+
+
 def test_a_file_it_wrote_and_the_operator_edited_is_not_replaced(sample, tmp_path, cli):
     out = tmp_path / "k8s"
     assert render(cli, sample, out).exit_code == 0

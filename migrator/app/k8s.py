@@ -489,11 +489,41 @@ def write(out: Path, files: dict[str, bytes], marker: dict[str, list[str]], stal
         raise from_os_error(exc, "writing the manifests into", out) from None
 
 
+def _claim_changes(out: Path, files: dict[str, bytes], marker: dict[str, list[str]]) -> list[str]:
+    """What a re-render changes in the PVC that the cluster will not change in a claim that exists: its
+    access modes (the spec is immutable), its size (smaller is refused; larger needs volume expansion)."""
+    import yaml
+
+    path = "vllm-pvc.yaml"
+    if path not in marker or not (out / path).is_file():
+        return []
+    new = yaml.safe_load(files[path])
+    try:
+        old = yaml.safe_load((out / path).read_bytes())["spec"]
+        modes = old["accessModes"], new["spec"]["accessModes"]
+        sizes = old["resources"]["requests"]["storage"], new["spec"]["resources"]["requests"]["storage"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    changes = []
+    if modes[0] != modes[1]:
+        changes.append(f"accessModes {'/'.join(modes[0])} → {'/'.join(modes[1])}")
+    if sizes[0] != sizes[1]:
+        changes.append(f"storage {sizes[0]} → {sizes[1]}")
+    if not changes:
+        return []
+    name, namespace = new["metadata"]["name"], new["metadata"]["namespace"]
+    return [f"the claim {name} changes ({', '.join(changes)}): Kubernetes keeps a claim's spec immutable (but "
+            "for a larger request, with a storage class that allows expansion), so `kubectl apply` fails on an "
+            f"existing one — delete it first (kubectl -n {namespace} delete pvc {name}; the cache is then "
+            "downloaded again)"]
+
+
 def render_k8s(ctx: Context, options: K8sOptions) -> K8sResult:
     """Plan, check (the operator's files; the schemas where kubernetes-validate is installed), then write."""
     options = dataclasses.replace(options, out=Path(os.path.abspath(options.out)))
     files, described, secrets, warnings, steps = plan(ctx, options)
     marker, stale = guard(options.out, files)
+    warnings += _claim_changes(options.out, files, marker)
     validated = validate(files, described)
     write(options.out, files, marker, stale)
     return K8sResult(options.out, options.namespace, described, validated, secrets, warnings, stale, steps)
