@@ -367,6 +367,9 @@ def test_the_files_written_are_listed_and_the_crds_marked_not_schema_checked(sam
     (("--namespace", "Prod_NS"), "--namespace 'Prod_NS'"),
     (("--gpus-per-replica", "0"), "--gpus-per-replica 0"),
     (("--cache-size", "lots"), "--cache-size 'lots'"),
+    (("--replicas", "3000000000"), "--replicas 3000000000"),  # spec.replicas is an int32: the API refuses it
+    (("--cache-size", "0Gi"), "--cache-size '0Gi'"),  # a PVC must request more than zero
+    (("--cache-size", "0.0"), "--cache-size '0.0'"),
 ])
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(custom, tmp_path, cli, extra, words):
     out = tmp_path / "k8s"
@@ -440,6 +443,50 @@ def test_a_token_in_extra_args_is_refused(sample, tmp_path, cli, extra_args, wor
     assert HF_TOKEN not in result.output and not out.exists()
 
 
+@pytest.mark.parametrize("extra_args", [
+    ["--hf_token=plain-token-value-9"],            # vLLM turns a flag's underscores into dashes
+    ["--hf_token", "plain-token-value-9"],
+    ["--hf-tok=plain-token-value-9"],              # argparse takes a unique prefix of a long option
+])
+def test_a_secret_flag_in_the_spellings_vllm_also_accepts_is_refused(sample, tmp_path, cli, extra_args):
+    """The value is not token-shaped, so only the flag's name can catch it: vLLM reads `--hf_token` and a
+    prefix such as `--hf-tok` as `--hf-token`, so each must be refused as `--hf-token` is."""
+    (sample / "migrate.yaml").write_text(yaml.safe_dump({"vllm": {"extra_args": extra_args}}))
+    out = tmp_path / "k8s"
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == ExitCode.USAGE and "a secret would be written" in result.stderr, result.stderr
+    assert "plain-token-value-9" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("extra_args", [["-tp", "4"], ["-tp=4"], ["--tensor_parallel_size=4"],
+                                        ["--tensor-parallel", "4"]])
+def test_a_tensor_parallel_size_in_extra_args_in_any_spelling_must_match_the_pods_gpus(sample, tmp_path, cli,
+                                                                                        extra_args):
+    """extra_args come after the tool's own flags and win: `-tp 4` in a pod given 1 GPU would keep vLLM
+    from starting there, so every spelling vLLM reads as --tensor-parallel-size is held to --gpus-per-replica."""
+    (sample / "migrate.yaml").write_text(yaml.safe_dump({"vllm": {"extra_args": extra_args}}))
+    out = tmp_path / "k8s"
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == ExitCode.USAGE, result.stderr
+    assert "--tensor-parallel-size 4 but each pod gets 1 GPU(s)" in result.stderr and not out.exists()
+    assert render(cli, sample, out, "--gpus-per-replica", "4").exit_code == 0  # the same count is fine
+
+
+@pytest.mark.parametrize("extra_args", [["--host", "127.0.0.1"], ["--host=127.0.0.1"], ["--host", "::1"]])
+def test_a_loopback_host_in_extra_args_does_not_reach_the_pod(sample, tmp_path, cli, extra_args):
+    """`--host 127.0.0.1` keeps vLLM private on a host-networked box; in a pod it would keep kubelet's
+    probes and the Service (both on the pod's IP) out, and the pod would never be ready. The pod listens on
+    every address, after extra_args so that it wins, and the warning says so."""
+    (sample / "migrate.yaml").write_text(yaml.safe_dump({"vllm": {"extra_args": extra_args}}))
+    out = tmp_path / "k8s"
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == 0, result.stderr
+    args = args_of(out)
+    hosts = [i for i, arg in enumerate(args) if arg.partition("=")[0] == "--host"]
+    assert len(hosts) == 2 and args[hosts[-1]:hosts[-1] + 2] == ["--host", "0.0.0.0"]  # the last one wins
+    assert "--host" in result.stderr and "0.0.0.0" in result.stderr
+
+
 # ---- the output directory is the operator's ------------------------------------------------------------
 def test_a_directory_with_files_it_did_not_write_is_refused_and_left_alone(sample, tmp_path, cli):
     out = tmp_path / "k8s"
@@ -451,12 +498,71 @@ def test_a_directory_with_files_it_did_not_write_is_refused_and_left_alone(sampl
     assert [p.name for p in out.iterdir()] == ["my-ingress.yaml"] and mine.read_text() == "kind: Ingress\n"
 
 
+def test_a_directory_of_the_operators_is_refused_at_its_first_file_not_after_walking_all_of_it(
+        sample, tmp_path, cli, monkeypatch):
+    """`--out ~` or `--out /` by mistake: refused at the first file that is not ours, without reading the
+    rest of the tree first (on / that walk took 12 s here; on a network home far longer)."""
+    from migrator.app import k8s
+
+    out = tmp_path / "home"
+    (out / "projects" / "deep").mkdir(parents=True)
+    (out / ".bashrc").write_text("# mine\n")
+    for i in range(3):
+        (out / "projects" / "deep" / f"notes-{i}.txt").write_text("mine\n")
+    visited = []
+    real_walk = os.walk
+
+    def walk(top, *args, **kwargs):
+        for root, dirs, names in real_walk(top, *args, **kwargs):
+            visited.append(Path(root))
+            yield root, dirs, names
+
+    monkeypatch.setattr(k8s.os, "walk", walk)
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == ExitCode.USAGE and str(out / ".bashrc") in result.stderr, result.stderr
+    assert [root for root in visited if root.is_relative_to(out)] == [out]
+    assert sorted(p.name for p in out.iterdir()) == [".bashrc", "projects"]
+
+
+def test_a_subdirectory_linked_to_the_operators_own_is_not_written_through(sample, tmp_path, cli):
+    """out/monitoring made a symlink to the operator's rules directory: a re-render would write through it
+    and replace their file of the same name. A link under --out is not render k8s's: refused."""
+    out = tmp_path / "k8s"
+    assert render(cli, sample, out).exit_code == 0
+    theirs = tmp_path / "my-rules"
+    theirs.mkdir()
+    (theirs / "vllm-prometheusrule.yaml").write_text("# my rules\n")
+    shutil.rmtree(out / "monitoring")
+    (out / "monitoring").symlink_to(theirs)
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == ExitCode.USAGE and str(out / "monitoring") in result.stderr, result.stderr
+    assert [p.name for p in theirs.iterdir()] == ["vllm-prometheusrule.yaml"]
+    assert (theirs / "vllm-prometheusrule.yaml").read_text() == "# my rules\n"
+
+
 def test_a_re_render_replaces_its_own_files_and_removes_none_of_the_operators(sample, tmp_path, cli):
     out = tmp_path / "k8s"
     assert render(cli, sample, out).exit_code == 0
     again = render(cli, sample, out, "--replicas", "3")
     assert again.exit_code == 0, again.stderr
     assert by_kind(out)["Deployment"]["spec"]["replicas"] == 3
+
+
+def test_a_re_render_that_changes_the_claim_says_the_cluster_will_not_change_it(sample, tmp_path, cli):
+    """--replicas 1 → 2 turns the PVC ReadWriteOnce → ReadWriteMany, and a smaller --cache-size shrinks it:
+    Kubernetes refuses both on a claim that exists (its spec is immutable but for a larger request), so
+    `kubectl apply` would fail where the render said nothing."""
+    out = tmp_path / "k8s"
+    assert render(cli, sample, out).exit_code == 0
+    same = render(cli, sample, out, json_out=False)
+    assert same.exit_code == 0 and "claim" not in same.stderr
+    wider = render(cli, sample, out, "--replicas", "2")
+    assert wider.exit_code == 0
+    (warning,) = [w for w in json.loads(wider.stdout)["warnings"] if "vllm-cache" in w]
+    assert "ReadWriteOnce → ReadWriteMany" in warning and "immutable" in warning
+    smaller = render(cli, sample, out, "--replicas", "2", "--cache-size", "100Gi")
+    (warning,) = [w for w in json.loads(smaller.stdout)["warnings"] if "vllm-cache" in w]
+    assert "200Gi → 100Gi" in warning
 
 
 def test_a_file_it_wrote_and_the_operator_edited_is_not_replaced(sample, tmp_path, cli):
@@ -493,6 +599,51 @@ def test_a_render_cut_short_is_still_recognised_as_its_own(sample, tmp_path, cli
     done = render(cli, sample, out, "--replicas", "2")
     assert done.exit_code == 0, done.stderr
     assert by_kind(out)["Deployment"]["spec"]["replicas"] == 2
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+real = os.replace
+def replace(src, dst, *a, **kw):
+    if str(dst).endswith(os.environ["KILL_AT"]):  # the temp file written and synced, not yet renamed
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **kw)
+os.replace = replace
+from migrator.cli.main import main
+sys.argv = ["graphrag-migrate", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("kill_at, first", [("vllm-deployment.yaml", False), (".graphrag-migrate-k8s.json", True)])
+def test_a_render_killed_mid_write_leaves_nothing_that_stops_the_next_one(sample, tmp_path, cli, kill_at, first):
+    """kill -9 between a file's temp copy and its rename leaves `.vllm-deployment.yaml.XXXX.tmp` behind (or,
+    on the first render, the marker's): render k8s's own leftover, not a file of the operator's, so the
+    re-run goes on and removes it."""
+    out = tmp_path / "k8s"
+    if not first:
+        assert render(cli, sample, out).exit_code == 0
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, "--project", str(sample), "render", "k8s",
+                             "--out", str(out), "--replicas", "2"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "KILL_AT": kill_at})
+    assert killed.returncode == -9, killed.stderr
+    (leftover,) = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert leftover.startswith(f".{kill_at}.")
+    done = render(cli, sample, out, "--replicas", "2", json_out=False)
+    assert done.exit_code == 0, done.stderr
+    assert by_kind(out)["Deployment"]["spec"]["replicas"] == 2
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_a_tmp_file_of_the_operators_is_still_the_operators(sample, tmp_path, cli):
+    """Only a temp name of a file render k8s writes is taken as its leftover."""
+    out = tmp_path / "k8s"
+    assert render(cli, sample, out).exit_code == 0
+    mine = out / ".my-notes.abc.tmp"
+    mine.write_text("mine\n")
+    result = render(cli, sample, out, json_out=False)
+    assert result.exit_code == ExitCode.USAGE and str(mine) in result.stderr
+    assert mine.read_text() == "mine\n"
 
 
 def test_render_k8s_reads_the_project_and_writes_only_into_out(sample, tmp_path, cli):

@@ -34,10 +34,13 @@ PORT = vllm_launch.CONTAINER_PORT
 STARTUP_PERIOD_S = 10
 JOB_LABEL = "app.kubernetes.io/name"  # its value, "vllm", becomes the job label: phase4's rules say job="vllm"
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-# vLLM flags that would carry a secret on the command line (and so into the manifests)
-_SECRET_FLAGS = ("--hf-token", "--api-key")
+_TEMP_NAME = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$")  # atomic_write_bytes' temp file (mkstemp's 8 characters)
+_INT32_MAX = 2**31 - 1  # spec.replicas; kubernetes-validate's schema does not check the bound, the API server does
+# vLLM flags that would carry a secret on the command line (and so into the manifests), each with the
+# shortest prefix argparse (vLLM sets no allow_abbrev=False) takes for it unambiguously
+_SECRET_FLAGS = {"--hf-token": "--hf-t", "--api-key": "--api-k"}
 # The init container's download: the files phase1 downloads (hf.ALLOW_PATTERNS), at the pinned revision, into
 # HF_HOME on the volume; a snapshot already there is only checked against the Hub's file list.
 FETCH_SCRIPT = ("import json, sys\n"
@@ -106,14 +109,21 @@ def _validate_options(options: K8sOptions) -> None:
         raise ConfigError(f"unknown --target {options.target!r}", f"one of: {', '.join(TARGETS)}")
     if options.replicas < 1:
         raise ConfigError(f"--replicas {options.replicas}: at least 1", "pass --replicas 1 or more")
+    if options.replicas > _INT32_MAX:
+        raise ConfigError(f"--replicas {options.replicas}: more than Kubernetes' spec.replicas holds "
+                          f"({_INT32_MAX}, an int32)", "pass the number of vLLM pods the cluster should run")
     if options.gpus_per_replica is not None and not 1 <= options.gpus_per_replica <= 64:
         raise ConfigError(f"--gpus-per-replica {options.gpus_per_replica}: between 1 and 64",
                           "pass the GPUs one vLLM pod spans (tensor parallelism)")
     if not _DNS_LABEL.match(options.namespace):
         raise ConfigError(f"--namespace {options.namespace!r} is not a Kubernetes namespace name",
                           "lower-case letters, digits and '-', starting with a letter, at most 63")
-    if not _QUANTITY.match(options.cache_size):
+    quantity = _QUANTITY.match(options.cache_size)
+    if not quantity:
         raise ConfigError(f"--cache-size {options.cache_size!r} is not a Kubernetes quantity", "e.g. 200Gi")
+    if float(quantity.group(1)) == 0:  # the API server refuses a claim of nothing
+        raise ConfigError(f"--cache-size {options.cache_size!r}: a volume claim must be more than zero",
+                          "e.g. 200Gi (the model's weights, plus vLLM's compile cache)")
 
 
 def pinned_image(image: str) -> str:
@@ -128,11 +138,36 @@ def pinned_image(image: str) -> str:
     return image
 
 
+def _flag_name(arg: str) -> str:
+    """A long option's name as vLLM reads it: before any '=', its underscores as dashes (`--hf_token`)."""
+    name = arg.partition("=")[0]
+    return name.replace("_", "-") if name.startswith("--") else name
+
+
+def _names(arg: str, flags: dict[str, str]) -> str | None:
+    """The flag of `flags` that `arg` is to vLLM — spelled out, with underscores, or a prefix argparse
+    expands to it — else None."""
+    name = _flag_name(arg)
+    return next((full for full, shortest in flags.items() if name.startswith(shortest) and full.startswith(name)),
+                None)
+
+
+def _host_in(extra_args) -> str | None:
+    """The address `--host` (any spelling vLLM reads) in extra_args gives, else None."""
+    args = [str(arg) for arg in extra_args]
+    found = None
+    for i, arg in enumerate(args):
+        if _names(arg, {"--host": "--host"}):
+            found = arg.partition("=")[2] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
+    return found
+
+
 def _check_extra_args(settings, gpus: int) -> None:
     args = [str(arg) for arg in settings.vllm.extra_args]
     for arg in args:
-        if arg.partition("=")[0] in _SECRET_FLAGS:
-            raise ConfigError(f"vllm.extra_args has {arg.partition('=')[0]}: a secret would be written into the "
+        secret_flag = _names(arg, _SECRET_FLAGS)
+        if secret_flag:
+            raise ConfigError(f"vllm.extra_args has {secret_flag}: a secret would be written into the "
                               "manifests", "remove it; the pod gets HF_TOKEN and VLLM_API_KEY from Secrets")
     for arg in args:
         if redact(arg) != arg:  # an hf_…/sk-… token, or a secret value this run knows
@@ -140,7 +175,7 @@ def _check_extra_args(settings, gpus: int) -> None:
                               "remove it; the pod takes secrets only from Kubernetes Secrets")
     for i, arg in enumerate(args):
         flag, eq, value = arg.partition("=")
-        if flag == "--tensor-parallel-size":
+        if flag == "-tp" or _names(arg, {"--tensor-parallel-size": "--tensor-p"}):
             value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
             if value != str(gpus):
                 raise ConfigError(f"vllm.extra_args has --tensor-parallel-size {value} but each pod gets {gpus} "
@@ -256,6 +291,11 @@ def plan(ctx: Context, options: K8sOptions) -> tuple[dict[str, bytes], list[Rend
     args = [*command_prefix(ctx, pod_settings),
             *vllm_launch.vllm_args(pod_settings, model, model_dir, ctx.project, limits=None),
             *revision, "--port", str(PORT)]
+    host = _host_in(v.extra_args)
+    if host is not None and host not in ("0.0.0.0", "::"):  # kubelet's probes and the Service come in on the pod's IP, never its loopback
+        args += ["--host", "0.0.0.0"]
+        warnings.append(f"vllm.extra_args has --host {host}, this box's: the pod listens on 0.0.0.0 instead "
+                        "(kubelet's probes and the Service reach it on the pod's IP; it stays inside the cluster)")
     # The model is on the volume before vLLM starts — a local one copied there, a Hub one fetched by the init
     # container (outside the startup probe's budget) — so vLLM runs offline, as phase3's compose file runs it.
     environment = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HOME": HF_HOME, "HF_HUB_OFFLINE": "1"}
@@ -373,31 +413,46 @@ def _marker(out: Path) -> dict[str, list[str]]:
                           "render into a new --out directory") from None
 
 
-def _present(out: Path) -> list[str]:
-    found = []
+def _present(out: Path):
+    """The files (and links to directories) under `out` (relative paths, the marker left out), one at a
+    time: a caller that stops at the first one of the operator's does not walk the rest of, say, a home."""
     for root, dirs, names in os.walk(out):
-        for n in names:
+        # a link to a directory is the operator's (writing through it would replace their files): listed
+        # as an entry of its own, never walked into
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        dirs[:] = sorted(set(dirs) - set(links))
+        for n in sorted(names + links):
             rel = Path(root, n).relative_to(out).as_posix()
             if rel != MARKER:
-                found.append(rel)
-    return sorted(found)
+                yield rel
+
+
+def _leftover_of(rel: str) -> str | None:
+    """The file a temp copy `atomic_write_bytes` left behind would have become (`.NAME.XXXXXXXX.tmp`, the
+    name mkstemp gives it), else None."""
+    folder, _, name = rel.rpartition("/")
+    found = _TEMP_NAME.match(name)
+    return None if not found else (f"{folder}/{found.group(1)}" if folder else found.group(1))
 
 
 def guard(out: Path, planned: dict[str, bytes]) -> tuple[dict[str, list[str]], list[str]]:
-    """(the earlier marker, the earlier files to remove) — or a ConfigError naming a file of the operator's:
+    """(the earlier marker, the earlier files to remove — a killed run's temp copies too) — or a ConfigError naming a file of the operator's:
     one render k8s did not write, or one it wrote that was edited since. Reads only."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", "pass a directory (it is created when missing)")
     if not out.is_dir():
         return {}, []
     marker = _marker(out)
-    present = _present(out)
-    foreign = [rel for rel in present if rel not in marker]
-    if foreign:
-        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise ConfigError(f"{out / foreign[0]}{more} was not written by render k8s: {out} is not replaced",
-                          "render into an empty or new --out directory; keep your own manifests in a kustomize "
-                          "overlay beside it (resources: [../" + out.name + "])")
+    present, leftovers = [], []
+    for rel in _present(out):
+        if _leftover_of(rel) in {*marker, *planned, MARKER}:  # a run killed between a temp copy and its rename
+            leftovers.append(rel)
+            continue
+        if rel not in marker:
+            raise ConfigError(f"{out / rel} was not written by render k8s: {out} is not replaced",
+                              "render into an empty or new --out directory; keep your own manifests in a "
+                              "kustomize overlay beside it (resources: [../" + out.name + "])")
+        present.append(rel)
     for rel in present:
         try:
             current = _sha((out / rel).read_bytes())
@@ -408,7 +463,7 @@ def guard(out: Path, planned: dict[str, bytes]) -> tuple[dict[str, list[str]], l
                               "move your edit into a kustomize overlay (or the file aside), or render into "
                               "another --out directory")
     stale = [rel for rel in present if rel not in planned]
-    return marker, stale
+    return marker, stale + leftovers
 
 
 def write(out: Path, files: dict[str, bytes], marker: dict[str, list[str]], stale: list[str]) -> None:
@@ -423,7 +478,7 @@ def write(out: Path, files: dict[str, bytes], marker: dict[str, list[str]], stal
     try:
         out.mkdir(parents=True, exist_ok=True)
         during = {rel: sorted(set(marker.get(rel, [])) | {_sha(data)}) for rel, data in files.items()}
-        during.update({rel: marker[rel] for rel in stale})
+        during.update({rel: marker[rel] for rel in stale if rel in marker})
         save_marker(during)
         for rel, data in files.items():
             atomic_write_bytes(out / rel, data, mode=0o644)
@@ -434,11 +489,41 @@ def write(out: Path, files: dict[str, bytes], marker: dict[str, list[str]], stal
         raise from_os_error(exc, "writing the manifests into", out) from None
 
 
+def _claim_changes(out: Path, files: dict[str, bytes], marker: dict[str, list[str]]) -> list[str]:
+    """What a re-render changes in the PVC that the cluster will not change in a claim that exists: its
+    access modes (the spec is immutable), its size (smaller is refused; larger needs volume expansion)."""
+    import yaml
+
+    path = "vllm-pvc.yaml"
+    if path not in marker or not (out / path).is_file():
+        return []
+    new = yaml.safe_load(files[path])
+    try:
+        old = yaml.safe_load((out / path).read_bytes())["spec"]
+        modes = old["accessModes"], new["spec"]["accessModes"]
+        sizes = old["resources"]["requests"]["storage"], new["spec"]["resources"]["requests"]["storage"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    changes = []
+    if modes[0] != modes[1]:
+        changes.append(f"accessModes {'/'.join(modes[0])} → {'/'.join(modes[1])}")
+    if sizes[0] != sizes[1]:
+        changes.append(f"storage {sizes[0]} → {sizes[1]}")
+    if not changes:
+        return []
+    name, namespace = new["metadata"]["name"], new["metadata"]["namespace"]
+    return [f"the claim {name} changes ({', '.join(changes)}): Kubernetes keeps a claim's spec immutable (but "
+            "for a larger request, with a storage class that allows expansion), so `kubectl apply` fails on an "
+            f"existing one — delete it first (kubectl -n {namespace} delete pvc {name}; the cache is then "
+            "downloaded again)"]
+
+
 def render_k8s(ctx: Context, options: K8sOptions) -> K8sResult:
     """Plan, check (the operator's files; the schemas where kubernetes-validate is installed), then write."""
     options = dataclasses.replace(options, out=Path(os.path.abspath(options.out)))
     files, described, secrets, warnings, steps = plan(ctx, options)
     marker, stale = guard(options.out, files)
+    warnings += _claim_changes(options.out, files, marker)
     validated = validate(files, described)
     write(options.out, files, marker, stale)
     return K8sResult(options.out, options.namespace, described, validated, secrets, warnings, stale, steps)
