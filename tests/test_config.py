@@ -164,7 +164,10 @@ def test_a_key_given_for_api_key_env_is_refused_and_never_echoed(tmp_path, value
     "vllm:\n  extra_args: ['--api-key', 'sk-live-0123456789abcdef']\n",
     "vllm:\n  extra_args: ['--api-key=sk-live-0123456789abcdef']\n",
     "vllm:\n  extra_args: '--enforce-eager --api-key sk-live-0123456789abcdef'\n",
-], ids=["list", "equals", "string"])
+    "vllm:\n  extra_args: ['--api_key', 'sk-live-0123456789abcdef']\n",
+    "vllm:\n  extra_args: ['--api-k=sk-live-0123456789abcdef']\n",  # argparse takes the prefix for --api-key
+    "vllm:\n  extra_args: ['--api-ke', 'sk-live-0123456789abcdef']\n",
+], ids=["list", "equals", "string", "underscore", "prefix-equals", "prefix"])
 def test_an_api_key_on_vllms_command_line_is_refused_at_load(tmp_path, extra_args):
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, extra_args), environ={})

@@ -33,7 +33,8 @@ _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:\-]*(@sha256:[0-9a-f]{64})?$")
 _SERVICE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _ENVVAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_API_KEY_ARG_RE = re.compile(r"^--api[-_]key(=|\s|$)")
+# --api-key as vLLM's argparse reads it: underscores for dashes, and any prefix from --api-k (abbreviations)
+_API_KEY_ARG_RE = re.compile(r"^--api[-_]k(e(y)?)?(=|\s|$)")
 _SHOWN_MAX = 60  # characters of a value an error message may echo
 
 
@@ -557,8 +558,8 @@ def _refuse_secrets(dotted: str, value: Any, where: str) -> None:
     if dotted == "vllm.extra_args":
         for i, arg in enumerate(value):
             if _API_KEY_ARG_RE.match(arg):
-                register_secret(arg.partition("=")[2] or arg[9:].strip() or
-                                (value[i + 1] if i + 1 < len(value) else None))
+                inline = arg.partition("=")[2] or "".join(arg.split(None, 1)[1:])  # `--api-key=K`, `--api-key K`
+                register_secret(inline.strip() or (value[i + 1] if i + 1 < len(value) else None))
                 raise ConfigError(f"{where}: vllm.extra_args passes --api-key to vLLM, where `ps`, state.json "
                                   "and `status --json` would show the key",
                                   "take it out of extra_args: put the key in an environment variable and name "
