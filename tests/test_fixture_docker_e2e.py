@@ -92,7 +92,7 @@ from migrator.adapters.net import free_port, wait_port
 from migrator.core.ledger import Ledger
 from migrator.files.envfile import EnvFile
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.chain]
 
 PROJECTS = Path(__file__).resolve().parent / "projects"
 OLLAMA_URLS = ("http://ollama:11434", "http://host.docker.internal:11434")
