@@ -80,6 +80,12 @@ def example_of(schema: dict):
     return {"string": "graph", "integer": 1, "number": 1.0, "boolean": True, "array": []}.get(kind)
 
 
+
+def usage_of(prompt_tokens: int, n_out: int) -> dict:
+    """vLLM's `usage` object for an answer of n_out tokens."""
+    return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + n_out,
+            "completion_tokens": n_out, "prompt_tokens_details": None}
+
 class Histogram:
     BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
                10.0, 20.0, 40.0, 80.0)
@@ -225,18 +231,12 @@ class VllmSim:
             n_out, finish = min(max_tokens, count_tokens(words[0])), "tool_calls" if call else "stop"
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + n_out,
-                 "completion_tokens": n_out, "prompt_tokens_details": None}
+        usage = usage_of(prompt_tokens, n_out)
         arrival = time.monotonic()
         self.prompt_tokens += prompt_tokens
 
         if not body.get("stream"):
-            async with self.slot(arrival):
-                await asyncio.sleep(self.args.ttft_ms / 1000)
-                first = time.monotonic()
-                for _ in range(n_out - 1):
-                    await asyncio.sleep(self.itl())
-            self.finish(arrival, first, n_out, finish)
+            await self.generate_unstreamed(arrival, n_out, finish)
             content = None if call else self.raw_thinking(thinking, bool(words)) + " ".join(words)
             return Response.json({
                 "id": rid, "object": "chat.completion", "created": created, "model": model,
@@ -308,20 +308,14 @@ class VllmSim:
         finish = "length" if n_out >= max_tokens else "stop"
         words = [rng.choice(WORDS) for _ in range(n_out)]
         rid, created, arrival = f"cmpl-{uuid.uuid4().hex}", int(time.time()), time.monotonic()
-        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + n_out,
-                 "completion_tokens": n_out, "prompt_tokens_details": None}
+        usage = usage_of(prompt_tokens, n_out)
         self.prompt_tokens += prompt_tokens
 
         def choice(text: str, finish_reason=None) -> dict:
             return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason, "stop_reason": None}
 
         if not body.get("stream"):
-            async with self.slot(arrival):
-                await asyncio.sleep(self.args.ttft_ms / 1000)
-                first = time.monotonic()
-                for _ in range(n_out - 1):
-                    await asyncio.sleep(self.itl())
-            self.finish(arrival, first, n_out, finish)
+            await self.generate_unstreamed(arrival, n_out, finish)
             return Response.json({"id": rid, "object": "text_completion", "created": created, "model": model,
                                   "choices": [choice(" ".join(words), finish)], "usage": usage})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -425,6 +419,16 @@ class VllmSim:
                 sim.slots.release()
 
         return _Slot()
+
+    async def generate_unstreamed(self, arrival: float, n_out: int, reason: str) -> None:
+        """An answer returned whole (chat or completions), paced as a streamed one: a slot, the TTFT, the
+        inter-token gaps; then counted."""
+        async with self.slot(arrival):
+            await asyncio.sleep(self.args.ttft_ms / 1000)
+            first = time.monotonic()
+            for _ in range(n_out - 1):
+                await asyncio.sleep(self.itl())
+        self.finish(arrival, first, n_out, reason)
 
     def finish(self, arrival: float, first: float, n_out: int, reason: str) -> None:
         now = time.monotonic()
