@@ -198,11 +198,7 @@ class VllmSim:
                 f"bound for {limit} input tokens). Please reduce the length of the input prompt. "
                 f"(parameter=input_text, value={len(text)})", "BadRequestError", 400, "input_text")
         if prompt_tokens >= limit:
-            return self.error(
-                f"This model's maximum context length is {limit} tokens. However, your prompt contains at "
-                f"least {prompt_tokens} input tokens, which exceeds this limit even without any output "
-                f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, "
-                f"value={prompt_tokens})", "BadRequestError", 400, "input_tokens")
+            return self.too_long(limit, prompt_tokens)
         refused = self.tool_choice_refused(body)
         if refused:
             return self.error(refused, "BadRequestError", 400)
@@ -296,11 +292,7 @@ class VllmSim:
         limit = self.args.max_model_len
         prompt_tokens = count_tokens(prompt)
         if prompt_tokens >= limit:
-            return self.error(
-                f"This model's maximum context length is {limit} tokens. However, your prompt contains at "
-                f"least {prompt_tokens} input tokens, which exceeds this limit even without any output "
-                f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, "
-                f"value={prompt_tokens})", "BadRequestError", 400, "input_tokens")
+            return self.too_long(limit, prompt_tokens)
         max_tokens = min(int(body.get("max_tokens") or 16), limit - prompt_tokens)  # vLLM's default: 16
         self.requests += 1
         rng = random.Random(body.get("seed", self.requests))
@@ -419,6 +411,14 @@ class VllmSim:
                 sim.slots.release()
 
         return _Slot()
+
+    def too_long(self, limit: int, prompt_tokens: int) -> Response:
+        """vLLM's HTTP 400 for a prompt that leaves no room to answer (chat and completions alike)."""
+        return self.error(
+            f"This model's maximum context length is {limit} tokens. However, your prompt contains at "
+            f"least {prompt_tokens} input tokens, which exceeds this limit even without any output "
+            f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, "
+            f"value={prompt_tokens})", "BadRequestError", 400, "input_tokens")
 
     async def generate_unstreamed(self, arrival: float, n_out: int, reason: str) -> None:
         """An answer returned whole (chat or completions), paced as a streamed one: a slot, the TTFT, the
