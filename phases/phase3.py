@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from migrator.adapters import vllm as vllm_launch
-from migrator.adapters.runtime.compose import compose_model, project_compose, user_compose_files
+from migrator.adapters.runtime.compose import compose_error, compose_model, project_compose, user_compose_files
 from migrator.adapters.runtime.docker import vllm_container
 from migrator.core.config import Settings, VllmSettings
 from migrator.core.engine import Context, Outcome, Phase, Step, Undo, UndoStage
@@ -478,7 +478,7 @@ class ComposeConfigValid(Step):
         except EnvironmentMissing as exc:
             return Outcome.failed(exc.message, exc.fix or "")
         if proc.returncode != 0:
-            return Outcome.failed(f"docker compose config: {proc.stderr.strip()[:300]}",
+            return Outcome.failed(f"docker compose config: {compose_error(proc.stderr)}",
                                   f"fix the settings that feed {VLLM_COMPOSE_NAME}, then re-run phase3")
         return Outcome.passed("docker compose config -q: valid")
 
@@ -525,7 +525,7 @@ class VllmUnderCompose(Step):
             cause = vllm_launch.classify_startup_failure(logs)
             if cause:
                 return Outcome.failed(f"vLLM did not start under compose: {cause[0]}", cause[1])
-            return Outcome.failed(f"docker compose up {v.service_name} failed: {proc.stderr.strip()[-300:]}",
+            return Outcome.failed(f"docker compose up {v.service_name} failed: {compose_error(proc.stderr)}",
                                   "read `docker compose logs vllm`, fix, re-run phase3 (or rollback)")
         ready = vllm_launch.wait_ready(ctx.settings, 120, lambda: None)
         if not ready.ok:

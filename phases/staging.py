@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from migrator.adapters import vllm as vllm_launch
-from migrator.adapters.runtime.compose import project_compose
+from migrator.adapters.runtime.compose import compose_error, project_compose
 from migrator.adapters.runtime.docker import vllm_container
 from migrator.core.config import Settings
 from migrator.core.engine import NOTHING_TO_UNDO, Context, Outcome, Step, Undo, UndoStage
@@ -194,7 +194,7 @@ class Staging(Step):
         atomic_write_bytes(env_path, staging_env_bytes(ctx, staged))  # 0600: it holds the production secrets
         merged = staging_compose(ctx, with_override=False).run("config", "--format", "json", timeout=60)
         if merged.returncode != 0:
-            return Outcome.failed(f"docker compose config: {merged.stderr.strip()[-300:]}", "fix the compose files")
+            return Outcome.failed(f"docker compose config: {compose_error(merged.stderr)}", "fix the compose files")
         override = override_yaml(ctx, staged, json.loads(merged.stdout), env_path)
         atomic_write_bytes(staging_dir(ctx) / OVERRIDE_NAME, override.encode())
 
@@ -222,7 +222,7 @@ class Staging(Step):
                 if d.staging_vllm == "own" else None
             if cause:
                 return Outcome.failed(f"staging vLLM did not start: {cause[0]}", cause[1])
-            return Outcome.failed(f"staging project did not come up: {up.stderr.strip()[-300:]}",
+            return Outcome.failed(f"staging project did not come up: {compose_error(up.stderr)}",
                                   f"docker compose -p {project_name(ctx)} logs; fix, then re-run phase4")
         proven = self._backend_on_vllm(ctx, staged)
         if proven is not None:

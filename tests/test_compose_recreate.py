@@ -50,6 +50,14 @@ def ctx(tmp_path, llm_services=()):
 def test_the_error_shown_is_composes_error_not_its_warnings():
     shown = compose_error(CONFLICT)
     assert "level=warning" not in shown and "is already in use by container" in shown
+    assert "\n" not in shown and "Recreate" not in shown  # one line: compose's last, not its progress
+
+
+def test_a_long_error_is_cut_to_the_limit_and_only_warnings_fall_back_to_the_last_warning():
+    assert compose_error("x" * 500, limit=40) == "x" * 39 + "…"
+    only_warnings = 'level=warning msg="a"\nlevel=warning msg="b"\n'
+    assert compose_error(only_warnings) == 'level=warning msg="b"'
+    assert compose_error("") == "no error output"
 
 
 def test_a_half_made_replacement_is_removed_and_the_recreate_done_once_more(tmp_path):

