@@ -152,6 +152,14 @@ def test_a_gated_alternative_says_401_without_the_token_and_is_read_with_it_neve
     result, _, s = check(cli, project, shapes["dense"], "--set", f"model.alternatives={GATED}")
     assert named(s)[GATED]["found_in"] == "hub" and named(s)[GATED]["weights"] == "fp8"
     assert TOKEN not in result.stdout + result.stderr
+    monkeypatch.delenv("HF_TOKEN")  # the project's env file gives it as it does for the model's download
+    (project / "docker").mkdir()
+    (project / "docker" / ".env").write_text(f"LLM_BACKEND=ollama\nHF_TOKEN={TOKEN}\n")
+    result, _, s = check(cli, project, shapes["dense"], "--set", f"model.alternatives={GATED}")
+    assert named(s)[GATED]["found_in"] == "hub"
+    assert TOKEN not in result.stdout + result.stderr
+    kept = [f for f in (project / ".graphrag-migrate").rglob("*") if f.is_file()]
+    assert not [f for f in kept if TOKEN in f.read_text(errors="replace")]  # nor recorded
 
 
 # ---- bounded, offline, memoized --------------------------------------------------------------------------
