@@ -340,3 +340,19 @@ def test_phase1_check_names_the_hub_read_alternative_with_its_source(project, sh
     assert step["status"] == "warn" and "cannot reach 30 tok/s per user" in step["message"]
     assert f"would pass it: {MOE} (fp8)" in step["message"] and "(ceilings)" in step["message"]
     assert not (tmp_path / "hf-home").exists() or not list((tmp_path / "hf-home").rglob("models--*"))
+
+
+def test_a_check_of_a_hub_model_reads_it_and_its_alternative_and_leaves_no_file_in_any_hf_cache(cli, project, hub):
+    from pathlib import Path
+
+    from huggingface_hub import constants
+
+    result = cli("--project", str(project), "--json", "--set", "vllm.runtime=process",
+                 "--set", f"vllm.hf_cache={project / 'hf'}", "--set", f"model.id={AWQ}",
+                 "phase1", "--check", "--assume-gpu", "GB10")
+    step = {s["id"]: s for s in json.loads(result.stdout)["steps"]}["phase1.fit"]
+    assert step["measurements"]["model_source"] == f"Hub metadata of {AWQ}@main"
+    assert named(step["measurements"]["speed"])[MOE]["found_in"] == "hub"
+    for cache in (Path(constants.HF_HUB_CACHE), project / "hf" / "hub"):
+        assert not [p for p in cache.glob("models--*") if p.name in ("models--Qwen--Qwen2.5-32B-Instruct-AWQ",
+                                                                      "models--Qwen--Qwen3-30B-A3B")]
