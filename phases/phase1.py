@@ -10,14 +10,16 @@ model (only with consent) → start vLLM with tiered readiness, recording predic
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from migrator.core import fit, gpus, speed
 from migrator.adapters import gpu, vllm as vllm_launch
-from migrator.core.config import Settings, parse_size
+from migrator.core.config import DEFAULT_ALTERNATIVES, Settings, host_path, is_path_like, parse_size, split_revision
 from migrator.core.engine import ADOPTED_SETTINGS, Context, Outcome, Phase, Step, Undo, UndoStage, adopt_settings
-from migrator.core.errors import DockerUnavailable, EnvironmentMissing
+from migrator.core.errors import DockerUnavailable, EnvironmentMissing, MigrateError
+from migrator.core.secrets import redact
 from migrator.files.envfile import read_project_env
 from phases.context import OllamaContext
 
@@ -213,19 +215,106 @@ def _speed_gpu(ctx: Context) -> tuple[gpus.Gpu | None, str]:
     return g, ""
 
 
-def _moe_alternative(ctx: Context) -> speed.Profile:
-    """The MoE named when a dense model cannot reach the speed gate: from the local HF cache when it is
-    there (its real headers), else from its config.json's shape built in (no Hub call in a check)."""
+# An alternative's Hub lookup in a check: each request's timeout, and the whole read's (retries included).
+# A Hub found unreachable is not asked again in the same run (ctx.memo[HUB_DOWN]).
+HUB_REQUEST_TIMEOUT_S = 2.0
+HUB_DEADLINE_S = 5.0
+HUB_DOWN = "hub_unreachable"
+ALTERNATIVES = "alternatives"
+
+
+def _is_the_model(ctx: Context, model: fit.ModelInfo, entry: str) -> bool:
+    """An alternative naming the model being checked (its id, its config's name, or its directory)."""
+    repo = split_revision(entry)[0]
+    if repo.lower() in {ctx.settings.model.id.lower(), model.name.lower()}:
+        return True
+    if not vllm_launch.is_local_model(ctx.settings, ctx.project):
+        return False
+    mine, theirs = vllm_launch.model_arg(ctx.settings, ctx.project), host_path(entry, ctx.project)
+    return os.path.isdir(theirs) and os.path.samefile(mine, theirs)
+
+
+def _hub_alternative(ctx: Context, repo: str, revision: str) -> tuple[speed.Profile | None, str]:
+    """(profile, source) from the Hub's config.json and safetensors headers, or (None, why not), in
+    bounded time; never a request with HF_HUB_OFFLINE=1, nor after this run found the Hub unreachable."""
     from migrator.adapters import hf
 
+    if hf.hub_offline():
+        return None, "HF_HUB_OFFLINE=1: the Hub not asked"
+    if ctx.memo.get(HUB_DOWN):
+        return None, f"{ctx.memo[HUB_DOWN]}; not asked again this run"
     try:
-        local = hf.local_snapshot(speed.MOE_ALTERNATIVE, "main", _hub_cache(ctx))
-        if local is not None:
-            return speed.profile(fit.read_local(Path(local)), _kv_dtype(ctx))
-    except (EnvironmentMissing, OSError, ValueError, KeyError):
+        token = _hf_token(ctx)
+    except MigrateError:
+        token = None  # an unreadable env file is the env-file steps' to report; the Hub may not need a token
+    try:
+        info = hf.read_hub_within(repo, revision, token, HUB_DEADLINE_S, HUB_REQUEST_TIMEOUT_S)
+        found = speed.profile(info, _kv_dtype(ctx))
+    except hf.HubUnreachable as exc:
+        ctx.memo[HUB_DOWN] = exc.reason
+        return None, exc.reason
+    except hf.HubRefused as exc:
+        return None, exc.reason
+    except MigrateError as exc:
+        return None, redact(exc.message)
+    except Exception as exc:  # a malformed answer: the check goes on without this alternative, saying why
+        return None, redact(f"could not read its metadata from the Hub ({type(exc).__name__}: {str(exc)[:120]})")
+    found.source = f"the Hub ({hf.hub_endpoint()}): config.json and safetensors headers of {repo}@{revision}"
+    return found, found.source
+
+
+def _look_up(ctx: Context, entry: str) -> tuple[speed.Profile | None, str, str]:
+    """(profile or None, found_in, source) for one alternative: a local directory, else the local HF
+    cache, else the Hub, else — for the built-in default only — its config.json's shape built in."""
+    from migrator.adapters import hf
+
+    kv = _kv_dtype(ctx)
+    local = host_path(entry, ctx.project)
+    if os.path.isdir(local):
+        try:
+            found = speed.profile(fit.read_local(Path(local)), kv)
+        except (MigrateError, OSError, ValueError, KeyError, TypeError) as exc:
+            return None, "", f"local directory {local} unreadable: {getattr(exc, 'message', exc)}"
+        found.source = f"local directory {local}"
+        return found, "local_dir", found.source
+    if is_path_like(entry):
+        return None, "", f"no such local directory: {local}"
+    repo, revision = split_revision(entry)
+    revision = revision or "main"
+    try:
+        cached = hf.local_snapshot(repo, revision, _hub_cache(ctx))
+        if cached is not None:  # a snapshot without weights (config only) is passed over for the Hub
+            found = speed.profile(fit.read_local(Path(cached)), kv)
+            found.source = f"local HF cache ({cached})"
+            return found, "hf_cache", found.source
+    except (MigrateError, OSError, ValueError, KeyError, TypeError):
         pass
-    return speed.from_shape(speed.MOE_ALTERNATIVE, speed.QWEN3_30B_A3B,
-                            source="shape of its config.json (built in; not in the local cache)")
+    found, why = _hub_alternative(ctx, repo, revision)
+    if found is not None:
+        return found, "hub", why
+    if repo == speed.MOE_ALTERNATIVE and revision == "main":
+        source = f"shape of its config.json built in (bf16, not in the local cache; {why})"
+        return speed.from_shape(repo, speed.QWEN3_30B_A3B, source=source), "built_in", source
+    return None, "", why
+
+
+def _alternatives(ctx: Context, model: fit.ModelInfo,
+                  shape: speed.Shape) -> list[tuple[str, speed.Profile | None, str, str]]:
+    """model.alternatives looked up once a run: (entry, profile or None, found_in, source) each. The
+    default (a MoE) is named for a dense model only, as it always was; a list the operator set is judged
+    whatever the model is. An entry naming the model itself is skipped."""
+    entries = list(ctx.settings.model.alternatives)
+    if entries == list(DEFAULT_ALTERNATIVES) and shape.experts:
+        return []
+    memo = ctx.memo.setdefault(ALTERNATIVES, {})
+    out = []
+    for entry in entries:
+        if _is_the_model(ctx, model, entry):
+            continue
+        if entry not in memo:
+            memo[entry] = _look_up(ctx, entry)
+        out.append((entry, *memo[entry]))
+    return out
 
 
 def _speed(ctx: Context, model: fit.ModelInfo, figures: dict) -> dict:
@@ -244,8 +333,21 @@ def _speed(ctx: Context, model: fit.ModelInfo, figures: dict) -> dict:
         shape_known = speed.Shape.of(model.config)
     except (KeyError, TypeError, ValueError):
         return {"skipped": "config.json lacks the fields the prediction needs"}
-    others = [] if shape_known.experts else [_moe_alternative(ctx)]
-    return speed.assess(model, g, targets, ctx.settings.gates, _kv_dtype(ctx), others)
+    looked_up = _alternatives(ctx, model, shape_known)
+    read = [item for item in looked_up if item[1] is not None]
+    predicted = speed.assess(model, g, targets, ctx.settings.gates, _kv_dtype(ctx), [p for _, p, _, _ in read])
+    for alternative, (entry, _, found_in, _) in zip(predicted["alternatives"][-len(read):] if read else [], read):
+        alternative.update(entry=entry, found_in=found_in)
+    unread = [{"entry": entry, "source": source} for entry, p, _, source in looked_up if p is None]
+    if unread:
+        predicted["alternatives_not_checked"] = unread
+    if predicted["verdict"]:  # the words say what the figures rest on, and what could not be checked
+        predicted["verdict"] += [f"{entry} from the {source}" for entry, _, found_in, source in read
+                                 if found_in == "built_in"]
+        if unread:  # "nothing checked here passes it" must not hide them
+            predicted["verdict"].append("not checked (no metadata read): " + "; ".join(
+                f"{u['entry']} — {u['source']}" for u in unread))
+    return predicted
 
 
 def _hf_token(ctx: Context) -> str | None:

@@ -1,5 +1,6 @@
 """Shared fixtures. Every test runs with an isolated HOME, no GRAPHRAG_MIGRATE_* settings from the
-caller's environment, no colour and a fixed width, so outputs are comparable."""
+caller's environment, no colour and a fixed width, so outputs are comparable, and HF_ENDPOINT on a closed
+loopback port, so that nothing reaches the real Hub."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GRAPHRAG_MIGRATE_CACHE", CACHE)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "80")
+    # No test reaches the real Hub: phase1 --check looks model.alternatives up there. Port 9 (discard) on
+    # loopback refuses at once; a test of the Hub path sets HF_ENDPOINT to its own stand-in (tests/fakehub.py).
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     for name in list(os.environ):
         if name.startswith("GRAPHRAG_MIGRATE_") and name != "GRAPHRAG_MIGRATE_CACHE":
             monkeypatch.delenv(name)

@@ -8,13 +8,18 @@ snapshot_download, hf_hub_download and get_safetensors_metadata call, serving lo
     GET  /{repo}/resolve/{rev}/{file}             content, with Range (resume)
 
 Faults: a gated repo (401 without the right token), unknown repos (404), `cut_after` to drop the
-connection part-way through one file once, `stall_after` to send part of a file and then hang.
+connection part-way through one file once, `stall_after` to send part of a file and then hang, `hang`
+to answer nothing at all for a file (the health probe still answers). `SilentServer` is a Hub that
+accepts connections and never answers; `write_safetensors_index` gives a sharded model directory the
+`model.safetensors.index.json` the real Hub repos carry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +34,7 @@ class FakeHub:
         self.gated = gated or {}  # repo -> token that may read it
         self.cut_after: dict[str, int] = {}  # file name -> bytes to send before dropping, once
         self.stall_after: dict[str, int] = {}  # file name -> bytes to send before hanging, once
+        self.hang: set[str] = set()  # file names whose requests get no answer at all (until `release`)
         self.release = threading.Event()  # ends a stall
         self.requests: list[tuple[str, str, str]] = []  # (method, path, range header)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -43,6 +49,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self.release.set()  # no handler left waiting on a stall or a hang
         self.server.shutdown()
         self.server.server_close()
 
@@ -131,6 +138,10 @@ class FakeHub:
                     repo, filename = "/".join(parts[:2]), "/".join(parts[4:])
                     if not self._repo(repo, head):
                         return
+                    if filename in hub.hang:
+                        hub.release.wait(60)
+                        self.close_connection = True
+                        return
                     files = hub.files(repo)
                     if filename not in files:
                         return self._error(404, "EntryNotFound", f"{filename} not found", head)
@@ -172,6 +183,58 @@ class FakeHub:
                 return self._error(404, "EntryNotFound", "not found", head)
 
         return Handler
+
+
+class SilentServer:
+    """A Hub that accepts every connection and never answers (a hung proxy or a wedged server): each
+    connection held open, unread, until stop(). `connections` counts what reached it."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def connections(self) -> int:
+        return len(self.held)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed by stop()
+                return
+            self.held.append(conn)
+
+    def start(self) -> "SilentServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+        self.thread.join(5)
+
+
+def write_safetensors_index(model_dir: Path) -> Path:
+    """model.safetensors.index.json for a directory of shards (the Hub's sharded layout, which
+    get_safetensors_metadata and read_hub read first), built from the shards' own headers."""
+    weight_map = {}
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        with open(shard, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            weight_map.update({name: shard.name for name in json.loads(fh.read(size)) if name != "__metadata__"})
+    out = model_dir / "model.safetensors.index.json"
+    out.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return out
 
 
 def _git_oid(data: bytes) -> str:

@@ -222,26 +222,89 @@ def hf_token(env_file_values: dict[str, str]) -> str | None:
 
 
 # ---- model metadata for the fit verdict: config.json and safetensors headers, no weights ----------
-def read_hub(repo_id: str, revision: str = "main", token: str | None = None) -> "fit.ModelInfo":
-    """From the Hub: config.json (a few KB) and the safetensors headers by range request; no weights."""
-    from huggingface_hub import constants, get_safetensors_metadata, hf_hub_download
+class HubUnreachable(EnvironmentMissing):
+    """The Hub's endpoint did not answer at all (refused, no DNS, timed out): nothing else will this run."""
+
+    def __init__(self, message: str, fix: str, reason: str):
+        super().__init__(message, fix)
+        self.reason = reason  # in a few words, for an alternative's `source`
+
+
+class HubRefused(EnvironmentMissing):
+    """The Hub answered, with an HTTP error for this repo (401/403 gated or private, 404 missing …)."""
+
+    def __init__(self, message: str, fix: str, status: int | None):
+        super().__init__(message, fix)
+        self.status = status
+        self.reason = {401: "gated: 401 — set HF_TOKEN",
+                       403: "gated: 403 — accept its licence on the Hub with HF_TOKEN's account",
+                       404: "not on the Hub (404)"}.get(status or 0, f"the Hub refused it (HTTP {status})")
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT as it is now (huggingface_hub reads it once, at import), else huggingface_hub's."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or constants.ENDPOINT
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set true, as huggingface_hub reads it: no Hub request at all."""
+    return any((os.environ.get(name) or "").upper() in ("1", "ON", "YES", "TRUE")
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def read_hub(repo_id: str, revision: str = "main", token: str | None = None, *, timeout: float | None = None,
+             endpoint: str | None = None) -> "fit.ModelInfo":
+    """From the Hub: config.json (a few KB) and the safetensors headers by range request; no weights.
+    The small files go to a temporary cache, removed after: a check leaves nothing in the HF cache (a
+    snapshot there holding only config.json would look like a download). `timeout`: each request's."""
+    import tempfile
+
+    from huggingface_hub import HfApi, constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import logging as hf_logging
 
-    require_reachable(constants.ENDPOINT)
+    endpoint = endpoint or hub_endpoint()
+    require_reachable(endpoint, timeout or 5.0)
     hf_logging.set_verbosity_error()  # its retry warnings would interleave with our progress lines
+    api = HfApi(endpoint=endpoint, token=token)
+    per_request = timeout or constants.HF_HUB_DOWNLOAD_TIMEOUT
     try:
-        config = json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision, token=token)).read_text())
-        meta = get_safetensors_metadata(repo_id, revision=revision, token=token)
+        with tempfile.TemporaryDirectory(prefix="graphrag-migrate-hub-") as cache:
+            def small_file(name: str) -> dict:
+                return json.loads(Path(hf_hub_download(repo_id, name, revision=revision, token=token,
+                                                       endpoint=endpoint, cache_dir=cache,
+                                                       etag_timeout=timeout or constants.HF_HUB_ETAG_TIMEOUT)
+                                       ).read_text())
+
+            config = small_file("config.json")
+            if api.file_exists(repo_id, "model.safetensors", revision=revision, token=token):
+                shards = ["model.safetensors"]
+            elif api.file_exists(repo_id, "model.safetensors.index.json", revision=revision, token=token):
+                shards = sorted(set(small_file("model.safetensors.index.json").get("weight_map", {}).values()))
+            else:
+                raise EnvironmentMissing(f"{repo_id} has no safetensors weights on the Hub",
+                                         "vLLM needs safetensors weights: pick another repo")
+            headers = _in_parallel(lambda name: api.parse_safetensors_file_metadata(
+                repo_id, name, revision=revision, token=token, timeout=per_request), shards)
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
-        raise EnvironmentMissing(_hub_message(repo_id, status), _hub_fix(status)) from None
-    except (OSError, ValueError) as exc:
-        raise EnvironmentMissing(f"cannot read {repo_id} metadata from the Hub ({str(exc)[:120]})",
-                                 "check the network, or use --model /local/dir") from None
+        raise HubRefused(_hub_message(repo_id, status), _hub_fix(status), status) from None
+    except Exception as exc:
+        cause = _transport_failure(exc)
+        if cause is not None:  # refused, reset or timed out after the probe answered: the Hub is not usable now
+            what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+            raise HubUnreachable(f"the Hugging Face Hub at {endpoint} stopped answering for {repo_id} ({what[:120]})",
+                                 "check the network or HF_ENDPOINT, or pass --model /local/dir",
+                                 f"Hub unreachable at {endpoint} ({what[:120]})") from None
+        if isinstance(exc, (OSError, ValueError)):
+            raise EnvironmentMissing(f"cannot read {repo_id} metadata from the Hub ({str(exc)[:120]})",
+                                     "check the network, or use --model /local/dir") from None
+        raise
     total = params = 0
     tensors: dict = {}
-    for file_meta in meta.files_metadata.values():
+    for file_meta in headers:
         for name, info in file_meta.tensors.items():
             start, end = info.data_offsets
             total += end - start
@@ -250,14 +313,91 @@ def read_hub(repo_id: str, revision: str = "main", token: str | None = None) -> 
     return fit.from_config(repo_id, config, total, params, f"Hub metadata of {repo_id}@{revision}", tensors)
 
 
+def _transport_failure(exc: BaseException) -> BaseException | None:
+    """The connection-level failure (refused, reset, timed out) behind a huggingface_hub error, if any:
+    it wraps them (a HEAD that timed out becomes "cannot find the requested files in the local cache")."""
+    try:
+        import httpx2 as httpx  # huggingface_hub 2.x's HTTP client
+    except ImportError:  # pragma: no cover - 1.x used httpx
+        import httpx
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (httpx.TransportError, TimeoutError, ConnectionError)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _in_parallel(fn, items: list, workers: int = 8) -> list:
+    """fn over items on a few daemon threads (a model has up to dozens of shards, each one range request);
+    the first error re-raised. Daemon threads, not an executor: one hung request must not hold the
+    process open at exit after its caller gave up (read_hub_within)."""
+    import threading
+
+    results: dict = {}
+    errors: list = []
+    pending = list(enumerate(items))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not pending or errors:
+                    return
+                i, item = pending.pop()
+            try:
+                results[i] = fn(item)
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work, daemon=True, name="hub-headers") for _ in range(min(workers, len(items)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [results[i] for i in range(len(items))]
+
+
+def read_hub_within(repo_id: str, revision: str, token: str | None, deadline_s: float,
+                    timeout: float) -> "fit.ModelInfo":
+    """read_hub, given up after `deadline_s` whatever huggingface_hub's own retries and back-offs would
+    do: a Hub that accepts and never answers, or stalls half-way, must not stall a check. The abandoned
+    call ends on its own request timeouts, in a daemon thread. HubUnreachable on the deadline."""
+    import threading
+
+    endpoint = hub_endpoint()
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["info"] = read_hub(repo_id, revision, token, timeout=timeout, endpoint=endpoint)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True, name=f"hub-read {repo_id}")
+    worker.start()
+    worker.join(deadline_s)
+    if worker.is_alive():
+        reason = f"Hub unreachable at {endpoint} (no complete answer within {deadline_s:g} s)"
+        raise HubUnreachable(f"the Hugging Face Hub at {endpoint} did not answer for {repo_id} within "
+                             f"{deadline_s:g} s", "check the network or HF_ENDPOINT", reason)
+    if "error" in box:
+        raise box["error"]
+    return box["info"]
+
+
 def require_reachable(endpoint: str, timeout: float = 5.0) -> None:
     """Fail in seconds, not after huggingface_hub's five back-off retries, when the Hub is unreachable."""
     from migrator.adapters.http import request
 
     probe = request("HEAD", endpoint.rstrip("/") + "/api/health", timeout=timeout)
     if probe.status is None:
-        raise EnvironmentMissing(f"cannot reach the Hugging Face Hub at {endpoint} ({probe.error})",
-                                 "check the network or HF_ENDPOINT, or pass --model /local/dir")
+        raise HubUnreachable(f"cannot reach the Hugging Face Hub at {endpoint} ({probe.error})",
+                             "check the network or HF_ENDPOINT, or pass --model /local/dir",
+                             f"Hub unreachable at {endpoint} ({probe.error})")
 
 
 def _hub_message(repo_id: str, status: int | None) -> str:

@@ -78,8 +78,8 @@ def _setting(default: Any, check=None, help: str = "") -> Any:
     return field(default=default, metadata={"check": check, "help": help})
 
 
-def _setting_list(factory, help: str = "") -> Any:
-    return field(default_factory=factory, metadata={"check": None, "help": help})
+def _setting_list(factory, help: str = "", check=None) -> Any:
+    return field(default_factory=factory, metadata={"check": check, "help": help})
 
 
 
@@ -187,6 +187,44 @@ class BackendSettings:
     history_path: str = _setting("", help="endpoint returning a session's turns ({session} is replaced); empty = skip")
 
 
+# The models phase1's speed check names beside this model's own fp8/4-bit variants when a gate cannot pass:
+# the MoE that reaches "30 tok/s per user" on a GB10 (its shape is built into migrator.core.speed).
+DEFAULT_ALTERNATIVES = ("Qwen/Qwen3-30B-A3B",)
+MAX_ALTERNATIVES = 8  # each may cost a Hub lookup in a check that must stay fast
+_REVISION_SEP = "@"
+
+
+def is_path_like(entry: str) -> bool:
+    """An alternative written as a path (/abs, ./rel, ../rel, ~/…) is a local directory, never a Hub id."""
+    return entry in (".", "..", "~") or entry.startswith(("/", "./", "../", "~/"))
+
+
+def split_revision(entry: str) -> tuple[str, str]:
+    """'ORG/NAME@rev' → ('ORG/NAME', 'rev'); no '@' → (entry, ''). Paths keep their '@'."""
+    if is_path_like(entry) or _REVISION_SEP not in entry:
+        return entry, ""
+    repo, _, revision = entry.rpartition(_REVISION_SEP)
+    return repo, revision
+
+
+def _alternatives(value: Any) -> str | None:
+    """Each entry a Hub id (ORG/NAME, optionally @revision) or a local directory; a few, each once."""
+    if len(value) > MAX_ALTERNATIVES:
+        return f"at most {MAX_ALTERNATIVES} models (each may be looked up on the Hub during a check)"
+    seen = set()
+    for entry in value:
+        if entry in seen:
+            return f"each model once ({_cut(entry)} is listed twice)"
+        seen.add(entry)
+        if is_path_like(entry):
+            continue
+        repo, revision = split_revision(entry)
+        if not _MODEL_RE.match(repo) or (_REVISION_SEP in entry and not _NAME_RE.match(revision)):
+            return (f"Hub ids (ORG/NAME or ORG/NAME@revision) or local directories (/abs, ./rel, ~/…); "
+                    f"{_cut(entry, 40)!r} is neither")
+    return None
+
+
 @dataclass
 class ModelSettings:
     id: str = _setting(
@@ -210,6 +248,12 @@ class ModelSettings:
         "--reasoning-parser qwen3 (thinking streamed in delta.reasoning, which ChatOpenAI drops); raw = thinking "
         "in content as <think>…</think>, as on Ollama. Applied to Qwen3-family models only",
     )
+    alternatives: list = _setting_list(
+        lambda: list(DEFAULT_ALTERNATIVES),
+        "models phase1's speed check judges beside this one's fp8/4-bit variants: Hub ids (ORG/NAME[@revision]) "
+        "or local directories, each read from the directory, the local HF cache or the Hub (config.json and "
+        "safetensors headers); the default MoE is named for a dense model only, a list you set is judged whatever "
+        "the model; empty = none", _alternatives)
 
 
 @dataclass

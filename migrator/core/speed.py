@@ -337,8 +337,9 @@ def assess(model: ModelInfo, gpu: Gpu, t: Targets, gates, kv_cache_dtype: str = 
     return speed
 
 
-# Qwen/Qwen3-30B-A3B's config.json (the fields the arithmetic reads): the MoE alternative named when the
-# model is not in the local cache. https://huggingface.co/Qwen/Qwen3-30B-A3B/blob/main/config.json
+# Qwen/Qwen3-30B-A3B's config.json (the fields the arithmetic reads): the default alternative's shape when
+# neither the local cache nor the Hub gave its headers (phase1, model.alternatives).
+# https://huggingface.co/Qwen/Qwen3-30B-A3B/blob/main/config.json
 QWEN3_30B_A3B = {"hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768, "num_experts": 128,
                  "num_experts_per_tok": 8, "num_hidden_layers": 48, "num_attention_heads": 32, "head_dim": 128,
                  "num_key_value_heads": 4, "vocab_size": 151936}
