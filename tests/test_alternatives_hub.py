@@ -54,6 +54,16 @@ BUILT_IN = speed.predict(speed.from_shape(MOE, speed.QWEN3_30B_A3B), GB10, speed
     "decode_tokens_per_s_per_user"]
 
 
+@pytest.fixture(autouse=True)
+def unhurried_hub(request, monkeypatch):
+    """A roomy deadline for the tests not about time: on a busy CI box (three test sessions on two cores)
+    the stand-in Hub, served from this process's threads, can take longer than the 5 s an operator's check
+    allows. The tests of the bounds keep the real figures."""
+    if not any(word in request.node.name for word in ("hang", "never_answers", "deadline", "unreachable")):
+        monkeypatch.setattr(phase1, "HUB_DEADLINE_S", 60.0)
+        monkeypatch.setattr(phase1, "HUB_REQUEST_TIMEOUT_S", 20.0)
+
+
 @pytest.fixture
 def hub(shapes, monkeypatch):
     h = FakeHub({MOE: shapes["moe_fp8"], AWQ: shapes["awq"], GATED: shapes["moe_fp8"]},

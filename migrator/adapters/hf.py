@@ -368,6 +368,9 @@ def read_hub_within(repo_id: str, revision: str, token: str | None, deadline_s: 
     call ends on its own request timeouts, in a daemon thread. HubUnreachable on the deadline."""
     import threading
 
+    import huggingface_hub  # noqa: F401 - imported before the clock starts: on a busy box the import alone
+    # (huggingface_hub and its HTTP client) can take seconds, and it is not the Hub being slow
+
     endpoint = hub_endpoint()
     box: dict = {}
 
