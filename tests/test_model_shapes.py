@@ -148,6 +148,35 @@ def test_a_config_without_the_heads_is_one_clear_error_not_a_crash(tmp_path):
         fit.read_local(d)
 
 
+@pytest.mark.parametrize("field, value", [("num_key_value_heads", [8, 8]), ("num_attention_heads", "32"),
+                                          ("head_dim", {"full": 128})])
+def test_a_per_layer_or_odd_field_is_one_clear_error_not_a_crash(tmp_path, field, value):
+    small = {**shapes.LLAMA31_8B, "num_hidden_layers": 2}
+    d = shapes.write_shape_dir(tmp_path / "odd", {**small, field: value}, shapes.llama(small))
+    with pytest.raises(EnvironmentMissing, match=f"gives {field} as .*not one number"):
+        fit.read_local(d)
+
+
+def test_null_fields_are_absent_fields(tmp_path):
+    small = {**shapes.LLAMA31_8B, "num_hidden_layers": 2, "max_position_embeddings": None, "head_dim": None,
+             "sliding_window": None}
+    m = fit.read_local(shapes.write_shape_dir(tmp_path / "nulls", small, shapes.llama(small)))
+    assert (m.max_positions, m.head_dim, m.sliding_layers) == (0, 128, 0)
+
+
+def test_a_moe_config_without_experts_per_token_reads_every_expert_not_none(tmp_path):
+    """Read as 0 experts a token, a 2-layer Mixtral decoded at 635 tok/s on GB10 (4× its ceiling): a gate passed
+    that could not. Unknown routing counts every expert — a floor on speed, said so in the source."""
+    mix = {**shapes.MIXTRAL_8X7B, "num_hidden_layers": 2}
+    known = speed.profile(fit.read_local(shapes.write_shape_dir(tmp_path / "known", mix, shapes.mixtral(mix))))
+    unknown_cfg = {k: v for k, v in mix.items() if k != "num_experts_per_tok"}
+    m = fit.read_local(shapes.write_shape_dir(tmp_path / "unknown", unknown_cfg, shapes.mixtral(mix)))
+    p = speed.profile(m)
+    assert p.weight_read_gb > known.weight_read_gb
+    assert p.weight_read_gb == pytest.approx((m.weight_bytes - m.tensor_bytes["model.embed_tokens.weight"]) / 1e9)
+    assert "every expert counted as read" in p.source
+
+
 def test_tied_embeddings_are_read_once_as_the_lm_head(models):
     m = models["llama32_tied"]
     p = speed.profile(m)
@@ -247,6 +276,15 @@ def test_a_truncated_or_pointer_shard_is_one_clear_error(tmp_path, content):
                                                                                   "num_hidden_layers": 2}), index=False)
     (d / "model-00002-of-00002.safetensors").write_bytes(content)
     with pytest.raises(EnvironmentMissing, match="not a readable safetensors file"):
+        fit.read_local(d)
+
+
+def test_a_gguf_only_dir_says_why_it_cannot_be_read(tmp_path):
+    d = tmp_path / "gguf"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(shapes.LLAMA31_8B))
+    (d / "model-Q4_K_M.gguf").write_bytes(b"GGUF")
+    with pytest.raises(EnvironmentMissing, match="only GGUF weights"):
         fit.read_local(d)
 
 

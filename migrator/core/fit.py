@@ -188,6 +188,13 @@ def from_config(name: str, config: dict, weight_bytes: int, parameters: int, sou
             raise EnvironmentMissing(
                 f"{name}: {where} has no {key} (and the safetensors headers do not give it)",
                 "the memory verdict needs the language model's shape: use a checkpoint whose config.json states it")
+    for key in ("num_attention_heads", "num_hidden_layers", "hidden_size", "num_key_value_heads", "head_dim",
+                "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "max_position_embeddings"):
+        value = text.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise EnvironmentMissing(  # per-layer lists (variable heads) and other shapes the arithmetic has none for
+                f"{name}: {where} gives {key} as {json.dumps(value)[:60]}, not one number: "
+                "a per-layer shape the memory verdict does not model", "check the model's card for its memory needs")
     heads = int(text["num_attention_heads"])
     mla = int(text.get("kv_lora_rank") or 0) + int(text.get("qk_rope_head_dim") or 0) if text.get("kv_lora_rank") else 0
     head_dim = text.get("head_dim")
@@ -206,7 +213,7 @@ def from_config(name: str, config: dict, weight_bytes: int, parameters: int, sou
         source += " (" + "; ".join(notes) + ")"
     return ModelInfo(name, weight_bytes, parameters, int(text["num_hidden_layers"]),
                      int(text.get("num_key_value_heads") or heads), int(head_dim),
-                     int(text.get("max_position_embeddings", 0)), str(quant), source,
+                     int(text.get("max_position_embeddings") or 0), str(quant), source,
                      {**text, "tie_word_embeddings": config.get("tie_word_embeddings", text.get("tie_word_embeddings"))},
                      dict(tensor_bytes or {}), mla, *(sliding_layers(text) if not mla else (0, 0)))
 
@@ -315,6 +322,10 @@ def read_local(model_dir: Path) -> ModelInfo:
         raise EnvironmentMissing(f"{model_dir}/config.json is not valid JSON", "download the model again") from None
     files, note = _weight_files(model_dir)
     if not files:
+        if any(model_dir.glob("*.gguf")):
+            raise EnvironmentMissing(
+                f"{model_dir} has only GGUF weights: graphrag-migrate reads safetensors headers only",
+                "point model.id at the safetensors build of the model (vLLM's GGUF support is experimental)")
         if any(model_dir.glob("*.bin")) or any(model_dir.glob("*.pt")):
             raise EnvironmentMissing(
                 f"{model_dir} has only PyTorch .bin/.pt weights: their sizes cannot be read without unpickling them",

@@ -50,6 +50,7 @@ class Shape:
     qk_nope_dim: int = 0
     qk_rope_dim: int = 0
     v_head_dim: int = 0
+    per_token_assumed: bool = False  # a MoE config without experts-per-token: all experts counted as read
 
     @classmethod
     def of(cls, config: dict) -> "Shape":
@@ -59,6 +60,8 @@ class Shape:
         experts = int(config.get("num_experts") or config.get("num_local_experts") or config.get("n_routed_experts") or 0)
         per_token = int(config.get("num_experts_per_tok") or config.get("experts_per_token")
                         or config.get("num_experts_per_token") or 0) if experts else 0
+        assumed = bool(experts and not per_token)
+        per_token = per_token or experts  # unknown routing: every expert read, a floor on speed, never a guess above it
         expert_inter = int(config.get("moe_intermediate_size") or config.get("intermediate_size") or 0) if experts else 0
         shared = int(config.get("shared_expert_intermediate_size") or 0)
         if experts and not shared and config.get("n_shared_experts"):  # DeepSeek: n_shared_experts × expert size
@@ -70,7 +73,7 @@ class Shape:
                    per_token, expert_inter, shared,
                    min(layers, int(config.get("first_k_dense_replace") or 0)) if experts else 0,
                    int(config.get("kv_lora_rank") or 0), int(config.get("q_lora_rank") or 0), nope, rope,
-                   int(config.get("v_head_dim") or 0))
+                   int(config.get("v_head_dim") or 0), assumed)
 
     @property
     def mla(self) -> bool:
@@ -230,6 +233,8 @@ def profile(model: ModelInfo, kv_cache_dtype: str = "auto") -> Profile:
         else:
             parts["dense"] += size
     source = model.source
+    if shape.per_token_assumed:
+        source += " (no num_experts_per_tok in config.json: every expert counted as read per token)"
     if not model.tensor_bytes:  # no per-tensor list: the whole size, less the embedding, as dense
         parts["dense"] = max(0, model.weight_bytes - shape.lm_head_params * 2)
         parts["lm_head"] = shape.lm_head_params * 2
