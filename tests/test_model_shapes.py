@@ -263,6 +263,14 @@ def test_the_index_decides_which_files_are_loaded(tmp_path):
     assert "consolidated.safetensors" in m.source
 
 
+def test_an_index_that_names_nothing_reads_what_is_there(tmp_path):
+    small = {**shapes.LLAMA31_8B, "num_hidden_layers": 2}
+    d = shapes.write_shape_dir(tmp_path / "emptymap", small, shapes.llama(small))
+    total = json.loads((d / "model.safetensors.index.json").read_text())["metadata"]["total_size"]
+    (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {}}))
+    assert fit.read_local(d).weight_bytes == total  # not "has no *.safetensors files"
+
+
 def test_a_missing_shard_is_an_incomplete_download_not_a_smaller_model(tmp_path):
     d = shapes.write_shape_dir(tmp_path / "partial", shapes.LLAMA31_8B, shapes.llama(), files=4)
     (d / "model-00003-of-00004.safetensors").unlink()

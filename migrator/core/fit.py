@@ -291,6 +291,8 @@ def _weight_files(model_dir: Path) -> tuple[list[Path], str]:
     except ValueError:
         raise EnvironmentMissing(f"{index} is not valid JSON", "download the model again") from None
     named = sorted(set(weight_map.values()))
+    if not named:  # an index that names nothing says nothing: read what is there, as vLLM would
+        return files, "; its index names no shard" if files else ""
     missing = [n for n in named if not (model_dir / n).exists()]
     if missing:
         raise EnvironmentMissing(
