@@ -139,6 +139,14 @@ def test_missing_head_dim_and_kv_heads_come_from_the_tensor_shapes(models):
     assert "head_dim from q_norm's shape" in m.source and "num_key_value_heads from k_proj's shape" in m.source
 
 
+@pytest.mark.parametrize("left_out, guessed_kv", [("head_dim", 2 * 64 * 8 * 80 * 2),  # hidden/heads: 37 % short
+                                                  ("num_key_value_heads", 2 * 64 * 64 * 128 * 2)])  # all heads: 8×
+def test_one_field_left_out_is_read_from_the_shapes_not_guessed(tmp_path, left_out, guessed_kv):
+    config = {k: v for k, v in shapes.QWEN3_32B.items() if k != left_out}
+    m = fit.read_local(shapes.write_shape_dir(tmp_path / left_out, config, shapes.qwen3()))
+    assert m.kv_bytes_per_token() == 2 * 64 * 8 * 128 * 2 != guessed_kv
+
+
 def test_a_config_without_the_heads_is_one_clear_error_not_a_crash(tmp_path):
     text = {k: v for k, v in shapes.LLAMA31_8B.items() if k != "num_attention_heads"}
     d = shapes.write_shape_dir(tmp_path / "llava", {"architectures": ["LlavaForConditionalGeneration"],
