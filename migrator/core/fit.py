@@ -4,6 +4,7 @@ Exact weight bytes come from the safetensors headers (on disk, or from the Hub w
 requests through huggingface_hub); layers, KV heads and head size from config.json. Then
 
     KV bytes per token = 2 (K and V) × layers × kv_heads × head_dim × bytes per KV element
+                         (MLA, DeepSeek V2/V3: layers × (kv_lora_rank + qk_rope_head_dim) × bytes)
     KV budget          = memory vLLM may use − weights − overhead allowance
     tokens of KV       = KV budget / KV bytes per token
 
@@ -27,6 +28,7 @@ KV_DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 
 # AWQ/GPTQ-Int4: 4-bit weights plus group scales; embeddings and lm_head stay 16-bit (≈19 GB for 32.5 B).
 INT4_BYTES_PER_PARAM = 0.585
 UNIFIED_HEADROOM_BYTES = 8 * GiB  # left to the OS, the backend and Ollama's embedding model
+SLIDING_SLACK_TOKENS = 16  # a sliding layer holds its window plus the block being written (vLLM's block size)
 
 
 @dataclass
@@ -42,10 +44,34 @@ class ModelInfo:
     source: str = ""  # where the numbers came from
     config: dict = field(default_factory=dict, repr=False)  # the language model's config (speed needs its shape)
     tensor_bytes: dict = field(default_factory=dict, repr=False)  # tensor name → bytes, from the headers
+    mla_dim: int = 0  # MLA (DeepSeek): kv_lora_rank + qk_rope_head_dim, the one latent vector cached per layer
+    sliding_layers: int = 0  # layers that attend over the last `sliding_window` tokens only (hybrid models)
+    sliding_window: int = 0
+
+    def kv_bytes_per_token(self, kv_cache_dtype: str = "auto", context: int | None = None) -> int:
+        """KV bytes per token; with `context`, averaged over a sequence of that many tokens — on a hybrid
+        model (gpt-oss, Gemma 2/3) vLLM's hybrid KV cache manager keeps only the window's tokens for the
+        sliding layers (docs.vllm.ai design/hybrid_kv_cache_manager), so long sequences cost less per token."""
+        every = kv_bytes_per_token(self.layers, self.kv_heads, self.head_dim, self.mla_dim, kv_cache_dtype)
+        if not context or not self.sliding_layers or context <= self.sliding_window:
+            return every
+        per_layer = every // self.layers
+        held = min(context, self.sliding_window + SLIDING_SLACK_TOKENS)
+        return -(-(per_layer * ((self.layers - self.sliding_layers) * context + self.sliding_layers * held)) // context)
 
     @property
     def kv_bytes_per_token_bf16(self) -> int:
-        return 2 * self.layers * self.kv_heads * self.head_dim * 2
+        return self.kv_bytes_per_token("auto")
+
+
+def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, mla_dim: int = 0, kv_cache_dtype: str = "auto") -> int:
+    """K and V of every KV head in every layer; with MLA (DeepSeek V2/V3) vLLM caches one compressed latent
+    of kv_lora_rank + qk_rope_head_dim per layer instead ([blocks, block_size, 1, kv_lora_rank + rope] in
+    vLLM's MLA backend, docs.vllm.ai v0.9.0 kv_connector/utils.py), 7–60× less than 2·heads·head_dim."""
+    per_element = KV_DTYPE_BYTES.get(kv_cache_dtype, 2)
+    if mla_dim:
+        return layers * mla_dim * per_element
+    return 2 * layers * kv_heads * head_dim * per_element
 
 
 @dataclass
@@ -72,22 +98,130 @@ class Verdict:
 
 
 # ---- reading model metadata ------------------------------------------------------------------
+# transformers' own head_dim defaults where the config may leave it out and hidden/heads is NOT the answer
+# (Qwen3Config head_dim=128, Gemma/Gemma2/Gemma3TextConfig head_dim=256).
+_HEAD_DIM_DEFAULTS = {"qwen3": 128, "qwen3_moe": 128, "gemma": 256, "gemma2": 256, "gemma3_text": 256}
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_VISION = re.compile(r"(?:^|\.)(?:visual|vision_tower|vision_model|vision_encoder|multi_modal_projector|"
+                     r"mm_projector|audio_tower|image_newline)(?:\.|$)")
+
+
+def is_encoder_tensor(name: str) -> bool:
+    """A vision/audio tower or projector tensor of a multimodal checkpoint: loaded, not read per text token."""
+    return bool(_VISION.search(name))
+
+
+def _shape_of(shapes: dict, suffix: str) -> list | None:
+    """The shape of the first language-model tensor whose name ends with `suffix` (vision towers skipped)."""
+    for name in sorted(shapes):
+        if name.endswith(suffix) and not is_encoder_tensor(name):
+            return shapes[name]
+    return None
+
+
+def _infer(text: dict, shapes: dict) -> tuple[dict, list[str]]:
+    """Fields config.json leaves out, read from the tensor shapes the headers list (what vLLM will load),
+    and a note for each one so the source says where it came from."""
+    text, notes = dict(text), []
+    if not shapes:
+        return text, notes
+    embed = _shape_of(shapes, "embed_tokens.weight")
+    if embed and not text.get("vocab_size"):
+        text["vocab_size"] = int(embed[0])
+        notes.append("vocab_size from the embedding's shape")
+    if embed and not text.get("hidden_size"):
+        text["hidden_size"] = int(embed[1])
+        notes.append("hidden_size from the embedding's shape")
+    if not text.get("num_hidden_layers"):
+        found = {int(m.group(1)) for n in shapes if not is_encoder_tensor(n) for m in [_LAYER.search(n)] if m}
+        if found:
+            text["num_hidden_layers"] = max(found) + 1
+            notes.append("num_hidden_layers from the tensor names")
+    heads = text.get("num_attention_heads")
+    if heads and not text.get("head_dim") and not text.get("kv_lora_rank"):
+        norm = _shape_of(shapes, "self_attn.q_norm.weight")
+        q = _shape_of(shapes, "self_attn.q_proj.weight")
+        if norm:
+            text["head_dim"] = int(norm[0])
+            notes.append("head_dim from q_norm's shape")
+        elif q and int(q[0]) % int(heads) == 0:
+            text["head_dim"] = int(q[0]) // int(heads)
+            notes.append("head_dim from q_proj's shape")
+    if heads and not text.get("num_key_value_heads") and not text.get("kv_lora_rank"):
+        k, hd = _shape_of(shapes, "self_attn.k_proj.weight"), text.get("head_dim")
+        if k and hd and int(k[0]) % int(hd) == 0:
+            text["num_key_value_heads"] = int(k[0]) // int(hd)
+            notes.append("num_key_value_heads from k_proj's shape")
+    return text, notes
+
+
+def sliding_layers(text: dict) -> tuple[int, int]:
+    """(layers with a sliding window, the window) where the config says per layer which slide — `layer_types`
+    (gpt-oss, transformers ≥ 4.53), Gemma 3's `sliding_window_pattern` (every Nth layer global), Gemma 2's
+    alternation. A window on every layer (Mistral-7B-v0.1) or Qwen's `use_sliding_window: false` is not
+    modelled: its KV cache is counted in full, which can only overstate it."""
+    window, layers = int(text.get("sliding_window") or 0), int(text.get("num_hidden_layers") or 0)
+    types = text.get("layer_types")
+    if not window or not layers:
+        return 0, 0
+    if isinstance(types, list) and types:
+        n = sum(1 for t in types[:layers] if t == "sliding_attention")
+        return (n, window) if n < layers else (0, 0)
+    kind = str(text.get("model_type", ""))
+    if kind in ("gemma3_text", "gemma3"):
+        pattern = int(text.get("sliding_window_pattern") or 6)
+        return sum(1 for i in range(layers) if (i + 1) % pattern), window
+    if kind == "gemma2":
+        return (layers + 1) // 2, window
+    return 0, 0
+
+
 def from_config(name: str, config: dict, weight_bytes: int, parameters: int, source: str,
-                tensor_bytes: dict | None = None) -> ModelInfo:
-    text = config.get("text_config", config)  # multimodal configs nest the language model's
+                tensor_bytes: dict | None = None, tensor_shapes: dict | None = None) -> ModelInfo:
+    """The language model's shape from config.json — the nested `text_config` of a multimodal one —, gaps
+    filled from the tensor shapes where the headers give them; a field still missing is one clear error."""
+    nested = "text_config" in config
+    text, notes = _infer(config.get("text_config") or config, tensor_shapes or {})
+    where = "config.json's text_config" if nested else "config.json"
+    for key in ("num_attention_heads", "num_hidden_layers", "hidden_size"):
+        if not text.get(key):
+            raise EnvironmentMissing(
+                f"{name}: {where} has no {key} (and the safetensors headers do not give it)",
+                "the memory verdict needs the language model's shape: use a checkpoint whose config.json states it")
+    for key in ("num_attention_heads", "num_hidden_layers", "hidden_size", "num_key_value_heads", "head_dim",
+                "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "max_position_embeddings"):
+        value = text.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise EnvironmentMissing(  # per-layer lists (variable heads) and other shapes the arithmetic has none for
+                f"{name}: {where} gives {key} as {json.dumps(value)[:60]}, not one number: "
+                "a per-layer shape the memory verdict does not model", "check the model's card for its memory needs")
     heads = int(text["num_attention_heads"])
-    head_dim = int(text.get("head_dim") or int(text["hidden_size"]) // heads)
-    quant = (text.get("quantization_config") or config.get("quantization_config") or {}).get("quant_method", "")
+    mla = int(text.get("kv_lora_rank") or 0) + int(text.get("qk_rope_head_dim") or 0) if text.get("kv_lora_rank") else 0
+    head_dim = text.get("head_dim")
+    if not head_dim and mla:  # MLA: the query/key head is qk_nope + qk_rope (used for FLOPs, not for the KV cache)
+        head_dim = int(text.get("qk_nope_head_dim") or 0) + int(text.get("qk_rope_head_dim") or 0)
+    if not head_dim:
+        head_dim = _HEAD_DIM_DEFAULTS.get(str(text.get("model_type", "")), int(text["hidden_size"]) // heads)
+        notes.append(f"head_dim {head_dim} assumed (transformers' default for {text.get('model_type') or 'its type'})")
+    text["head_dim"] = int(head_dim)
+    quant_config = text.get("quantization_config") or config.get("quantization_config") or {}
+    quant = quant_config.get("quant_method", "")
+    for key in ("quantization_config", "torch_dtype", "dtype"):  # top-level in multimodal configs
+        if key not in text and key in config:
+            text[key] = config[key]
+    if notes:
+        source += " (" + "; ".join(notes) + ")"
     return ModelInfo(name, weight_bytes, parameters, int(text["num_hidden_layers"]),
-                     int(text.get("num_key_value_heads") or heads), head_dim,
-                     int(text.get("max_position_embeddings", 0)), str(quant), source,
+                     int(text.get("num_key_value_heads") or heads), int(head_dim),
+                     int(text.get("max_position_embeddings") or 0), str(quant), source,
                      {**text, "tie_word_embeddings": config.get("tie_word_embeddings", text.get("tie_word_embeddings"))},
-                     dict(tensor_bytes or {}))
+                     dict(tensor_bytes or {}), mla, *(sliding_layers(text) if not mla else (0, 0)))
 
 
-def _header_bytes(header: dict, tensor_bytes: dict | None = None) -> tuple[int, int]:
+def _header_bytes(header: dict, tensor_bytes: dict | None = None, shapes: dict | None = None) -> tuple[int, int]:
     """(bytes, parameters) of the tensors listed in one safetensors header; each tensor's bytes into
-    `tensor_bytes` (the speed prediction tells experts, embeddings and lm_head apart by name)."""
+    `tensor_bytes` (the speed prediction tells experts, embeddings and lm_head apart by name) and its shape
+    into `shapes` (what config.json leaves out is read from them)."""
     total = params = 0
     for name, info in header.items():
         if name == "__metadata__":
@@ -96,11 +230,88 @@ def _header_bytes(header: dict, tensor_bytes: dict | None = None) -> tuple[int, 
         total += end - start
         if tensor_bytes is not None:
             tensor_bytes[name] = end - start
+        if shapes is not None:
+            shapes[name] = list(info["shape"])
         n = 1
         for d in info["shape"]:
             n *= d
-        params += n
+        params += _weights_in(name, str(info.get("dtype", "")), n)
     return total, params
+
+
+# Quantization side tensors (scales, zero points, group indices, shapes): bytes to load, not parameters.
+_SIDE = re.compile(r"(?:[._](?:scales|qzeros|g_idx|weight_scale|weight_scale_inv|weight_scale_2|input_scale|"
+                   r"weight_zero_point|weight_global_scale|input_global_scale|weight_shape|k_scale|v_scale))$")
+
+
+def _weights_in(name: str, dtype: str, elements: int) -> int:
+    """Parameters a tensor holds: packed integer storage unpacked (AWQ/GPTQ `qweight` and compressed-tensors
+    `weight_packed`: eight 4-bit weights an int32; MXFP4 `_blocks` and NVFP4's U8 `weight`: two a byte)."""
+    if _SIDE.search(name):
+        return 0
+    if dtype == "I32" and name.endswith(("qweight", "weight_packed")):
+        return elements * 8
+    if dtype == "U8" and (name.endswith("_blocks") or name.endswith(".weight")):
+        return elements * 2
+    return elements
+
+
+def _read_header(path: Path) -> dict:
+    """One safetensors header: 8-byte little-endian length, then that much JSON. A truncated or foreign
+    file (an interrupted download, a Git LFS pointer) is one clear error, not a crash."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("shorter than a safetensors header")
+            (size,) = struct.unpack("<Q", raw)
+            if size > 512 * 2**20:
+                raise ValueError(f"header length {size} is not plausible")
+            text = f.read(size)
+            if len(text) < size:
+                raise ValueError("the header is cut off")
+            header = json.loads(text)
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
+            return header
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvironmentMissing(f"{path} is not a readable safetensors file ({exc})",
+                                 "the download is incomplete or the file is not safetensors: download it again") from None
+
+
+def _weight_files(model_dir: Path) -> tuple[list[Path], str]:
+    """The safetensors files vLLM loads: those the index names when there is one (a Mistral repo also ships
+    consolidated.safetensors, the same weights again), else every *.safetensors; and a note on what was left."""
+    index = model_dir / "model.safetensors.index.json"
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not index.exists():
+        return files, ""
+    try:
+        weight_map = json.loads(index.read_text()).get("weight_map") or {}
+    except ValueError:
+        raise EnvironmentMissing(f"{index} is not valid JSON", "download the model again") from None
+    named = sorted(set(weight_map.values()))
+    if not named:  # an index that names nothing says nothing: read what is there, as vLLM would
+        return files, "; its index names no shard" if files else ""
+    missing = [n for n in named if not (model_dir / n).exists()]
+    if missing:
+        raise EnvironmentMissing(
+            f"{model_dir} is incomplete: {len(missing)} of the {len(named)} shards its index names are missing "
+            f"({', '.join(missing[:3])}{' …' if len(missing) > 3 else ''})",
+            "finish the download (phase1 resumes it), or point model.id at the Hub id")
+    extra = [p.name for p in files if p.name not in set(named)]
+    return [model_dir / n for n in named], (f"; not in the index, so not loaded: {', '.join(extra)}" if extra else "")
+
+
+def _quant_file(model_dir: Path) -> dict:
+    """ModelOpt checkpoints (NVIDIA's NVFP4/FP8) may state their quantization only in hf_quant_config.json,
+    which is where vLLM looks for it: as a quantization_config."""
+    path = model_dir / "hf_quant_config.json"
+    try:
+        q = (json.loads(path.read_text()).get("quantization") or {}) if path.exists() else {}
+    except ValueError:
+        return {}
+    return {"quant_method": "modelopt", **q} if q.get("quant_algo") else {}
 
 
 def read_local(model_dir: Path) -> ModelInfo:
@@ -109,18 +320,30 @@ def read_local(model_dir: Path) -> ModelInfo:
         config = json.loads((model_dir / "config.json").read_text())
     except FileNotFoundError:
         raise EnvironmentMissing(f"{model_dir} has no config.json", "point model.id at a model directory") from None
-    files = sorted(model_dir.glob("*.safetensors"))
+    except ValueError:
+        raise EnvironmentMissing(f"{model_dir}/config.json is not valid JSON", "download the model again") from None
+    files, note = _weight_files(model_dir)
     if not files:
+        if any(model_dir.glob("*.gguf")):
+            raise EnvironmentMissing(
+                f"{model_dir} has only GGUF weights: graphrag-migrate reads safetensors headers only",
+                "point model.id at the safetensors build of the model (vLLM's GGUF support is experimental)")
+        if any(model_dir.glob("*.bin")) or any(model_dir.glob("*.pt")):
+            raise EnvironmentMissing(
+                f"{model_dir} has only PyTorch .bin/.pt weights: their sizes cannot be read without unpickling them",
+                "use a safetensors build of the model (most Hub repos have one) or convert it")
         raise EnvironmentMissing(f"{model_dir} has no *.safetensors files", "vLLM needs safetensors weights")
+    quant = _quant_file(model_dir)
+    if quant and not config.get("quantization_config") and not (config.get("text_config") or {}).get("quantization_config"):
+        config = {**config, "quantization_config": quant}
     total = params = 0
     tensors: dict = {}
+    shapes: dict = {}
     for path in files:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            b, p = _header_bytes(json.loads(f.read(size)), tensors)
+        b, p = _header_bytes(_read_header(path), tensors, shapes)
         total, params = total + b, params + p
     return from_config(_local_name(model_dir, config), config, total, params,
-                        f"{len(files)} local safetensors file(s) in {model_dir}", tensors)
+                       f"{len(files)} local safetensors file(s) in {model_dir}{note}", tensors, shapes)
 
 
 def _local_name(model_dir: Path, config: dict) -> str:
@@ -147,7 +370,7 @@ def quantized_variant(name: str) -> str:
 
 def assess(model: ModelInfo, budget: Budget, gpu_memory_utilization: float, max_model_len: int,
            kv_cache_dtype: str = "auto", may_unload_ollama: bool = False) -> Verdict:
-    kv_per_token = 2 * model.layers * model.kv_heads * model.head_dim * KV_DTYPE_BYTES.get(kv_cache_dtype, 2)
+    kv_per_token = model.kv_bytes_per_token(kv_cache_dtype, max_model_len)  # at max_model_len-long sequences
     # What is free now already excludes what Ollama holds (nvidia-smi's free, MemAvailable): subtracting it
     # again would count it twice; unloading it first (--unload-ollama) gives it back.
     held = 0 if may_unload_ollama else budget.held_by_ollama
@@ -168,6 +391,11 @@ def assess(model: ModelInfo, budget: Budget, gpu_memory_utilization: float, max_
         "max_concurrency_at_max_len": round(kv_tokens / max_model_len, 2) if max_model_len else 0,
         "unified_memory": budget.unified,
     }
+    if model.sliding_layers:
+        figures["kv_sliding_layers"] = model.sliding_layers
+        figures["kv_sliding_window"] = model.sliding_window
+    if model.mla_dim:
+        figures["kv_mla_latent"] = model.mla_dim
     verdict = Verdict("fits", figures=figures)
     safe_util = round(max(0.05, min(0.95, usable_now / budget.total_bytes)) - 0.005, 2) if budget.total_bytes else 0
     figures["safe_gpu_memory_utilization"] = safe_util

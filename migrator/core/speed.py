@@ -18,10 +18,14 @@ import math
 import re
 from dataclasses import dataclass
 
-from migrator.core.fit import KV_DTYPE_BYTES, ModelInfo
+from migrator.core.fit import ModelInfo, is_encoder_tensor, kv_bytes_per_token
 from migrator.core.gpus import Gpu
 
-_EXPERT = re.compile(r"\.experts\.\d+\.")
+# Routed experts: one tensor per expert (`mlp.experts.7.up_proj`, Mixtral's `block_sparse_moe.experts.7.w1`)
+# or fused across experts (gpt-oss `mlp.experts.gate_up_proj_blocks`, Llama 4 `feed_forward.experts.gate_up_proj`);
+# DeepSeek's `shared_experts` are read for every token and stay dense.
+_EXPERT = re.compile(r"(?:^|\.)experts\.")
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 BITS4_BYTES_PER_PARAM = 0.5 + 2 / 128 + 0.5 / 128  # packed 4-bit + an fp16 scale and a 4-bit zero per 128-group
 MAX_USERS = 4096
 
@@ -40,33 +44,82 @@ class Shape:
     experts_per_token: int = 0
     expert_intermediate: int = 0
     shared_intermediate: int = 0
+    dense_layers: int = 0  # MoE models whose first layers keep a dense MLP (DeepSeek's first_k_dense_replace)
+    kv_lora_rank: int = 0  # MLA (DeepSeek V2/V3)
+    q_lora_rank: int = 0
+    qk_nope_dim: int = 0
+    qk_rope_dim: int = 0
+    v_head_dim: int = 0
+    per_token_assumed: bool = False  # a MoE config without experts-per-token: all experts counted as read
 
     @classmethod
     def of(cls, config: dict) -> "Shape":
         heads = int(config["num_attention_heads"])
         hidden = int(config["hidden_size"])
+        layers = int(config["num_hidden_layers"])
         experts = int(config.get("num_experts") or config.get("num_local_experts") or config.get("n_routed_experts") or 0)
-        return cls(int(config["num_hidden_layers"]), hidden, heads, int(config.get("num_key_value_heads") or heads),
-                   int(config.get("head_dim") or hidden // heads), int(config.get("vocab_size") or 0),
-                   int(config.get("intermediate_size") or 0), experts,
-                   int(config.get("num_experts_per_tok") or 0) if experts else 0,
-                   int(config.get("moe_intermediate_size") or config.get("intermediate_size") or 0) if experts else 0,
-                   int(config.get("shared_expert_intermediate_size") or 0))
+        per_token = int(config.get("num_experts_per_tok") or config.get("experts_per_token")
+                        or config.get("num_experts_per_token") or 0) if experts else 0
+        assumed = bool(experts and not per_token)
+        per_token = per_token or experts  # unknown routing: every expert read, a floor on speed, never a guess above it
+        expert_inter = int(config.get("moe_intermediate_size") or config.get("intermediate_size") or 0) if experts else 0
+        shared = int(config.get("shared_expert_intermediate_size") or 0)
+        if experts and not shared and config.get("n_shared_experts"):  # DeepSeek: n_shared_experts × expert size
+            shared = int(config["n_shared_experts"]) * expert_inter
+        rope, nope = int(config.get("qk_rope_head_dim") or 0), int(config.get("qk_nope_head_dim") or 0)
+        head_dim = int(config.get("head_dim") or (nope + rope if config.get("kv_lora_rank") else hidden // heads))
+        return cls(layers, hidden, heads, int(config.get("num_key_value_heads") or heads), head_dim,
+                   int(config.get("vocab_size") or 0), int(config.get("intermediate_size") or 0), experts,
+                   per_token, expert_inter, shared,
+                   min(layers, int(config.get("first_k_dense_replace") or 0)) if experts else 0,
+                   int(config.get("kv_lora_rank") or 0), int(config.get("q_lora_rank") or 0), nope, rope,
+                   int(config.get("v_head_dim") or 0), assumed)
 
     @property
-    def attention_params(self) -> int:  # per layer: q, k, v, o
+    def mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def moe_layers(self) -> int:
+        return self.layers - self.dense_layers if self.experts else 0
+
+    @property
+    def attention_params(self) -> int:  # per layer: q, k, v, o (MLA: q or q_a/q_b, kv_a, kv_b, o)
+        if self.mla:
+            qk = self.qk_nope_dim + self.qk_rope_dim
+            v = self.v_head_dim or self.qk_nope_dim
+            q = (self.hidden * self.q_lora_rank + self.q_lora_rank * self.heads * qk) if self.q_lora_rank \
+                else self.hidden * self.heads * qk
+            kv = self.hidden * (self.kv_lora_rank + self.qk_rope_dim) + self.kv_lora_rank * self.heads * (self.qk_nope_dim + v)
+            return q + kv + self.heads * v * self.hidden
         return 2 * self.hidden * self.heads * self.head_dim + 2 * self.hidden * self.kv_heads * self.head_dim
+
+    @property
+    def attention_dims(self) -> int:
+        """Per head, the K and V elements one query multiplies by per context token (QKᵀ plus AV); MLA decodes
+        on the absorbed latent: kv_lora_rank + rope for the scores, kv_lora_rank for the values."""
+        if self.mla:
+            return self.heads * (2 * self.kv_lora_rank + self.qk_rope_dim)
+        return 2 * self.heads * self.head_dim
+
+    @property
+    def mla_dim(self) -> int:
+        return self.kv_lora_rank + self.qk_rope_dim if self.mla else 0
+
+    def kv_bytes_per_token(self, kv_cache_dtype: str = "auto") -> int:
+        return kv_bytes_per_token(self.layers, self.kv_heads, self.head_dim, self.mla_dim, kv_cache_dtype)
 
     @property
     def dense_params(self) -> int:
         """Read for every token whatever the routing: attention, dense or shared MLP, router (norms are noise)."""
-        mlp = 3 * self.hidden * (self.shared_intermediate if self.experts else self.intermediate)
-        router = self.hidden * self.experts
-        return self.layers * (self.attention_params + mlp + router)
+        if not self.experts:
+            return self.layers * (self.attention_params + 3 * self.hidden * self.intermediate)
+        moe = self.moe_layers * (3 * self.hidden * self.shared_intermediate + self.hidden * self.experts)
+        return self.layers * self.attention_params + moe + self.dense_layers * 3 * self.hidden * self.intermediate
 
     @property
-    def expert_params(self) -> int:  # all routed experts of all layers
-        return self.layers * self.experts * 3 * self.hidden * self.expert_intermediate
+    def expert_params(self) -> int:  # all routed experts of all MoE layers
+        return self.moe_layers * self.experts * 3 * self.hidden * self.expert_intermediate
 
     @property
     def lm_head_params(self) -> int:
@@ -89,8 +142,14 @@ class Profile:
     dense_bytes: int
     expert_bytes: int
     lm_head_bytes: int
-    kv_bytes_per_token: int
+    kv_bytes_per_token: int  # of the layers that attend over the whole context
     source: str = ""
+    kv_window_bytes_per_token: int = 0  # of the sliding-window layers (hybrid models), held for `kv_window` tokens
+    kv_window: int = 0
+
+    def kv_read(self, context: int) -> int:
+        """KV bytes one stream reads per decode step at `context` tokens."""
+        return self.kv_bytes_per_token * context + self.kv_window_bytes_per_token * min(context, self.kv_window)
 
     @property
     def moe(self) -> bool:
@@ -105,11 +164,11 @@ class Profile:
 
     def step_bytes(self, streams: int, context: int) -> float:
         experts = self.expert_bytes * self.experts_touched(streams) / self.shape.experts if self.moe else 0
-        return self.dense_bytes + self.lm_head_bytes + experts + streams * self.kv_bytes_per_token * context
+        return self.dense_bytes + self.lm_head_bytes + experts + streams * self.kv_read(context)
 
     def flops_per_token(self, context: int) -> float:
         s = self.shape
-        return 2 * s.active_params + 4 * s.layers * s.heads * s.head_dim * context  # matmuls + QKᵀ and AV
+        return 2 * s.active_params + 2 * s.layers * s.attention_dims * context  # matmuls + QKᵀ and AV
 
     @property
     def weight_read_gb(self) -> float:
@@ -118,29 +177,54 @@ class Profile:
 
 
 def _precision(model: ModelInfo) -> tuple[str, str]:
-    """(weights label, tensor-core precision) from config.json's quantization_config."""
+    """(weights label, tensor-core precision) from config.json's quantization_config (or ModelOpt's
+    hf_quant_config.json, which fit.read_local folds in)."""
     q = (model.config.get("quantization_config") or {})
     method = str(q.get("quant_method") or model.quantization or "").lower()
     algo = str(q.get("quant_algo") or q.get("format") or "").lower()
+    if method == "mxfp4" or "mxfp4" in algo:  # gpt-oss: experts in MXFP4 (U8 blocks + U8 scales), the rest bf16
+        return "MXFP4 4-bit", "fp4"
     if "fp4" in algo or "fp4" in method:
         return "NVFP4 4-bit", "fp4"
     if method == "fp8" or "fp8" in algo:
         return "fp8", "fp8"
-    if method in ("awq", "gptq", "awq_marlin", "gptq_marlin", "compressed-tensors", "bitsandbytes"):
-        bits = q.get("bits") or q.get("w_bit") or 4
+    if method == "compressed-tensors":  # llm-compressor: the bits live in config_groups, not in "bits"
+        groups = [g for g in (q.get("config_groups") or {}).values() if isinstance(g, dict)]
+        weights = [g.get("weights") or {} for g in groups]
+        bits = sorted({int(w.get("num_bits") or 0) for w in weights} - {0})
+        if bits and bits[0] == 8 and all(str(w.get("type")) == "float" for w in weights):
+            return "fp8", "fp8"
+        if bits:
+            acts = {int((g.get("input_activations") or {}).get("num_bits") or 16) for g in groups}
+            return f"W{bits[0]}A{min(acts)}", ("bf16" if min(acts) >= 16 else "fp8")
+        return "compressed-tensors", "bf16"
+    if method in ("awq", "gptq", "awq_marlin", "gptq_marlin", "bitsandbytes"):
+        bits = q.get("bits") or q.get("w_bit") or (8 if q.get("load_in_8bit") else 4)
         return f"{method.upper()} {bits}-bit", "bf16"  # weight-only: the matmuls run in 16 bits
-    return str(model.config.get("torch_dtype") or "bf16").replace("bfloat16", "bf16").replace("float16", "fp16"), "bf16"
+    if method:  # a method this table does not know: its bytes are the headers', its label says what it is
+        return method, "bf16"
+    dtype = str(model.config.get("torch_dtype") or model.config.get("dtype") or "bf16")  # transformers ≥ 4.56: "dtype"
+    return dtype.replace("bfloat16", "bf16").replace("float16", "fp16").replace("float32", "fp32"), "bf16"
 
 
 def profile(model: ModelInfo, kv_cache_dtype: str = "auto") -> Profile:
     """From the headers: the bytes actually stored per part (packed 4-bit weights and their scales count as
-    they are). Embeddings are gathered one row per token — not read — unless they double as lm_head."""
+    they are). Embeddings are gathered one row per token — not read — unless they double as lm_head; a
+    multimodal checkpoint's vision tower and the MTP layers past num_hidden_layers (DeepSeek V3's layer 61,
+    loaded only for speculative decoding) are not read per text token either."""
     shape = Shape.of(model.config)
     weights, precision = _precision(model)
-    kv = 2 * shape.layers * shape.kv_heads * shape.head_dim * KV_DTYPE_BYTES.get(kv_cache_dtype, 2)
-    parts = {"dense": 0, "experts": 0, "lm_head": 0, "embedding": 0}
+    kv = model.kv_bytes_per_token(kv_cache_dtype)
+    window_kv = 0
+    if model.sliding_layers:  # split: full layers read the whole context, sliding ones their window
+        window_kv = kv // model.layers * model.sliding_layers
+        kv -= window_kv
+    parts = {"dense": 0, "experts": 0, "lm_head": 0, "embedding": 0, "not_read": 0}
     for name, size in model.tensor_bytes.items():
-        if "embed_tokens" in name or name.endswith("wte.weight"):
+        layer = _LAYER.search(name)
+        if is_encoder_tensor(name) or (layer and int(layer.group(1)) >= shape.layers):
+            parts["not_read"] += size
+        elif "embed_tokens" in name or name.endswith("wte.weight"):
             parts["embedding"] += size
         elif "lm_head" in name:
             parts["lm_head"] += size
@@ -149,13 +233,21 @@ def profile(model: ModelInfo, kv_cache_dtype: str = "auto") -> Profile:
         else:
             parts["dense"] += size
     source = model.source
+    if shape.per_token_assumed:
+        source += " (no num_experts_per_tok in config.json: every expert counted as read per token)"
     if not model.tensor_bytes:  # no per-tensor list: the whole size, less the embedding, as dense
         parts["dense"] = max(0, model.weight_bytes - shape.lm_head_params * 2)
         parts["lm_head"] = shape.lm_head_params * 2
         source += " (total size only)"
     if not parts["lm_head"]:  # tied embeddings: the embedding matrix is the lm_head, read every step
         parts["lm_head"] = parts["embedding"]
-    return Profile(model.name, weights, precision, shape, parts["dense"], parts["experts"], parts["lm_head"], kv, source)
+    if shape.experts and not parts["experts"] and model.tensor_bytes:
+        # config.json says MoE but no tensor is named as an expert: the routed share cannot be told apart,
+        # so all is read (a floor on speed, said so) rather than guessing which bytes are experts
+        source += " (MoE in config.json, but no expert tensors recognised: all weights counted as read)"
+        shape.experts = 0
+    return Profile(model.name, weights, precision, shape, parts["dense"], parts["experts"], parts["lm_head"], kv, source,
+                   window_kv, model.sliding_window if window_kv else 0)
 
 
 def variant(base: Profile, weights: str) -> Profile:
@@ -166,7 +258,7 @@ def variant(base: Profile, weights: str) -> Profile:
     s = base.shape
     return Profile(f"{base.name} ({weights})", weights, precision, s, int(s.dense_params * per_param),
                    int(s.expert_params * per_param), s.lm_head_params * 2, base.kv_bytes_per_token,
-                   "from the shape in config.json")
+                   "from the shape in config.json", base.kv_window_bytes_per_token, base.kv_window)
 
 
 # ---- the roofline ---------------------------------------------------------------------------------------
@@ -186,7 +278,7 @@ def prefill_s(p: Profile, gpu: Gpu, prompt_tokens: int) -> float | None:
     if not peak:
         return None
     s = p.shape
-    flops = prompt_tokens * 2 * s.active_params + 2 * s.layers * s.heads * s.head_dim * prompt_tokens ** 2
+    flops = prompt_tokens * 2 * s.active_params + s.layers * s.attention_dims * prompt_tokens ** 2
     reads = p.step_bytes(prompt_tokens, 0) / (gpu.bandwidth_gbs * 1e9)
     return max(flops / (peak * 1e12), reads)
 
@@ -234,7 +326,7 @@ def predict(p: Profile, gpu: Gpu, t: Targets) -> dict:
         "model": p.name, "weights": p.weights, "moe": p.moe, "gpu": gpu.name, "bandwidth_gbs": gpu.bandwidth_gbs,
         "peak_tflops": peak, "peak_tflops_source": how, "precision": p.precision,
         "weight_gb_read_per_token": round(p.weight_read_gb, 2),
-        "kv_mb_read_per_token": round(p.kv_bytes_per_token * context / 1e6, 1), "context_tokens": context,
+        "kv_mb_read_per_token": round(p.kv_read(context) / 1e6, 1), "context_tokens": context,
         "active_params_b": round(p.shape.active_params / 1e9, 2),
         "flops_per_token_g": round(p.flops_per_token(context) / 1e9, 1),
         "decode_tokens_per_s_per_user": one["tokens_per_s_per_user"],
@@ -306,7 +398,7 @@ def verdict_lines(base: Profile, gpu: Gpu, t: Targets, gates: list[dict], altern
 def from_shape(name: str, config: dict, weights: str = "bf16", source: str = "") -> Profile:
     """A model known only by its config.json (no headers at hand), in a given format."""
     shape = Shape.of(config)
-    kv = 2 * shape.layers * shape.kv_heads * shape.head_dim * 2
+    kv = shape.kv_bytes_per_token()
     shell = Profile(name, weights, "bf16", shape, 0, 0, 0, kv, source)
     out = variant(shell, weights)
     out.name, out.source = name, source or "from its config.json"
@@ -320,7 +412,8 @@ def assess(model: ModelInfo, gpu: Gpu, t: Targets, gates, kv_cache_dtype: str = 
     base = profile(model, kv_cache_dtype)
     speed = predict(base, gpu, t)
     speed["gates"] = judge(gates, speed)
-    formats = [] if "4-bit" in base.weights else (["4-bit"] if base.weights == "fp8" else ["fp8", "4-bit"])
+    four = "4-bit" in base.weights or base.weights.startswith("W4")
+    formats = [] if four else (["4-bit"] if base.weights == "fp8" or "8" in base.weights else ["fp8", "4-bit"])
     candidates = [(variant(base, w), True) for w in formats] + [(p, False) for p in others]
     alternatives = []
     for candidate, own in candidates:
