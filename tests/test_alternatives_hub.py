@@ -361,7 +361,7 @@ def test_a_check_of_a_hub_model_reads_it_and_its_alternative_and_leaves_no_file_
                  "--set", f"vllm.hf_cache={project / 'hf'}", "--set", f"model.id={AWQ}",
                  "phase1", "--check", "--assume-gpu", "GB10")
     step = {s["id"]: s for s in json.loads(result.stdout)["steps"]}["phase1.fit"]
-    assert step["measurements"]["model_source"] == f"Hub metadata of {AWQ}@main"
+    assert step["measurements"]["model_source"].startswith(f"Hub metadata of {AWQ}@main")
     assert named(step["measurements"]["speed"])[MOE]["found_in"] == "hub"
     for cache in (Path(constants.HF_HUB_CACHE), project / "hf" / "hub"):
         assert not [p for p in cache.glob("models--*") if p.name in ("models--Qwen--Qwen2.5-32B-Instruct-AWQ",

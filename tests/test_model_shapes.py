@@ -381,3 +381,25 @@ def test_phase1_check_on_a_broken_model_dir_fails_the_fit_step_in_one_line(cli, 
     text = json.dumps(doc)
     assert {"missing shard": "incomplete", "empty shard": "not a readable safetensors file",
             "bin only": "only PyTorch .bin"}[breakage] in text
+
+
+@pytest.mark.parametrize("key", ["no_head_dim", "nvfp4", "gpt_oss", "gemma3", "dsv2lite", "gptq"])
+def test_a_checkpoint_read_from_the_hub_is_read_as_from_its_local_directory(dirs, models, key, monkeypatch):
+    """The Hub path gets the same gap-filling from tensor shapes and the same hf_quant_config.json as a local
+    directory: one reading of a checkpoint, wherever its headers come from (the stand-in Hub on loopback)."""
+    from fakehub import FakeHub
+
+    from migrator.adapters import hf
+
+    hub = FakeHub({f"org/{key}": dirs[key]}).start()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    try:
+        remote = hf.read_hub(f"org/{key}", "main", None, timeout=20)
+    finally:
+        hub.stop()
+    local = models[key]
+    for field in ("weight_bytes", "parameters", "layers", "kv_heads", "head_dim", "quantization", "mla_dim",
+                  "sliding_layers", "sliding_window", "tensor_bytes"):
+        assert getattr(remote, field) == getattr(local, field), field
+    assert remote.kv_bytes_per_token(context=8192) == local.kv_bytes_per_token(context=8192)
+    assert speed.profile(remote).weight_read_gb == speed.profile(local).weight_read_gb

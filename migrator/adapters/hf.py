@@ -288,6 +288,8 @@ def read_hub(repo_id: str, revision: str = "main", token: str | None = None, *, 
                                          "vLLM needs safetensors weights: pick another repo")
             headers = _in_parallel(lambda name: api.parse_safetensors_file_metadata(
                 repo_id, name, revision=revision, token=token, timeout=per_request), shards)
+            quant = (fit.modelopt_quant(small_file("hf_quant_config.json"))
+                     if api.file_exists(repo_id, "hf_quant_config.json", revision=revision, token=token) else {})
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         raise HubRefused(_hub_message(repo_id, status), _hub_fix(status), status) from None
@@ -302,15 +304,9 @@ def read_hub(repo_id: str, revision: str = "main", token: str | None = None, *, 
             raise EnvironmentMissing(f"cannot read {repo_id} metadata from the Hub ({str(exc)[:120]})",
                                      "check the network, or use --model /local/dir") from None
         raise
-    total = params = 0
-    tensors: dict = {}
-    for file_meta in headers:
-        for name, info in file_meta.tensors.items():
-            start, end = info.data_offsets
-            total += end - start
-            params += info.parameter_count
-            tensors[name] = end - start
-    return fit.from_config(repo_id, config, total, params, f"Hub metadata of {repo_id}@{revision}", tensors)
+    as_read = [{name: {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": list(info.data_offsets)}
+                for name, info in file_meta.tensors.items()} for file_meta in headers]
+    return fit.from_headers(repo_id, config, as_read, f"Hub metadata of {repo_id}@{revision}", quant)
 
 
 def _transport_failure(exc: BaseException) -> BaseException | None:

@@ -308,10 +308,15 @@ def _quant_file(model_dir: Path) -> dict:
     which is where vLLM looks for it: as a quantization_config."""
     path = model_dir / "hf_quant_config.json"
     try:
-        q = (json.loads(path.read_text()).get("quantization") or {}) if path.exists() else {}
+        return modelopt_quant(json.loads(path.read_text())) if path.exists() else {}
     except ValueError:
         return {}
-    return {"quant_method": "modelopt", **q} if q.get("quant_algo") else {}
+
+
+def modelopt_quant(hf_quant_config: dict) -> dict:
+    """hf_quant_config.json's `quantization` as the quantization_config vLLM takes it for ({} if none)."""
+    q = hf_quant_config.get("quantization") if isinstance(hf_quant_config, dict) else None
+    return {"quant_method": "modelopt", **q} if isinstance(q, dict) and q.get("quant_algo") else {}
 
 
 def read_local(model_dir: Path) -> ModelInfo:
@@ -333,17 +338,23 @@ def read_local(model_dir: Path) -> ModelInfo:
                 f"{model_dir} has only PyTorch .bin/.pt weights: their sizes cannot be read without unpickling them",
                 "use a safetensors build of the model (most Hub repos have one) or convert it")
         raise EnvironmentMissing(f"{model_dir} has no *.safetensors files", "vLLM needs safetensors weights")
-    quant = _quant_file(model_dir)
+    return from_headers(_local_name(model_dir, config), config, [_read_header(path) for path in files],
+                        f"{len(files)} local safetensors file(s) in {model_dir}{note}", _quant_file(model_dir))
+
+
+def from_headers(name: str, config: dict, headers: list[dict], source: str, quant: dict | None = None) -> ModelInfo:
+    """The model from config.json and its safetensors headers (each {tensor: {dtype, shape, data_offsets}}),
+    wherever they were read — a local directory or the Hub —, so both read a checkpoint alike: the same gaps
+    filled from the tensor shapes, the same ModelOpt `quant` (hf_quant_config.json) taken as its quantization."""
     if quant and not config.get("quantization_config") and not (config.get("text_config") or {}).get("quantization_config"):
         config = {**config, "quantization_config": quant}
     total = params = 0
     tensors: dict = {}
     shapes: dict = {}
-    for path in files:
-        b, p = _header_bytes(_read_header(path), tensors, shapes)
+    for header in headers:
+        b, p = _header_bytes(header, tensors, shapes)
         total, params = total + b, params + p
-    return from_config(_local_name(model_dir, config), config, total, params,
-                       f"{len(files)} local safetensors file(s) in {model_dir}{note}", tensors, shapes)
+    return from_config(name, config, total, params, source, tensors, shapes)
 
 
 def _local_name(model_dir: Path, config: dict) -> str:
