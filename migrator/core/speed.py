@@ -368,7 +368,7 @@ def _size(p: Profile) -> str:
 def _figures(a: dict) -> str:
     label = a["model"] if a["variant_of_this_model"] else f"{a['model']} ({a['weights']})"
     return (f"{label}: ≤ {a['decode_tokens_per_s_per_user']:.1f} tok/s per user, "
-            f"{a['realtime_users']} real-time users")
+            f"{a['realtime_users']} real-time user{'' if a['realtime_users'] == 1 else 's'}")
 
 
 def verdict_lines(base: Profile, gpu: Gpu, t: Targets, gates: list[dict], alternatives: list[dict]) -> list[str]:
