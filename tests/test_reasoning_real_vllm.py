@@ -76,8 +76,9 @@ TEXT_FIELDS = ("reasoning", "reasoning_content", "content")
 
 
 def stream_profile(chunks: list[dict]) -> dict:
-    """What the product reads of a stream: the role chunk, where text lands and in which order (runs of the
-    field that carries it), finish_reason on the last choice chunk only, the usage chunk."""
+    """What the product reads of a stream — the role chunk, where text lands and in which order (runs of the
+    field that carries it), finish_reason on the last choice chunk only, the usage chunk — and whether usage
+    counts the thinking."""
     role, *body, last = chunks
     runs: list[str] = []
     fields: set[str] = set()
