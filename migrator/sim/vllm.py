@@ -228,6 +228,8 @@ class VllmSim:
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         usage = usage_of(prompt_tokens, n_out)
+        if self.args.reasoning_parser:  # as vLLM 0.32 with a parser (streamed, it counts reasoning deltas)
+            usage["completion_tokens_details"] = {"reasoning_tokens": len(thinking)}
         arrival = time.monotonic()
         self.prompt_tokens += prompt_tokens
 
@@ -335,11 +337,15 @@ class VllmSim:
     # ---- Qwen3's thinking and tool calls, as vLLM 0.32 serves them ----------------------------------------
     def thinking_tokens(self, body: dict) -> int:
         """How many tokens the simulated model thinks before it answers: --reasoning-tokens (24 by default with
-        --reasoning-parser, else 0: the default output is a non-thinking model's), none when the chat template
+        --reasoning-parser, else 0: the default output is a non-thinking model's), at most the request's
+        `thinking_token_budget` (vLLM 0.32 then forces `</think>`; with a parser only), none when the chat template
         is told enable_thinking false (the request's chat_template_kwargs over --default-chat-template-kwargs)."""
         tokens = self.args.reasoning_tokens
         if tokens is None:
             tokens = 24 if self.args.reasoning_parser else 0
+        budget = body.get("thinking_token_budget")
+        if budget is not None and self.args.reasoning_parser:  # vLLM forces </think> after that many
+            tokens = min(tokens, int(budget))
         kwargs = {**(self.args.default_chat_template_kwargs or {}), **(body.get("chat_template_kwargs") or {})}
         return 0 if kwargs.get("enable_thinking") is False else tokens
 

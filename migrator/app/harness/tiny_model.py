@@ -5,6 +5,12 @@ few English and Korean sentences with ChatML special tokens, and a ChatML chat t
 downloaded. Its answers are random text; it exists so that vLLM really loads, schedules, streams and
 reports metrics on this CPU.
 
+Qwen3's thinking markers `<think>` and `</think>` are one token each, as in Qwen3's vocabulary, so that vLLM's
+`--reasoning-parser qwen3` and its `thinking_token_budget` work on them by token id as they do on the user's
+model. They are added after training, into the embedding's padding rows: every other token id, and so every
+weight, is what it was without them. They are marked special, unlike Qwen3's, so a server without a reasoning
+parser (which skips special tokens) never shows one the random weights happen to pick as content.
+
     python -m migrator.app.harness.tiny_model OUT_DIR
 """
 
@@ -22,6 +28,7 @@ KV_HEADS = 1
 INTERMEDIATE = 256
 MAX_POSITIONS = 2048
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+THINK_TOKENS = ["<think>", "</think>"]  # Qwen3's thinking markers (see the module docstring)
 
 CORPUS = [
     "GraphRAG links entities and relations in a knowledge graph to answer questions with sources.",
@@ -56,6 +63,10 @@ def build_tokenizer(out: Path) -> int:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    trained = tokenizer.get_vocab_size()
+    tokenizer.add_special_tokens(THINK_TOKENS)  # ids after the trained ones: no trained id moves
+    if (trained + 63) // 64 != (tokenizer.get_vocab_size() + 63) // 64:
+        raise AssertionError("the thinking markers must fit in the embedding's padding rows")
     tokenizer.save(str(out / "tokenizer.json"))
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -69,7 +80,7 @@ def build_tokenizer(out: Path) -> int:
         "added_tokens_decoder": {
             str(tokenizer.token_to_id(t)): {"content": t, "special": True, "lstrip": False, "rstrip": False,
                                             "normalized": False, "single_word": False}
-            for t in SPECIAL_TOKENS
+            for t in SPECIAL_TOKENS + THINK_TOKENS
         },
     }, indent=2))
     (out / "special_tokens_map.json").write_text(json.dumps(
