@@ -168,8 +168,8 @@ def test_the_session_vllm_runs_with_the_rendered_flags_and_they_took_effect(real
     for flag in ("--kv-cache-memory-bytes", "--max-num-seqs", "--default-chat-template-kwargs",
                  "--enable-auto-tool-choice", "--tool-call-parser"):
         assert flag in argv
-    # Not --reasoning-parser: model.reasoning is one of off/parse/raw per start, and the session runs the
-    # default (off). qwen3's parser is loaded with this model's tokenizer by the test above.
+    # Not --reasoning-parser: model.reasoning is one of off/parse/raw per start, and this server runs the
+    # default (off); a second real vLLM runs `parse` (tests/test_reasoning_real_vllm.py, real_vllm_reasoning).
     scrape = httpx.get(real_vllm + "/metrics", timeout=10).text
     info = next(line for line in scrape.splitlines() if line.startswith("vllm:cache_config_info{"))
     assert f'kv_cache_memory_bytes="{REAL_VLLM_LIMITS["kv_cache_memory_bytes"]}"' in info
