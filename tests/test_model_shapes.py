@@ -295,21 +295,14 @@ def test_a_truncated_or_pointer_shard_is_one_clear_error(tmp_path, content):
         fit.read_local(d)
 
 
-def test_a_gguf_only_dir_says_why_it_cannot_be_read(tmp_path):
-    d = tmp_path / "gguf"
+@pytest.mark.parametrize("weights, content, says", [("model-Q4_K_M.gguf", b"GGUF", "only GGUF weights"),
+                                                    ("pytorch_model.bin", b"PK\x03\x04", "only PyTorch .bin")])
+def test_a_dir_without_safetensors_says_why_it_cannot_be_read(tmp_path, weights, content, says):
+    d = tmp_path / "weights"
     d.mkdir()
     (d / "config.json").write_text(json.dumps(shapes.LLAMA31_8B))
-    (d / "model-Q4_K_M.gguf").write_bytes(b"GGUF")
-    with pytest.raises(EnvironmentMissing, match="only GGUF weights"):
-        fit.read_local(d)
-
-
-def test_a_bin_only_dir_says_why_it_cannot_be_read(tmp_path):
-    d = tmp_path / "bin"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps(shapes.LLAMA31_8B))
-    (d / "pytorch_model.bin").write_bytes(b"PK\x03\x04")
-    with pytest.raises(EnvironmentMissing, match="only PyTorch .bin"):
+    (d / weights).write_bytes(content)
+    with pytest.raises(EnvironmentMissing, match=says):
         fit.read_local(d)
 
 
